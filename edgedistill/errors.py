@@ -1,0 +1,29 @@
+"""One exception hierarchy. The CLI turns these into one line on stderr and an exit code."""
+
+
+class EdgeDistillError(Exception):
+    """Base class: a problem the user can fix. Exit code 2 unless a subclass says otherwise."""
+
+    exit_code = 2
+
+
+class ConfigError(EdgeDistillError):
+    """The pipeline, a preset, an override or a budgets file is wrong."""
+
+
+class DataError(EdgeDistillError):
+    """A dataset folder, image or array cannot be used."""
+
+
+class StageError(EdgeDistillError):
+    """A stage ran and refused its own result (for example an export parity failure)."""
+
+
+class StoreBusy(EdgeDistillError):
+    """Another run holds the store's lock."""
+
+
+class GateFailed(EdgeDistillError):
+    """At least one budget does not hold. Exit code 1: the release is blocked, nothing is broken."""
+
+    exit_code = 1

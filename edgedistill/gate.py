@@ -1,0 +1,79 @@
+"""Release gate: a bundle's report.json against a budgets file."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from .config import Strict, read_yaml, validate
+from .errors import ConfigError
+from .table import text_table
+
+MB = 1024 * 1024  # sizes and memory in MiB throughout
+
+
+class Budgets(Strict):
+    """A budgets file (YAML). Every key is optional; at least one must be given."""
+
+    max_size_mb: float | None = Field(None, gt=0)
+    """Largest shipped model.onnx, in MiB (2^20 bytes)."""
+    max_latency_ms_p90: float | None = Field(None, gt=0)
+    """Largest p90 latency of the shipped model at batch 1, in milliseconds."""
+    min_accuracy: float | None = Field(None, ge=0, le=100)
+    """Smallest test accuracy of the shipped model, in percent."""
+    max_accuracy_drop: float | None = Field(None, ge=0)
+    """Largest teacher-minus-shipped test accuracy difference, in percentage points."""
+    max_peak_rss_mb: float | None = Field(None, gt=0)
+    """Largest peak resident memory of a process running the shipped model, in MiB."""
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "Budgets":
+        if all(v is None for v in self.model_dump().values()):
+            raise ValueError(f"a budgets file needs at least one of {', '.join(type(self).model_fields)}")
+        return self
+
+
+@dataclass
+class Check:
+    metric: str
+    budget: str
+    actual: str
+    passed: bool
+
+
+def load_budgets(path: Path) -> Budgets:
+    return validate(Budgets, read_yaml(Path(path), "budgets file"), str(path))
+
+
+def load_report(bundle: Path) -> dict:
+    path = Path(bundle) / "report.json"
+    if not path.is_file():
+        raise ConfigError(f"'{bundle}' is not a bundle (no report.json); give a folder like artifacts/bundles/<name>/v1")
+    return json.loads(path.read_text())
+
+
+def check(report: dict, budgets: Budgets) -> list[Check]:
+    shipped_acc = report["accuracy"][report["shipped"]]
+    drop = report["accuracy"]["teacher"] - shipped_acc
+    rows = []
+    b = budgets
+    if b.max_size_mb is not None:
+        rows.append(Check("size_mb", f"<= {b.max_size_mb:g}", f"{report['size_bytes'] / MB:.3f}", report["size_bytes"] / MB <= b.max_size_mb))
+    if b.max_latency_ms_p90 is not None:
+        p90 = report["latency_ms"]["p90"]
+        rows.append(Check("latency_ms_p90", f"<= {b.max_latency_ms_p90:g}", f"{p90:.3f}", p90 <= b.max_latency_ms_p90))
+    if b.min_accuracy is not None:
+        rows.append(Check("accuracy", f">= {b.min_accuracy:g}", f"{shipped_acc:.2f}", shipped_acc >= b.min_accuracy))
+    if b.max_accuracy_drop is not None:
+        rows.append(Check("accuracy_drop_pts", f"<= {b.max_accuracy_drop:g}", f"{drop:.2f}", drop <= b.max_accuracy_drop))
+    if b.max_peak_rss_mb is not None:
+        rss = report["peak_rss_mb"]
+        rows.append(Check("peak_rss_mb", f"<= {b.max_peak_rss_mb:g}", f"{rss:.1f}", rss <= b.max_peak_rss_mb))
+    return rows
+
+
+def format_table(rows: list[Check]) -> str:
+    return text_table(("metric", "budget", "actual", "result"),
+                      [(r.metric, r.budget, r.actual, "pass" if r.passed else "FAIL") for r in rows])

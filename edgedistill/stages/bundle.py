@@ -1,0 +1,97 @@
+"""bundle: the folder that ships to the device: model.onnx, labels.json, preprocess.json,
+report.json and MODEL_CARD.md. The runner publishes it as bundles/<name>/v<N>/ with manifest.json."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from ..config import BundleConfig, Pipeline, Strict
+from ..runner import Context, Stage
+
+
+class BundleStageConfig(Strict):
+    bundle: BundleConfig
+    name: str
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def build_report(name: str, ship: str, bench: dict, export: dict) -> dict:
+    """report.json: the numbers a release is gated on. Accuracy in percent on the test split
+    (ONNX Runtime), latency in ms at batch 1, sizes in bytes, memory in MiB."""
+    shipped = bench[f"student_{ship}"]
+    return {
+        "pipeline": name,
+        "shipped": f"student_{ship}",
+        "accuracy": {role: r["accuracy"] for role, r in bench.items()},
+        "latency_ms": {k: shipped["latency_ms"][k] for k in ("p50", "p90", "p99", "min", "mean")},
+        "size_bytes": shipped["size_bytes"],
+        "peak_rss_mb": shipped["peak_rss_mb"],
+        "load_ms": shipped["load_ms"],
+        "device": {k: shipped["device"][k] for k in ("cpu", "cores", "threads", "onnxruntime")},
+        "parity": {k: export["parity"]["student"][k] for k in ("max_abs_diff", "top1_agreement")},
+        "params": {"teacher": export["parity"]["teacher"]["params"], "student": export["parity"]["student"]["params"]},
+        "test_samples": shipped["eval_samples"],
+        "models": bench,
+    }
+
+
+def model_card(report: dict, labels: list[str], pre: dict) -> str:
+    acc, lat, dev = report["accuracy"], report["latency_ms"], report["device"]
+    rows = "\n".join(
+        f"| {role} | {m['accuracy']:.2f} | {m['latency_ms']['p50']:.3f} | {m['latency_ms']['p90']:.3f} | "
+        f"{m['size_bytes'] / 1024:.1f} | {m['peak_rss_mb']:.1f} |"
+        for role, m in report["models"].items())
+    return f"""# {report['pipeline']}: model card
+
+Shipped model: `model.onnx` = **{report['shipped']}**, {report['params']['student']:,} parameters
+(teacher: {report['params']['teacher']:,}).
+
+## Task
+{len(labels)} classes: {', '.join(labels[:20])}{' ...' if len(labels) > 20 else ''}.
+Input `{pre['input_name']}`: {pre['dtype']} {pre['layout']} 1x{pre['channels']}x{pre['height']}x{pre['width']},
+{pre['color']} image resized to {pre['height']}x{pre['width']} (bilinear), then `{pre['formula']}`
+with scale {pre['scale']:.6f}, mean {pre['mean']}, std {pre['std']} (see preprocess.json).
+
+## Accuracy (test split, {report['test_samples']} images, ONNX Runtime)
+teacher {acc['teacher']:.2f}%, student FP32 {acc['student_fp32']:.2f}%, student INT8 {acc['student_int8']:.2f}%.
+
+## Shipped model on {dev['cpu']} ({dev['cores']} cores, {dev['threads']} thread(s), onnxruntime {dev['onnxruntime']})
+Latency at batch 1: p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms,
+min {lat['min']:.3f} ms, mean {lat['mean']:.3f} ms. Size {report['size_bytes']:,} bytes.
+Session load {report['load_ms']:.1f} ms. Peak resident memory {report['peak_rss_mb']:.1f} MiB
+(a process holding only ONNX Runtime and this model).
+
+| model | test acc % | p50 ms | p90 ms | size KiB | peak RSS MiB |
+|---|---|---|---|---|---|
+{rows}
+
+Export parity (PyTorch vs ONNX Runtime, FP32 student): max abs logit difference
+{report['parity']['max_abs_diff']:.2e}, top-1 agreement {report['parity']['top1_agreement']:.2%}.
+
+Provenance: manifest.json lists the sha256 of every file and the stage results this bundle came from.
+"""
+
+
+def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
+    ship = cfg.bundle.ship
+    model = inputs["quantized"] / "student_int8.onnx" if ship == "int8" else inputs["onnx"] / "student.onnx"
+    shutil.copy2(model, out / "model.onnx")
+    labels = read(inputs["dataset"] / "classes.json")
+    pre = read(inputs["dataset"] / "preprocess.json")
+    (out / "labels.json").write_text(json.dumps({str(i): name for i, name in enumerate(labels)}, indent=2) + "\n")
+    (out / "preprocess.json").write_text(json.dumps(pre, indent=2) + "\n")
+    report = build_report(cfg.name, ship, read(inputs["benchmark"] / "benchmark.json"), read(inputs["onnx"] / "metrics.json"))
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "MODEL_CARD.md").write_text(model_card(report, labels, pre))
+    return {k: report[k] for k in ("accuracy", "latency_ms", "size_bytes", "peak_rss_mb")}
+
+
+STAGE = Stage(
+    name="bundle", version=1, inputs=("dataset", "onnx", "quantized", "benchmark"), output="bundle",
+    configure=lambda p: BundleStageConfig(bundle=p.bundle, name=p.name), run=run,
+    headline=lambda m: f"{m['size_bytes'] / 1024:.0f} KiB, p90 {m['latency_ms']['p90']:.3f} ms",
+)

@@ -1,0 +1,75 @@
+"""export: teacher and student to ONNX (dynamic batch, named input/output), the ONNX checker, and a
+parity check against PyTorch on real test images. Parity beyond tolerance fails the stage."""
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from ..config import ExportConfig, Pipeline
+from ..data import Dataset
+from ..errors import StageError
+from ..models import load_trained, num_params
+from ..onnx_utils import ort_predict
+from ..runner import Context, Stage
+from ..train import predict
+
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
+    """torch.export-based exporter (dynamo=True), batch axis dynamic, weights inside the file."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    quiet = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(quiet), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model.eval(), (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              opset_version=opset, dynamic_shapes=({0: batch},), dynamo=True, external_data=False)
+    except Exception as e:  # the exporter raises many types; all mean the same to the user
+        raise StageError(f"torch.onnx.export failed for {type(model).__name__}: {str(e).splitlines()[0]}") from e
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+def parity(model: torch.nn.Module, path: Path, x: np.ndarray) -> dict:
+    torch_logits = predict(model, x).numpy()
+    ort_logits = ort_predict(path, x)
+    return {
+        "max_abs_diff": float(np.abs(torch_logits - ort_logits).max()),
+        "top1_agreement": float((torch_logits.argmax(1) == ort_logits.argmax(1)).mean()),
+        "samples": int(len(x)),
+    }
+
+
+def run(cfg: ExportConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
+    ds = Dataset.load(inputs["dataset"])
+    x_test, _ = ds.inputs("test")
+    x = x_test[: cfg.parity_samples]
+    metrics = {}
+    for role in ("teacher", "student"):
+        model = load_trained(inputs[role])
+        path = out / f"{role}.onnx"
+        export_onnx(model, torch.from_numpy(x[:2]), path, cfg.opset)
+        p = parity(model, path, x)
+        ctx.log(f"{role}: max |torch - onnxruntime| = {p['max_abs_diff']:.2e}, top-1 agreement {p['top1_agreement']:.2%}")
+        if p["max_abs_diff"] > cfg.parity_max_abs_diff or p["top1_agreement"] < cfg.parity_min_top1_agreement:
+            raise StageError(
+                f"export parity failed for the {role}: max abs diff {p['max_abs_diff']:.2e} "
+                f"(limit {cfg.parity_max_abs_diff:.0e}), top-1 agreement {p['top1_agreement']:.2%} "
+                f"(limit {cfg.parity_min_top1_agreement:.2%}); raise export.parity_* only if the difference is understood"
+            )
+        metrics[role] = dict(p, size_bytes=path.stat().st_size, params=num_params(model))
+    return {"parity": metrics, "opset": cfg.opset}
+
+
+STAGE = Stage(
+    name="export", version=1, inputs=("dataset", "teacher", "student"), output="onnx",
+    configure=lambda p: p.export, run=run,
+    headline=lambda m: f"student parity max|diff| {m['parity']['student']['max_abs_diff']:.1e}, "
+                       f"top-1 {m['parity']['student']['top1_agreement']:.0%}",
+)

@@ -1,0 +1,116 @@
+"""The one training loop, shared by fine-tuning and distillation.
+
+Resumable and reproducible: the data order and every random draw of epoch e come from a generator
+seeded with (seed, e), and a checkpoint (model, optimizer, scheduler, history) is written atomically
+after every epoch. A run killed at any moment and started again continues from the last finished
+epoch and ends with the same weights as a run that was never interrupted (CPU, same thread count).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .config import TrainConfig
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""loss(logits, inputs, labels) -> scalar."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from .errors import ConfigError
+
+        raise ConfigError("device 'cuda' asked for but no CUDA device is available; use device: auto or cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: np.ndarray | torch.Tensor, device: torch.device | str = "cpu", batch: int = 256) -> torch.Tensor:
+    """Logits for all of x, in eval mode, on the CPU."""
+    model.eval()
+    x = torch.as_tensor(x)
+    return torch.cat([model(x[i:i + batch].to(device)).float().cpu() for i in range(0, len(x), batch)])
+
+
+def accuracy(logits: torch.Tensor | np.ndarray, labels: np.ndarray | torch.Tensor) -> float:
+    """Top-1 accuracy in percent."""
+    pred = np.asarray(logits).argmax(axis=1)
+    return float((pred == np.asarray(labels)).mean() * 100.0)
+
+
+def _save_atomic(state: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], *,
+        cfg: TrainConfig, param_groups: list[dict], loss_fn: LossFn, seed: int, checkpoint: Path,
+        desc: str, frozen: tuple[nn.Module, ...] = (), progress: bool = True) -> list[dict]:
+    """Train model in place; returns the per-epoch history (train loss, val accuracy, seconds).
+
+    param_groups: torch optimizer groups, each with its own "lr" (the peak learning rate).
+    frozen: modules kept in eval mode while training (frozen backbones keep their BatchNorm statistics).
+    """
+    device = resolve_device(cfg.device)
+    model.to(device)
+    x_train, y_train = torch.as_tensor(train[0]), torch.as_tensor(train[1])
+    n = len(y_train)
+    # drop the last incomplete batch: BatchNorm cannot train on a batch of one
+    steps_per_epoch = max(1, n // cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    optimizer = torch.optim.AdamW(param_groups, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / total_steps)))
+
+    history: list[dict] = []
+    start_epoch = 0
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, start_epoch = state["history"], state["epoch"]
+        print(f"    {desc}: resuming after epoch {start_epoch}/{cfg.epochs} from {checkpoint}", flush=True)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        started = time.time()
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        torch.manual_seed(seed * 100_003 + epoch)  # dropout and any other draw in this epoch
+        order = torch.randperm(n, generator=generator)
+        model.train()
+        for m in frozen:
+            m.eval()
+        total_loss = 0.0
+        bar = tqdm(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
+                   leave=False, unit="step")
+        for step in bar:
+            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            x, y = x_train[idx].to(device), y_train[idx].to(device)
+            loss = loss_fn(model(x), x, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss.item()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        val_acc = accuracy(predict(model, val[0], device), val[1])
+        history.append({"epoch": epoch + 1, "train_loss": total_loss / steps_per_epoch, "val_accuracy": val_acc,
+                        "seconds": round(time.time() - started, 2)})
+        print(f"    {desc} epoch {epoch + 1}/{cfg.epochs}: loss {total_loss / steps_per_epoch:.4f}, "
+              f"val accuracy {val_acc:.2f}%", flush=True)
+        _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1}, checkpoint)
+    model.to("cpu").eval()
+    return history
