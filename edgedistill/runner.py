@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from .config import Pipeline
 from .errors import ConfigError
 from .registry import did_you_mean
-from .store import Result, Store, hash_obj, hash_tree, write_json
+from .store import METRICS, Result, Store, hash_obj, hash_tree, write_json
 
 KEY_LIBRARIES = ("torch", "torchvision", "onnx", "onnxruntime")
 
@@ -249,7 +249,7 @@ class Runner:
             raise
         seconds = time.time() - started
         # metrics.json is part of the result's content, so later stages may read it as an input
-        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / METRICS, metrics)
         meta = {
             "stage": stage.name,
             "key": key,

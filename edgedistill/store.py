@@ -29,7 +29,9 @@ from filelock import FileLock, Timeout
 from .errors import StoreBusy
 
 META = "meta.json"
+METRICS = "metrics.json"
 MANIFEST = "manifest.json"
+RUNNER_FILES = (META, METRICS)  # the runner's bookkeeping inside a result, not part of a bundle
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -200,7 +202,7 @@ class Store:
     def publish_bundle(self, name: str, src: Path, manifest: dict) -> tuple[int, Path, bool]:
         """Copy a bundle result to bundles/<name>/v<N>/. N grows only when the content changes:
         content already published under some version returns that version (new=False)."""
-        content = hash_tree(src, exclude=(META,))
+        content = hash_tree(src, exclude=RUNNER_FILES)
         published = list(self.bundles(name))
         for _, v, path in published:
             if read_json(path / MANIFEST).get("content_sha256") == content:
@@ -208,7 +210,7 @@ class Store:
         version = max((v for _, v, _ in published), default=0) + 1
         tmp = self.new_tmp(f"bundle-{name}")
         for f in sorted(src.iterdir()):
-            if f.name != META:
+            if f.name not in RUNNER_FILES:
                 shutil.copy2(f, tmp / f.name)
         files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
         write_json(tmp / MANIFEST, dict(manifest, name=name, version=version, content_sha256=content, files=files))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..config import BundleConfig, Pipeline, Strict
 from ..runner import Context, Stage
+from ..store import METRICS
 
 
 class BundleStageConfig(Strict):
@@ -84,7 +85,7 @@ def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context
     pre = read(inputs["dataset"] / "preprocess.json")
     (out / "labels.json").write_text(json.dumps({str(i): name for i, name in enumerate(labels)}, indent=2) + "\n")
     (out / "preprocess.json").write_text(json.dumps(pre, indent=2) + "\n")
-    report = build_report(cfg.name, ship, read(inputs["benchmark"] / "benchmark.json"), read(inputs["onnx"] / "metrics.json"))
+    report = build_report(cfg.name, ship, read(inputs["benchmark"] / "benchmark.json"), read(inputs["onnx"] / METRICS))
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "MODEL_CARD.md").write_text(model_card(report, labels, pre))
     return {k: report[k] for k in ("accuracy", "latency_ms", "size_bytes", "peak_rss_mb")}

@@ -1,0 +1,61 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+# Tiny presets for tests live in tests/fixtures/models; the project's presets stay visible too.
+os.environ["EDGEDISTILL_MODELS"] = str(FIXTURES / "models")
+os.environ.setdefault("CI", "1")  # no progress bars in test logs
+
+TINY = {
+    "name": "tiny",
+    "seed": 0,
+    "data": {"kind": "digits", "image_size": 8, "channels": 1, "mean": [0.5], "std": [0.5]},
+    "teacher": {"preset": "tiny_teacher", "epochs": 3, "batch_size": 32, "lr": 0.01},
+    "student": {"preset": "tiny_student"},
+    "distill": {"epochs": 3, "batch_size": 32, "lr": 0.01, "temperature": 4.0, "alpha": 0.7},
+    "quantize": {"calibration_samples": 64},
+    "benchmark": {"threads": 1, "warmup": 2, "runs": 20},
+    "budgets": "budgets.yaml",
+}
+
+TINY_BUDGETS = {"max_size_mb": 1.0, "max_latency_ms_p90": 1000.0, "min_accuracy": 50.0, "max_accuracy_drop": 40.0}
+
+
+def write_pipeline(folder: Path, **sections) -> Path:
+    """A tiny digits pipeline in folder (with its budgets file); sections override TINY's."""
+    tree = yaml.safe_load(yaml.safe_dump(TINY))
+    for k, v in sections.items():
+        if isinstance(v, dict) and isinstance(tree.get(k), dict):
+            tree[k].update(v)
+        else:
+            tree[k] = v
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "budgets.yaml").write_text(yaml.safe_dump(TINY_BUDGETS))
+    path = folder / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The tiny pipeline run once end to end; tests copy its store before changing it."""
+    from edgedistill.cli import main
+
+    root = tmp_path_factory.mktemp("tiny")
+    pipeline = write_pipeline(root / "p")
+    store = root / "store"
+    assert main(["run", str(pipeline), "--store", str(store)]) == 0
+    return pipeline, store
+
+
+@pytest.fixture
+def tiny_store_copy(tiny_run, tmp_path):
+    pipeline, store = tiny_run
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    return pipeline, copy

@@ -1,0 +1,99 @@
+"""The whole pipeline on sklearn digits with tiny models: bundle contents, caching, overrides."""
+import json
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from edgedistill.cli import main
+from edgedistill.data import to_model_input
+from edgedistill.store import Store, sha256_file
+
+
+def latest_bundle(store):
+    return max(Store(store).bundles("tiny"), key=lambda b: b[1])
+
+
+def test_bundle_has_every_file_and_number(tiny_run):
+    _, store = tiny_run
+    _, version, path = latest_bundle(store)
+    assert version == 1
+    names = {p.name for p in path.iterdir()}
+    assert names == {"model.onnx", "labels.json", "preprocess.json", "report.json", "manifest.json", "MODEL_CARD.md"}
+    report = json.loads((path / "report.json").read_text())
+    assert set(report["accuracy"]) == {"teacher", "student_fp32", "student_int8"}
+    assert set(report["latency_ms"]) >= {"p50", "p90", "p99", "min", "mean"}
+    assert report["latency_ms"]["min"] <= report["latency_ms"]["p50"] <= report["latency_ms"]["p90"] <= report["latency_ms"]["p99"]
+    assert report["size_bytes"] == (path / "model.onnx").stat().st_size
+    assert set(report["device"]) == {"cpu", "cores", "threads", "onnxruntime"}
+    assert report["parity"]["top1_agreement"] >= 0.99
+    # the tiny models learn something: well above the 10% of chance
+    assert report["accuracy"]["teacher"] > 60 and report["accuracy"]["student_int8"] > 40
+    # peak RSS is the ONNX Runtime child's own, not the torch parent's (hundreds of MiB)
+    assert 5 < report["peak_rss_mb"] < 300
+
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["name"] == "tiny" and manifest["version"] == 1
+    for name, digest in manifest["files"].items():
+        assert sha256_file(path / name) == digest
+    assert set(manifest["results"]) == {"prepare", "finetune", "distill", "export", "quantize", "benchmark", "bundle"}
+    for stage, key in manifest["results"].items():
+        assert (store / "results" / stage / key / "meta.json").is_file()
+    assert set(manifest["libraries"]) >= {"torch", "onnx", "onnxruntime"}
+
+
+def test_shipped_model_is_int8_and_runs_from_the_bundle_alone(tiny_run):
+    pipeline, store = tiny_run
+    _, _, path = latest_bundle(store)
+    model = onnx.load(str(path / "model.onnx"))
+    assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    assert model.graph.input[0].name == "input"
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+    # feed it as a device would, from preprocess.json and raw uint8 pixels
+    pre = json.loads((path / "preprocess.json").read_text())
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.round(d.images[:200] * (255 / 16)).astype(np.uint8)[..., None]
+    sess = ort.InferenceSession(str(path / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits = sess.run(None, {pre["input_name"]: to_model_input(images, pre)})[0]
+    labels = json.loads((path / "labels.json").read_text())
+    assert logits.shape == (200, len(labels))
+    assert (logits.argmax(1) == d.target[:200]).mean() > 0.4
+
+
+def test_second_run_is_all_cached_and_same_bundle(tiny_store_copy, capsys):
+    pipeline, store = tiny_store_copy
+    started = time.time()
+    assert main(["run", str(pipeline), "--store", str(store)]) == 0
+    elapsed = time.time() - started
+    out = capsys.readouterr().out
+    table = [line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0] in
+             ("prepare", "finetune", "distill", "export", "quantize", "benchmark", "bundle")]
+    assert len(table) == 7 and all(row[1] == "cached" for row in table), out
+    assert "(v1, unchanged)" in out
+    assert [v for _, v, _ in Store(store).bundles("tiny")] == [1]
+    assert elapsed < 30  # generous: the real budget (5 s) is measured by hand, not asserted
+
+
+def test_set_calibration_samples_reruns_only_quantize_and_after(tiny_store_copy, capsys):
+    pipeline, store = tiny_store_copy
+    assert main(["plan", str(pipeline), "--store", str(store), "--set", "quantize.calibration_samples=32"]) == 0
+    plan = capsys.readouterr().out
+    assert "config.quantize.calibration_samples: 64 -> 32" in plan
+    assert main(["run", str(pipeline), "--store", str(store), "--set", "quantize.calibration_samples=32"]) == 0
+    out = capsys.readouterr().out
+    status = {line.split()[0]: line.split()[1] for line in out.splitlines()
+              if line.split()[:1] and line.split()[0] in ("prepare", "finetune", "distill", "export", "quantize", "benchmark", "bundle")}
+    assert status == {"prepare": "cached", "finetune": "cached", "distill": "cached", "export": "cached",
+                      "quantize": "ran", "benchmark": "ran", "bundle": "ran"}
+    assert "(v2, new)" in out
+
+
+def test_ls_lists_results_and_bundles(tiny_run, capsys):
+    _, store = tiny_run
+    assert main(["ls", "--store", str(store), "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert {r["stage"] for r in listing["results"]} == {"prepare", "finetune", "distill", "export", "quantize", "benchmark", "bundle"}
+    assert listing["bundles"][0]["name"] == "tiny"

@@ -1,0 +1,54 @@
+"""The release gate: budgets against report.json, table and exit codes."""
+import json
+
+import pytest
+import yaml
+
+from edgedistill.cli import main
+from edgedistill.errors import ConfigError
+from edgedistill.gate import check, load_budgets
+
+REPORT = {"shipped": "student_int8", "accuracy": {"teacher": 98.0, "student_fp32": 96.5, "student_int8": 96.0},
+          "latency_ms": {"p50": 0.1, "p90": 0.2, "p99": 0.3, "min": 0.05, "mean": 0.12},
+          "size_bytes": 3 * 1024 * 1024, "peak_rss_mb": 40.0}
+
+
+def budgets(tmp_path, **b):
+    path = tmp_path / "budgets.yaml"
+    path.write_text(yaml.safe_dump(b))
+    return path
+
+
+def test_each_budget_passes_and_fails_at_its_edge(tmp_path):
+    rows = check(REPORT, load_budgets(budgets(tmp_path, max_size_mb=3.0, max_latency_ms_p90=0.2, min_accuracy=96.0,
+                                              max_accuracy_drop=2.0, max_peak_rss_mb=40)))
+    assert [r.passed for r in rows] == [True] * 5
+    rows = check(REPORT, load_budgets(budgets(tmp_path, max_size_mb=2.99, max_latency_ms_p90=0.19, min_accuracy=96.1,
+                                              max_accuracy_drop=1.9, max_peak_rss_mb=39)))
+    assert [r.metric for r in rows if not r.passed] == ["size_mb", "latency_ms_p90", "accuracy", "accuracy_drop_pts", "peak_rss_mb"]
+
+
+def test_empty_or_unknown_budgets_are_errors(tmp_path):
+    with pytest.raises(ConfigError, match="at least one"):
+        load_budgets(budgets(tmp_path))
+    with pytest.raises(ConfigError, match="did you mean 'min_accuracy'"):
+        load_budgets(budgets(tmp_path, min_acuracy=90))
+
+
+def test_gate_command_exit_codes_and_table(tmp_path, capsys):
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    (bundle / "report.json").write_text(json.dumps(REPORT))
+    assert main(["gate", str(bundle), "--budgets", str(budgets(tmp_path, min_accuracy=90))]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "pass" in out
+    assert main(["gate", str(bundle), "--budgets", str(budgets(tmp_path, max_latency_ms_p90=0.1))]) == 1
+    captured = capsys.readouterr()
+    assert "FAIL" in captured.out and "latency_ms_p90" in captured.err
+    assert main(["gate", str(bundle), "--budgets", str(budgets(tmp_path, max_latency=1))]) == 2
+
+
+def test_real_bundle_passes_its_budgets(tiny_run, tmp_path):
+    pipeline, store = tiny_run
+    bundle = store / "bundles" / "tiny" / "v1"
+    assert main(["gate", str(bundle), "--budgets", str(pipeline.parent / "budgets.yaml")]) == 0

@@ -1,0 +1,98 @@
+"""Every registered architecture and preset: forward, ONNX export, ONNX Runtime parity; weights loading."""
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from edgedistill import models
+from edgedistill.config import PROJECT_MODELS_DIR, ModelPreset, load_preset
+from edgedistill.errors import ConfigError, StageError
+from edgedistill.runner import Context
+from edgedistill.stages import export
+
+PRESETS = [(role, p.stem) for role in ("teachers", "students") for p in sorted((PROJECT_MODELS_DIR / role).glob("*.yaml"))
+           if p.stem != "mobilenet_v2_torchvision"]  # same model as mobilenet_v2_imagenet; its loader is tested below
+
+
+@pytest.mark.parametrize("name", models.ARCHS.names())
+def test_registered_arch_exports_with_parity(name, tmp_path):
+    torch.manual_seed(0)
+    model, head = models.build(ModelPreset(arch=f"edgedistill:{name}"), num_classes=5, in_channels=1)
+    x = torch.randn(4, 1, 16, 16)
+    assert model.eval()(x).shape == (4, 5)
+    export.export_onnx(model, x[:2], tmp_path / "m.onnx", opset=18)
+    p = export.parity(model, tmp_path / "m.onnx", x.numpy())  # batch 4 through a graph exported at 2
+    assert p["max_abs_diff"] < 1e-4 and p["top1_agreement"] == 1.0
+
+
+@pytest.mark.parametrize("role, name", PRESETS)
+def test_project_preset_builds_exports_and_matches(role, name, tmp_path):
+    torch.manual_seed(0)
+    model, head = models.build(load_preset(name, role), num_classes=10, in_channels=3, pretrained=True)
+    assert isinstance(model.get_submodule(head), torch.nn.Linear) and model.get_submodule(head).out_features == 10
+    x = torch.randn(3, 3, 32, 32)
+    export.export_onnx(model, x[:2], tmp_path / "m.onnx", opset=18)
+    p = export.parity(model, tmp_path / "m.onnx", x.numpy())
+    assert p["max_abs_diff"] < 1e-3 and p["top1_agreement"] == 1.0
+
+
+def test_teacher_weights_are_the_real_imagenet_ones():
+    preset = load_preset("mobilenet_v2_imagenet", "teachers")
+    model, _ = models.build(preset, num_classes=10, in_channels=3)
+    sd = torch.load(models.weights_file(preset.weights), weights_only=True)
+    assert torch.equal(model.state_dict()["features.0.0.weight"], sd["features.0.0.weight"])
+    assert model.classifier[1].out_features == 10
+
+
+def test_torchvision_weight_names_load_through_the_local_hub_cache(tmp_path, monkeypatch):
+    """The hub path users take online (weights=IMAGENET1K_V1), served from $TORCH_HOME's cache."""
+    package_file = models.weights_file(load_preset("mobilenet_v2_imagenet", "teachers").weights)
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    os.symlink(package_file, cache / package_file.name)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    via_hub, _ = models.build(load_preset("mobilenet_v2_torchvision", "teachers"), 10, 3)
+    via_package, _ = models.build(load_preset("mobilenet_v2_imagenet", "teachers"), 10, 3)
+    a, b = via_hub.state_dict(), via_package.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("classifier"))
+
+
+def test_sha256_mismatch_is_refused(tmp_path):
+    good = models.small_cnn(num_classes=3)
+    torch.save(good.state_dict(), tmp_path / "w.pt")
+    preset = ModelPreset(arch="torchvision:resnet18", weights={"file": tmp_path / "w.pt", "sha256": "0" * 64})
+    with pytest.raises(ConfigError, match="does not match the preset's sha256"):
+        models.build(preset, 3, 3)
+
+
+def test_unknown_architectures_suggest_names():
+    with pytest.raises(ConfigError, match="did you mean 'mobilenet_v3_small'"):
+        models.build(ModelPreset(arch="torchvision:mobilenet_v3_smal"), 10, 3)
+    with pytest.raises(ConfigError, match="did you mean 'small_cnn'"):
+        models.build(ModelPreset(arch="edgedistill:small_cn"), 10, 3)
+
+
+def test_parity_catches_a_wrong_export(tiny_run, tmp_path, monkeypatch):
+    """An exporter that produced a different model fails the stage (here: perturbed weights)."""
+    _, store = tiny_run
+    inputs = {stage: next((store / "results" / stage).iterdir()) for stage in ("prepare", "finetune", "distill")}
+    inputs = {"dataset": inputs["prepare"], "teacher": inputs["finetune"], "student": inputs["distill"]}
+    real_export = export.export_onnx
+
+    def wrong_export(model, example, path, opset):
+        broken = models.load_trained(inputs["student"]) if "student" in path.name else model
+        with torch.no_grad():
+            for p in broken.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        real_export(broken, example, path, opset)
+
+    monkeypatch.setattr(export, "export_onnx", wrong_export)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(StageError, match="export parity failed for the student"):
+        export.run(export.ExportConfig(), inputs, out, Context(work=tmp_path))

@@ -1,0 +1,58 @@
+"""SIGKILL in the middle of distillation, then run again: it resumes from the last epoch checkpoint
+and ends with exactly the weights and metrics of a run that was never interrupted (CPU, same seed)."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import write_pipeline
+
+
+def cli(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "edgedistill", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def distill_result(store: Path) -> Path:
+    results = list((store / "results" / "distill").iterdir()) if (store / "results" / "distill").exists() else []
+    assert len(results) == 1, results
+    return results[0]
+
+
+def test_sigkill_during_distill_then_resume_matches_uninterrupted(tmp_path):
+    pipeline = write_pipeline(tmp_path / "p", distill={"epochs": 25})
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # same thread count in every run: bitwise-equal results
+    assert cli("run", pipeline, "--store", killed, "--until", "finetune", env=env).wait() == 0
+    shutil.copytree(killed, clean)
+
+    proc = cli("run", pipeline, "--store", killed, "--until", "distill", env=env)
+    work = killed / "work" / "distill"
+    deadline = time.time() + 120
+    while not list(work.glob("*/checkpoint.pt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "results" / "distill").exists(), "the run finished before it could be killed"
+    checkpoint = next(work.glob("*/checkpoint.pt"))
+    assert checkpoint.is_file()
+
+    resumed = cli("run", pipeline, "--store", killed, "--until", "distill", env=env)
+    log = resumed.communicate()[0]
+    assert resumed.returncode == 0, log
+    assert "resuming after epoch" in log
+    assert not checkpoint.parent.exists()  # checkpoints go once the result is sealed
+
+    uninterrupted = cli("run", pipeline, "--store", clean, "--until", "distill", env=env)
+    assert uninterrupted.wait() == 0
+    a, b = distill_result(killed), distill_result(clean)
+    assert a.name == b.name  # same cache key
+    assert (a / "model.pt").read_bytes() == (b / "model.pt").read_bytes()
+    ma, mb = json.loads((a / "metrics.json").read_text()), json.loads((b / "metrics.json").read_text())
+    assert ma["test_accuracy"] == mb["test_accuracy"]
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]
+    assert strip(ma["history"]) == strip(mb["history"])
