@@ -95,9 +95,16 @@ def last_linear(model: nn.Module) -> str:
     return names[-1]
 
 
-def build(preset: ModelPreset, num_classes: int, in_channels: int, pretrained: bool = True) -> tuple[nn.Module, str]:
+def build(preset: ModelPreset, num_classes: int, in_channels: int, pretrained: bool = True,
+          seed: int | None = None) -> tuple[nn.Module, str]:
     """The model for a preset with a head for num_classes. Returns (model, head module path).
-    pretrained=False builds the same structure without loading weights (to load a trained state)."""
+    pretrained=False builds the same structure without loading weights (to load a trained state).
+    seed: initialize every new parameter (a new head, a model from scratch) from this seed, without
+    touching the global random state; None draws from the global state."""
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build(preset, num_classes, in_channels, pretrained)
     family, sep, name = preset.arch.partition(":")
     if not sep or family not in ("torchvision", "edgedistill"):
         raise ConfigError(f"arch '{preset.arch}' must be 'torchvision:<name>' or 'edgedistill:<name>'")

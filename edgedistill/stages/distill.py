@@ -26,8 +26,7 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
     d = cfg.distill
     device = resolve_device(d.device)
     teacher = models.load_trained(inputs["teacher"]).to(device)
-    torch.manual_seed(cfg.seed)  # student initialization
-    student, _ = models.build(cfg.model, num_classes, in_channels, pretrained=True)
+    student, _ = models.build(cfg.model, num_classes, in_channels, pretrained=True, seed=cfg.seed)
 
     def loss_fn(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -23,7 +23,7 @@ class FinetuneConfig(Strict):
 def run(cfg: FinetuneConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
     ds = Dataset.load(inputs["dataset"])
     num_classes, in_channels = len(ds.classes), ds.spec["channels"]
-    model, head_name = models.build(cfg.model, num_classes, in_channels, pretrained=True)
+    model, head_name = models.build(cfg.model, num_classes, in_channels, pretrained=True, seed=cfg.seed)
     head = model.get_submodule(head_name)
     head_params = {id(p) for p in head.parameters()}
     backbone = [p for p in model.parameters() if id(p) not in head_params]
@@ -56,7 +56,7 @@ def _sources(cfg: FinetuneConfig) -> dict[str, Path]:
 
 
 STAGE = Stage(
-    name="finetune", version=1, inputs=("dataset",), output="teacher",
+    name="finetune", version=2, inputs=("dataset",), output="teacher",
     configure=lambda p: FinetuneConfig(teacher=p.teacher, model=load_preset(p.teacher.preset, "teachers"), seed=p.seed),
     run=run, sources=_sources, key_exclude={"teacher": {"device"}},
     headline=lambda m: f"teacher test acc {m['test_accuracy']:.2f}%, {m['params'] / 1e6:.2f}M params",
