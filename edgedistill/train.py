@@ -59,7 +59,7 @@ def _save_atomic(state: dict, path: Path) -> None:
 def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], *,
         cfg: TrainConfig, param_groups: list[dict], loss_fn: LossFn, seed: int, checkpoint: Path,
         desc: str, frozen: tuple[nn.Module, ...] = (), progress: bool = True) -> list[dict]:
-    """Train model in place; returns the per-epoch history (train loss, val accuracy, seconds).
+    """Train model in place; returns the per-epoch history (train loss, val accuracy).
 
     param_groups: torch optimizer groups, each with its own "lr" (the peak learning rate).
     frozen: modules kept in eval mode while training (frozen backbones keep their BatchNorm statistics).
@@ -106,10 +106,11 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
             total_loss += loss.item()
             bar.set_postfix(loss=f"{loss.item():.3f}")
         val_acc = accuracy(predict(model, val[0], device), val[1])
-        history.append({"epoch": epoch + 1, "train_loss": total_loss / steps_per_epoch, "val_accuracy": val_acc,
-                        "seconds": round(time.time() - started, 2)})
+        # no timings in the history: it is part of the result's content, which must depend only on
+        # the inputs (the runner records the stage's wall time in meta.json)
+        history.append({"epoch": epoch + 1, "train_loss": total_loss / steps_per_epoch, "val_accuracy": val_acc})
         print(f"    {desc} epoch {epoch + 1}/{cfg.epochs}: loss {total_loss / steps_per_epoch:.4f}, "
-              f"val accuracy {val_acc:.2f}%", flush=True)
+              f"val accuracy {val_acc:.2f}% ({time.time() - started:.1f} s)", flush=True)
         _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1}, checkpoint)
     model.to("cpu").eval()

@@ -46,7 +46,7 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
 
 
 STAGE = Stage(
-    name="distill", version=1, inputs=("dataset", "teacher"), output="student",
+    name="distill", version=2, inputs=("dataset", "teacher"), output="student",
     configure=lambda p: DistillStageConfig(distill=p.distill, model=load_preset(p.student.preset, "students"), seed=p.seed),
     run=run, key_exclude={"distill": {"device"}},
     headline=lambda m: f"student test acc {m['test_accuracy']:.2f}%, {m['params'] / 1e3:.0f}k params ({m['params_ratio']:.1%} of teacher)",

@@ -56,7 +56,7 @@ def _sources(cfg: FinetuneConfig) -> dict[str, Path]:
 
 
 STAGE = Stage(
-    name="finetune", version=2, inputs=("dataset",), output="teacher",
+    name="finetune", version=3, inputs=("dataset",), output="teacher",
     configure=lambda p: FinetuneConfig(teacher=p.teacher, model=load_preset(p.teacher.preset, "teachers"), seed=p.seed),
     run=run, sources=_sources, key_exclude={"teacher": {"device"}},
     headline=lambda m: f"teacher test acc {m['test_accuracy']:.2f}%, {m['params'] / 1e6:.2f}M params",
