@@ -63,6 +63,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     print(f"\nbundle: {path} (v{version}{', new' if new else ', unchanged'})")
     print(f"  accuracy: teacher {acc['teacher']:.2f}%  student FP32 {acc['student_fp32']:.2f}%  "
           f"student INT8 {acc['student_int8']:.2f}%  (test split)")
+    print(f"  quantization: {bundle_report['quantization']['reason']}")
     print(f"  shipped {bundle_report['shipped']}: {bundle_report['size_bytes'] / 1024:.1f} KiB, latency p50 "
           f"{lat['p50']:.3f} ms / p90 {lat['p90']:.3f} ms ({bundle_report['device']['threads']} thread), "
           f"peak RSS {bundle_report['peak_rss_mb']:.1f} MiB")

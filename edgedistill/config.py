@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
-from .registry import did_you_mean
+from .registry import Registry, did_you_mean
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -110,25 +110,73 @@ class ExportConfig(Strict):
     """Smallest allowed share of samples whose top-1 class agrees between the two."""
 
 
+#: Quantization recipes that `quantize.mode: auto` tries, by name: each sets these QuantizeConfig
+#: fields; the others (calibration samples and method, reduce_range, op_types, nodes_to_exclude)
+#: come from the pipeline.
+QUANT_RECIPES: Registry[dict] = Registry("quantization recipe")
+QUANT_RECIPES.register("qdq_u8s8")({"method": "static", "format": "qdq", "activation_type": "uint8", "weight_type": "int8", "per_channel": True})
+QUANT_RECIPES.register("qdq_s8s8")({"method": "static", "format": "qdq", "activation_type": "int8", "weight_type": "int8", "per_channel": True})
+QUANT_RECIPES.register("qdq_u8u8")({"method": "static", "format": "qdq", "activation_type": "uint8", "weight_type": "uint8", "per_channel": False})
+QUANT_RECIPES.register("qoperator_u8s8")({"method": "static", "format": "qoperator", "activation_type": "uint8", "weight_type": "int8", "per_channel": True})
+QUANT_RECIPES.register("dynamic_s8")({"method": "dynamic", "weight_type": "int8", "per_channel": True})
+QUANT_RECIPES.register("fp16")({"method": "fp16"})
+
+
 class QuantizeConfig(Strict):
-    method: Literal["static", "dynamic"] = "static"
-    """static: activations calibrated on training samples (best for CNNs). dynamic: weights only,
-    activation ranges computed at run time (no calibration; suits MatMul-heavy models)."""
+    mode: Literal["auto", "fixed"] = "auto"
+    """auto: try each of `recipes`, measure validation accuracy and latency (benchmark.threads, batch 1),
+    keep the fastest whose accuracy drop is within max_accuracy_drop and that is at least min_speedup
+    faster than FP32; if none is accurate enough, leave the nodes that add the most quantization error
+    in float (up to max_excluded_nodes); if nothing qualifies, ship FP32 and say why.
+    fixed: quantize once with the fields below, as given."""
+    recipes: list[str] = Field(default_factory=lambda: ["qdq_u8s8", "qdq_s8s8", "qoperator_u8s8", "dynamic_s8"])
+    """auto: the recipes tried (names in QUANT_RECIPES: qdq_u8s8, qdq_s8s8, qdq_u8u8, qoperator_u8s8, dynamic_s8, fp16)."""
+    max_accuracy_drop: float = Field(1.0, ge=0)
+    """auto: largest FP32-minus-quantized validation accuracy drop accepted, in percentage points."""
+    min_speedup: float = Field(1.05, ge=1.0)
+    """auto: a quantized model ships only if FP32 p90 latency / its p90 latency is at least this
+    (1.05: 5% faster), so measurement noise never trades accuracy for no speed."""
+    max_excluded_nodes: int = Field(8, ge=0)
+    """auto: most nodes left in float (mixed precision) when no recipe is accurate enough. 0: never."""
+    latency_runs: int = Field(200, ge=10)
+    """auto: timed runs per candidate (after 20 warm-up runs)."""
+    method: Literal["static", "dynamic", "fp16"] = "static"
+    """fixed: static: activations calibrated on training samples (best for CNNs). dynamic: weights only,
+    activation ranges computed at run time (suits MatMul-heavy models). fp16: float16 weights and math."""
     format: Literal["qdq", "qoperator"] = "qdq"
-    """QDQ inserts QuantizeLinear/DequantizeLinear pairs (portable, what mobile EPs expect);
+    """fixed: QDQ inserts QuantizeLinear/DequantizeLinear pairs (portable, what mobile EPs expect);
     QOperator uses fused integer operators."""
     per_channel: bool = True
-    """One weight scale per output channel (more accurate for depthwise and narrow convolutions)."""
+    """fixed: one weight scale per output channel (more accurate for depthwise and narrow convolutions)."""
     activation_type: Literal["uint8", "int8"] = "uint8"
-    """Activation integer type (static only)."""
+    """fixed: activation integer type (static only). uint8 activations with int8 weights (U8S8) is
+    ONNX Runtime's default on x86."""
     weight_type: Literal["int8", "uint8"] = "int8"
-    """Weight integer type."""
+    """fixed: weight integer type."""
+    reduce_range: bool = False
+    """Quantize weights to 7 bits: avoids saturation of the VPMADDUBSW instruction on x86 CPUs without
+    VNNI, at a small accuracy cost."""
     calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     """How activation ranges are chosen from the calibration samples (static only)."""
     calibration_samples: int = Field(256, ge=1)
-    """Training-split images used to calibrate activation ranges (static only)."""
+    """Training-split images used to calibrate activation ranges (static only); streamed in batches."""
+    op_types: list[str] | None = None
+    """Operator types to quantize (e.g. [Conv, Gemm]); None: every type ONNX Runtime can quantize."""
+    nodes_to_exclude: list[str] = Field(default_factory=list)
+    """Node names left in float, always (names as in the exported ONNX graph)."""
     pre_process: bool = True
     """Run onnxruntime.quantization.quant_pre_process (shape inference, graph optimization) first."""
+
+    @model_validator(mode="after")
+    def _known_recipes(self) -> "QuantizeConfig":
+        for name in self.recipes:
+            if name not in QUANT_RECIPES:
+                raise ValueError(f"unknown recipe '{name}' in quantize.recipes{did_you_mean(name, QUANT_RECIPES.names())}; "
+                                 f"known: {', '.join(QUANT_RECIPES.names())}")
+        return self
+
+    def with_recipe(self, name: str) -> "QuantizeConfig":
+        return self.model_copy(update=QUANT_RECIPES.get(name))
 
 
 class BenchmarkConfig(Strict):
@@ -141,8 +189,9 @@ class BenchmarkConfig(Strict):
 
 
 class BundleConfig(Strict):
-    ship: Literal["int8", "fp32"] = "int8"
-    """Which student goes into the bundle as model.onnx."""
+    ship: Literal["auto", "quantized", "fp32"] = "auto"
+    """Which student goes into the bundle as model.onnx. auto: the quantize stage's choice (in fixed
+    mode: the quantized model). quantized / fp32: that one, whatever the choice."""
 
 
 class Pipeline(Strict):

@@ -18,3 +18,24 @@ def ort_predict(path: Path, x: np.ndarray, batch: int = 64) -> np.ndarray:
     sess = session(path)
     name = sess.get_inputs()[0].name
     return np.concatenate([sess.run(None, {name: np.ascontiguousarray(x[i:i + batch])})[0] for i in range(0, len(x), batch)])
+
+
+def bench_in_child(model: Path, threads: int, warmup: int, runs: int, inputs: Path | None = None,
+                   labels: Path | None = None) -> dict:
+    """ortbench.py in a child process that imports only numpy and ONNX Runtime (so torch's memory
+    and threads do not count). Returns its JSON result."""
+    import json
+    import subprocess
+    import sys
+
+    from . import ortbench
+    from .errors import StageError
+
+    cmd = [sys.executable, ortbench.__file__, str(model), "--threads", str(threads), "--warmup", str(warmup), "--runs", str(runs)]
+    if inputs is not None and labels is not None:
+        cmd += ["--inputs", str(inputs), "--labels", str(labels)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
+        raise StageError(f"benchmark of {Path(model).name} failed: {last}")
+    return json.loads(proc.stdout)

@@ -18,7 +18,7 @@ TINY = {
     "teacher": {"preset": "tiny_teacher", "epochs": 3, "batch_size": 32, "lr": 0.01},
     "student": {"preset": "tiny_student"},
     "distill": {"epochs": 3, "batch_size": 32, "lr": 0.01, "temperature": 4.0, "alpha": 0.7},
-    "quantize": {"calibration_samples": 64},
+    "quantize": {"mode": "fixed", "calibration_samples": 64},  # auto is tested in test_quantize
     "benchmark": {"threads": 1, "warmup": 2, "runs": 20},
     "budgets": "budgets.yaml",
 }

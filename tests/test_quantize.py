@@ -1,12 +1,14 @@
-"""ONNX Runtime quantization of the exported student, each method and format."""
+"""ONNX Runtime quantization of the exported student: each method and format, and auto mode."""
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
 from edgedistill.config import QuantizeConfig
 from edgedistill.runner import Context
 from edgedistill.stages import quantize
+from edgedistill.stages.quantize import Candidate, choose
 
 
 def stage_inputs(store: Path) -> dict:
@@ -14,36 +16,129 @@ def stage_inputs(store: Path) -> dict:
     return {"dataset": first("prepare"), "onnx": first("export")}
 
 
+def run_stage(store: Path, tmp_path: Path, **options) -> tuple[dict, Path]:
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = quantize.QuantizeStageConfig(quantize=QuantizeConfig(calibration_samples=32, latency_runs=30, **options),
+                                       threads=1, seed=0)
+    return quantize.run(cfg, stage_inputs(store), out, Context(work=tmp_path, progress=False)), out / quantize.OUTPUT
+
+
 @pytest.mark.parametrize("options, expect_ops", [
     ({}, {"QuantizeLinear", "DequantizeLinear"}),
     ({"format": "qoperator"}, {"QLinearConv"}),
-    ({"calibrate_method": "entropy", "per_channel": False}, {"QuantizeLinear"}),
+    ({"calibrate_method": "entropy", "per_channel": False, "reduce_range": True}, {"QuantizeLinear"}),
+    ({"activation_type": "int8", "calibrate_method": "percentile"}, {"QuantizeLinear"}),
     ({"method": "dynamic"}, {"DynamicQuantizeLinear"}),
+    ({"method": "fp16"}, {"Cast"}),
 ])
-def test_quantize_methods(tiny_run, tmp_path, options, expect_ops):
+def test_fixed_quantization_methods(tiny_run, tmp_path, options, expect_ops):
     _, store = tiny_run
-    out = tmp_path / "out"
-    out.mkdir()
-    cfg = quantize.QuantizeStageConfig(quantize=QuantizeConfig(calibration_samples=32, **options), seed=0)
-    metrics = quantize.run(cfg, stage_inputs(store), out, Context(work=tmp_path, progress=False))
-    ops = {n.op_type for n in onnx.load(str(out / "student_int8.onnx")).graph.node}
+    metrics, model = run_stage(store, tmp_path, mode="fixed", **options)
+    ops = {n.op_type for n in onnx.load(str(model)).graph.node}
     assert expect_ops <= ops, ops
-    assert metrics["calibration_samples"] == (0 if options.get("method") == "dynamic" else 32)
-    assert 0 <= metrics["val_accuracy_int8"] <= 100
-    if options.get("method") != "dynamic":
+    assert metrics["choice"] == "quantized" and metrics["recipe"] == "fixed"
+    assert metrics["calibration_samples"] == (32 if options.get("method", "static") == "static" else 0)
+    if options.get("method", "static") == "static":
         # static INT8 keeps the tiny student's accuracy within a few points of FP32
         assert metrics["val_accuracy_int8"] > metrics["val_accuracy_fp32"] - 10
 
 
-def test_calibration_reader_streams_batches(tiny_run):
-    import numpy as np
+def test_op_types_and_nodes_to_exclude_are_applied(tiny_run, tmp_path):
+    _, store = tiny_run
+    graph = onnx.load(str(stage_inputs(store)["onnx"] / "student.onnx")).graph
+    gemm = next(n.name for n in graph.node if n.op_type == "Gemm")
+    _, model = run_stage(store, tmp_path, mode="fixed", format="qoperator", nodes_to_exclude=[gemm])
+    ops = [n.op_type for n in onnx.load(str(model)).graph.node]
+    assert "QLinearConv" in ops and "Gemm" in ops  # convolutions quantized, the excluded Gemm still float
 
+
+def fp(name, acc, p90, error=None):
+    return Candidate(name, val_accuracy=acc, latency_ms_p90=p90, size_bytes=1, error=error)
+
+
+def test_choose_the_fastest_within_tolerance():
+    chosen, why = choose(fp("fp32", 98.0, 1.0), [fp("a", 97.5, 0.5), fp("b", 96.0, 0.3), fp("c", 98.0, 0.7)], 1.0, 1.05)
+    assert chosen.name == "a" and "0.50 pt below FP32" in why and "2.00x faster" in why
+
+
+def test_choose_fp32_when_nothing_is_faster_enough():
+    chosen, why = choose(fp("fp32", 98.0, 1.0), [fp("a", 98.0, 0.97), fp("b", 98.0, 1.4)], 1.0, 1.05)
+    assert chosen is None and "at least 1.05x faster" in why and "best: a" in why
+
+
+def test_choose_fp32_when_nothing_is_accurate_enough():
+    chosen, why = choose(fp("fp32", 98.0, 1.0), [fp("a", 90.0, 0.2), fp("b", None, None, error="boom")], 1.0, 1.05)
+    assert chosen is None and "within 1 pt" in why and "best: a, 8.00 pt lower" in why
+
+
+def test_auto_mode_decision_holds_on_its_own_measurements(tiny_run, tmp_path):
+    _, store = tiny_run
+    metrics, model = run_stage(store, tmp_path, recipes=["qdq_u8s8", "qoperator_u8s8", "dynamic_s8"], max_accuracy_drop=1.0)
+    names = [c["name"] for c in metrics["candidates"]]
+    assert names[:4] == ["fp32", "qdq_u8s8", "qoperator_u8s8", "dynamic_s8"]
+    fp32 = metrics["candidates"][0]
+    by_name = {c["name"]: c for c in metrics["candidates"]}
+    if metrics["choice"] == "quantized":
+        c = by_name[metrics["recipe"]]
+        assert fp32["val_accuracy"] - c["val_accuracy"] <= 1.0
+        assert c["latency_ms_p90"] * 1.05 <= fp32["latency_ms_p90"]
+    else:  # FP32 ships only when no candidate was both accurate and fast enough
+        assert not any(fp32["val_accuracy"] - c["val_accuracy"] <= 1.0 and c["latency_ms_p90"] * 1.05 <= fp32["latency_ms_p90"]
+                       for c in metrics["candidates"][1:] if c["error"] is None)
+        assert metrics["reason"].startswith("no ")
+    assert model.is_file()
+
+
+def test_rank_nodes_names_weight_nodes_of_the_graph(tiny_run, tmp_path):
+    _, store = tiny_run
+    inputs = stage_inputs(store)
+    from edgedistill.data import Dataset
+
+    ds = Dataset.load(inputs["dataset"])
+    reader = lambda: quantize.BatchReader(ds.splits["train"][0][:32], ds.spec, batch=16)
+    src = inputs["onnx"] / "student.onnx"
+    qdq = tmp_path / "q.onnx"
+    quantize.quantize_model(src, qdq, QuantizeConfig(mode="fixed"), reader)
+    ranking = quantize.rank_nodes_by_error(src, qdq, reader, tmp_path)
+    weight_nodes = {n.name for n in onnx.load(str(src)).graph.node if n.op_type in ("Conv", "Gemm")}
+    assert ranking and {name for name, _ in ranking} <= weight_nodes
+    assert all(np.isfinite(err) for _, err in ranking)
+    assert [e for _, e in ranking] == sorted((e for _, e in ranking), reverse=True)
+
+
+def test_auto_leaves_the_worst_nodes_in_float_when_int8_is_not_accurate_enough(tiny_run, tmp_path, monkeypatch):
+    """Simulated: fully quantized models lose 20 points, mixed-precision ones none; FP32 is slow.
+    The real ranking, requantization and control flow run; accuracy and latency are stubbed."""
+    _, store = tiny_run
+    real_predict = quantize.ort_predict
+
+    def predict(path, x):
+        logits = real_predict(path, x)
+        if path.name.startswith("qdq_u8s8") and "+float" not in path.name:
+            logits = np.roll(logits, 1, axis=1)  # wrong answers
+        return logits
+
+    monkeypatch.setattr(quantize, "ort_predict", predict)
+    monkeypatch.setattr(quantize, "bench_in_child", lambda path, *a, **k: {"latency_ms": {"p90": 2.0 if path.name == "student.onnx" else 1.0}})
+    metrics, model = run_stage(store, tmp_path, recipes=["qdq_u8s8"], max_accuracy_drop=1.0)
+    assert metrics["choice"] == "quantized" and metrics["recipe"] == "qdq_u8s8+float1"
+    assert len(metrics["excluded_nodes"]) == 1
+    node = metrics["excluded_nodes"][0]
+    graph = onnx.load(str(model)).graph
+    target = next(n for n in graph.node if n.name == node)
+    float_weights = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    assert target.input[1] in float_weights  # its weight stayed a float initializer, no DequantizeLinear
+    others = [n for n in graph.node if n.op_type in ("Conv", "Gemm") and n.name != node]
+    assert others and all(n.input[1] not in float_weights for n in others)  # the rest are quantized
+
+
+def test_calibration_reader_streams_batches(tiny_run):
     from edgedistill.data import Dataset
 
     _, store = tiny_run
     ds = Dataset.load(stage_inputs(store)["dataset"])
-    images = ds.splits["train"][0][:70]
-    reader = quantize.BatchReader(images, ds.spec, batch=32, progress=False)
+    reader = quantize.BatchReader(ds.splits["train"][0][:70], ds.spec, batch=32)
     shapes = []
     while (item := reader.get_next()) is not None:
         shapes.append(item["input"].shape[0])

@@ -7,32 +7,18 @@ onnxruntime: torch's memory does not count, and no model's allocations leak into
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import ortbench
 from ..config import BenchmarkConfig, Pipeline
 from ..data import Dataset
-from ..errors import StageError
+from ..onnx_utils import bench_in_child
 from ..runner import Context, Stage
 
 MODELS = {"teacher": ("onnx", "teacher.onnx"), "student_fp32": ("onnx", "student.onnx"),
-          "student_int8": ("quantized", "student_int8.onnx")}
-
-
-def measure(model: Path, cfg: BenchmarkConfig, x: Path | None, y: Path | None) -> dict:
-    cmd = [sys.executable, ortbench.__file__, str(model), "--threads", str(cfg.threads),
-           "--warmup", str(cfg.warmup), "--runs", str(cfg.runs)]
-    if x is not None and y is not None:
-        cmd += ["--inputs", str(x), "--labels", str(y)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise StageError(f"benchmark of {model.name} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
-    return json.loads(proc.stdout)
+          "student_int8": ("quantized", "student_quantized.onnx")}
 
 
 def run(cfg: BenchmarkConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
@@ -42,7 +28,7 @@ def run(cfg: BenchmarkConfig, inputs: dict[str, Path], out: Path, ctx: Context) 
     np.save(y_path, y_test)
     results = {}
     for role, (artifact, filename) in tqdm(MODELS.items(), desc="benchmark", unit="model", disable=not ctx.progress, leave=False):
-        r = measure(inputs[artifact] / filename, cfg, x_path, y_path)
+        r = bench_in_child(inputs[artifact] / filename, cfg.threads, cfg.warmup, cfg.runs, x_path, y_path)
         ctx.log(f"{role}: p50 {r['latency_ms']['p50']:.3f} ms, p90 {r['latency_ms']['p90']:.3f} ms, "
                 f"{r['size_bytes'] / 1024:.0f} KiB, peak RSS {r['peak_rss_mb']:.0f} MiB, test acc {r['accuracy']:.2f}%")
         results[role] = r
@@ -52,7 +38,7 @@ def run(cfg: BenchmarkConfig, inputs: dict[str, Path], out: Path, ctx: Context) 
 
 
 STAGE = Stage(
-    name="benchmark", version=2, inputs=("dataset", "onnx", "quantized"), output="benchmark",
+    name="benchmark", version=3, inputs=("dataset", "onnx", "quantized"), output="benchmark",
     configure=lambda p: p.benchmark, run=run,
     headline=lambda m: f"p90 teacher {m['teacher']['latency_ms_p90']:.2f} ms, student FP32 "
                        f"{m['student_fp32']['latency_ms_p90']:.2f} ms, INT8 {m['student_int8']['latency_ms_p90']:.2f} ms",

@@ -20,13 +20,14 @@ def read(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def build_report(name: str, ship: str, bench: dict, export: dict) -> dict:
+def build_report(name: str, shipped_role: str, bench: dict, export: dict, quant: dict) -> dict:
     """report.json: the numbers a release is gated on. Accuracy in percent on the test split
     (ONNX Runtime), latency in ms at batch 1, sizes in bytes, memory in MiB."""
-    shipped = bench[f"student_{ship}"]
+    shipped = bench[shipped_role]
     return {
         "pipeline": name,
-        "shipped": f"student_{ship}",
+        "shipped": shipped_role,
+        "quantization": {k: quant[k] for k in ("mode", "choice", "recipe", "excluded_nodes", "reason", "candidates")},
         "accuracy": {role: r["accuracy"] for role, r in bench.items()},
         "latency_ms": {k: shipped["latency_ms"][k] for k in ("p50", "p90", "p99", "min", "mean")},
         "size_bytes": shipped["size_bytes"],
@@ -41,7 +42,12 @@ def build_report(name: str, ship: str, bench: dict, export: dict) -> dict:
 
 
 def model_card(report: dict, labels: list[str], pre: dict) -> str:
-    acc, lat, dev = report["accuracy"], report["latency_ms"], report["device"]
+    acc, lat, dev, quant = report["accuracy"], report["latency_ms"], report["device"], report["quantization"]
+    num = lambda v, f: "-" if v is None else format(v, f)
+    tried = "\n".join(
+        f"| {c['name']} | {num(c['val_accuracy'], '.2f')} | {num(c['latency_ms_p90'], '.3f')} | "
+        f"{num(c['size_bytes'] and c['size_bytes'] / 1024, '.1f')} | {len(c['excluded_nodes'])} | {c['error'] or ''} |"
+        for c in quant["candidates"])
     rows = "\n".join(
         f"| {role} | {m['accuracy']:.2f} | {m['latency_ms']['p50']:.3f} | {m['latency_ms']['p90']:.3f} | "
         f"{m['size_bytes'] / 1024:.1f} | {m['peak_rss_mb']:.1f} |"
@@ -70,6 +76,13 @@ Session load {report['load_ms']:.1f} ms. Peak resident memory {report['peak_rss_
 |---|---|---|---|---|---|
 {rows}
 
+## Quantization ({quant['mode']})
+Ships **{'FP32' if quant['choice'] == 'fp32' else quant['recipe']}**: {quant['reason']}.
+
+| configuration | val acc % | p90 ms | size KiB | nodes in float | error |
+|---|---|---|---|---|---|
+{tried}
+
 Export parity (PyTorch vs ONNX Runtime, FP32 student): max abs logit difference
 {report['parity']['max_abs_diff']:.2e}, top-1 agreement {report['parity']['top1_agreement']:.2%}.
 
@@ -77,22 +90,30 @@ Provenance: manifest.json lists the sha256 of every file and the stage results t
 """
 
 
+def shipped_role(ship: str, quant: dict) -> str:
+    """bundle.ship auto follows the quantize stage's choice."""
+    if ship == "auto":
+        ship = "fp32" if quant["choice"] == "fp32" else "quantized"
+    return "student_fp32" if ship == "fp32" else "student_int8"
+
+
 def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
-    ship = cfg.bundle.ship
-    model = inputs["quantized"] / "student_int8.onnx" if ship == "int8" else inputs["onnx"] / "student.onnx"
+    quant = read(inputs["quantized"] / METRICS)
+    role = shipped_role(cfg.bundle.ship, quant)
+    model = inputs["onnx"] / "student.onnx" if role == "student_fp32" else inputs["quantized"] / "student_quantized.onnx"
     shutil.copy2(model, out / "model.onnx")
     labels = read(inputs["dataset"] / "classes.json")
     pre = read(inputs["dataset"] / "preprocess.json")
     (out / "labels.json").write_text(json.dumps({str(i): name for i, name in enumerate(labels)}, indent=2) + "\n")
     (out / "preprocess.json").write_text(json.dumps(pre, indent=2) + "\n")
-    report = build_report(cfg.name, ship, read(inputs["benchmark"] / "benchmark.json"), read(inputs["onnx"] / METRICS))
+    report = build_report(cfg.name, role, read(inputs["benchmark"] / "benchmark.json"), read(inputs["onnx"] / METRICS), quant)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "MODEL_CARD.md").write_text(model_card(report, labels, pre))
     return {k: report[k] for k in ("accuracy", "latency_ms", "size_bytes", "peak_rss_mb")}
 
 
 STAGE = Stage(
-    name="bundle", version=1, inputs=("dataset", "onnx", "quantized", "benchmark"), output="bundle",
+    name="bundle", version=2, inputs=("dataset", "onnx", "quantized", "benchmark"), output="bundle",
     configure=lambda p: BundleStageConfig(bundle=p.bundle, name=p.name), run=run,
     headline=lambda m: f"{m['size_bytes'] / 1024:.0f} KiB, p90 {m['latency_ms']['p90']:.3f} ms",
 )

@@ -1,21 +1,33 @@
-"""quantize: ONNX Runtime post-training quantization of the student.
+"""quantize: ONNX Runtime post-training quantization of the student that never ships a worse model.
 
-Static (default): QDQ, per-channel weights, activation ranges calibrated on training-split images
-streamed in batches. Dynamic: weights only. FP32 and INT8 validation accuracy are recorded.
+mode auto (default): every recipe in quantize.recipes is applied and measured (validation accuracy
+with ONNX Runtime, p90 latency at batch 1 with the benchmark's threads, in a child process). The
+fastest candidate within max_accuracy_drop of FP32 that is at least min_speedup faster than FP32 is
+chosen. If no recipe is accurate enough, the nodes that add the most quantization error are left in
+float, a few at a time, until one is (mixed precision). If nothing qualifies, FP32 ships, and the
+metrics say why. Every candidate tried goes into the metrics (and from there into the bundle's report).
+
+mode fixed: the configured quantization, applied once.
+
+Calibration images come from the training split and are streamed to ONNX Runtime in batches.
 """
 from __future__ import annotations
 
+import shutil
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
+import onnx
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quant_pre_process, quantize_dynamic, quantize_static)
 from tqdm.auto import tqdm
 
-from ..config import Pipeline, QuantizeConfig, Strict
+from ..config import QuantizeConfig, Strict
 from ..data import Dataset, to_model_input
-from ..onnx_utils import ort_predict
+from ..errors import StageError
+from ..onnx_utils import bench_in_child, ort_predict
 from ..runner import Context, Stage
 from ..train import accuracy
 
@@ -23,10 +35,14 @@ QUANT_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
 CALIBRATION = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
 FORMATS = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
+WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+OUTPUT = "student_quantized.onnx"
 
 
 class QuantizeStageConfig(Strict):
     quantize: QuantizeConfig
+    threads: int
+    """benchmark.threads: candidates are timed the way the benchmark stage will time them."""
     seed: int
     """Chooses which training images calibrate."""
 
@@ -34,17 +50,17 @@ class QuantizeStageConfig(Strict):
 class BatchReader(CalibrationDataReader):
     """Feeds calibration images to ONNX Runtime batch by batch; only one batch is in memory as float."""
 
-    def __init__(self, images: np.ndarray, spec: dict, batch: int, progress: bool):
-        self.images, self.spec, self.batch = images, spec, batch
-        self.bar = tqdm(total=len(images), desc="calibrate", unit="img", disable=not progress, leave=False)
+    def __init__(self, images: np.ndarray, spec: dict, batch: int, progress: bool = False):
+        self.images, self.spec, self.batch, self.progress = images, spec, batch, progress
         self._it = self._batches()
 
     def _batches(self) -> Iterator[dict]:
+        bar = tqdm(total=len(self.images), desc="calibrate", unit="img", disable=not self.progress, leave=False)
         for i in range(0, len(self.images), self.batch):
             chunk = self.images[i:i + self.batch]
-            self.bar.update(len(chunk))
+            bar.update(len(chunk))
             yield {self.spec["input_name"]: to_model_input(chunk, self.spec)}
-        self.bar.close()
+        bar.close()
 
     def get_next(self) -> dict | None:
         return next(self._it, None)
@@ -53,37 +69,177 @@ class BatchReader(CalibrationDataReader):
         self._it = self._batches()
 
 
+def quantize_model(src: Path, dst: Path, q: QuantizeConfig, reader: Callable[[], CalibrationDataReader],
+                   exclude: list[str] = ()) -> None:
+    """Apply one quantization configuration with ONNX Runtime's own tools."""
+    excluded = [*q.nodes_to_exclude, *exclude]
+    if q.method == "static":
+        quantize_static(str(src), str(dst), reader(), quant_format=FORMATS[q.format], per_channel=q.per_channel,
+                        reduce_range=q.reduce_range, activation_type=QUANT_TYPES[q.activation_type],
+                        weight_type=QUANT_TYPES[q.weight_type], calibrate_method=CALIBRATION[q.calibrate_method],
+                        op_types_to_quantize=q.op_types, nodes_to_exclude=excluded)
+    elif q.method == "dynamic":
+        quantize_dynamic(str(src), str(dst), per_channel=q.per_channel, reduce_range=q.reduce_range,
+                         weight_type=QUANT_TYPES[q.weight_type], op_types_to_quantize=q.op_types, nodes_to_exclude=excluded)
+    else:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, node_block_list=excluded or None)
+        onnx.save(model, str(dst))
+
+
+@dataclass
+class Candidate:
+    """One configuration tried, with what was measured on it."""
+
+    name: str
+    val_accuracy: float | None = None
+    latency_ms_p90: float | None = None
+    size_bytes: int | None = None
+    excluded_nodes: list[str] = field(default_factory=list)
+    error: str | None = None
+    path: Path | None = None
+
+    def report(self) -> dict:
+        d = asdict(self)
+        d.pop("path")
+        return d
+
+
+def choose(fp32: Candidate, tried: list[Candidate], max_drop: float, min_speedup: float) -> tuple[Candidate | None, str]:
+    """The fastest candidate within max_drop points of FP32 that is at least min_speedup faster
+    than FP32, with the reason; (None, why) when FP32 should ship."""
+    ok = [c for c in tried if c.error is None and fp32.val_accuracy - c.val_accuracy <= max_drop + 1e-9]
+    if not ok:
+        measured = [c for c in tried if c.error is None]
+        best = max(measured, key=lambda c: c.val_accuracy, default=None)
+        detail = f" (best: {best.name}, {fp32.val_accuracy - best.val_accuracy:.2f} pt lower)" if best else ""
+        return None, f"no quantized configuration kept validation accuracy within {max_drop:g} pt of FP32{detail}"
+    fast = [c for c in ok if c.latency_ms_p90 * min_speedup <= fp32.latency_ms_p90]
+    if not fast:
+        best = min(ok, key=lambda c: c.latency_ms_p90)
+        return None, (f"no accurate-enough quantized configuration was at least {min_speedup:g}x faster than FP32 "
+                      f"(best: {best.name}, {fp32.latency_ms_p90 / best.latency_ms_p90:.2f}x)")
+    best = min(fast, key=lambda c: (c.latency_ms_p90, -c.val_accuracy))
+    return best, (f"{best.name}: {fp32.val_accuracy - best.val_accuracy:.2f} pt below FP32 (limit {max_drop:g}), "
+                  f"p90 {best.latency_ms_p90:.3f} ms vs {fp32.latency_ms_p90:.3f} ms "
+                  f"({fp32.latency_ms_p90 / best.latency_ms_p90:.2f}x faster)")
+
+
+def rank_nodes_by_error(fp32_model: Path, qdq_model: Path, reader: Callable[[], CalibrationDataReader], work: Path) -> list[tuple[str, float]]:
+    """Weight-bearing nodes (Conv, Gemm, MatMul) ranked by the quantization error they add, worst first.
+
+    ONNX Runtime's qdq_loss_debug gives, for each quantized activation, its SQNR (dB) between the FP32
+    model and the dequantized QDQ model. A node's added error is the SQNR of its input minus the SQNR
+    of the first quantized tensor after it (its Conv+Relu output, say): the dB this node loses. The
+    ranking is ours; the measurement is ONNX Runtime's.
+    """
+    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
+                                                          create_activation_matching,
+                                                          modify_model_output_intermediate_tensors)
+
+    float_aug, qdq_aug = work / "rank_float.onnx", work / "rank_qdq.onnx"
+    modify_model_output_intermediate_tensors(str(fp32_model), str(float_aug))
+    modify_model_output_intermediate_tensors(str(qdq_model), str(qdq_aug))
+    matching = create_activation_matching(collect_activations(str(qdq_aug), reader()), collect_activations(str(float_aug), reader()))
+    sqnr = {name: float(err["xmodel_err"]) for name, err in compute_activation_error(matching).items()}
+
+    graph = onnx.load(str(fp32_model)).graph
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    ranked = []
+    for node in graph.node:
+        if node.op_type not in WEIGHT_OPS or node.input[0] not in sqnr:
+            continue
+        out = node.output[0]
+        while out not in sqnr and len(consumers.get(out, [])) == 1:  # through fused activations
+            out = consumers[out][0].output[0]
+        if out in sqnr:
+            ranked.append((node.name, sqnr[node.input[0]] - sqnr[out]))
+    return sorted(ranked, key=lambda r: -r[1])
+
+
 def run(cfg: QuantizeStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
     q = cfg.quantize
     ds = Dataset.load(inputs["dataset"])
-    fp32 = inputs["onnx"] / "student.onnx"
-    source = fp32
+    fp32_path = inputs["onnx"] / "student.onnx"
+    source = fp32_path
     if q.pre_process:
         source = ctx.work / "student_preprocessed.onnx"
-        quant_pre_process(str(fp32), str(source))
-    int8 = out / "student_int8.onnx"
-    if q.method == "static":
-        x_train, _ = ds.splits["train"]
-        pick = np.random.default_rng(cfg.seed).permutation(len(x_train))[: q.calibration_samples]
-        reader = BatchReader(x_train[np.sort(pick)], ds.spec, batch=32, progress=ctx.progress)
-        quantize_static(str(source), str(int8), reader, quant_format=FORMATS[q.format], per_channel=q.per_channel,
-                        activation_type=QUANT_TYPES[q.activation_type], weight_type=QUANT_TYPES[q.weight_type],
-                        calibrate_method=CALIBRATION[q.calibrate_method])
-        calibrated = int(len(pick))
-    else:
-        quantize_dynamic(str(source), str(int8), per_channel=q.per_channel, weight_type=QUANT_TYPES[q.weight_type])
-        calibrated = 0
+        quant_pre_process(str(fp32_path), str(source))
+    x_train, _ = ds.splits["train"]
+    calibration = x_train[np.sort(np.random.default_rng(cfg.seed).permutation(len(x_train))[: q.calibration_samples])]
+    reader = lambda: BatchReader(calibration, ds.spec, batch=32, progress=ctx.progress)
     x_val, y_val = ds.inputs("val")
-    acc_fp32 = accuracy(ort_predict(fp32, x_val), y_val)
-    acc_int8 = accuracy(ort_predict(int8, x_val), y_val)
-    ctx.log(f"val accuracy: FP32 {acc_fp32:.2f}%, INT8 {acc_int8:.2f}% ({q.method}, {q.format}, {calibrated} calibration images)")
-    return {"val_accuracy_fp32": acc_fp32, "val_accuracy_int8": acc_int8, "calibration_samples": calibrated,
-            "size_bytes_fp32": fp32.stat().st_size, "size_bytes_int8": int8.stat().st_size}
+
+    def attempt(name: str, qc: QuantizeConfig | None, exclude: list[str] = ()) -> Candidate:
+        """Quantize (unless qc is None: FP32 itself) and measure; a failure is recorded, not raised."""
+        c = Candidate(name, excluded_nodes=list(exclude), path=fp32_path if qc is None else ctx.work / f"{name}.onnx")
+        try:
+            if qc is not None:
+                quantize_model(source, c.path, qc, reader, exclude)
+            c.val_accuracy = accuracy(ort_predict(c.path, x_val), y_val)
+            c.latency_ms_p90 = bench_in_child(c.path, cfg.threads, warmup=20, runs=q.latency_runs)["latency_ms"]["p90"]
+            c.size_bytes = c.path.stat().st_size
+        except Exception as e:  # a recipe ONNX Runtime cannot apply or run here is a result, not a crash
+            if qc is None:
+                raise
+            c.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            ctx.log(f"{name}: failed ({c.error})")
+            return c
+        ctx.log(f"{name}: val accuracy {c.val_accuracy:.2f}%, p90 {c.latency_ms_p90:.3f} ms, {c.size_bytes / 1024:.0f} KiB"
+                + (f", {len(exclude)} node(s) in float" if exclude else ""))
+        return c
+
+    fp32 = attempt("fp32", None)
+    configs = {"fixed": q} if q.mode == "fixed" else {name: q.with_recipe(name) for name in q.recipes}
+    tried = [attempt(name, qc) for name, qc in tqdm(configs.items(), desc="quantize", disable=not ctx.progress, leave=False)]
+    if q.mode == "fixed":
+        if tried[0].error:
+            raise StageError(f"quantization failed: {tried[0].error}")
+        chosen, reason = tried[0], "quantize.mode is fixed"
+    else:
+        chosen, reason = choose(fp32, tried, q.max_accuracy_drop, q.min_speedup)
+        # none accurate enough: leave the worst nodes of the fastest static QDQ recipe in float
+        qdq = [(c, name) for c, name in zip(tried, configs) if c.error is None
+               and configs[name].method == "static" and configs[name].format == "qdq"]
+        if chosen is None and reason.startswith("no quantized configuration kept") and qdq and q.max_excluded_nodes > 0:
+            base, base_name = min(qdq, key=lambda t: t[0].latency_ms_p90)
+            ranking = rank_nodes_by_error(source, base.path, lambda: BatchReader(calibration[:64], ds.spec, batch=32), ctx.work)
+            ctx.log("nodes adding the most quantization error (dB): " + ", ".join(f"{n} {e:.1f}" for n, e in ranking[:5]))
+            k = 1
+            while chosen is None and k <= min(q.max_excluded_nodes, len(ranking)):
+                tried.append(attempt(f"{base_name}+float{k}", configs[base_name], [n for n, _ in ranking[:k]]))
+                chosen, reason = choose(fp32, tried, q.max_accuracy_drop, q.min_speedup)
+                k *= 2
+    ctx.log(f"ships {'FP32: ' if chosen is None else ''}{reason}")
+
+    # the best quantized model goes into the result even when FP32 ships, so it is benchmarked and reported
+    measured = [c for c in tried if c.error is None]
+    best = chosen or max(measured, key=lambda c: (c.val_accuracy, -c.latency_ms_p90), default=None)
+    if best is None:
+        raise StageError("no quantization recipe could be applied here; see the errors above")
+    shutil.copy2(best.path, out / OUTPUT)
+    return {
+        "mode": q.mode,
+        "choice": "fp32" if chosen is None else "quantized",
+        "recipe": best.name,
+        "excluded_nodes": best.excluded_nodes,
+        "reason": reason,
+        "candidates": [c.report() for c in [fp32, *tried]],
+        "val_accuracy_fp32": fp32.val_accuracy,
+        "val_accuracy_int8": best.val_accuracy,
+        "size_bytes_fp32": fp32.size_bytes,
+        "size_bytes_int8": best.size_bytes,
+        "calibration_samples": int(len(calibration)) if any(qc.method == "static" for qc in configs.values()) else 0,
+    }
 
 
 STAGE = Stage(
-    name="quantize", version=1, inputs=("dataset", "onnx"), output="quantized",
-    configure=lambda p: QuantizeStageConfig(quantize=p.quantize, seed=p.seed), run=run,
-    headline=lambda m: f"val acc FP32 {m['val_accuracy_fp32']:.2f}% -> INT8 {m['val_accuracy_int8']:.2f}%, "
-                       f"{m['size_bytes_fp32'] / 1024:.0f} -> {m['size_bytes_int8'] / 1024:.0f} KiB",
+    name="quantize", version=2, inputs=("dataset", "onnx"), output="quantized",
+    configure=lambda p: QuantizeStageConfig(quantize=p.quantize, threads=p.benchmark.threads, seed=p.seed), run=run,
+    headline=lambda m: f"ships {'FP32' if m['choice'] == 'fp32' else m['recipe']}; val acc FP32 {m['val_accuracy_fp32']:.2f}% "
+                       f"vs {m['recipe']} {m['val_accuracy_int8']:.2f}%, {m['size_bytes_fp32'] / 1024:.0f} -> {m['size_bytes_int8'] / 1024:.0f} KiB",
 )
