@@ -120,11 +120,13 @@ def cmd_ls(a: argparse.Namespace) -> int:
 
 
 def cmd_gate(a: argparse.Namespace) -> int:
-    from .gate import check, format_table, load_budgets, load_report
+    from .gate import check, format_table, load_budgets, load_report, to_json, write_junit
 
     report = load_report(Path(a.bundle))
     rows = check(report, load_budgets(Path(a.budgets)))
-    print(format_table(rows))
+    print(json.dumps(to_json(rows, a.bundle, a.budgets), indent=2) if a.json else format_table(rows))
+    if a.junit:
+        write_junit(rows, Path(a.bundle), Path(a.junit))
     if not all(r.passed for r in rows):
         raise GateFailed(f"gate failed: {', '.join(r.metric for r in rows if not r.passed)} over budget")
     return 0
@@ -165,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gate", parents=[common], help="check a bundle against a budgets file (exit 1 if one fails)")
     p.add_argument("bundle", help="bundle folder, e.g. artifacts/bundles/quickstart/v1")
     p.add_argument("--budgets", required=True, help="budgets YAML")
+    p.add_argument("--json", action="store_true", help="print the checks as JSON instead of a table")
+    p.add_argument("--junit", metavar="FILE", help="also write the checks as JUnit XML (one test case per budget)")
     p.set_defaults(fn=cmd_gate)
     return ap
 

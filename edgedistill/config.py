@@ -73,6 +73,11 @@ class TrainConfig(Strict):
     """Peak learning rate (of the new head, for a teacher); cosine-annealed to zero over all steps."""
     weight_decay: float = Field(1e-4, ge=0)
     """Decoupled weight decay (AdamW)."""
+    precise_bn_batches: int = Field(20, ge=0)
+    """After each epoch, recompute BatchNorm running statistics from this many training batches
+    ("precise BN") before evaluating. Models with slow BN momentum (torchvision MobileNetV3: 0.01)
+    otherwise evaluate with statistics that still mostly hold their initial values after short
+    training. 0: keep the running averages from training."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto: CUDA when present, else the CPU. Not part of the cache key: results are
     interchangeable across devices up to floating-point noise."""

@@ -77,3 +77,26 @@ def check(report: dict, budgets: Budgets) -> list[Check]:
 def format_table(rows: list[Check]) -> str:
     return text_table(("metric", "budget", "actual", "result"),
                       [(r.metric, r.budget, r.actual, "pass" if r.passed else "FAIL") for r in rows])
+
+
+def to_json(rows: list[Check], bundle: Path, budgets: Path) -> dict:
+    return {"bundle": str(bundle), "budgets": str(budgets), "passed": all(r.passed for r in rows),
+            "checks": [{"metric": r.metric, "budget": r.budget, "actual": r.actual, "passed": r.passed} for r in rows]}
+
+
+def write_junit(rows: list[Check], bundle: Path, path: Path) -> None:
+    """JUnit XML, one test case per budget, so CI systems show each budget as a test."""
+    import xml.etree.ElementTree as ET
+
+    suite = ET.Element("testsuite", name="edgedistill.gate", tests=str(len(rows)),
+                       failures=str(sum(not r.passed for r in rows)), errors="0")
+    for r in rows:
+        case = ET.SubElement(suite, "testcase", classname=f"gate.{Path(bundle).parent.name}.{Path(bundle).name}", name=r.metric)
+        if not r.passed:
+            ET.SubElement(case, "failure", message=f"{r.metric} = {r.actual}, budget {r.budget}").text = \
+                f"{r.metric}: actual {r.actual}, budget {r.budget}"
+        else:
+            ET.SubElement(case, "system-out").text = f"actual {r.actual}, budget {r.budget}"
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+

@@ -48,6 +48,26 @@ def accuracy(logits: torch.Tensor | np.ndarray, labels: np.ndarray | torch.Tenso
     return float((pred == np.asarray(labels)).mean() * 100.0)
 
 
+@torch.no_grad()
+def recompute_bn_stats(model: nn.Module, x: torch.Tensor, order: torch.Tensor, batch_size: int, batches: int,
+                       device: torch.device) -> None:
+    """Precise BN (as in pycls and timm): reset the running statistics of BatchNorm layers that are
+    training and re-estimate them as a plain average over `batches` training batches. Written here
+    because torch has no such helper for classification models; it is deterministic, so resuming
+    from a checkpoint gives the same statistics."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    if not norms or batches == 0:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    for i in range(min(batches, len(order) // batch_size)):
+        model(x[order[i * batch_size:(i + 1) * batch_size]].to(device))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+
+
 def _save_atomic(state: dict, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -105,6 +125,7 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
             scheduler.step()
             total_loss += loss.item()
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        recompute_bn_stats(model, x_train, order, cfg.batch_size, cfg.precise_bn_batches, device)
         val_acc = accuracy(predict(model, val[0], device), val[1])
         # no timings in the history: it is part of the result's content, which must depend only on
         # the inputs (the runner records the stage's wall time in meta.json)

@@ -52,3 +52,22 @@ def test_real_bundle_passes_its_budgets(tiny_run, tmp_path):
     pipeline, store = tiny_run
     bundle = store / "bundles" / "tiny" / "v1"
     assert main(["gate", str(bundle), "--budgets", str(pipeline.parent / "budgets.yaml")]) == 0
+
+
+def test_gate_json_and_junit(tmp_path, capsys):
+    import xml.etree.ElementTree as ET
+
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    (bundle / "report.json").write_text(json.dumps(REPORT))
+    junit = tmp_path / "reports" / "gate.xml"
+    code = main(["gate", str(bundle), "--budgets", str(budgets(tmp_path, min_accuracy=90, max_latency_ms_p90=0.1)),
+                 "--json", "--junit", str(junit)])
+    assert code == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["passed"] is False
+    assert {c["metric"]: c["passed"] for c in result["checks"]} == {"latency_ms_p90": False, "accuracy": True}
+    suite = ET.parse(junit).getroot()
+    assert suite.tag == "testsuite" and suite.get("tests") == "2" and suite.get("failures") == "1"
+    failed = [c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None]
+    assert failed == ["latency_ms_p90"]
