@@ -187,10 +187,31 @@ class QuantizeConfig(Strict):
 class BenchmarkConfig(Strict):
     threads: int = Field(1, ge=1)
     """ONNX Runtime intra-op threads. 1 is what most phone apps get for a model."""
+    inter_op_threads: int = Field(1, ge=1)
+    """ONNX Runtime inter-op threads (parallel branches of the graph)."""
+    graph_optimization: Literal["all", "extended", "basic", "disabled"] = "all"
+    """ONNX Runtime graph optimization level of the benchmark session."""
     warmup: int = Field(20, ge=0)
     """Untimed runs before timing (caches, allocator, lazy initialization)."""
     runs: int = Field(300, ge=1)
-    """Timed runs at batch 1; percentiles are taken over these."""
+    """Minimum timed runs at batch 1; percentiles are taken over all timed runs."""
+    min_duration_s: float = Field(1.0, ge=0)
+    """Minimum timed duration in seconds: timing goes on until both runs and this are reached."""
+    protocol: Literal["ci", "mlperf"] = "ci"
+    """ci: runs and min_duration_s as given. mlperf: at least MLPerf Inference's single-stream
+    minimums (1024 runs and 600 s per model), for release numbers."""
+    throughput_batch: int = Field(8, ge=0)
+    """Batch size of the throughput figure (images per second). 0: skip."""
+    profile_runs: int = Field(50, ge=0)
+    """Runs under ONNX Runtime's profiler for the top operators by time (separate session). 0: skip."""
+
+    def ortbench_args(self) -> list[str]:
+        """The same settings as ortbench.py / bench.py command-line flags."""
+        args = ["--threads", str(self.threads), "--inter-threads", str(self.inter_op_threads),
+                "--opt-level", self.graph_optimization, "--warmup", str(self.warmup), "--runs", str(self.runs),
+                "--min-seconds", str(self.min_duration_s), "--throughput-batch", str(self.throughput_batch),
+                "--profile-runs", str(self.profile_runs)]
+        return args + (["--mlperf"] if self.protocol == "mlperf" else [])
 
 
 class BundleConfig(Strict):

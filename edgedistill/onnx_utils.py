@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
+
+if TYPE_CHECKING:
+    from .config import BenchmarkConfig
 
 
 def session(path: Path, threads: int = 0) -> ort.InferenceSession:
@@ -20,8 +24,7 @@ def ort_predict(path: Path, x: np.ndarray, batch: int = 64) -> np.ndarray:
     return np.concatenate([sess.run(None, {name: np.ascontiguousarray(x[i:i + batch])})[0] for i in range(0, len(x), batch)])
 
 
-def bench_in_child(model: Path, threads: int, warmup: int, runs: int, inputs: Path | None = None,
-                   labels: Path | None = None) -> dict:
+def bench_in_child(model: Path, settings: "BenchmarkConfig", inputs: Path | None = None, labels: Path | None = None) -> dict:
     """ortbench.py in a child process that imports only numpy and ONNX Runtime (so torch's memory
     and threads do not count). Returns its JSON result."""
     import json
@@ -31,7 +34,7 @@ def bench_in_child(model: Path, threads: int, warmup: int, runs: int, inputs: Pa
     from . import ortbench
     from .errors import StageError
 
-    cmd = [sys.executable, ortbench.__file__, str(model), "--threads", str(threads), "--warmup", str(warmup), "--runs", str(runs)]
+    cmd = [sys.executable, ortbench.__file__, str(model), *settings.ortbench_args()]
     if inputs is not None and labels is not None:
         cmd += ["--inputs", str(inputs), "--labels", str(labels)]
     proc = subprocess.run(cmd, capture_output=True, text=True)

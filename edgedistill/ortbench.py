@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
-"""Benchmark one ONNX model with ONNX Runtime on the CPU and print a JSON result.
+"""Benchmark one ONNX model with ONNX Runtime on the CPU and write a JSON result.
 
 Standalone on purpose: it needs only python3, numpy and onnxruntime, so the same file runs inside
-edgedistill's benchmark stage (as a child process, so that torch's memory is not counted in the
-peak resident memory) and on a target device (phone, board, Pi) by hand.
+edgedistill's benchmark stage (as a child process, so that torch's memory is not counted in the peak
+resident memory) and on a target device (phone, board, Pi), where every bundle carries it as bench.py:
 
-    python3 ortbench.py model.onnx --threads 1 --warmup 20 --runs 300 [--inputs x.npy --labels y.npy]
+    python3 bench.py                      # in a bundle folder: benchmarks model.onnx, prints JSON
+    python3 bench.py model.onnx --threads 1 --runs 300 --min-seconds 1 --name pi4 --out pi4.json
+    python3 bench.py --mlperf ...         # MLPerf single-stream minimums: 1024 runs and 600 s
 
-Peak resident memory is read after the timed runs and before the accuracy pass, so it covers the
-session and batch-1 inference, not the evaluation set.
+Protocol: session creation is timed (load), then the first inference (cold start = both), then
+`warmup` untimed runs, then timed runs at batch 1 until both `runs` and `min-seconds` are reached.
+Peak resident memory is read right after, before anything else (throughput at a larger batch, the
+profiler, the accuracy pass) can raise it. Top operators come from ONNX Runtime's own profiler, in a
+separate session so profiling overhead never touches the timed runs.
 """
 from __future__ import annotations
 
@@ -18,22 +23,35 @@ import os
 import platform
 import resource
 import sys
+import tempfile
 import time
 
 import numpy as np
 import onnxruntime as ort
 
+MLPERF_MIN_RUNS, MLPERF_MIN_SECONDS = 1024, 600.0  # MLPerf Inference single-stream minimums
+OPT_LEVELS = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+# CPU features that decide how fast INT8 and FP16 run (x86: /proc/cpuinfo "flags"; ARM: "Features")
+INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8",
+                     "amx_bf16", "neon", "asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2")
 
-def cpu_name() -> str:
+
+def cpu_info() -> tuple[str, list[str]]:
+    """CPU model name and the feature flags of INTERESTING_FLAGS it has."""
+    name, flags = "", set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                key = line.split(":")[0].strip().lower()
-                if key in ("model name", "hardware", "cpu model"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key in ("model name", "hardware", "cpu model") and not name:
+                    name = value.strip()
+                elif key in ("flags", "features"):
+                    flags.update(value.split())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return name or platform.processor() or platform.machine(), [f for f in INTERESTING_FLAGS if f in flags]
 
 
 def peak_rss_mb() -> float:
@@ -53,52 +71,100 @@ def peak_rss_mb() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB elsewhere
 
 
-def benchmark(model: str, threads: int, warmup: int, runs: int, inputs: np.ndarray | None,
-              labels: np.ndarray | None, eval_batch: int = 64) -> dict:
+def session_options(threads: int, inter_threads: int, opt_level: str) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.inter_op_num_threads = inter_threads
+    opts.graph_optimization_level = OPT_LEVELS[opt_level]
+    return opts
+
+
+def make_input(meta, inputs: np.ndarray | None, batch: int) -> np.ndarray:
+    if inputs is not None:
+        rows = np.resize(np.arange(len(inputs)), batch)  # repeat samples when batch > len(inputs)
+        return np.ascontiguousarray(inputs[rows], dtype=np.float32)
+    shape = [batch if i == 0 else (d if isinstance(d, int) else 1) for i, d in enumerate(meta.shape)]
+    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+
+def top_operators(model: str, opts: ort.SessionOptions, feed: dict, runs: int, top: int = 8) -> list[dict]:
+    """Time per operator type from ONNX Runtime's profiler, per inference, largest first."""
+    with tempfile.TemporaryDirectory() as tmp:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = os.path.join(tmp, "ort")
+        session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        for _ in range(runs):
+            session.run(None, feed)
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+    per_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            op = e.get("args", {}).get("op_name", "?")
+            per_op[op] = per_op.get(op, 0.0) + e["dur"] / 1000.0  # us -> ms
+    total = sum(per_op.values()) or 1.0
+    ranked = sorted(per_op.items(), key=lambda kv: -kv[1])[:top]
+    return [{"op_type": op, "ms_per_run": ms / runs, "share": ms / total} for op, ms in ranked]
+
+
+def benchmark(model: str, threads: int = 1, warmup: int = 20, runs: int = 300, min_seconds: float = 1.0,
+              inputs: np.ndarray | None = None, labels: np.ndarray | None = None, inter_threads: int = 1,
+              opt_level: str = "all", throughput_batch: int = 8, profile_runs: int = 50, name: str | None = None,
+              eval_batch: int = 64) -> dict:
+    opts = session_options(threads, inter_threads, opt_level)
     t0 = time.perf_counter()
     session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     load_ms = (time.perf_counter() - t0) * 1e3
     meta = session.get_inputs()[0]
-    if inputs is not None:
-        sample = np.ascontiguousarray(inputs[:1], dtype=np.float32)
-    else:  # no data given: a random input of the model's shape, batch 1
-        shape = [1 if not isinstance(d, int) else d for d in meta.shape]
-        sample = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    feed = {meta.name: sample}
+    feed = {meta.name: make_input(meta, inputs, 1)}
 
     t0 = time.perf_counter()
     session.run(None, feed)
     first_ms = (time.perf_counter() - t0) * 1e3
     for _ in range(warmup):
         session.run(None, feed)
-    times = np.empty(runs)
-    for i in range(runs):
-        t0 = time.perf_counter_ns()
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < runs or time.perf_counter() - started < min_seconds:
+        t = time.perf_counter_ns()
         session.run(None, feed)
-        times[i] = (time.perf_counter_ns() - t0) / 1e6
+        times.append((time.perf_counter_ns() - t) / 1e6)
+    duration = time.perf_counter() - started
+    rss = peak_rss_mb()
+    lat = np.asarray(times)
+    cpu, flags = cpu_info()
     result = {
         "model": os.path.basename(model),
         "size_bytes": os.path.getsize(model),
         "load_ms": round(load_ms, 3),
         "first_inference_ms": round(first_ms, 3),
+        "cold_start_ms": round(load_ms + first_ms, 3),
         "latency_ms": {
-            "p50": float(np.percentile(times, 50)), "p90": float(np.percentile(times, 90)),
-            "p99": float(np.percentile(times, 99)), "min": float(times.min()),
-            "mean": float(times.mean()), "std": float(times.std()),
+            "p50": float(np.percentile(lat, 50)), "p90": float(np.percentile(lat, 90)), "p95": float(np.percentile(lat, 95)),
+            "p99": float(np.percentile(lat, 99)), "min": float(lat.min()), "mean": float(lat.mean()), "std": float(lat.std()),
         },
-        "runs": runs,
+        "runs": len(times),
+        "duration_s": round(duration, 3),
         "warmup": warmup,
         "batch": 1,
-        "peak_rss_mb": round(peak_rss_mb(), 2),
+        "peak_rss_mb": round(rss, 2),
+        "settings": {"intra_op_threads": threads, "inter_op_threads": inter_threads, "graph_optimization": opt_level},
         "device": {
-            "cpu": cpu_name(), "machine": platform.machine(), "cores": os.cpu_count(), "threads": threads,
-            "onnxruntime": ort.__version__, "providers": session.get_providers(),
+            "name": name or platform.node(), "cpu": cpu, "flags": flags, "machine": platform.machine(),
+            "cores": os.cpu_count(), "threads": threads, "onnxruntime": ort.__version__,
+            "providers": session.get_providers(), "python": platform.python_version(),
         },
     }
+    if throughput_batch > 1 and (not isinstance(meta.shape[0], int)):
+        big = {meta.name: make_input(meta, inputs, throughput_batch)}
+        session.run(None, big)
+        n, t0 = 0, time.perf_counter()
+        while n < 20 or time.perf_counter() - t0 < min(min_seconds, 2.0):
+            session.run(None, big)
+            n += 1
+        result["throughput"] = {"batch": throughput_batch, "images_per_s": n * throughput_batch / (time.perf_counter() - t0)}
+    if profile_runs > 0:
+        result["top_ops"] = top_operators(model, session_options(threads, inter_threads, opt_level), feed, profile_runs)
     if inputs is not None and labels is not None:
         correct = 0
         for i in range(0, len(inputs), eval_batch):
@@ -111,17 +177,29 @@ def benchmark(model: str, threads: int, warmup: int, runs: int, inputs: np.ndarr
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("model", nargs="?", default="model.onnx", help="ONNX model (default: model.onnx, as in a bundle)")
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    ap.add_argument("--inter-threads", type=int, default=1, help="inter-op threads (default 1)")
+    ap.add_argument("--opt-level", choices=sorted(OPT_LEVELS), default="all", help="graph optimization level")
     ap.add_argument("--warmup", type=int, default=20)
-    ap.add_argument("--runs", type=int, default=300)
-    ap.add_argument("--inputs", help=".npy of preprocessed float32 inputs (N, C, H, W)")
+    ap.add_argument("--runs", type=int, default=300, help="minimum timed runs")
+    ap.add_argument("--min-seconds", type=float, default=1.0, help="minimum timed duration")
+    ap.add_argument("--mlperf", action="store_true", help=f"at least {MLPERF_MIN_RUNS} runs and {MLPERF_MIN_SECONDS:g} s")
+    ap.add_argument("--throughput-batch", type=int, default=8, help="batch for the throughput figure (0: skip)")
+    ap.add_argument("--profile-runs", type=int, default=50, help="runs under ONNX Runtime's profiler (0: skip)")
+    ap.add_argument("--inputs", help=".npy of preprocessed float32 inputs (N, C, H, W); random when absent")
     ap.add_argument("--labels", help=".npy of int labels, for accuracy")
+    ap.add_argument("--name", help="device name recorded in the result (default: the host name)")
     ap.add_argument("--out", help="write the JSON here instead of stdout")
     a = ap.parse_args(argv)
+    if not os.path.isfile(a.model):
+        ap.error(f"no model file '{a.model}'")
+    runs, seconds = (max(a.runs, MLPERF_MIN_RUNS), max(a.min_seconds, MLPERF_MIN_SECONDS)) if a.mlperf else (a.runs, a.min_seconds)
     inputs = np.load(a.inputs, mmap_mode="r") if a.inputs else None
     labels = np.load(a.labels) if a.labels else None
-    result = benchmark(a.model, a.threads, a.warmup, a.runs, inputs, labels)
+    result = benchmark(a.model, a.threads, a.warmup, runs, seconds, inputs, labels, a.inter_threads, a.opt_level,
+                       a.throughput_batch, a.profile_runs, a.name)
+    result["protocol"] = "mlperf" if a.mlperf else "ci"
     text = json.dumps(result, indent=2)
     if a.out:
         with open(a.out, "w") as f:

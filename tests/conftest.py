@@ -19,7 +19,7 @@ TINY = {
     "student": {"preset": "tiny_student"},
     "distill": {"epochs": 3, "batch_size": 32, "lr": 0.01, "temperature": 4.0, "alpha": 0.7},
     "quantize": {"mode": "fixed", "calibration_samples": 64},  # auto is tested in test_quantize
-    "benchmark": {"threads": 1, "warmup": 2, "runs": 20},
+    "benchmark": {"threads": 1, "warmup": 2, "runs": 20, "min_duration_s": 0.1, "profile_runs": 5},
     "budgets": "budgets.yaml",
 }
 

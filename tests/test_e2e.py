@@ -20,13 +20,21 @@ def test_bundle_has_every_file_and_number(tiny_run):
     _, version, path = latest_bundle(store)
     assert version == 1
     names = {p.name for p in path.iterdir()}
-    assert names == {"model.onnx", "labels.json", "preprocess.json", "report.json", "manifest.json", "MODEL_CARD.md"}
+    assert names == {"model.onnx", "labels.json", "preprocess.json", "report.json", "manifest.json", "MODEL_CARD.md", "bench.py"}
     report = json.loads((path / "report.json").read_text())
     assert set(report["accuracy"]) == {"teacher", "student_fp32", "student_int8"}
-    assert set(report["latency_ms"]) >= {"p50", "p90", "p99", "min", "mean"}
-    assert report["latency_ms"]["min"] <= report["latency_ms"]["p50"] <= report["latency_ms"]["p90"] <= report["latency_ms"]["p99"]
+    lat = report["latency_ms"]
+    assert set(lat) == {"p50", "p90", "p95", "p99", "min", "mean", "std"}
+    assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] and lat["std"] >= 0
+    assert report["benchmark"]["runs"] >= 20 and report["benchmark"]["duration_s"] >= 0.1  # both minimums held
+    assert report["cold_start_ms"] >= report["load_ms"] > 0
+    assert report["throughput"]["batch"] == 8 and report["throughput"]["images_per_s"] > 0
+    ops = {o["op_type"] for o in report["top_ops"]}
+    assert ops & {"QuantizeLinear", "DequantizeLinear", "Conv", "QLinearConv", "Gemm"}, ops
+    shares = [o["share"] for o in report["top_ops"]]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.0 + 1e-9
     assert report["size_bytes"] == (path / "model.onnx").stat().st_size
-    assert set(report["device"]) == {"cpu", "cores", "threads", "onnxruntime"}
+    assert set(report["device"]) == {"cpu", "flags", "cores", "threads", "onnxruntime"}
     assert report["parity"]["top1_agreement"] >= 0.99
     # the tiny models learn something: well above the 10% of chance
     assert report["accuracy"]["teacher"] > 60 and report["accuracy"]["student_int8"] > 40

@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 import pytest
 
-from edgedistill.config import QuantizeConfig
+from edgedistill.config import BenchmarkConfig, QuantizeConfig
 from edgedistill.runner import Context
 from edgedistill.stages import quantize
 from edgedistill.stages.quantize import Candidate, choose
@@ -19,8 +19,8 @@ def stage_inputs(store: Path) -> dict:
 def run_stage(store: Path, tmp_path: Path, **options) -> tuple[dict, Path]:
     out = tmp_path / "out"
     out.mkdir()
-    cfg = quantize.QuantizeStageConfig(quantize=QuantizeConfig(calibration_samples=32, latency_runs=30, **options),
-                                       threads=1, seed=0)
+    q = QuantizeConfig(calibration_samples=32, latency_runs=30, **options)
+    cfg = quantize.QuantizeStageConfig(quantize=q, latency=quantize.latency_settings(BenchmarkConfig(), q), seed=0)
     return quantize.run(cfg, stage_inputs(store), out, Context(work=tmp_path, progress=False)), out / quantize.OUTPUT
 
 

@@ -28,7 +28,7 @@ def run(cfg: BenchmarkConfig, inputs: dict[str, Path], out: Path, ctx: Context) 
     np.save(y_path, y_test)
     results = {}
     for role, (artifact, filename) in tqdm(MODELS.items(), desc="benchmark", unit="model", disable=not ctx.progress, leave=False):
-        r = bench_in_child(inputs[artifact] / filename, cfg.threads, cfg.warmup, cfg.runs, x_path, y_path)
+        r = bench_in_child(inputs[artifact] / filename, cfg, x_path, y_path)
         ctx.log(f"{role}: p50 {r['latency_ms']['p50']:.3f} ms, p90 {r['latency_ms']['p90']:.3f} ms, "
                 f"{r['size_bytes'] / 1024:.0f} KiB, peak RSS {r['peak_rss_mb']:.0f} MiB, test acc {r['accuracy']:.2f}%")
         results[role] = r
@@ -38,7 +38,7 @@ def run(cfg: BenchmarkConfig, inputs: dict[str, Path], out: Path, ctx: Context) 
 
 
 STAGE = Stage(
-    name="benchmark", version=3, inputs=("dataset", "onnx", "quantized"), output="benchmark",
+    name="benchmark", version=4, inputs=("dataset", "onnx", "quantized"), output="benchmark",
     configure=lambda p: p.benchmark, run=run,
     headline=lambda m: f"p90 teacher {m['teacher']['latency_ms_p90']:.2f} ms, student FP32 "
                        f"{m['student_fp32']['latency_ms_p90']:.2f} ms, INT8 {m['student_int8']['latency_ms_p90']:.2f} ms",

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+from .. import ortbench
 from ..config import BundleConfig, Pipeline, Strict
 from ..runner import Context, Stage
 from ..store import METRICS
@@ -29,11 +30,16 @@ def build_report(name: str, shipped_role: str, bench: dict, export: dict, quant:
         "shipped": shipped_role,
         "quantization": {k: quant[k] for k in ("mode", "choice", "recipe", "excluded_nodes", "reason", "candidates")},
         "accuracy": {role: r["accuracy"] for role, r in bench.items()},
-        "latency_ms": {k: shipped["latency_ms"][k] for k in ("p50", "p90", "p99", "min", "mean")},
+        "latency_ms": dict(shipped["latency_ms"]),
         "size_bytes": shipped["size_bytes"],
         "peak_rss_mb": shipped["peak_rss_mb"],
         "load_ms": shipped["load_ms"],
-        "device": {k: shipped["device"][k] for k in ("cpu", "cores", "threads", "onnxruntime")},
+        "cold_start_ms": shipped["cold_start_ms"],
+        "throughput": shipped.get("throughput"),
+        "top_ops": shipped.get("top_ops", []),
+        "benchmark": {k: shipped[k] for k in ("runs", "duration_s", "warmup", "settings", "protocol") if k in shipped},
+        "device": {k: shipped["device"][k] for k in ("cpu", "flags", "cores", "threads", "onnxruntime")},
+        "devices": {},
         "parity": {k: export["parity"]["student"][k] for k in ("max_abs_diff", "top1_agreement")},
         "params": {"teacher": export["parity"]["teacher"]["params"], "student": export["parity"]["student"]["params"]},
         "test_samples": shipped["eval_samples"],
@@ -44,6 +50,9 @@ def build_report(name: str, shipped_role: str, bench: dict, export: dict, quant:
 def model_card(report: dict, labels: list[str], pre: dict) -> str:
     acc, lat, dev, quant = report["accuracy"], report["latency_ms"], report["device"], report["quantization"]
     num = lambda v, f: "-" if v is None else format(v, f)
+    tp = report.get("throughput")
+    throughput = f"Throughput at batch {tp['batch']}: {tp['images_per_s']:,.0f} images/s.\n" if tp else ""
+    ops = ", ".join(f"{o['op_type']} {o['share']:.0%}" for o in report["top_ops"][:5]) or "not profiled"
     tried = "\n".join(
         f"| {c['name']} | {num(c['val_accuracy'], '.2f')} | {num(c['latency_ms_p90'], '.3f')} | "
         f"{num(c['size_bytes'] and c['size_bytes'] / 1024, '.1f')} | {len(c['excluded_nodes'])} | {c['error'] or ''} |"
@@ -69,8 +78,10 @@ teacher {acc['teacher']:.2f}%, student FP32 {acc['student_fp32']:.2f}%, student 
 ## Shipped model on {dev['cpu']} ({dev['cores']} cores, {dev['threads']} thread(s), onnxruntime {dev['onnxruntime']})
 Latency at batch 1: p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms,
 min {lat['min']:.3f} ms, mean {lat['mean']:.3f} ms. Size {report['size_bytes']:,} bytes.
-Session load {report['load_ms']:.1f} ms. Peak resident memory {report['peak_rss_mb']:.1f} MiB
-(a process holding only ONNX Runtime and this model).
+Session load {report['load_ms']:.1f} ms, cold start (load + first inference) {report['cold_start_ms']:.1f} ms.
+Peak resident memory {report['peak_rss_mb']:.1f} MiB (a process holding only ONNX Runtime and this model).
+{throughput}CPU flags: {', '.join(dev['flags']) or 'none of note'}.
+Top operators by time (ONNX Runtime profiler): {ops}.
 
 | model | test acc % | p50 ms | p90 ms | size KiB | peak RSS MiB |
 |---|---|---|---|---|---|
@@ -85,6 +96,9 @@ Ships **{'FP32' if quant['choice'] == 'fp32' else quant['recipe']}**: {quant['re
 
 Export parity (PyTorch vs ONNX Runtime, FP32 student): max abs logit difference
 {report['parity']['max_abs_diff']:.2e}, top-1 agreement {report['parity']['top1_agreement']:.2%}.
+
+On a target device: copy this folder, run `python3 bench.py --name DEVICE --out DEVICE.json` (needs
+only numpy and onnxruntime), then `edgedistill ingest DEVICE.json BUNDLE` records it in report.json.
 
 Provenance: manifest.json lists the sha256 of every file and the stage results this bundle came from.
 """
@@ -102,6 +116,7 @@ def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context
     role = shipped_role(cfg.bundle.ship, quant)
     model = inputs["onnx"] / "student.onnx" if role == "student_fp32" else inputs["quantized"] / "student_quantized.onnx"
     shutil.copy2(model, out / "model.onnx")
+    shutil.copy2(ortbench.__file__, out / "bench.py")  # benchmark on the device: python3 bench.py --name pi4
     labels = read(inputs["dataset"] / "classes.json")
     pre = read(inputs["dataset"] / "preprocess.json")
     (out / "labels.json").write_text(json.dumps({str(i): name for i, name in enumerate(labels)}, indent=2) + "\n")
@@ -113,7 +128,7 @@ def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context
 
 
 STAGE = Stage(
-    name="bundle", version=2, inputs=("dataset", "onnx", "quantized", "benchmark"), output="bundle",
+    name="bundle", version=3, inputs=("dataset", "onnx", "quantized", "benchmark"), output="bundle",
     configure=lambda p: BundleStageConfig(bundle=p.bundle, name=p.name), run=run,
     headline=lambda m: f"{m['size_bytes'] / 1024:.0f} KiB, p90 {m['latency_ms']['p90']:.3f} ms",
 )

@@ -24,7 +24,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       quant_pre_process, quantize_dynamic, quantize_static)
 from tqdm.auto import tqdm
 
-from ..config import QuantizeConfig, Strict
+from ..config import BenchmarkConfig, QuantizeConfig, Strict
 from ..data import Dataset, to_model_input
 from ..errors import StageError
 from ..onnx_utils import bench_in_child, ort_predict
@@ -41,8 +41,8 @@ OUTPUT = "student_quantized.onnx"
 
 class QuantizeStageConfig(Strict):
     quantize: QuantizeConfig
-    threads: int
-    """benchmark.threads: candidates are timed the way the benchmark stage will time them."""
+    latency: BenchmarkConfig
+    """How candidates are timed: the benchmark's threads and graph optimization, quantize.latency_runs."""
     seed: int
     """Chooses which training images calibrate."""
 
@@ -181,7 +181,7 @@ def run(cfg: QuantizeStageConfig, inputs: dict[str, Path], out: Path, ctx: Conte
             if qc is not None:
                 quantize_model(source, c.path, qc, reader, exclude)
             c.val_accuracy = accuracy(ort_predict(c.path, x_val), y_val)
-            c.latency_ms_p90 = bench_in_child(c.path, cfg.threads, warmup=20, runs=q.latency_runs)["latency_ms"]["p90"]
+            c.latency_ms_p90 = bench_in_child(c.path, cfg.latency)["latency_ms"]["p90"]
             c.size_bytes = c.path.stat().st_size
         except Exception as e:  # a recipe ONNX Runtime cannot apply or run here is a result, not a crash
             if qc is None:
@@ -237,9 +237,17 @@ def run(cfg: QuantizeStageConfig, inputs: dict[str, Path], out: Path, ctx: Conte
     }
 
 
+def latency_settings(bench: BenchmarkConfig, q: QuantizeConfig) -> BenchmarkConfig:
+    """Only what changes a latency ranking: threads and graph optimization, not the release protocol."""
+    return BenchmarkConfig(threads=bench.threads, inter_op_threads=bench.inter_op_threads,
+                           graph_optimization=bench.graph_optimization, warmup=20, runs=q.latency_runs,
+                           min_duration_s=0.0, throughput_batch=0, profile_runs=0)
+
+
 STAGE = Stage(
-    name="quantize", version=2, inputs=("dataset", "onnx"), output="quantized",
-    configure=lambda p: QuantizeStageConfig(quantize=p.quantize, threads=p.benchmark.threads, seed=p.seed), run=run,
+    name="quantize", version=3, inputs=("dataset", "onnx"), output="quantized",
+    configure=lambda p: QuantizeStageConfig(quantize=p.quantize, latency=latency_settings(p.benchmark, p.quantize), seed=p.seed),
+    run=run,
     headline=lambda m: f"ships {'FP32' if m['choice'] == 'fp32' else m['recipe']}; val acc FP32 {m['val_accuracy_fp32']:.2f}% "
                        f"vs {m['recipe']} {m['val_accuracy_int8']:.2f}%, {m['size_bytes_fp32'] / 1024:.0f} -> {m['size_bytes_int8'] / 1024:.0f} KiB",
 )
