@@ -132,6 +132,46 @@ def cmd_gate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(a: argparse.Namespace) -> int:
+    from .config import BenchmarkConfig, validate
+    from .errors import ConfigError
+    from .onnx_utils import bench_in_child
+    from .table import text_table
+
+    target = Path(a.target)
+    model = target / "model.onnx" if target.is_dir() else target
+    if not model.is_file():
+        raise ConfigError(f"'{target}' is neither an .onnx file nor a bundle folder with model.onnx")
+    settings = validate(BenchmarkConfig, {"threads": a.threads, "runs": a.runs, "warmup": a.warmup,
+                                          "min_duration_s": a.min_seconds, "protocol": "mlperf" if a.mlperf else "ci"},
+                        "edgedistill bench")
+    result = bench_in_child(model, settings, name=a.name)
+    if a.out:
+        Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    if a.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    lat = result["latency_ms"]
+    print(text_table(("metric", "value"), [
+        ("model", f"{model} ({result['size_bytes'] / 1024:.1f} KiB)"),
+        ("device", f"{result['device']['cpu']}, {result['device']['threads']} thread(s), onnxruntime {result['device']['onnxruntime']}"),
+        ("latency ms p50 / p90 / p99", f"{lat['p50']:.3f} / {lat['p90']:.3f} / {lat['p99']:.3f} ({result['runs']} runs, {result['duration_s']:.1f} s)"),
+        ("cold start ms (load + first)", f"{result['cold_start_ms']:.1f}"),
+        ("peak RSS MiB", f"{result['peak_rss_mb']:.1f}"),
+        ("top operators", ", ".join(f"{o['op_type']} {o['share']:.0%}" for o in result.get("top_ops", [])[:4])),
+    ]))
+    return 0
+
+
+def cmd_ingest(a: argparse.Namespace) -> int:
+    from .devices import ingest
+
+    name, entry = ingest(Path(a.result), Path(a.bundle), a.name)
+    print(f"recorded device '{name}' in {Path(a.bundle) / 'report.json'}: p90 {entry['latency_ms']['p90']:.3f} ms, "
+          f"peak RSS {entry.get('peak_rss_mb', float('nan')):.1f} MiB")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     def global_args(p: argparse.ArgumentParser, default) -> argparse.ArgumentParser:
         # accepted before and after the sub-command; SUPPRESS keeps a sub-command from resetting them
@@ -170,6 +210,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the checks as JSON instead of a table")
     p.add_argument("--junit", metavar="FILE", help="also write the checks as JUnit XML (one test case per budget)")
     p.set_defaults(fn=cmd_gate)
+    p = sub.add_parser("bench", parents=[common], help="benchmark an .onnx model or a bundle with ONNX Runtime on this CPU")
+    p.add_argument("target", help="model.onnx or a bundle folder")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    p.add_argument("--runs", type=int, default=300, help="minimum timed runs (default 300)")
+    p.add_argument("--min-seconds", type=float, default=1.0, help="minimum timed duration (default 1)")
+    p.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
+    p.add_argument("--mlperf", action="store_true", help="MLPerf single-stream minimums: 1024 runs and 600 s")
+    p.add_argument("--name", help="device name recorded in the result (default: host name)")
+    p.add_argument("--json", action="store_true", help="print the full JSON result")
+    p.add_argument("--out", metavar="FILE", help="also write the JSON result here (for edgedistill ingest)")
+    p.set_defaults(fn=cmd_bench)
+    p = sub.add_parser("ingest", parents=[common], help="record a device's bench.py result in a bundle's report")
+    p.add_argument("result", help="JSON written by bench.py on the device")
+    p.add_argument("bundle", help="the bundle folder it was measured from")
+    p.add_argument("--name", help="device name (default: the name in the result)")
+    p.set_defaults(fn=cmd_ingest)
     return ap
 
 

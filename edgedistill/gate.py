@@ -14,6 +14,17 @@ from .table import text_table
 MB = 1024 * 1024  # sizes and memory in MiB throughout
 
 
+class DeviceBudgets(Strict):
+    """Budgets for one target device, checked against its ingested bench.py result."""
+
+    max_latency_ms_p90: float | None = Field(None, gt=0)
+    """Largest p90 latency on that device, in milliseconds."""
+    max_peak_rss_mb: float | None = Field(None, gt=0)
+    """Largest peak resident memory on that device, in MiB."""
+    max_cold_start_ms: float | None = Field(None, gt=0)
+    """Largest session creation plus first inference on that device, in milliseconds."""
+
+
 class Budgets(Strict):
     """A budgets file (YAML). Every key is optional; at least one must be given."""
 
@@ -27,10 +38,13 @@ class Budgets(Strict):
     """Largest teacher-minus-shipped test accuracy difference, in percentage points."""
     max_peak_rss_mb: float | None = Field(None, gt=0)
     """Largest peak resident memory of a process running the shipped model, in MiB."""
+    devices: dict[str, DeviceBudgets] = Field(default_factory=dict)
+    """Per target device (name as ingested), e.g. {pi4: {max_latency_ms_p90: 40}}. A device with
+    budgets but no ingested result fails."""
 
     @model_validator(mode="after")
     def _not_empty(self) -> "Budgets":
-        if all(v is None for v in self.model_dump().values()):
+        if all(v in (None, {}) for v in self.model_dump().values()):
             raise ValueError(f"a budgets file needs at least one of {', '.join(type(self).model_fields)}")
         return self
 
@@ -71,6 +85,20 @@ def check(report: dict, budgets: Budgets) -> list[Check]:
     if b.max_peak_rss_mb is not None:
         rss = report["peak_rss_mb"]
         rows.append(Check("peak_rss_mb", f"<= {b.max_peak_rss_mb:g}", f"{rss:.1f}", rss <= b.max_peak_rss_mb))
+    for name, db in sorted(b.devices.items()):
+        measured = report.get("devices", {}).get(name)
+        for metric, budget, actual in (
+            ("latency_ms_p90", db.max_latency_ms_p90, lambda m: m["latency_ms"]["p90"]),
+            ("peak_rss_mb", db.max_peak_rss_mb, lambda m: m["peak_rss_mb"]),
+            ("cold_start_ms", db.max_cold_start_ms, lambda m: m["cold_start_ms"]),
+        ):
+            if budget is None:
+                continue
+            if measured is None:
+                rows.append(Check(f"{name}.{metric}", f"<= {budget:g}", "no result (ingest one)", False))
+            else:
+                value = actual(measured)
+                rows.append(Check(f"{name}.{metric}", f"<= {budget:g}", f"{value:.3f}", value <= budget))
     return rows
 
 

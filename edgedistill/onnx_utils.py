@@ -24,7 +24,8 @@ def ort_predict(path: Path, x: np.ndarray, batch: int = 64) -> np.ndarray:
     return np.concatenate([sess.run(None, {name: np.ascontiguousarray(x[i:i + batch])})[0] for i in range(0, len(x), batch)])
 
 
-def bench_in_child(model: Path, settings: "BenchmarkConfig", inputs: Path | None = None, labels: Path | None = None) -> dict:
+def bench_in_child(model: Path, settings: "BenchmarkConfig", inputs: Path | None = None, labels: Path | None = None,
+                   name: str | None = None) -> dict:
     """ortbench.py in a child process that imports only numpy and ONNX Runtime (so torch's memory
     and threads do not count). Returns its JSON result."""
     import json
@@ -37,6 +38,8 @@ def bench_in_child(model: Path, settings: "BenchmarkConfig", inputs: Path | None
     cmd = [sys.executable, ortbench.__file__, str(model), *settings.ortbench_args()]
     if inputs is not None and labels is not None:
         cmd += ["--inputs", str(inputs), "--labels", str(labels)]
+    if name:
+        cmd += ["--name", name]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"

@@ -18,6 +18,7 @@ separate session so profiling overhead never touches the timed runs.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -69,6 +70,14 @@ def peak_rss_mb() -> float:
         pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB elsewhere
+
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def session_options(threads: int, inter_threads: int, opt_level: str) -> ort.SessionOptions:
@@ -135,6 +144,7 @@ def benchmark(model: str, threads: int = 1, warmup: int = 20, runs: int = 300, m
     cpu, flags = cpu_info()
     result = {
         "model": os.path.basename(model),
+        "sha256": sha256(model),
         "size_bytes": os.path.getsize(model),
         "load_ms": round(load_ms, 3),
         "first_inference_ms": round(first_ms, 3),

@@ -1,0 +1,80 @@
+"""Target devices: bench.py from a bundle, `edgedistill bench`, `ingest`, per-device budgets."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from edgedistill.cli import main
+from edgedistill.store import sha256_file
+
+
+@pytest.fixture
+def bundle(tiny_run, tmp_path):
+    _, store = tiny_run
+    copy = tmp_path / "v1"
+    shutil.copytree(store / "bundles" / "tiny" / "v1", copy)
+    return copy
+
+
+def device_run(bundle, tmp_path, name="pi4"):
+    """bench.py as a device runs it: its own interpreter, only numpy and onnxruntime, in the bundle folder."""
+    out = tmp_path / f"{name}.json"
+    proc = subprocess.run([sys.executable, "-I", "bench.py", "--name", name, "--runs", "20", "--min-seconds", "0.05",
+                           "--profile-runs", "3", "--out", str(out)], cwd=bundle, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_bench_py_needs_only_numpy_and_onnxruntime(bundle):
+    source = (bundle / "bench.py").read_text()
+    imports = {line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import ", "from "))}
+    assert imports <= {"__future__", "argparse", "hashlib", "json", "os", "platform", "resource", "sys", "tempfile", "time",
+                       "numpy", "onnxruntime"}, imports
+
+
+def test_ingest_records_the_device_and_keeps_the_manifest_true(bundle, tmp_path, capsys):
+    result = device_run(bundle, tmp_path)
+    version_before = json.loads((bundle / "manifest.json").read_text())["content_sha256"]
+    assert main(["ingest", str(result), str(bundle)]) == 0
+    assert "recorded device 'pi4'" in capsys.readouterr().out
+    report = json.loads((bundle / "report.json").read_text())
+    assert report["devices"]["pi4"]["latency_ms"]["p90"] > 0 and report["devices"]["pi4"]["device"]["name"] == "pi4"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["files"]["report.json"] == sha256_file(bundle / "report.json")
+    assert manifest["devices"] == ["pi4"] and manifest["content_sha256"] == version_before
+
+
+def test_ingest_refuses_a_result_of_another_model(bundle, tmp_path, capsys):
+    result = device_run(bundle, tmp_path)
+    data = json.loads(result.read_text())
+    data["sha256"] = "0" * 64
+    result.write_text(json.dumps(data))
+    assert main(["ingest", str(result), str(bundle)]) == 2
+    assert "measured a different model" in capsys.readouterr().err
+
+
+def test_per_device_budgets(bundle, tmp_path, capsys):
+    budgets = tmp_path / "b.yaml"
+    budgets.write_text(yaml.safe_dump({"devices": {"pi4": {"max_latency_ms_p90": 10_000}}}))
+    assert main(["gate", str(bundle), "--budgets", str(budgets)]) == 1  # no result for pi4 yet
+    assert "no result" in capsys.readouterr().out
+    assert main(["ingest", str(device_run(bundle, tmp_path)), str(bundle)]) == 0
+    assert main(["gate", str(bundle), "--budgets", str(budgets)]) == 0
+    budgets.write_text(yaml.safe_dump({"devices": {"pi4": {"max_latency_ms_p90": 1e-6}}}))
+    assert main(["gate", str(bundle), "--budgets", str(budgets)]) == 1
+    assert "pi4.latency_ms_p90" in capsys.readouterr().out
+
+
+def test_bench_command_on_a_bundle_and_a_model(bundle, tmp_path, capsys):
+    out = tmp_path / "here.json"
+    assert main(["bench", str(bundle), "--runs", "10", "--min-seconds", "0", "--out", str(out), "--name", "ci"]) == 0
+    table = capsys.readouterr().out
+    assert "latency ms p50 / p90 / p99" in table and "top operators" in table
+    result = json.loads(out.read_text())
+    assert result["runs"] >= 10 and result["device"]["name"] == "ci"
+    assert main(["bench", str(bundle / "model.onnx"), "--runs", "5", "--min-seconds", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sha256"] == sha256_file(bundle / "model.onnx")
+    assert main(["bench", str(tmp_path / "nothing.onnx")]) == 2
