@@ -215,6 +215,11 @@ class BenchmarkConfig(Strict):
 
 
 class BundleConfig(Strict):
+    ort_target_platform: Literal["arm", "amd64"] = "arm"
+    """Platform the ORT-format model (model.ort) is optimized for: arm for phones and boards."""
+    ort_max_abs_diff: float = Field(1e-4, gt=0)
+    """Largest logit difference allowed between model.ort and model.onnx on the test images."""
+
     ship: Literal["auto", "quantized", "fp32"] = "auto"
     """Which student goes into the bundle as model.onnx. auto: the quantize stage's choice (in fixed
     mode: the quantized model). quantized / fp32: that one, whatever the choice."""

@@ -32,6 +32,10 @@ META = "meta.json"
 METRICS = "metrics.json"
 MANIFEST = "manifest.json"
 RUNNER_FILES = (META, METRICS)  # the runner's bookkeeping inside a result, not part of a bundle
+# Files left out of a bundle's content identity (what decides its version), though listed with their
+# sha256 in the manifest: ONNX Runtime's ORT-format converter does not write the same bytes twice
+# for the same model (map order), and model.ort is derived from model.onnx, which does count.
+NOT_IN_IDENTITY = ("model.ort",)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -198,7 +202,7 @@ class Store:
     def publish_bundle(self, name: str, src: Path, manifest: dict) -> tuple[int, Path, bool]:
         """Copy a bundle result to bundles/<name>/v<N>/. N grows only when the content changes:
         content already published under some version returns that version (new=False)."""
-        content = hash_tree(src, exclude=RUNNER_FILES)
+        content = hash_tree(src, exclude=RUNNER_FILES + NOT_IN_IDENTITY)
         published = list(self.bundles(name))
         for _, v, path in published:
             if read_json(path / MANIFEST).get("content_sha256") == content:

@@ -20,7 +20,10 @@ def test_bundle_has_every_file_and_number(tiny_run):
     _, version, path = latest_bundle(store)
     assert version == 1
     names = {p.name for p in path.iterdir()}
-    assert names == {"model.onnx", "labels.json", "preprocess.json", "report.json", "manifest.json", "MODEL_CARD.md", "bench.py"}
+    assert names == {"model.onnx", "model.ort", "model.required_operators.config", "labels.json", "preprocess.json",
+                     "report.json", "manifest.json", "MODEL_CARD.md", "bench.py"}
+    ops_config = (path / "model.required_operators.config").read_text()
+    assert "ai.onnx;" in ops_config and str(store) not in ops_config and "/tmp" not in ops_config
     report = json.loads((path / "report.json").read_text())
     assert set(report["accuracy"]) == {"teacher", "student_fp32", "student_int8"}
     lat = report["latency_ms"]
@@ -36,6 +39,7 @@ def test_bundle_has_every_file_and_number(tiny_run):
     assert report["size_bytes"] == (path / "model.onnx").stat().st_size
     assert set(report["device"]) == {"cpu", "flags", "cores", "threads", "onnxruntime"}
     assert report["parity"]["top1_agreement"] >= 0.99
+    assert report["ort_format"]["top1_agreement"] == 1.0 and report["ort_format"]["max_abs_diff"] < 1e-4
     # the tiny models learn something: well above the 10% of chance
     assert report["accuracy"]["teacher"] > 60 and report["accuracy"]["student_int8"] > 40
     # peak RSS is the ONNX Runtime child's own, not the torch parent's (hundreds of MiB)
@@ -82,6 +86,9 @@ def test_second_run_is_all_cached_and_same_bundle(tiny_store_copy, capsys):
     assert len(table) == 7 and all(row[1] == "cached" for row in table), out
     assert "(v1, unchanged)" in out
     assert [v for _, v, _ in Store(store).bundles("tiny")] == [1]
+    # rebuilding the bundle (ORT conversion included) gives the same bytes, so the same version
+    assert main(["run", str(pipeline), "--store", str(store), "--force", "bundle"]) == 0
+    assert "(v1, unchanged)" in capsys.readouterr().out
     assert elapsed < 30  # generous: the real budget (5 s) is measured by hand, not asserted
 
 

@@ -1,13 +1,21 @@
-"""bundle: the folder that ships to the device: model.onnx, labels.json, preprocess.json,
-report.json and MODEL_CARD.md. The runner publishes it as bundles/<name>/v<N>/ with manifest.json."""
+"""bundle: the folder that ships to the device: model.onnx, model.ort and its operator config, labels.json,
+preprocess.json, report.json, MODEL_CARD.md and bench.py. The runner publishes it as
+bundles/<name>/v<N>/ with manifest.json."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from .. import ortbench
 from ..config import BundleConfig, Pipeline, Strict
+from ..data import Dataset
+from ..errors import StageError
+from ..onnx_utils import ort_predict
 from ..runner import Context, Stage
 from ..store import METRICS
 
@@ -111,24 +119,61 @@ def shipped_role(ship: str, quant: dict) -> str:
     return "student_fp32" if ship == "fp32" else "student_int8"
 
 
+def to_ort_format(model: Path, out: Path, platform: str, work: Path) -> None:
+    """model.ort (ONNX Runtime's mobile format) and model.required_operators.config (the operator list
+    for a reduced ONNX Runtime build: build.py --include_ops_by_config), with ONNX Runtime's own tool."""
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    conv = work / "ort"
+    shutil.rmtree(conv, ignore_errors=True)
+    conv.mkdir(parents=True)
+    shutil.copy2(model, conv / "model.onnx")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        convert_onnx_models_to_ort(conv / "model.onnx", output_dir=conv / "out",
+                                   optimization_styles=[OptimizationStyle.Fixed], target_platform=platform)
+    shutil.copy2(conv / "out" / "model.ort", out / "model.ort")
+    # the tool names the absolute temporary path in a comment; name the bundle's file instead so the
+    # same model gives the same bytes (and the same bundle version)
+    lines = (conv / "out" / "model.required_operators.config").read_text().splitlines()
+    lines = ["# - model.ort" if line.startswith("# - ") else line for line in lines]
+    (out / "model.required_operators.config").write_text("\n".join(lines) + "\n")
+
+
+def check_ort_format(out: Path, x: np.ndarray, max_abs_diff: float) -> dict:
+    """model.ort must load and give model.onnx's outputs."""
+    onnx_logits, ort_logits = ort_predict(out / "model.onnx", x), ort_predict(out / "model.ort", x)
+    diff = float(np.abs(onnx_logits - ort_logits).max())
+    agreement = float((onnx_logits.argmax(1) == ort_logits.argmax(1)).mean())
+    if diff > max_abs_diff or agreement < 1.0:
+        raise StageError(f"model.ort does not match model.onnx: max abs diff {diff:.2e} (limit {max_abs_diff:.0e}), "
+                         f"top-1 agreement {agreement:.2%}")
+    return {"max_abs_diff": diff, "top1_agreement": agreement, "samples": int(len(x))}
+
+
 def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
     quant = read(inputs["quantized"] / METRICS)
     role = shipped_role(cfg.bundle.ship, quant)
     model = inputs["onnx"] / "student.onnx" if role == "student_fp32" else inputs["quantized"] / "student_quantized.onnx"
     shutil.copy2(model, out / "model.onnx")
     shutil.copy2(ortbench.__file__, out / "bench.py")  # benchmark on the device: python3 bench.py --name pi4
+    to_ort_format(out / "model.onnx", out, cfg.bundle.ort_target_platform, ctx.work)
+    x_test, _ = Dataset.load(inputs["dataset"]).inputs("test")
+    ort_parity = check_ort_format(out, x_test[:128], cfg.bundle.ort_max_abs_diff)
+    ctx.log(f"model.ort ({cfg.bundle.ort_target_platform}): max abs diff to model.onnx {ort_parity['max_abs_diff']:.1e}")
     labels = read(inputs["dataset"] / "classes.json")
     pre = read(inputs["dataset"] / "preprocess.json")
     (out / "labels.json").write_text(json.dumps({str(i): name for i, name in enumerate(labels)}, indent=2) + "\n")
     (out / "preprocess.json").write_text(json.dumps(pre, indent=2) + "\n")
     report = build_report(cfg.name, role, read(inputs["benchmark"] / "benchmark.json"), read(inputs["onnx"] / METRICS), quant)
+    report["ort_format"] = dict(ort_parity, target_platform=cfg.bundle.ort_target_platform,
+                                size_bytes=(out / "model.ort").stat().st_size)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "MODEL_CARD.md").write_text(model_card(report, labels, pre))
     return {k: report[k] for k in ("accuracy", "latency_ms", "size_bytes", "peak_rss_mb")}
 
 
 STAGE = Stage(
-    name="bundle", version=3, inputs=("dataset", "onnx", "quantized", "benchmark"), output="bundle",
+    name="bundle", version=4, inputs=("dataset", "onnx", "quantized", "benchmark"), output="bundle",
     configure=lambda p: BundleStageConfig(bundle=p.bundle, name=p.name), run=run,
     headline=lambda m: f"{m['size_bytes'] / 1024:.0f} KiB, p90 {m['latency_ms']['p90']:.3f} ms",
 )
