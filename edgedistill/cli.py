@@ -163,6 +163,59 @@ def cmd_bench(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(a: argparse.Namespace) -> int:
+    import tempfile
+
+    from .config import BenchmarkConfig, QuantizeConfig, parse_overrides, validate
+    from .data import open_inputs
+    from .errors import ConfigError
+    from .onnx_utils import session
+    from .stages import quantize
+    from .table import text_table
+
+    model = Path(a.model)
+    if not model.is_file():
+        raise ConfigError(f"model '{model}' does not exist")
+    overrides = dict(parse_overrides(a.set), mode=a.mode)
+    q = validate(QuantizeConfig, overrides, "edgedistill quantize --set")
+    spec = json.loads(Path(a.preprocess).read_text()) if a.preprocess else None
+    calib = open_inputs(Path(a.calib), spec)
+    input_name = session(model).get_inputs()[0].name
+    n = min(len(calib.items), q.calibration_samples)
+    reader = lambda: quantize.BatchReader(calib.items[:n], input_name, calib.to_input, progress=_progress())
+    out = Path(a.out) if a.out else model.with_name(f"{model.stem}_quantized.onnx")
+    if a.val is None:
+        if q.mode == "auto":
+            raise ConfigError("--mode auto measures accuracy: give --val (an .npz with x and y, or an image folder), "
+                              "or use --mode fixed")
+        quantize.quantize_model(model, out, q, reader)
+        print(f"wrote {out} ({out.stat().st_size / 1024:.1f} KiB; fixed mode, accuracy not measured)")
+        return 0
+    val = open_inputs(Path(a.val), spec)
+    if val.labels is None:
+        raise ConfigError(f"--val '{a.val}' has no labels (an .npz needs an array y)")
+    x_val = val.to_input(val.items)
+    latency = quantize.latency_settings(BenchmarkConfig(threads=a.threads), q)
+    with tempfile.TemporaryDirectory() as work:
+        sel = quantize.select(model, q, latency, calibration=reader,
+                              rank_calibration=lambda: quantize.BatchReader(calib.items[:64], input_name, calib.to_input),
+                              val=(x_val, val.labels), work=Path(work), log=lambda m: print(f"    {m}", file=sys.stderr))
+        num = lambda v, f: "-" if v is None else format(v, f)
+        print(text_table(("configuration", "val acc %", "p90 ms", "size KiB", "in float", "error"), [
+            (c.name, num(c.val_accuracy, ".2f"), num(c.latency_ms_p90, ".3f"), num(c.size_bytes and c.size_bytes / 1024, ".1f"),
+             str(len(c.excluded_nodes)), c.error or "") for c in [sel.fp32, *sel.tried]]))
+        if sel.chosen is None:
+            print(f"\nkept FP32: {sel.reason}; nothing written (the FP32 model is the better one to ship)")
+            return 0
+        import shutil
+
+        shutil.copy2(sel.chosen.path, out)
+    print(f"\nwrote {out}: {sel.reason}")
+    if a.report:
+        Path(a.report).write_text(json.dumps(sel.metrics(q.mode, n), indent=2) + "\n")
+    return 0
+
+
 def cmd_ingest(a: argparse.Namespace) -> int:
     from .devices import ingest
 
@@ -221,6 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the full JSON result")
     p.add_argument("--out", metavar="FILE", help="also write the JSON result here (for edgedistill ingest)")
     p.set_defaults(fn=cmd_bench)
+    p = sub.add_parser("quantize", parents=[common], help="quantize an existing ONNX model (auto: never worse than FP32)")
+    p.add_argument("model", help="FP32 ONNX model")
+    p.add_argument("--calib", required=True, metavar="DATA",
+                   help="calibration inputs: .npy of preprocessed inputs (streamed), .npz with x, or an image folder")
+    p.add_argument("--val", metavar="DATA", help="labeled validation data (.npz with x and y, or an image folder); needed by --mode auto")
+    p.add_argument("--preprocess", metavar="JSON", help="preprocess.json for image folders (every bundle has one)")
+    p.add_argument("--mode", choices=["auto", "fixed"], default="auto")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a quantize option, e.g. --set max_accuracy_drop=0.5 --set recipes=[qdq_u8s8,dynamic_s8]")
+    p.add_argument("--threads", type=int, default=1, help="threads for the latency measurements (default 1)")
+    p.add_argument("--out", metavar="FILE", help="output model (default: MODEL_quantized.onnx)")
+    p.add_argument("--report", metavar="FILE", help="write what was tried and chosen as JSON")
+    p.set_defaults(fn=cmd_quantize)
     p = sub.add_parser("ingest", parents=[common], help="record a device's bench.py result in a bundle's report")
     p.add_argument("result", help="JSON written by bench.py on the device")
     p.add_argument("bundle", help="the bundle folder it was measured from")

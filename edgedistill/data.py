@@ -69,27 +69,35 @@ def _imagefolder_dirs(cfg: DataConfig) -> dict[str, Path]:
     return {name: Path(d) for name, d in dirs.items() if d is not None}
 
 
-def _read_imagefolder(root: Path, cfg: DataConfig, classes: list[str] | None) -> tuple[list[str], np.ndarray, np.ndarray]:
-    from PIL import Image, UnidentifiedImageError
+def _image_folder(root: Path):
     from torchvision.datasets import ImageFolder
 
     try:
-        folder = ImageFolder(str(root), loader=lambda p: p)  # list files only; decoding below
+        return ImageFolder(str(root), loader=lambda p: p)  # list files only; decoding is ours
     except (FileNotFoundError, RuntimeError) as e:
         raise DataError(f"'{root}': {e}") from None
+
+
+def _read_imagefolder(root: Path, cfg: DataConfig, classes: list[str] | None) -> tuple[list[str], np.ndarray, np.ndarray]:
+
+    folder = _image_folder(root)
     if classes is not None and folder.classes != classes:
         raise DataError(f"'{root}' has classes {folder.classes}, but the training folder has {classes}")
-    mode = "RGB" if cfg.channels == 3 else "L"
-    images = []
-    for path, _ in folder.samples:
-        try:
-            with Image.open(path) as im:
-                im = im.convert(mode).resize((cfg.image_size, cfg.image_size), Image.Resampling.BILINEAR)
-                arr = np.asarray(im, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"cannot read image '{path}': {e.__class__.__name__}; fix or remove the file") from None
-        images.append(arr.reshape(cfg.image_size, cfg.image_size, cfg.channels))
+    images = [decode_image(path, cfg.image_size, cfg.channels) for path, _ in folder.samples]
     return folder.classes, np.stack(images), np.asarray(folder.targets, dtype=np.int64)
+
+
+def decode_image(path: str | Path, size: int, channels: int) -> np.ndarray:
+    """One image file to uint8 (size, size, channels): RGB or grayscale, bilinear resize (PIL's
+    bilinear is antialiased when shrinking, like torchvision's antialias=True)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB" if channels == 3 else "L").resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(im, dtype=np.uint8).reshape(size, size, channels)
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"cannot read image '{path}': {e.__class__.__name__}; fix or remove the file") from None
 
 
 @DATASETS.register("imagefolder")
@@ -211,3 +219,35 @@ class Dataset:
         with np.load(path / "dataset.npz") as z:
             splits = {s: (z[f"x_{s}"], z[f"y_{s}"]) for s in ("train", "val", "test")}
         return cls(json.loads((path / "classes.json").read_text()), json.loads((path / "preprocess.json").read_text()), splits)
+
+
+@dataclass
+class InputSet:
+    """Model inputs from outside a pipeline (standalone quantize): read batch by batch."""
+
+    items: "np.ndarray | list[str]"
+    to_input: Callable
+    """items[i:j] -> float32 model input batch."""
+    labels: np.ndarray | None
+
+
+def open_inputs(path: Path, spec: dict | None) -> InputSet:
+    """.npy of preprocessed float32 inputs (memory-mapped: streamed), .npz with x (and y for labels),
+    or an image folder (one sub-folder per class; decoded per batch as spec, a preprocess.json, says)."""
+    path = Path(path)
+    if path.is_dir():
+        if spec is None:
+            raise DataError(f"'{path}' is an image folder: give --preprocess preprocess.json (a bundle has one)")
+        folder = _image_folder(path)
+        decode = lambda paths: to_model_input(np.stack([decode_image(p, spec["height"], 1 if spec["color"] == "grayscale" else 3)
+                                                        for p in paths]), spec)
+        return InputSet([p for p, _ in folder.samples], decode, np.asarray(folder.targets, dtype=np.int64))
+    if path.suffix == ".npy" and path.is_file():
+        return InputSet(np.load(path, mmap_mode="r"), np.asarray, None)
+    if path.suffix == ".npz" and path.is_file():
+        with np.load(path) as z:
+            if "x" not in z:
+                raise DataError(f"'{path}' has no array named x (inputs); it has {', '.join(z.files)}")
+            return InputSet(z["x"], np.asarray, z["y"].astype(np.int64) if "y" in z else None)
+    raise DataError(f"'{path}' is not an image folder, a .npy or a .npz file")
+

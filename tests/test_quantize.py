@@ -96,7 +96,7 @@ def test_rank_nodes_names_weight_nodes_of_the_graph(tiny_run, tmp_path):
     from edgedistill.data import Dataset
 
     ds = Dataset.load(inputs["dataset"])
-    reader = lambda: quantize.BatchReader(ds.splits["train"][0][:32], ds.spec, batch=16)
+    reader = lambda: quantize.image_reader(ds.splits["train"][0][:32], ds.spec, batch=16)
     src = inputs["onnx"] / "student.onnx"
     qdq = tmp_path / "q.onnx"
     quantize.quantize_model(src, qdq, QuantizeConfig(mode="fixed"), reader)
@@ -138,10 +138,61 @@ def test_calibration_reader_streams_batches(tiny_run):
 
     _, store = tiny_run
     ds = Dataset.load(stage_inputs(store)["dataset"])
-    reader = quantize.BatchReader(ds.splits["train"][0][:70], ds.spec, batch=32)
+    reader = quantize.image_reader(ds.splits["train"][0][:70], ds.spec, batch=32)
     shapes = []
     while (item := reader.get_next()) is not None:
         shapes.append(item["input"].shape[0])
     assert shapes == [32, 32, 6]
     reader.rewind()
     assert reader.get_next()["input"].dtype == np.float32
+
+
+def test_standalone_quantize_command(tiny_run, tmp_path, capsys):
+    """edgedistill quantize MODEL.onnx --calib DATA for a model from outside a pipeline."""
+    import json
+
+    from edgedistill.cli import main
+    from edgedistill.data import Dataset
+
+    _, store = tiny_run
+    inputs = stage_inputs(store)
+    ds = Dataset.load(inputs["dataset"])
+    x_train, _ = ds.inputs("train")
+    x_val, y_val = ds.inputs("val")
+    np.save(tmp_path / "calib.npy", x_train[:48])
+    np.savez(tmp_path / "val.npz", x=x_val, y=y_val)
+    model = tmp_path / "model.onnx"
+    model.write_bytes((inputs["onnx"] / "student.onnx").read_bytes())
+    code = main(["quantize", str(model), "--calib", str(tmp_path / "calib.npy"), "--val", str(tmp_path / "val.npz"),
+                 "--set", "recipes=[qdq_u8s8,dynamic_s8]", "--set", "latency_runs=20", "--report", str(tmp_path / "r.json")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "qdq_u8s8" in out and "dynamic_s8" in out and "fp32" in out
+    if "kept FP32" in out:
+        assert not (tmp_path / "model_quantized.onnx").exists()
+    else:
+        assert (tmp_path / "model_quantized.onnx").is_file()
+        assert json.loads((tmp_path / "r.json").read_text())["choice"] == "quantized"
+    # fixed mode needs no labels; auto without --val is a clear error
+    assert main(["quantize", str(model), "--calib", str(tmp_path / "calib.npy"), "--mode", "fixed", "--out", str(tmp_path / "f.onnx")]) == 0
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(tmp_path / "f.onnx")).graph.node}
+    assert main(["quantize", str(model), "--calib", str(tmp_path / "calib.npy")]) == 2
+    assert "--mode auto measures accuracy" in capsys.readouterr().err
+
+
+def test_standalone_quantize_from_an_image_folder(tiny_run, tmp_path):
+    """Calibration images decoded batch by batch from a folder, with a bundle's preprocess.json."""
+    from PIL import Image
+
+    from edgedistill.cli import main
+
+    pipeline, store = tiny_run
+    bundle = store / "bundles" / "tiny" / "v1"
+    for c in range(3):
+        (tmp_path / "imgs" / str(c)).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.random.default_rng(i + 10 * c).integers(0, 255, (12, 12), dtype=np.uint8)).save(tmp_path / "imgs" / str(c) / f"{i}.png")
+    out = tmp_path / "q.onnx"
+    assert main(["quantize", str(stage_inputs(store)["onnx"] / "student.onnx"), "--calib", str(tmp_path / "imgs"),
+                 "--preprocess", str(bundle / "preprocess.json"), "--mode", "fixed", "--out", str(out)]) == 0
+    assert out.is_file()

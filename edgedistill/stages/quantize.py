@@ -16,7 +16,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -48,18 +48,24 @@ class QuantizeStageConfig(Strict):
 
 
 class BatchReader(CalibrationDataReader):
-    """Feeds calibration images to ONNX Runtime batch by batch; only one batch is in memory as float."""
+    """Feeds calibration inputs to ONNX Runtime batch by batch: only one batch is ever converted
+    (decoded, preprocessed) into memory, so calibration sets larger than memory work.
 
-    def __init__(self, images: np.ndarray, spec: dict, batch: int, progress: bool = False):
-        self.images, self.spec, self.batch, self.progress = images, spec, batch, progress
+    items: anything sliceable: uint8 images, a memory-mapped .npy of inputs, a list of image paths.
+    to_input: turns one slice of items into the model's float32 input batch.
+    """
+
+    def __init__(self, items: Sequence, input_name: str, to_input: Callable[[Sequence], np.ndarray], batch: int = 32,
+                 progress: bool = False):
+        self.items, self.input_name, self.to_input, self.batch, self.progress = items, input_name, to_input, batch, progress
         self._it = self._batches()
 
     def _batches(self) -> Iterator[dict]:
-        bar = tqdm(total=len(self.images), desc="calibrate", unit="img", disable=not self.progress, leave=False)
-        for i in range(0, len(self.images), self.batch):
-            chunk = self.images[i:i + self.batch]
+        bar = tqdm(total=len(self.items), desc="calibrate", unit="img", disable=not self.progress, leave=False)
+        for i in range(0, len(self.items), self.batch):
+            chunk = self.items[i:i + self.batch]
             bar.update(len(chunk))
-            yield {self.spec["input_name"]: to_model_input(chunk, self.spec)}
+            yield {self.input_name: np.ascontiguousarray(self.to_input(chunk), dtype=np.float32)}
         bar.close()
 
     def get_next(self) -> dict | None:
@@ -67,6 +73,11 @@ class BatchReader(CalibrationDataReader):
 
     def rewind(self) -> None:
         self._it = self._batches()
+
+
+def image_reader(images: np.ndarray, spec: dict, batch: int = 32, progress: bool = False) -> BatchReader:
+    """Calibration from uint8 images (N, H, W, C) preprocessed as preprocess.json says."""
+    return BatchReader(images, spec["input_name"], lambda chunk: to_model_input(chunk, spec), batch, progress)
 
 
 def quantize_model(src: Path, dst: Path, q: QuantizeConfig, reader: Callable[[], CalibrationDataReader],
@@ -161,41 +172,67 @@ def rank_nodes_by_error(fp32_model: Path, qdq_model: Path, reader: Callable[[], 
     return sorted(ranked, key=lambda r: -r[1])
 
 
-def run(cfg: QuantizeStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
-    q = cfg.quantize
-    ds = Dataset.load(inputs["dataset"])
-    fp32_path = inputs["onnx"] / "student.onnx"
+@dataclass
+class Selection:
+    """What quantization chose and everything it tried."""
+
+    fp32: Candidate
+    tried: list[Candidate]
+    chosen: Candidate | None
+    """None: FP32 should ship."""
+    reason: str
+    best: Candidate
+    """The chosen candidate, or (FP32 chosen) the most accurate quantized one, for the report."""
+
+    def metrics(self, mode: str, calibration_samples: int) -> dict:
+        return {
+            "mode": mode,
+            "choice": "fp32" if self.chosen is None else "quantized",
+            "recipe": self.best.name,
+            "excluded_nodes": self.best.excluded_nodes,
+            "reason": self.reason,
+            "candidates": [c.report() for c in [self.fp32, *self.tried]],
+            "val_accuracy_fp32": self.fp32.val_accuracy,
+            "val_accuracy_int8": self.best.val_accuracy,
+            "size_bytes_fp32": self.fp32.size_bytes,
+            "size_bytes_int8": self.best.size_bytes,
+            "calibration_samples": calibration_samples,
+        }
+
+
+def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibration: Callable[[], CalibrationDataReader],
+           rank_calibration: Callable[[], CalibrationDataReader], val: tuple[np.ndarray, np.ndarray], work: Path,
+           log: Callable[[str], None] = lambda m: None, progress: bool = False) -> Selection:
+    """Quantize fp32_path as q says (mode fixed: once; auto: every recipe, then mixed precision if
+    needed) and decide what should ship. Candidate models are written to work/."""
     source = fp32_path
     if q.pre_process:
-        source = ctx.work / "student_preprocessed.onnx"
+        source = work / "preprocessed.onnx"
         quant_pre_process(str(fp32_path), str(source))
-    x_train, _ = ds.splits["train"]
-    calibration = x_train[np.sort(np.random.default_rng(cfg.seed).permutation(len(x_train))[: q.calibration_samples])]
-    reader = lambda: BatchReader(calibration, ds.spec, batch=32, progress=ctx.progress)
-    x_val, y_val = ds.inputs("val")
+    x_val, y_val = val
 
     def attempt(name: str, qc: QuantizeConfig | None, exclude: list[str] = ()) -> Candidate:
         """Quantize (unless qc is None: FP32 itself) and measure; a failure is recorded, not raised."""
-        c = Candidate(name, excluded_nodes=list(exclude), path=fp32_path if qc is None else ctx.work / f"{name}.onnx")
+        c = Candidate(name, excluded_nodes=list(exclude), path=fp32_path if qc is None else work / f"{name}.onnx")
         try:
             if qc is not None:
-                quantize_model(source, c.path, qc, reader, exclude)
+                quantize_model(source, c.path, qc, calibration, exclude)
             c.val_accuracy = accuracy(ort_predict(c.path, x_val), y_val)
-            c.latency_ms_p90 = bench_in_child(c.path, cfg.latency)["latency_ms"]["p90"]
+            c.latency_ms_p90 = bench_in_child(c.path, latency)["latency_ms"]["p90"]
             c.size_bytes = c.path.stat().st_size
         except Exception as e:  # a recipe ONNX Runtime cannot apply or run here is a result, not a crash
             if qc is None:
                 raise
             c.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-            ctx.log(f"{name}: failed ({c.error})")
+            log(f"{name}: failed ({c.error})")
             return c
-        ctx.log(f"{name}: val accuracy {c.val_accuracy:.2f}%, p90 {c.latency_ms_p90:.3f} ms, {c.size_bytes / 1024:.0f} KiB"
-                + (f", {len(exclude)} node(s) in float" if exclude else ""))
+        log(f"{name}: val accuracy {c.val_accuracy:.2f}%, p90 {c.latency_ms_p90:.3f} ms, {c.size_bytes / 1024:.0f} KiB"
+            + (f", {len(exclude)} node(s) in float" if exclude else ""))
         return c
 
     fp32 = attempt("fp32", None)
     configs = {"fixed": q} if q.mode == "fixed" else {name: q.with_recipe(name) for name in q.recipes}
-    tried = [attempt(name, qc) for name, qc in tqdm(configs.items(), desc="quantize", disable=not ctx.progress, leave=False)]
+    tried = [attempt(name, qc) for name, qc in tqdm(configs.items(), desc="quantize", disable=not progress, leave=False)]
     if q.mode == "fixed":
         if tried[0].error:
             raise StageError(f"quantization failed: {tried[0].error}")
@@ -207,34 +244,38 @@ def run(cfg: QuantizeStageConfig, inputs: dict[str, Path], out: Path, ctx: Conte
                and configs[name].method == "static" and configs[name].format == "qdq"]
         if chosen is None and reason.startswith("no quantized configuration kept") and qdq and q.max_excluded_nodes > 0:
             base, base_name = min(qdq, key=lambda t: t[0].latency_ms_p90)
-            ranking = rank_nodes_by_error(source, base.path, lambda: BatchReader(calibration[:64], ds.spec, batch=32), ctx.work)
-            ctx.log("nodes adding the most quantization error (dB): " + ", ".join(f"{n} {e:.1f}" for n, e in ranking[:5]))
+            ranking = rank_nodes_by_error(source, base.path, rank_calibration, work)
+            log("nodes adding the most quantization error (dB): " + ", ".join(f"{n} {e:.1f}" for n, e in ranking[:5]))
             k = 1
             while chosen is None and k <= min(q.max_excluded_nodes, len(ranking)):
                 tried.append(attempt(f"{base_name}+float{k}", configs[base_name], [n for n, _ in ranking[:k]]))
                 chosen, reason = choose(fp32, tried, q.max_accuracy_drop, q.min_speedup)
                 k *= 2
-    ctx.log(f"ships {'FP32: ' if chosen is None else ''}{reason}")
-
-    # the best quantized model goes into the result even when FP32 ships, so it is benchmarked and reported
+    log(f"ships {'FP32: ' if chosen is None else ''}{reason}")
     measured = [c for c in tried if c.error is None]
     best = chosen or max(measured, key=lambda c: (c.val_accuracy, -c.latency_ms_p90), default=None)
     if best is None:
         raise StageError("no quantization recipe could be applied here; see the errors above")
-    shutil.copy2(best.path, out / OUTPUT)
-    return {
-        "mode": q.mode,
-        "choice": "fp32" if chosen is None else "quantized",
-        "recipe": best.name,
-        "excluded_nodes": best.excluded_nodes,
-        "reason": reason,
-        "candidates": [c.report() for c in [fp32, *tried]],
-        "val_accuracy_fp32": fp32.val_accuracy,
-        "val_accuracy_int8": best.val_accuracy,
-        "size_bytes_fp32": fp32.size_bytes,
-        "size_bytes_int8": best.size_bytes,
-        "calibration_samples": int(len(calibration)) if any(qc.method == "static" for qc in configs.values()) else 0,
-    }
+    return Selection(fp32, tried, chosen, reason, best)
+
+
+def uses_calibration(q: QuantizeConfig) -> bool:
+    configs = [q] if q.mode == "fixed" else [q.with_recipe(n) for n in q.recipes]
+    return any(c.method == "static" for c in configs)
+
+
+def run(cfg: QuantizeStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
+    q = cfg.quantize
+    ds = Dataset.load(inputs["dataset"])
+    x_train, _ = ds.splits["train"]
+    calibration = x_train[np.sort(np.random.default_rng(cfg.seed).permutation(len(x_train))[: q.calibration_samples])]
+    sel = select(inputs["onnx"] / "student.onnx", q, cfg.latency,
+                 calibration=lambda: image_reader(calibration, ds.spec, progress=ctx.progress),
+                 rank_calibration=lambda: image_reader(calibration[:64], ds.spec),
+                 val=ds.inputs("val"), work=ctx.work, log=ctx.log, progress=ctx.progress)
+    # the best quantized model goes into the result even when FP32 ships, so it is benchmarked and reported
+    shutil.copy2(sel.best.path, out / OUTPUT)
+    return sel.metrics(q.mode, int(len(calibration)) if uses_calibration(q) else 0)
 
 
 def latency_settings(bench: BenchmarkConfig, q: QuantizeConfig) -> BenchmarkConfig:
