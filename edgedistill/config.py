@@ -144,7 +144,10 @@ class QuantizeConfig(Strict):
     max_excluded_nodes: int = Field(8, ge=0)
     """auto: most nodes left in float (mixed precision) when no recipe is accurate enough. 0: never."""
     latency_runs: int = Field(200, ge=10)
-    """auto: timed runs per candidate (after 20 warm-up runs)."""
+    """auto: minimum timed runs per candidate (after 20 warm-up runs)."""
+    latency_min_duration_s: float = Field(0.5, ge=0)
+    """auto: minimum timing per candidate in seconds. Sub-millisecond models need thousands of runs
+    for a p90 that ranks candidates the same way twice."""
     method: Literal["static", "dynamic", "fp16"] = "static"
     """fixed: static: activations calibrated on training samples (best for CNNs). dynamic: weights only,
     activation ranges computed at run time (suits MatMul-heavy models). fp16: float16 weights and math."""

@@ -19,7 +19,7 @@ def stage_inputs(store: Path) -> dict:
 def run_stage(store: Path, tmp_path: Path, **options) -> tuple[dict, Path]:
     out = tmp_path / "out"
     out.mkdir()
-    q = QuantizeConfig(calibration_samples=32, latency_runs=30, **options)
+    q = QuantizeConfig(calibration_samples=32, latency_runs=30, latency_min_duration_s=0.05, **options)
     cfg = quantize.QuantizeStageConfig(quantize=q, latency=quantize.latency_settings(BenchmarkConfig(), q), seed=0)
     return quantize.run(cfg, stage_inputs(store), out, Context(work=tmp_path, progress=False)), out / quantize.OUTPUT
 
@@ -164,7 +164,7 @@ def test_standalone_quantize_command(tiny_run, tmp_path, capsys):
     model = tmp_path / "model.onnx"
     model.write_bytes((inputs["onnx"] / "student.onnx").read_bytes())
     code = main(["quantize", str(model), "--calib", str(tmp_path / "calib.npy"), "--val", str(tmp_path / "val.npz"),
-                 "--set", "recipes=[qdq_u8s8,dynamic_s8]", "--set", "latency_runs=20", "--report", str(tmp_path / "r.json")])
+                 "--set", "recipes=[qdq_u8s8,dynamic_s8]", "--set", "latency_runs=20", "--set", "latency_min_duration_s=0.05", "--report", str(tmp_path / "r.json")])
     assert code == 0
     out = capsys.readouterr().out
     assert "qdq_u8s8" in out and "dynamic_s8" in out and "fp32" in out

@@ -282,7 +282,7 @@ def latency_settings(bench: BenchmarkConfig, q: QuantizeConfig) -> BenchmarkConf
     """Only what changes a latency ranking: threads and graph optimization, not the release protocol."""
     return BenchmarkConfig(threads=bench.threads, inter_op_threads=bench.inter_op_threads,
                            graph_optimization=bench.graph_optimization, warmup=20, runs=q.latency_runs,
-                           min_duration_s=0.0, throughput_batch=0, profile_runs=0)
+                           min_duration_s=q.latency_min_duration_s, throughput_batch=0, profile_runs=0)
 
 
 STAGE = Stage(
