@@ -133,6 +133,8 @@ def cmd_gate(a: argparse.Namespace) -> int:
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
+    import tempfile
+
     from .config import BenchmarkConfig, validate
     from .errors import ConfigError
     from .onnx_utils import bench_in_child
@@ -145,7 +147,24 @@ def cmd_bench(a: argparse.Namespace) -> int:
     settings = validate(BenchmarkConfig, {"threads": a.threads, "runs": a.runs, "warmup": a.warmup,
                                           "min_duration_s": a.min_seconds, "protocol": "mlperf" if a.mlperf else "ci"},
                         "edgedistill bench")
-    result = bench_in_child(model, settings, name=a.name)
+    if a.remote:
+        from .remote import bench_over_ssh
+
+        if not target.is_dir():
+            raise ConfigError("--target needs a bundle folder (it copies model.onnx and bench.py), not a model file")
+        result = bench_over_ssh(target, a.remote, settings, name=a.name, remote_python=a.remote_python)
+    else:
+        result = bench_in_child(model, settings, name=a.name)
+    if a.ingest:
+        from .devices import ingest
+
+        if not target.is_dir():
+            raise ConfigError("--ingest needs a bundle folder")
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+            json.dump(result, f)
+            f.flush()
+            device, _ = ingest(Path(f.name), target, a.name)
+        print(f"recorded device '{device}' in {target / 'report.json'}", file=sys.stderr)
     if a.out:
         Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
     if a.json:
@@ -273,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="device name recorded in the result (default: host name)")
     p.add_argument("--json", action="store_true", help="print the full JSON result")
     p.add_argument("--out", metavar="FILE", help="also write the JSON result here (for edgedistill ingest)")
+    p.add_argument("--target", dest="remote", metavar="ssh://user@host[:port][/dir]",
+                   help="run the bundle's bench.py on this device over SSH (options: $EDGEDISTILL_SSH_OPTIONS)")
+    p.add_argument("--remote-python", default="python3", help="interpreter on the target (needs numpy and onnxruntime)")
+    p.add_argument("--ingest", action="store_true", help="record the result in the bundle's report.json")
     p.set_defaults(fn=cmd_bench)
     p = sub.add_parser("quantize", parents=[common], help="quantize an existing ONNX model (auto: never worse than FP32)")
     p.add_argument("model", help="FP32 ONNX model")

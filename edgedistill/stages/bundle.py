@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -128,6 +129,7 @@ def to_ort_format(model: Path, out: Path, platform: str, work: Path) -> None:
     shutil.rmtree(conv, ignore_errors=True)
     conv.mkdir(parents=True)
     shutil.copy2(model, conv / "model.onnx")
+    logging.getLogger("ort_format_model").setLevel(logging.WARNING)  # its INFO lines go to the real stderr
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         convert_onnx_models_to_ort(conv / "model.onnx", output_dir=conv / "out",
                                    optimization_styles=[OptimizationStyle.Fixed], target_platform=platform)

@@ -1,0 +1,63 @@
+"""Benchmark a bundle on a target device over SSH: copy model.onnx and bench.py, run, fetch the JSON.
+
+Uses the system's ssh and scp, so ~/.ssh/config, keys and agents work as they do for the user.
+Extra options (a key, a known-hosts file) can be given in $EDGEDISTILL_SSH_OPTIONS, e.g.
+"-i ~/.ssh/pi -o UserKnownHostsFile=~/.ssh/known_hosts_lab".
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import tempfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .config import BenchmarkConfig
+from .errors import ConfigError, StageError
+
+SSH_BASE = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=15"]
+
+
+def parse_target(target: str) -> tuple[str, int | None, str | None]:
+    """ssh://[user@]host[:port][/remote/dir] -> (destination, port, remote dir or None)."""
+    u = urlparse(target)
+    if u.scheme != "ssh" or not u.hostname:
+        raise ConfigError(f"--target '{target}' must look like ssh://user@host[:port][/remote/dir]")
+    dest = f"{u.username}@{u.hostname}" if u.username else u.hostname
+    try:
+        port = u.port
+    except ValueError:
+        raise ConfigError(f"--target '{target}' has an invalid port") from None
+    return dest, port, (u.path if u.path not in ("", "/") else None)
+
+
+def bench_over_ssh(bundle: Path, target: str, settings: BenchmarkConfig, name: str | None = None,
+                   remote_python: str = "python3", timeout_s: float = 3600) -> dict:
+    """Run the bundle's bench.py on the target and return its JSON result."""
+    bundle = Path(bundle)
+    for f in ("model.onnx", "bench.py"):
+        if not (bundle / f).is_file():
+            raise ConfigError(f"'{bundle}' has no {f}; give a bundle folder made by edgedistill")
+    dest, port, remote_dir = parse_target(target)
+    extra = shlex.split(os.path.expanduser(os.environ.get("EDGEDISTILL_SSH_OPTIONS", "")))
+    ssh = ["ssh", *SSH_BASE, *extra, *(["-p", str(port)] if port else [])]
+    scp = ["scp", "-q", *SSH_BASE, *extra, *(["-P", str(port)] if port else [])]
+    remote_dir = remote_dir or "edgedistill-bench"  # relative: in the remote user's home
+    device = name or parse_target(target)[0].split("@")[-1]
+
+    def call(cmd: list[str], what: str) -> None:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+            raise StageError(f"{what} on {dest} failed: {last}")
+
+    call([*ssh, dest, f"mkdir -p {shlex.quote(remote_dir)}"], "creating the remote folder")
+    call([*scp, str(bundle / "model.onnx"), str(bundle / "bench.py"), f"{dest}:{remote_dir}/"], "copying the bundle")
+    args = " ".join(shlex.quote(a) for a in settings.ortbench_args())
+    call([*ssh, dest, f"cd {shlex.quote(remote_dir)} && {shlex.quote(remote_python)} bench.py model.onnx {args} "
+                      f"--name {shlex.quote(device)} --out result.json"], "running bench.py")
+    with tempfile.TemporaryDirectory() as tmp:
+        call([*scp, f"{dest}:{remote_dir}/result.json", f"{tmp}/result.json"], "fetching the result")
+        return json.loads(Path(tmp, "result.json").read_text())

@@ -1,0 +1,90 @@
+"""`edgedistill bench BUNDLE --target ssh://...` against an sshd on loopback that the test starts."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edgedistill.cli import main
+
+SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
+# .ci/run installs openssh-server, so CI always runs this; elsewhere it needs sshd on the machine
+pytestmark = pytest.mark.skipif(SSHD is None or shutil.which("ssh") is None,
+                                reason="needs OpenSSH's sshd and ssh (apt-get install openssh-server)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    keys = tmp_path / "ssh"
+    keys.mkdir(mode=0o700)
+    for name in ("host", "client"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)], check=True)
+    (keys / "authorized_keys").write_text((keys / "client.pub").read_text())
+    (keys / "authorized_keys").chmod(0o600)
+    port = free_port()
+    config = keys / "sshd_config"
+    config.write_text(f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {keys / 'host'}
+AuthorizedKeysFile {keys / 'authorized_keys'}
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+Subsystem sftp internal-sftp
+PidFile {keys / 'sshd.pid'}
+""")
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation folder
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if proc.poll() is not None:
+            pytest.fail(f"sshd did not start: {proc.stderr.read()}")
+        time.sleep(0.1)
+    os.environ["EDGEDISTILL_SSH_OPTIONS"] = (f"-i {keys / 'client'} -o StrictHostKeyChecking=no "
+                                             f"-o UserKnownHostsFile={keys / 'known_hosts'}")
+    yield port, tmp_path / "remote"
+    os.environ.pop("EDGEDISTILL_SSH_OPTIONS", None)
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_bench_over_ssh_copies_runs_fetches_and_ingests(tiny_run, tmp_path, sshd, capsys):
+    port, remote = sshd
+    _, store = tiny_run
+    bundle = tmp_path / "v1"
+    shutil.copytree(store / "bundles" / "tiny" / "v1", bundle)
+    user = os.environ.get("USER") or __import__("getpass").getuser()
+    out = tmp_path / "lab.json"
+    code = main(["bench", str(bundle), "--target", f"ssh://{user}@127.0.0.1:{port}{remote}", "--name", "lab-board",
+                 "--remote-python", sys.executable, "--runs", "10", "--min-seconds", "0", "--out", str(out), "--ingest"])
+    assert code == 0, capsys.readouterr().err
+    assert (remote / "bench.py").is_file() and (remote / "result.json").is_file()  # it ran over there
+    result = json.loads(out.read_text())
+    assert result["device"]["name"] == "lab-board" and result["runs"] >= 10
+    report = json.loads((bundle / "report.json").read_text())
+    assert report["devices"]["lab-board"]["latency_ms"]["p90"] == result["latency_ms"]["p90"]
+
+
+def test_unreachable_target_is_one_clear_error(tiny_run, tmp_path, sshd, capsys):
+    _, store = tiny_run
+    code = main(["bench", str(store / "bundles" / "tiny" / "v1"), "--target", f"ssh://nobody@127.0.0.1:{free_port()}"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("edgedistill: error: creating the remote folder on nobody@127.0.0.1 failed") and "\n" not in err
