@@ -26,11 +26,12 @@ def ingest(result_path: Path, bundle: Path, name: str | None = None) -> tuple[st
         raise ConfigError(f"'{bundle}' is not a bundle (no report.json or manifest.json)")
     try:
         result = json.loads(result_path.read_text())
-        latency = result["latency_ms"]["p90"]
     except FileNotFoundError:
         raise ConfigError(f"result file '{result_path}' does not exist") from None
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise ConfigError(f"'{result_path}' is not a bench.py result (JSON with latency_ms.p90)") from None
+    except json.JSONDecodeError:
+        result = None
+    if not (isinstance(result, dict) and isinstance(result.get("latency_ms"), dict) and "p90" in result["latency_ms"]):
+        raise ConfigError(f"'{result_path}' is not a bench.py result (JSON with latency_ms.p90)")
     model_sha = read_json(manifest_path)["files"]["model.onnx"]
     if result.get("sha256") != model_sha:
         raise ConfigError(f"'{result_path}' measured a different model (sha256 {str(result.get('sha256'))[:12]}...), "

@@ -1,10 +1,8 @@
 """Bad input: exit 2, one line on stderr that names the problem, no traceback unless --debug."""
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
-import pytest
 import yaml
 from PIL import Image
 

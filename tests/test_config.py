@@ -1,5 +1,4 @@
 """Strict pipeline config: unknown keys, wrong types, overrides, paths, presets."""
-from pathlib import Path
 
 import pytest
 import yaml

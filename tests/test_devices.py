@@ -78,3 +78,13 @@ def test_bench_command_on_a_bundle_and_a_model(bundle, tmp_path, capsys):
     assert main(["bench", str(bundle / "model.onnx"), "--runs", "5", "--min-seconds", "0", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["sha256"] == sha256_file(bundle / "model.onnx")
     assert main(["bench", str(tmp_path / "nothing.onnx")]) == 2
+
+
+def test_ingest_refuses_what_is_not_a_bench_result(bundle, tmp_path, capsys):
+    junk = tmp_path / "junk.json"
+    for text in ('{"latency": 1}', "[1, 2]", "not json"):
+        junk.write_text(text)
+        assert main(["ingest", str(junk), str(bundle)]) == 2
+        assert "is not a bench.py result" in capsys.readouterr().err
+    assert main(["ingest", str(tmp_path / "missing.json"), str(bundle)]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -1,13 +1,8 @@
 """Every registered architecture and preset: forward, ONNX export, ONNX Runtime parity; weights loading."""
-import hashlib
 import os
-import shutil
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-import yaml
 
 from edgedistill import models
 from edgedistill.config import PROJECT_MODELS_DIR, ModelPreset, load_preset

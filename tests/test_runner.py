@@ -1,12 +1,10 @@
 """Runner and store with small fake stages: hit, miss, invalidation, crash, force, until, lock, bundles."""
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..config import BenchmarkConfig, Pipeline
+from ..config import BenchmarkConfig
 from ..data import Dataset
 from ..onnx_utils import bench_in_child
 from ..runner import Context, Stage

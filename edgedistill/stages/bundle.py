@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import ortbench
-from ..config import BundleConfig, Pipeline, Strict
+from ..config import BundleConfig, Strict
 from ..data import Dataset
 from ..errors import StageError
 from ..onnx_utils import ort_predict

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from .. import models
-from ..config import DistillConfig, ModelPreset, Pipeline, Strict, load_preset
+from ..config import DistillConfig, ModelPreset, Strict, load_preset
 from ..data import Dataset
 from ..losses import kd_loss
 from ..runner import Context, Stage

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import torch
 
-from ..config import ExportConfig, Pipeline
+from ..config import ExportConfig
 from ..data import Dataset
 from ..errors import StageError
 from ..models import load_trained, num_params

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch.nn.functional as F
 
 from .. import models
-from ..config import ModelPreset, Pipeline, Strict, TeacherConfig, load_preset
+from ..config import ModelPreset, Strict, TeacherConfig, load_preset
 from ..data import Dataset
 from ..errors import ConfigError
 from ..runner import Context, Stage

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import data
-from ..config import DataConfig, Pipeline, Strict
+from ..config import DataConfig, Strict
 from ..runner import Context, Stage
 
 
