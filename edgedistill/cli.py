@@ -120,10 +120,13 @@ def cmd_ls(a: argparse.Namespace) -> int:
 
 
 def cmd_gate(a: argparse.Namespace) -> int:
-    from .gate import check, format_table, load_budgets, load_report, to_json, write_junit
+    from .gate import check, check_regression, format_table, load_budgets, load_report, to_json, write_junit
 
     report = load_report(Path(a.bundle))
-    rows = check(report, load_budgets(Path(a.budgets)))
+    budgets = load_budgets(Path(a.budgets))
+    rows = check(report, budgets)
+    if a.baseline:
+        rows += check_regression(report, load_report(Path(a.baseline)), budgets.regression)
     print(json.dumps(to_json(rows, a.bundle, a.budgets), indent=2) if a.json else format_table(rows))
     if a.junit:
         write_junit(rows, Path(a.bundle), Path(a.junit))
@@ -279,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gate", parents=[common], help="check a bundle against a budgets file (exit 1 if one fails)")
     p.add_argument("bundle", help="bundle folder, e.g. artifacts/bundles/quickstart/v1")
     p.add_argument("--budgets", required=True, help="budgets YAML")
+    p.add_argument("--baseline", metavar="BUNDLE", help="also fail on regressions against this previous release "
+                   "(thresholds: the budgets file's regression section)")
     p.add_argument("--json", action="store_true", help="print the checks as JSON instead of a table")
     p.add_argument("--junit", metavar="FILE", help="also write the checks as JUnit XML (one test case per budget)")
     p.set_defaults(fn=cmd_gate)

@@ -25,6 +25,19 @@ class DeviceBudgets(Strict):
     """Largest session creation plus first inference on that device, in milliseconds."""
 
 
+class RegressionBudgets(Strict):
+    """With `gate --baseline BUNDLE`: how much worse than a previous release the new bundle may be."""
+
+    max_latency_increase_pct: float = Field(10.0, ge=0)
+    """Largest p90 latency increase over the baseline, in percent."""
+    max_size_increase_pct: float = Field(10.0, ge=0)
+    """Largest model size increase over the baseline, in percent."""
+    max_accuracy_decrease_pts: float = Field(0.5, ge=0)
+    """Largest test accuracy decrease below the baseline, in percentage points."""
+    max_peak_rss_increase_pct: float = Field(20.0, ge=0)
+    """Largest peak resident memory increase over the baseline, in percent."""
+
+
 class Budgets(Strict):
     """A budgets file (YAML). Every key is optional; at least one must be given."""
 
@@ -38,13 +51,16 @@ class Budgets(Strict):
     """Largest teacher-minus-shipped test accuracy difference, in percentage points."""
     max_peak_rss_mb: float | None = Field(None, gt=0)
     """Largest peak resident memory of a process running the shipped model, in MiB."""
+    regression: RegressionBudgets = RegressionBudgets()
+    """Thresholds for `gate --baseline` (defaults: +10% latency, +10% size, -0.5 pt accuracy, +20% memory)."""
     devices: dict[str, DeviceBudgets] = Field(default_factory=dict)
     """Per target device (name as ingested), e.g. {pi4: {max_latency_ms_p90: 40}}. A device with
     budgets but no ingested result fails."""
 
     @model_validator(mode="after")
     def _not_empty(self) -> "Budgets":
-        if all(v in (None, {}) for v in self.model_dump().values()):
+        given = {k: v for k, v in self.model_dump(exclude={"regression"}).items()}
+        if all(v in (None, {}) for v in given.values()) and "regression" not in self.model_fields_set:
             raise ValueError(f"a budgets file needs at least one of {', '.join(type(self).model_fields)}")
         return self
 
@@ -99,6 +115,23 @@ def check(report: dict, budgets: Budgets) -> list[Check]:
             else:
                 value = actual(measured)
                 rows.append(Check(f"{name}.{metric}", f"<= {budget:g}", f"{value:.3f}", value <= budget))
+    return rows
+
+
+def check_regression(report: dict, baseline: dict, r: RegressionBudgets) -> list[Check]:
+    """The new bundle against a previous release's report.json."""
+    shipped = lambda rep: rep["accuracy"][rep["shipped"]]
+    rows = []
+    for metric, new, old, pct in (
+        ("latency_ms_p90", report["latency_ms"]["p90"], baseline["latency_ms"]["p90"], r.max_latency_increase_pct),
+        ("size_bytes", report["size_bytes"], baseline["size_bytes"], r.max_size_increase_pct),
+        ("peak_rss_mb", report["peak_rss_mb"], baseline["peak_rss_mb"], r.max_peak_rss_increase_pct),
+    ):
+        limit = old * (1 + pct / 100)
+        rows.append(Check(f"vs baseline {metric}", f"<= {limit:.4g} (+{pct:g}%)", f"{new:.4g}", new <= limit))
+    floor = shipped(baseline) - r.max_accuracy_decrease_pts
+    rows.append(Check("vs baseline accuracy", f">= {floor:.2f} (-{r.max_accuracy_decrease_pts:g} pt)",
+                      f"{shipped(report):.2f}", shipped(report) >= floor))
     return rows
 
 

@@ -71,3 +71,31 @@ def test_gate_json_and_junit(tmp_path, capsys):
     assert suite.tag == "testsuite" and suite.get("tests") == "2" and suite.get("failures") == "1"
     failed = [c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None]
     assert failed == ["latency_ms_p90"]
+
+
+def test_baseline_regressions(tmp_path, capsys):
+    def bundle(name, **changes):
+        report = json.loads(json.dumps(REPORT))
+        for key, value in changes.items():
+            if key == "p90":
+                report["latency_ms"]["p90"] = value
+            elif key == "acc":
+                report["accuracy"]["student_int8"] = value
+            else:
+                report[key] = value
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "report.json").write_text(json.dumps(report))
+        return str(folder)
+
+    old = bundle("v1")
+    path = budgets(tmp_path, min_accuracy=90, regression={"max_latency_increase_pct": 10, "max_accuracy_decrease_pts": 0.5})
+    assert main(["gate", bundle("same"), "--budgets", str(path), "--baseline", old]) == 0
+    assert main(["gate", bundle("slower", p90=0.21), "--budgets", str(path), "--baseline", old]) == 0  # +5%
+    capsys.readouterr()
+    assert main(["gate", bundle("much_slower", p90=0.23), "--budgets", str(path), "--baseline", old]) == 1  # +15%
+    assert "vs baseline latency_ms_p90" in capsys.readouterr().out
+    assert main(["gate", bundle("worse", acc=95.4), "--budgets", str(path), "--baseline", old]) == 1
+    assert main(["gate", bundle("bigger", size_bytes=4 * 1024 * 1024), "--budgets", str(path), "--baseline", old]) == 1  # default +10%
+    with pytest.raises(ConfigError, match="did you mean 'max_size_increase_pct'"):
+        load_budgets(budgets(tmp_path, regression={"max_size_increse_pct": 5}))
