@@ -21,7 +21,11 @@ def test_bundle_has_every_file_and_number(tiny_run):
     assert version == 1
     names = {p.name for p in path.iterdir()}
     assert names == {"model.onnx", "model.ort", "model.required_operators.config", "labels.json", "preprocess.json",
-                     "report.json", "manifest.json", "MODEL_CARD.md", "bench.py"}
+                     "report.json", "manifest.json", "MODEL_CARD.md", "bench.py", "report.html", "tradeoffs.png", "training.png"}
+    page = (path / "report.html").read_text()
+    assert 'src="tradeoffs.png"' in page and 'src="training.png"' in page and "Quantization (fixed)" in page
+    for png in ("tradeoffs.png", "training.png"):
+        assert (path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (path / png).stat().st_size > 10_000
     ops_config = (path / "model.required_operators.config").read_text()
     assert "ai.onnx;" in ops_config and str(store) not in ops_config and "/tmp" not in ops_config
     report = json.loads((path / "report.json").read_text())

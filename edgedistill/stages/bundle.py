@@ -1,5 +1,5 @@
 """bundle: the folder that ships to the device: model.onnx, model.ort and its operator config, labels.json,
-preprocess.json, report.json, MODEL_CARD.md and bench.py. The runner publishes it as
+preprocess.json, report.json, MODEL_CARD.md, report.html with its plots, and bench.py. The runner publishes it as
 bundles/<name>/v<N>/ with manifest.json."""
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from ..config import BundleConfig, Strict
 from ..data import Dataset
 from ..errors import StageError
 from ..onnx_utils import ort_predict
+from ..report import plot_tradeoffs, plot_training, write_html
 from ..runner import Context, Stage
 from ..store import METRICS
 
@@ -171,11 +172,16 @@ def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context
                                 size_bytes=(out / "model.ort").stat().st_size)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "MODEL_CARD.md").write_text(model_card(report, labels, pre))
+    histories = {"teacher (finetune)": read(inputs["teacher"] / METRICS)["history"],
+                 "student (distill)": read(inputs["student"] / METRICS)["history"]}
+    plot_tradeoffs(report, out / "tradeoffs.png")
+    plot_training(histories, out / "training.png")
+    write_html(report, out / "report.html", labels)
     return {k: report[k] for k in ("accuracy", "latency_ms", "size_bytes", "peak_rss_mb")}
 
 
 STAGE = Stage(
-    name="bundle", version=4, inputs=("dataset", "onnx", "quantized", "benchmark"), output="bundle",
+    name="bundle", version=5, inputs=("dataset", "teacher", "student", "onnx", "quantized", "benchmark"), output="bundle",
     configure=lambda p: BundleStageConfig(bundle=p.bundle, name=p.name), run=run,
     headline=lambda m: f"{m['size_bytes'] / 1024:.0f} KiB, p90 {m['latency_ms']['p90']:.3f} ms",
 )
