@@ -1,4 +1,5 @@
-"""The command line: run, plan, ls, gate.
+"""The command line: run, plan, ls, gate, bench, ingest, quantize. Heavy libraries (torch, onnxruntime)
+are imported inside the commands that need them, so `ls`, `gate` and errors stay fast.
 
 Exit codes: 0 success; 1 a gate failed (or an internal error); 2 a problem with the input (config,
 data, files, a busy store), printed as one line naming it, with the traceback only under --debug;
@@ -9,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -136,8 +139,6 @@ def cmd_gate(a: argparse.Namespace) -> int:
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
-    import tempfile
-
     from .config import BenchmarkConfig, validate
     from .errors import ConfigError
     from .onnx_utils import bench_in_child
@@ -186,8 +187,6 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
 
 def cmd_quantize(a: argparse.Namespace) -> int:
-    import tempfile
-
     from .config import BenchmarkConfig, QuantizeConfig, parse_overrides, validate
     from .data import open_inputs
     from .errors import ConfigError
@@ -229,8 +228,6 @@ def cmd_quantize(a: argparse.Namespace) -> int:
         if sel.chosen is None:
             print(f"\nkept FP32: {sel.reason}; nothing written (the FP32 model is the better one to ship)")
             return 0
-        import shutil
-
         shutil.copy2(sel.chosen.path, out)
     print(f"\nwrote {out}: {sel.reason}")
     if a.report:
