@@ -97,11 +97,33 @@ class StudentConfig(Strict):
     """Model preset: a name in models/students/ or a path to a preset YAML."""
 
 
+class HintConfig(Strict):
+    """One FitNets pair: a teacher layer whose output the student's layer learns to match."""
+
+    teacher: str
+    """Module path in the teacher (as in model.named_modules(), e.g. features.7)."""
+    student: str
+    """Module path in the student (e.g. 7 for the eighth layer of an nn.Sequential)."""
+    weight: float = Field(1.0, gt=0)
+    """Weight of this pair's mean squared error in the loss."""
+
+
 class DistillConfig(TrainConfig):
     temperature: float = Field(4.0, gt=0)
     """Softmax temperature T for soft targets; the KD term is scaled by T^2 (Hinton et al., 2015)."""
     alpha: float = Field(0.7, ge=0, le=1)
     """Weight of the KD term; (1 - alpha) weighs cross-entropy on the labels."""
+    hints: list[HintConfig] = Field(default_factory=list)
+    """Feature distillation (FitNets): layer pairs whose outputs the student matches through a learned
+    1x1-convolution (or linear) adapter. Paths are checked before training."""
+    rkd_distance_weight: float = Field(0.0, ge=0)
+    """Relation distillation (RKD): weight of the distance loss on the batch's embeddings (paper: 25)."""
+    rkd_angle_weight: float = Field(0.0, ge=0)
+    """Relation distillation (RKD): weight of the angle loss (paper: 50)."""
+    rkd_teacher_layer: str | None = None
+    """Module whose output is the teacher's embedding for RKD; None: the input of its classifier head."""
+    rkd_student_layer: str | None = None
+    """Module whose output is the student's embedding for RKD; None: the input of its classifier head."""
 
 
 class ExportConfig(Strict):

@@ -157,3 +157,40 @@ def load_trained(path: Path) -> nn.Module:
     model, _ = build(ModelPreset.model_validate(info["preset"]), info["num_classes"], info["in_channels"], pretrained=False)
     model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
     return model.eval()
+
+
+def head_path(model: nn.Module, preset: ModelPreset) -> str:
+    return preset.head or last_linear(model)
+
+
+def find_module(model: nn.Module, path: str, role: str) -> nn.Module:
+    """model's submodule at path, or a ConfigError naming the nearest valid paths."""
+    names = [n for n, _ in model.named_modules() if n]
+    if path not in names:
+        raise ConfigError(f"the {role} has no module '{path}'{did_you_mean(path, names)}; "
+                          f"its modules: {', '.join(names[:12])}{' ...' if len(names) > 12 else ''}")
+    return model.get_submodule(path)
+
+
+class Taps:
+    """Outputs (or inputs) of named modules in the latest forward pass, taken with forward hooks, so
+    any torchvision or timm model can be distilled untouched (torchdistill's ForwardHookManager idea;
+    here the module paths come from the config and are checked by find_module)."""
+
+    def __init__(self, model: nn.Module, role: str):
+        self.model, self.role = model, role
+        self.values: dict[str, torch.Tensor] = {}
+        self._handles: list = []
+
+    def add(self, name: str, path: str, use_input: bool = False) -> None:
+        module = find_module(self.model, path, self.role)
+        if use_input:
+            hook = module.register_forward_pre_hook(lambda m, args: self.values.__setitem__(name, args[0]))
+        else:
+            hook = module.register_forward_hook(lambda m, args, out: self.values.__setitem__(name, out))
+        self._handles.append(hook)
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()

@@ -55,7 +55,9 @@ def tiny_run(tmp_path_factory):
 
 @pytest.fixture
 def tiny_store_copy(tiny_run, tmp_path):
+    """A private copy of the tiny run's store and pipeline folder, free to change."""
     pipeline, store = tiny_run
     copy = tmp_path / "store"
     shutil.copytree(store, copy)
-    return pipeline, copy
+    shutil.copytree(pipeline.parent, tmp_path / "p")
+    return tmp_path / "p" / pipeline.name, copy
