@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 
 from .config import TrainConfig
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-"""loss(logits, inputs, labels) -> scalar."""
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""loss(logits, inputs, labels, indices) -> scalar; indices: the batch's rows in the training split."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -118,7 +118,7 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
         for step in bar:
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             x, y = x_train[idx].to(device), y_train[idx].to(device)
-            loss = loss_fn(model(x), x, y)
+            loss = loss_fn(model(x), x, y, idx)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

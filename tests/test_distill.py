@@ -51,3 +51,26 @@ def test_rkd_on_named_layers(tiny_store_copy):
     pipeline, store = tiny_store_copy
     set_distill(pipeline, rkd_angle_weight=10.0, rkd_teacher_layer="12", rkd_student_layer="12")
     assert main(["run", str(pipeline), "--store", str(store), "--until", "distill"]) == 0
+
+
+def test_sweeping_temperature_reuses_the_stored_teacher_outputs(tiny_store_copy, capsys):
+    import numpy as np
+
+    from edgedistill.data import Dataset
+    from edgedistill.models import load_trained
+    from edgedistill.train import predict
+
+    pipeline, store = tiny_store_copy
+    capsys.readouterr()
+    assert main(["run", str(pipeline), "--store", str(store), "--until", "distill", "--set", "distill.temperature=2"]) == 0
+    out = capsys.readouterr().out
+    status = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.split()[:1] and
+              line.split()[0] in ("prepare", "finetune", "teach", "distill")}
+    assert status == {"prepare": "cached", "finetune": "cached", "teach": "cached", "distill": "ran"}
+    newest = max(distill_results(store).values(), key=lambda p: (p / "meta.json").stat().st_mtime)
+    assert json.loads((newest / "metrics.json").read_text())["teacher"] == "cached"
+    # the stored logits are the teacher's
+    teach = next((store / "results" / "teach").iterdir())
+    x_train, _ = Dataset.load(next((store / "results" / "prepare").iterdir())).inputs("train")
+    live = predict(load_trained(next((store / "results" / "finetune").iterdir())), x_train).numpy()
+    np.testing.assert_allclose(np.load(teach / "train_logits.npy"), live, rtol=1e-5, atol=1e-5)

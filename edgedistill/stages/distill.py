@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -75,9 +76,16 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
                                   for i in range(len(d.hints))])
     distillee = Distillee(student, adapters)
 
-    def loss_fn(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            teacher_logits = teacher(x)
+    # response-only KD reads the teacher's stored logits; hints and RKD need its layers, so it runs
+    online = bool(d.hints) or use_rkd
+    cached = None if online else torch.from_numpy(np.load(inputs["teacher_outputs"] / "train_logits.npy"))
+
+    def loss_fn(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        if online:
+            with torch.no_grad():
+                teacher_logits = teacher(x)
+        else:
+            teacher_logits = cached[idx].to(logits.device)
         loss = kd_loss(logits, teacher_logits, y, d.temperature, d.alpha)
         for i, h in enumerate(d.hints):
             loss = loss + h.weight * hint_loss(s_taps.values[f"hint{i}"], t_taps.values[f"hint{i}"], adapters[i])
@@ -101,11 +109,12 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
              (["rkd_distance"] if d.rkd_distance_weight > 0 else []) + (["rkd_angle"] if d.rkd_angle_weight > 0 else [])
     return {"val_accuracy": history[-1]["val_accuracy"], "test_accuracy": test_acc, "params": params,
             "teacher_params": teacher_params, "params_ratio": params / teacher_params, "losses": losses,
+            "teacher": "online" if online else "cached",
             "history": history}
 
 
 STAGE = Stage(
-    name="distill", version=3, inputs=("dataset", "teacher"), output="student",
+    name="distill", version=4, inputs=("dataset", "teacher", "teacher_outputs"), output="student",
     configure=lambda p: DistillStageConfig(distill=p.distill, model=load_preset(p.student.preset, "students"), seed=p.seed),
     run=run, key_exclude={"distill": {"device"}},
     headline=lambda m: f"student test acc {m['test_accuracy']:.2f}%, {m['params'] / 1e3:.0f}k params ({m['params_ratio']:.1%} of teacher)",

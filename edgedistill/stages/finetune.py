@@ -41,7 +41,7 @@ def run(cfg: FinetuneConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
 
     train, val = ds.inputs("train"), ds.inputs("val")
     history = fit(model, train, val, cfg=t, param_groups=groups, seed=cfg.seed, checkpoint=ctx.work / "checkpoint.pt",
-                  loss_fn=lambda logits, x, y: F.cross_entropy(logits, y), desc="finetune", frozen=frozen,
+                  loss_fn=lambda logits, x, y, idx: F.cross_entropy(logits, y), desc="finetune", frozen=frozen,
                   progress=ctx.progress)
     x_test, y_test = ds.inputs("test")
     test_acc = accuracy(predict(model, x_test), y_test)
