@@ -124,6 +124,9 @@ class DistillConfig(TrainConfig):
     """Module whose output is the teacher's embedding for RKD; None: the input of its classifier head."""
     rkd_student_layer: str | None = None
     """Module whose output is the student's embedding for RKD; None: the input of its classifier head."""
+    use_stored_teacher_outputs: bool = True
+    """Response-only KD reads the teacher's logits stored by the teach stage instead of running the
+    teacher every step. False: always run it (hints and RKD always do)."""
 
 
 class ExportConfig(Strict):

@@ -77,7 +77,7 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
     distillee = Distillee(student, adapters)
 
     # response-only KD reads the teacher's stored logits; hints and RKD need its layers, so it runs
-    online = bool(d.hints) or use_rkd
+    online = bool(d.hints) or use_rkd or not d.use_stored_teacher_outputs
     cached = None if online else torch.from_numpy(np.load(inputs["teacher_outputs"] / "train_logits.npy"))
 
     def loss_fn(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
