@@ -81,13 +81,28 @@ class TrainConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto: CUDA when present, else the CPU. Not part of the cache key: results are
     interchangeable across devices up to floating-point noise."""
+    warmup_epochs: float = Field(0.0, ge=0)
+    """Linear learning-rate warm-up from 0 over this many epochs (fractions allowed), then cosine to 0."""
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    """Label smoothing of the cross-entropy on labels (fine-tuning, and the hard term of distillation)."""
+    early_stopping_patience: int | None = Field(None, ge=1)
+    """Stop when validation accuracy has not improved for this many epochs. None: train all epochs."""
+    keep_best: bool = False
+    """End with the weights of the epoch with the best validation accuracy instead of the last epoch's."""
 
 
 class TeacherConfig(TrainConfig):
     preset: str = "mobilenet_v2_imagenet"
     """Model preset: a name in models/teachers/ or a path to a preset YAML."""
-    strategy: Literal["full", "linear_probe"] = "full"
-    """full: train every layer. linear_probe: freeze the pretrained backbone, train only the new head."""
+    strategy: Literal["full", "partial", "linear_probe"] = "full"
+    """full: train every layer. partial: train the last `trainable_blocks` blocks of the backbone and the
+    head. linear_probe: freeze the pretrained backbone, train only the new head."""
+    trainable_blocks: int = Field(2, ge=1)
+    """partial: how many of the backbone's last blocks train."""
+    blocks: str | None = None
+    """partial: module path of the container whose children are the backbone's blocks (default: the
+    model's `features` Sequential when it has one, as torchvision's MobileNets and EfficientNets do;
+    else the model's top-level children)."""
     backbone_lr_factor: float = Field(0.1, gt=0, le=1)
     """Backbone learning rate as a fraction of lr (pretrained features move less than the new head)."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -76,10 +77,31 @@ def _save_atomic(state: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+@dataclass
+class FitResult:
+    history: list[dict]
+    """Per epoch: train loss, validation accuracy."""
+    best_epoch: int
+    """Epoch (1-based) with the best validation accuracy."""
+    final_epoch: int
+    """Epoch whose weights the model ends with: best_epoch with keep_best, else the last one trained."""
+
+    @property
+    def val_accuracy(self) -> float:
+        return self.history[self.final_epoch - 1]["val_accuracy"]
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up over `warmup` steps, then cosine from 1 to 0 over the rest."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
 def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], *,
         cfg: TrainConfig, param_groups: list[dict], loss_fn: LossFn, seed: int, checkpoint: Path,
-        desc: str, frozen: tuple[nn.Module, ...] = (), progress: bool = True) -> list[dict]:
-    """Train model in place; returns the per-epoch history (train loss, val accuracy).
+        desc: str, frozen: tuple[nn.Module, ...] = (), progress: bool = True) -> FitResult:
+    """Train model in place; returns the per-epoch history and which epoch's weights it ends with.
 
     param_groups: torch optimizer groups, each with its own "lr" (the peak learning rate).
     frozen: modules kept in eval mode while training (frozen backbones keep their BatchNorm statistics).
@@ -92,19 +114,24 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
     steps_per_epoch = max(1, n // cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(param_groups, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / total_steps)))
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup))
 
     history: list[dict] = []
-    start_epoch = 0
+    start_epoch, best_epoch, best_state = 0, 0, None
     if checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history, start_epoch = state["history"], state["epoch"]
+        best_epoch, best_state = state["best_epoch"], state["best_model"]
         print(f"    {desc}: resuming after epoch {start_epoch}/{cfg.epochs} from {checkpoint}", flush=True)
 
     for epoch in range(start_epoch, cfg.epochs):
+        if cfg.early_stopping_patience and history and len(history) - best_epoch >= cfg.early_stopping_patience:
+            print(f"    {desc}: stopping early, no better validation accuracy since epoch {best_epoch}", flush=True)
+            break
         started = time.time()
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
         torch.manual_seed(seed * 100_003 + epoch)  # dropout and any other draw in this epoch
@@ -132,7 +159,13 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
         history.append({"epoch": epoch + 1, "train_loss": total_loss / steps_per_epoch, "val_accuracy": val_acc})
         print(f"    {desc} epoch {epoch + 1}/{cfg.epochs}: loss {total_loss / steps_per_epoch:.4f}, "
               f"val accuracy {val_acc:.2f}% ({time.time() - started:.1f} s)", flush=True)
+        if best_epoch == 0 or val_acc > history[best_epoch - 1]["val_accuracy"]:
+            best_epoch = epoch + 1
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.keep_best else None
         _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1}, checkpoint)
+                      "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1,
+                      "best_epoch": best_epoch, "best_model": best_state}, checkpoint)
+    if cfg.keep_best and best_state is not None:
+        model.load_state_dict(best_state)
     model.to("cpu").eval()
-    return history
+    return FitResult(history, best_epoch, best_epoch if cfg.keep_best else len(history))

@@ -86,7 +86,7 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
                 teacher_logits = teacher(x)
         else:
             teacher_logits = cached[idx].to(logits.device)
-        loss = kd_loss(logits, teacher_logits, y, d.temperature, d.alpha)
+        loss = kd_loss(logits, teacher_logits, y, d.temperature, d.alpha, d.label_smoothing)
         for i, h in enumerate(d.hints):
             loss = loss + h.weight * hint_loss(s_taps.values[f"hint{i}"], t_taps.values[f"hint{i}"], adapters[i])
         if d.rkd_distance_weight > 0:
@@ -95,7 +95,7 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
             loss = loss + d.rkd_angle_weight * rkd_angle_loss(s_taps.values["embedding"], t_taps.values["embedding"])
         return loss
 
-    history = fit(distillee, (x_train, y_train), ds.inputs("val"), cfg=d,
+    result = fit(distillee, (x_train, y_train), ds.inputs("val"), cfg=d,
                   param_groups=[{"params": list(distillee.parameters()), "lr": d.lr}], loss_fn=loss_fn,
                   seed=cfg.seed, checkpoint=ctx.work / "checkpoint.pt", desc="distill", progress=ctx.progress)
     s_taps.remove()
@@ -107,14 +107,14 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
     params = models.num_params(student)
     losses = ["kd"] + [f"hint:{h.teacher}->{h.student}" for h in d.hints] + \
              (["rkd_distance"] if d.rkd_distance_weight > 0 else []) + (["rkd_angle"] if d.rkd_angle_weight > 0 else [])
-    return {"val_accuracy": history[-1]["val_accuracy"], "test_accuracy": test_acc, "params": params,
+    return {"val_accuracy": result.val_accuracy, "test_accuracy": test_acc, "params": params,
             "teacher_params": teacher_params, "params_ratio": params / teacher_params, "losses": losses,
             "teacher": "online" if online else "cached",
-            "history": history}
+            "history": result.history, "best_epoch": result.best_epoch, "final_epoch": result.final_epoch}
 
 
 STAGE = Stage(
-    name="distill", version=4, inputs=("dataset", "teacher", "teacher_outputs"), output="student",
+    name="distill", version=5, inputs=("dataset", "teacher", "teacher_outputs"), output="student",
     configure=lambda p: DistillStageConfig(distill=p.distill, model=load_preset(p.student.preset, "students"), seed=p.seed),
     run=run, key_exclude={"distill": {"device"}},
     headline=lambda m: f"student test acc {m['test_accuracy']:.2f}%, {m['params'] / 1e3:.0f}k params ({m['params_ratio']:.1%} of teacher)",

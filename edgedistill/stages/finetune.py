@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch.nn.functional as F
+from torch import nn
 
 from .. import models
 from ..config import ModelPreset, Strict, TeacherConfig, load_preset
@@ -20,34 +21,55 @@ class FinetuneConfig(Strict):
     seed: int
 
 
+def backbone_blocks(model: nn.Module, head_name: str, path: str | None) -> list[nn.Module]:
+    """The backbone's blocks in order: the children of `path`, of the model's `features` Sequential
+    (torchvision MobileNets, EfficientNets), or of the model itself without its head."""
+    if path is not None:
+        return list(models.find_module(model, path, "teacher").children())
+    features = getattr(model, "features", None)
+    if isinstance(features, nn.Sequential):
+        return list(features.children())
+    return [m for n, m in model.named_children() if n != head_name.split(".")[0]]
+
+
 def run(cfg: FinetuneConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
     ds = Dataset.load(inputs["dataset"])
     num_classes, in_channels = len(ds.classes), ds.spec["channels"]
     model, head_name = models.build(cfg.model, num_classes, in_channels, pretrained=True, seed=cfg.seed)
     head = model.get_submodule(head_name)
-    head_params = {id(p) for p in head.parameters()}
-    backbone = [p for p in model.parameters() if id(p) not in head_params]
     t = cfg.teacher
+    if t.strategy != "full" and cfg.model.weights is None:
+        raise ConfigError(f"teacher.strategy '{t.strategy}' freezes pretrained layers: it needs a preset with weights")
+    # what trains besides the head: everything (full), the last blocks (partial), nothing (linear_probe)
+    if t.strategy == "full":
+        trainable = [m for n, m in model.named_children() if n != head_name.split(".")[0]]
+    elif t.strategy == "partial":
+        blocks = backbone_blocks(model, head_name, t.blocks)
+        trainable = blocks[-t.trainable_blocks:]
+    else:
+        trainable = []
+    head_params = {id(p) for p in head.parameters()}
+    backbone = [p for m in trainable for p in m.parameters() if id(p) not in head_params]
+    backbone_ids = {id(p) for p in backbone}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in head_params or id(p) in backbone_ids)
+    # frozen layers keep their BatchNorm statistics: every module with no trainable parameter of its own
+    frozen = tuple(m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                   and not any(p.requires_grad for p in m.parameters()))
     groups = [{"params": list(head.parameters()), "lr": t.lr}]
-    frozen: tuple = ()
-    if t.strategy == "linear_probe":
-        if cfg.model.weights is None:
-            raise ConfigError("teacher.strategy 'linear_probe' needs a preset with pretrained weights")
-        for p in backbone:
-            p.requires_grad_(False)
-        frozen = tuple(m for n, m in model.named_children() if n != head_name.split(".")[0])
-    else:  # a backbone trained from scratch gets the head's learning rate
+    if backbone:  # a backbone trained from scratch gets the head's learning rate
         groups.append({"params": backbone, "lr": t.lr * (t.backbone_lr_factor if cfg.model.weights else 1.0)})
 
     train, val = ds.inputs("train"), ds.inputs("val")
-    history = fit(model, train, val, cfg=t, param_groups=groups, seed=cfg.seed, checkpoint=ctx.work / "checkpoint.pt",
-                  loss_fn=lambda logits, x, y, idx: F.cross_entropy(logits, y), desc="finetune", frozen=frozen,
-                  progress=ctx.progress)
+    result = fit(model, train, val, cfg=t, param_groups=groups, seed=cfg.seed, checkpoint=ctx.work / "checkpoint.pt",
+                 loss_fn=lambda logits, x, y, idx: F.cross_entropy(logits, y, label_smoothing=t.label_smoothing),
+                 desc="finetune", frozen=frozen, progress=ctx.progress)
     x_test, y_test = ds.inputs("test")
     test_acc = accuracy(predict(model, x_test), y_test)
     models.save_trained(model, cfg.model, num_classes, in_channels, out)
-    return {"val_accuracy": history[-1]["val_accuracy"], "test_accuracy": test_acc,
-            "params": models.num_params(model), "history": history}
+    return {"val_accuracy": result.val_accuracy, "test_accuracy": test_acc, "params": models.num_params(model),
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "history": result.history, "best_epoch": result.best_epoch, "final_epoch": result.final_epoch}
 
 
 def _sources(cfg: FinetuneConfig) -> dict[str, Path]:
@@ -56,7 +78,7 @@ def _sources(cfg: FinetuneConfig) -> dict[str, Path]:
 
 
 STAGE = Stage(
-    name="finetune", version=3, inputs=("dataset",), output="teacher",
+    name="finetune", version=4, inputs=("dataset",), output="teacher",
     configure=lambda p: FinetuneConfig(teacher=p.teacher, model=load_preset(p.teacher.preset, "teachers"), seed=p.seed),
     run=run, sources=_sources, key_exclude={"teacher": {"device"}},
     headline=lambda m: f"teacher test acc {m['test_accuracy']:.2f}%, {m['params'] / 1e6:.2f}M params",
