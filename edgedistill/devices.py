@@ -16,9 +16,10 @@ DEVICE_FIELDS = ("latency_ms", "peak_rss_mb", "load_ms", "cold_start_ms", "throu
 def ingest(result_path: Path, bundle: Path, name: str | None = None) -> tuple[str, dict]:
     """Record a bench.py result in the bundle's report.json under devices.<name>.
 
-    The result must be of this bundle's model.onnx (same sha256). The bundle's content as built
-    (manifest content_sha256, hence its version) does not change: device results are measurements
-    of the bundle, added to it; manifest.json's file hashes are refreshed so they stay true.
+    The result must be of this bundle's model.onnx (same sha256). MODEL_CARD.md and report.html are
+    rewritten to show it. The bundle's content as built (manifest content_sha256, hence its version)
+    does not change: device results are measurements of the bundle, added to it; manifest.json's file
+    hashes are refreshed so they stay true.
     """
     bundle, result_path = Path(bundle), Path(result_path)
     report_path, manifest_path = bundle / "report.json", bundle / MANIFEST
@@ -44,8 +45,15 @@ def ingest(result_path: Path, bundle: Path, name: str | None = None) -> tuple[st
     report = read_json(report_path)
     report.setdefault("devices", {})[name] = entry
     write_json(report_path, report)
+    # the documents that show the report follow it
+    from .report import model_card, write_html
+
+    labels = list(read_json(bundle / "labels.json").values())
+    (bundle / "MODEL_CARD.md").write_text(model_card(report, labels, read_json(bundle / "preprocess.json")))
+    write_html(report, bundle / "report.html", labels)
     manifest = read_json(manifest_path)
-    manifest["files"]["report.json"] = sha256_file(report_path)
+    for f in ("report.json", "MODEL_CARD.md", "report.html"):
+        manifest["files"][f] = sha256_file(bundle / f)
     manifest["devices"] = sorted(report["devices"])
     write_json(manifest_path, manifest)
     return name, entry

@@ -43,8 +43,10 @@ def test_ingest_records_the_device_and_keeps_the_manifest_true(bundle, tmp_path,
     report = json.loads((bundle / "report.json").read_text())
     assert report["devices"]["pi4"]["latency_ms"]["p90"] > 0 and report["devices"]["pi4"]["device"]["name"] == "pi4"
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["files"]["report.json"] == sha256_file(bundle / "report.json")
+    assert all(sha256_file(bundle / f) == digest for f, digest in manifest["files"].items())
     assert manifest["devices"] == ["pi4"] and manifest["content_sha256"] == version_before
+    assert "| pi4 |" in (bundle / "MODEL_CARD.md").read_text()
+    assert "<td>pi4</td>" in (bundle / "report.html").read_text()
 
 
 def test_ingest_refuses_a_result_of_another_model(bundle, tmp_path, capsys):

@@ -17,7 +17,7 @@ from ..config import BundleConfig, Strict
 from ..data import Dataset
 from ..errors import StageError
 from ..onnx_utils import ort_predict
-from ..report import plot_tradeoffs, plot_training, write_html
+from ..report import model_card, plot_tradeoffs, plot_training, write_html
 from ..runner import Context, Stage
 from ..store import METRICS
 
@@ -55,63 +55,6 @@ def build_report(name: str, shipped_role: str, bench: dict, export: dict, quant:
         "test_samples": shipped["eval_samples"],
         "models": bench,
     }
-
-
-def model_card(report: dict, labels: list[str], pre: dict) -> str:
-    acc, lat, dev, quant = report["accuracy"], report["latency_ms"], report["device"], report["quantization"]
-    num = lambda v, f: "-" if v is None else format(v, f)
-    tp = report.get("throughput")
-    throughput = f"Throughput at batch {tp['batch']}: {tp['images_per_s']:,.0f} images/s.\n" if tp else ""
-    ops = ", ".join(f"{o['op_type']} {o['share']:.0%}" for o in report["top_ops"][:5]) or "not profiled"
-    tried = "\n".join(
-        f"| {c['name']} | {num(c['val_accuracy'], '.2f')} | {num(c['latency_ms_p90'], '.3f')} | "
-        f"{num(c['size_bytes'] and c['size_bytes'] / 1024, '.1f')} | {len(c['excluded_nodes'])} | {c['error'] or ''} |"
-        for c in quant["candidates"])
-    rows = "\n".join(
-        f"| {role} | {m['accuracy']:.2f} | {m['latency_ms']['p50']:.3f} | {m['latency_ms']['p90']:.3f} | "
-        f"{m['size_bytes'] / 1024:.1f} | {m['peak_rss_mb']:.1f} |"
-        for role, m in report["models"].items())
-    return f"""# {report['pipeline']}: model card
-
-Shipped model: `model.onnx` = **{report['shipped']}**, {report['params']['student']:,} parameters
-(teacher: {report['params']['teacher']:,}).
-
-## Task
-{len(labels)} classes: {', '.join(labels[:20])}{' ...' if len(labels) > 20 else ''}.
-Input `{pre['input_name']}`: {pre['dtype']} {pre['layout']} 1x{pre['channels']}x{pre['height']}x{pre['width']},
-{pre['color']} image resized to {pre['height']}x{pre['width']} (bilinear), then `{pre['formula']}`
-with scale {pre['scale']:.6f}, mean {pre['mean']}, std {pre['std']} (see preprocess.json).
-
-## Accuracy (test split, {report['test_samples']} images, ONNX Runtime)
-teacher {acc['teacher']:.2f}%, student FP32 {acc['student_fp32']:.2f}%, student INT8 {acc['student_int8']:.2f}%.
-
-## Shipped model on {dev['cpu']} ({dev['cores']} cores, {dev['threads']} thread(s), onnxruntime {dev['onnxruntime']})
-Latency at batch 1: p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms,
-min {lat['min']:.3f} ms, mean {lat['mean']:.3f} ms. Size {report['size_bytes']:,} bytes.
-Session load {report['load_ms']:.1f} ms, cold start (load + first inference) {report['cold_start_ms']:.1f} ms.
-Peak resident memory {report['peak_rss_mb']:.1f} MiB (a process holding only ONNX Runtime and this model).
-{throughput}CPU flags: {', '.join(dev['flags']) or 'none of note'}.
-Top operators by time (ONNX Runtime profiler): {ops}.
-
-| model | test acc % | p50 ms | p90 ms | size KiB | peak RSS MiB |
-|---|---|---|---|---|---|
-{rows}
-
-## Quantization ({quant['mode']})
-Ships **{'FP32' if quant['choice'] == 'fp32' else quant['recipe']}**: {quant['reason']}.
-
-| configuration | val acc % | p90 ms | size KiB | nodes in float | error |
-|---|---|---|---|---|---|
-{tried}
-
-Export parity (PyTorch vs ONNX Runtime, FP32 student): max abs logit difference
-{report['parity']['max_abs_diff']:.2e}, top-1 agreement {report['parity']['top1_agreement']:.2%}.
-
-On a target device: copy this folder, run `python3 bench.py --name DEVICE --out DEVICE.json` (needs
-only numpy and onnxruntime), then `edgedistill ingest DEVICE.json BUNDLE` records it in report.json.
-
-Provenance: manifest.json lists the sha256 of every file and the stage results this bundle came from.
-"""
 
 
 def shipped_role(ship: str, quant: dict) -> str:
