@@ -18,7 +18,9 @@ x = np.load(calib)
 dataset = Dataset.from_dict({"input": [row for row in x]}).with_format("numpy")
 quantizer = ORTQuantizer(model)
 qconfig = AutoQuantizationConfig.avx512_vnni(is_static=True, per_channel=per_channel)
+# fit() writes an augmented copy of the model; by default into the current folder, so name one beside OUT_DIR
 ranges = quantizer.fit(dataset=dataset, calibration_config=AutoCalibrationConfig.minmax(dataset),
-                       operators_to_quantize=qconfig.operators_to_quantize, batch_size=32)
+                       operators_to_quantize=qconfig.operators_to_quantize, batch_size=32,
+                       onnx_augmented_model_name=out_dir.parent / "optimum_augmented.onnx")
 quantizer.quantize(save_dir=out_dir, quantization_config=qconfig, calibration_tensors_range=ranges)
 print(next(out_dir.glob("*.onnx")))
