@@ -19,7 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-STAGES = ("prepare", "finetune", "distill", "export", "quantize", "benchmark", "bundle")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from edgedistill.runner import toposort  # noqa: E402
+from edgedistill.stages import STAGES as _STAGES  # noqa: E402
+
+STAGES = tuple(s.name for s in toposort(_STAGES))
 
 
 def run(pipeline: str, store: Path, *extra: str) -> tuple[float, dict[str, str], str]:
