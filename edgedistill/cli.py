@@ -42,7 +42,7 @@ def _status_line(st) -> None:
 
 def cmd_run(a: argparse.Namespace) -> int:
     from .config import load_pipeline
-    from .gate import check, format_table, load_budgets, load_report
+    from .gate import check, enforce, format_table, load_budgets, load_report
     from .runner import Runner
     from .stages import STAGES
     from .store import Store
@@ -74,8 +74,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         return 0
     rows = check(bundle_report, budgets)
     print(f"\ngate ({pipeline.budgets}):\n{format_table(rows)}")
-    if not all(r.passed for r in rows):
-        raise GateFailed(f"gate failed: {', '.join(r.metric for r in rows if not r.passed)} over budget")
+    enforce(rows)
     return 0
 
 
@@ -123,7 +122,7 @@ def cmd_ls(a: argparse.Namespace) -> int:
 
 
 def cmd_gate(a: argparse.Namespace) -> int:
-    from .gate import check, check_regression, format_table, load_budgets, load_report, to_json, write_junit
+    from .gate import check, check_regression, enforce, format_table, load_budgets, load_report, to_json, write_junit
 
     report = load_report(Path(a.bundle))
     budgets = load_budgets(Path(a.budgets))
@@ -133,8 +132,7 @@ def cmd_gate(a: argparse.Namespace) -> int:
     print(json.dumps(to_json(rows, a.bundle, a.budgets), indent=2) if a.json else format_table(rows))
     if a.junit:
         write_junit(rows, Path(a.bundle), Path(a.junit))
-    if not all(r.passed for r in rows):
-        raise GateFailed(f"gate failed: {', '.join(r.metric for r in rows if not r.passed)} over budget")
+    enforce(rows)
     return 0
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from .config import Strict, read_yaml, validate
-from .errors import ConfigError
+from .errors import ConfigError, GateFailed
 from .table import text_table
 
 MB = 1024 * 1024  # sizes and memory in MiB throughout
@@ -160,4 +160,11 @@ def write_junit(rows: list[Check], bundle: Path, path: Path) -> None:
             ET.SubElement(case, "system-out").text = f"actual {r.actual}, budget {r.budget}"
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def enforce(rows: list[Check]) -> None:
+    """Raise GateFailed (exit code 1) naming the budgets that do not hold."""
+    failed = [r.metric for r in rows if not r.passed]
+    if failed:
+        raise GateFailed(f"gate failed: {', '.join(failed)} over budget")
 

@@ -145,6 +145,17 @@ class StageStatus:
 
 
 @dataclass
+class Decision:
+    key: str
+    parts: dict
+    cfg: BaseModel
+    existing: Result | None
+    """A finished result under this key, if any."""
+    reuse: bool
+    why: str = ""
+
+
+@dataclass
 class RunReport:
     pipeline: Pipeline
     statuses: list[StageStatus] = field(default_factory=list)
@@ -183,6 +194,15 @@ class Runner:
         }
         return hash_obj(parts)[:16], parts, cfg
 
+    def _decide(self, stage: Stage, pipeline: Pipeline, inputs: dict[str, Result], force: list[str]) -> "Decision":
+        """Reuse a finished result, or run, and why: the one rule `plan` shows and `run` follows."""
+        key, parts, cfg = self._key(stage, pipeline, inputs)
+        existing = self.store.get(stage.name, key)
+        if existing and stage.name not in force:
+            return Decision(key, parts, cfg, existing, reuse=True)
+        why = "--force" if existing else explain(parts, self.store.latest(stage.name, pipeline.name))
+        return Decision(key, parts, cfg, existing, reuse=False, why=why)
+
     def plan(self, pipeline: Pipeline, until: str | None = None, force: list[str] = ()) -> list[StageStatus]:
         """What `run` would do, without computing anything."""
         produced: dict[str, Result] = {}
@@ -194,15 +214,13 @@ class Runner:
                 rerun.add(stage.output)
                 out.append(StageStatus(stage.name, "will run", reason=f"input '{stale[0]}' will be recomputed"))
                 continue
-            key, parts, _ = self._key(stage, pipeline, {i: produced[i] for i in stage.inputs})
-            hit = self.store.get(stage.name, key)
-            if hit and stage.name not in force:
-                produced[stage.output] = hit
-                out.append(StageStatus(stage.name, "cached", key, result=hit))
+            d = self._decide(stage, pipeline, {i: produced[i] for i in stage.inputs}, list(force))
+            if d.reuse:
+                produced[stage.output] = d.existing
+                out.append(StageStatus(stage.name, "cached", d.key, result=d.existing))
             else:
                 rerun.add(stage.output)
-                why = "--force" if hit else explain(parts, self.store.latest(stage.name, pipeline.name))
-                out.append(StageStatus(stage.name, "will run", key, reason=why))
+                out.append(StageStatus(stage.name, "will run", d.key, reason=d.why))
         return out
 
     def run(self, pipeline: Pipeline, until: str | None = None, force: list[str] = (),
@@ -211,15 +229,14 @@ class Runner:
         produced: dict[str, Result] = {}
         for stage in self._select(until, list(force)):
             inputs = {i: produced[i] for i in stage.inputs}
-            key, parts, cfg = self._key(stage, pipeline, inputs)
-            hit = self.store.get(stage.name, key)
-            if hit and stage.name not in force:
-                st = StageStatus(stage.name, "cached", key, headline=stage.headline(hit.meta["metrics"]), result=hit)
+            d = self._decide(stage, pipeline, inputs, list(force))
+            if d.reuse:
+                st = StageStatus(stage.name, "cached", d.key, headline=stage.headline(d.existing.meta["metrics"]),
+                                 result=d.existing)
             else:
-                why = "--force" if hit else explain(parts, self.store.latest(stage.name, pipeline.name))
-                on_status(StageStatus(stage.name, "running", key, reason=why))
-                result, seconds = self._execute(stage, cfg, key, parts, inputs, pipeline, replace=hit is not None)
-                st = StageStatus(stage.name, "ran", key, why, seconds, stage.headline(result.meta["metrics"]), result)
+                on_status(StageStatus(stage.name, "running", d.key, reason=d.why))
+                result, seconds = self._execute(stage, d.cfg, d.key, d.parts, inputs, pipeline, replace=d.existing is not None)
+                st = StageStatus(stage.name, "ran", d.key, d.why, seconds, stage.headline(result.meta["metrics"]), result)
             produced[stage.output] = st.result
             report.statuses.append(st)
             on_status(st)

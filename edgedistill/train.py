@@ -150,8 +150,10 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total_loss += loss.item()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            value = loss.item()  # one device sync per step
+            total_loss += value
+            if progress:
+                bar.set_postfix(loss=f"{value:.3f}")
         recompute_bn_stats(model, x_train, order, cfg.batch_size, cfg.precise_bn_batches, device)
         val_acc = accuracy(predict(model, val[0], device), val[1])
         # no timings in the history: it is part of the result's content, which must depend only on

@@ -19,16 +19,12 @@ from ..errors import StageError
 from ..onnx_utils import ort_predict
 from ..report import model_card, plot_tradeoffs, plot_training, write_html
 from ..runner import Context, Stage
-from ..store import METRICS
+from ..store import METRICS, read_json
 
 
 class BundleStageConfig(Strict):
     bundle: BundleConfig
     name: str
-
-
-def read(path: Path) -> dict:
-    return json.loads(path.read_text())
 
 
 def build_report(name: str, shipped_role: str, bench: dict, export: dict, quant: dict) -> dict:
@@ -97,7 +93,7 @@ def check_ort_format(out: Path, x: np.ndarray, max_abs_diff: float) -> dict:
 
 
 def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
-    quant = read(inputs["quantized"] / METRICS)
+    quant = read_json(inputs["quantized"] / METRICS)
     role = shipped_role(cfg.bundle.ship, quant)
     model = inputs["onnx"] / "student.onnx" if role == "student_fp32" else inputs["quantized"] / "student_quantized.onnx"
     shutil.copy2(model, out / "model.onnx")
@@ -106,17 +102,17 @@ def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context
     x_test, _ = Dataset.load(inputs["dataset"]).inputs("test")
     ort_parity = check_ort_format(out, x_test[:128], cfg.bundle.ort_max_abs_diff)
     ctx.log(f"model.ort ({cfg.bundle.ort_target_platform}): max abs diff to model.onnx {ort_parity['max_abs_diff']:.1e}")
-    labels = read(inputs["dataset"] / "classes.json")
-    pre = read(inputs["dataset"] / "preprocess.json")
+    labels = read_json(inputs["dataset"] / "classes.json")
+    pre = read_json(inputs["dataset"] / "preprocess.json")
     (out / "labels.json").write_text(json.dumps({str(i): name for i, name in enumerate(labels)}, indent=2) + "\n")
     (out / "preprocess.json").write_text(json.dumps(pre, indent=2) + "\n")
-    report = build_report(cfg.name, role, read(inputs["benchmark"] / "benchmark.json"), read(inputs["onnx"] / METRICS), quant)
+    report = build_report(cfg.name, role, read_json(inputs["benchmark"] / "benchmark.json"), read_json(inputs["onnx"] / METRICS), quant)
     report["ort_format"] = dict(ort_parity, target_platform=cfg.bundle.ort_target_platform,
                                 size_bytes=(out / "model.ort").stat().st_size)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "MODEL_CARD.md").write_text(model_card(report, labels, pre))
-    histories = {"teacher (finetune)": read(inputs["teacher"] / METRICS)["history"],
-                 "student (distill)": read(inputs["student"] / METRICS)["history"]}
+    histories = {"teacher (finetune)": read_json(inputs["teacher"] / METRICS)["history"],
+                 "student (distill)": read_json(inputs["student"] / METRICS)["history"]}
     plot_tradeoffs(report, out / "tradeoffs.png")
     plot_training(histories, out / "training.png")
     write_html(report, out / "report.html", labels)

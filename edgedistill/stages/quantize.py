@@ -117,10 +117,14 @@ class Candidate:
         return d
 
 
+def within_tolerance(fp32: Candidate, c: Candidate, max_drop: float) -> bool:
+    return c.error is None and fp32.val_accuracy - c.val_accuracy <= max_drop + 1e-9
+
+
 def choose(fp32: Candidate, tried: list[Candidate], max_drop: float, min_speedup: float) -> tuple[Candidate | None, str]:
     """The fastest candidate within max_drop points of FP32 that is at least min_speedup faster
     than FP32, with the reason; (None, why) when FP32 should ship."""
-    ok = [c for c in tried if c.error is None and fp32.val_accuracy - c.val_accuracy <= max_drop + 1e-9]
+    ok = [c for c in tried if within_tolerance(fp32, c, max_drop)]
     if not ok:
         measured = [c for c in tried if c.error is None]
         best = max(measured, key=lambda c: c.val_accuracy, default=None)
@@ -231,7 +235,7 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
         return c
 
     fp32 = attempt("fp32", None)
-    configs = {"fixed": q} if q.mode == "fixed" else {name: q.with_recipe(name) for name in q.recipes}
+    configs = recipe_configs(q)
     tried = [attempt(name, qc) for name, qc in tqdm(configs.items(), desc="quantize", disable=not progress, leave=False)]
     if q.mode == "fixed":
         if tried[0].error:
@@ -242,7 +246,8 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
         # none accurate enough: leave the worst nodes of the fastest static QDQ recipe in float
         qdq = [(c, name) for c, name in zip(tried, configs) if c.error is None
                and configs[name].method == "static" and configs[name].format == "qdq"]
-        if chosen is None and reason.startswith("no quantized configuration kept") and qdq and q.max_excluded_nodes > 0:
+        none_accurate = not any(within_tolerance(fp32, c, q.max_accuracy_drop) for c in tried)
+        if chosen is None and none_accurate and qdq and q.max_excluded_nodes > 0:
             base, base_name = min(qdq, key=lambda t: t[0].latency_ms_p90)
             ranking = rank_nodes_by_error(source, base.path, rank_calibration, work)
             log("nodes adding the most quantization error (dB): " + ", ".join(f"{n} {e:.1f}" for n, e in ranking[:5]))
@@ -259,9 +264,13 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
     return Selection(fp32, tried, chosen, reason, best)
 
 
+def recipe_configs(q: QuantizeConfig) -> dict[str, QuantizeConfig]:
+    """The configurations a run tries, by name: q itself in fixed mode, one per recipe in auto mode."""
+    return {"fixed": q} if q.mode == "fixed" else {name: q.with_recipe(name) for name in q.recipes}
+
+
 def uses_calibration(q: QuantizeConfig) -> bool:
-    configs = [q] if q.mode == "fixed" else [q.with_recipe(n) for n in q.recipes]
-    return any(c.method == "static" for c in configs)
+    return any(c.method == "static" for c in recipe_configs(q).values())
 
 
 def run(cfg: QuantizeStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
