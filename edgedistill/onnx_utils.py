@@ -1,6 +1,9 @@
-"""ONNX Runtime helpers shared by the export and quantize stages."""
+"""ONNX Runtime helpers shared by the export, quantize and benchmark stages and the CLI."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,10 +31,6 @@ def bench_in_child(model: Path, settings: "BenchmarkConfig", inputs: Path | None
                    name: str | None = None) -> dict:
     """ortbench.py in a child process that imports only numpy and ONNX Runtime (so torch's memory
     and threads do not count). Returns its JSON result."""
-    import json
-    import subprocess
-    import sys
-
     from . import ortbench
     from .errors import StageError
 
