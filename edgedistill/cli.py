@@ -8,6 +8,7 @@ data, files, a busy store), printed as one line naming it, with the traceback on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -40,7 +41,36 @@ def _status_line(st) -> None:
         print(f"> {st.stage:<10} done     [{st.key}] {st.seconds:.1f} s", file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def torchrun_group():
+    """Under torchrun (WORLD_SIZE > 1 in the environment): the process group, gloo for CPU tensors and
+    NCCL for CUDA ones, each process on the GPU of its LOCAL_RANK. Yields this process's rank."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield 0
+        return
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    backend = "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        backend = "cpu:gloo,cuda:nccl"
+    # the other processes wait while rank 0 alone runs the stages before a training stage (prepare, teach)
+    dist.init_process_group(backend, timeout=datetime.timedelta(hours=2))
+    try:
+        yield dist.get_rank()
+    finally:
+        dist.destroy_process_group()
+
+
 def cmd_run(a: argparse.Namespace) -> int:
+    with torchrun_group() as rank:
+        return _run(a, rank)
+
+
+def _run(a: argparse.Namespace, rank: int) -> int:
     from .config import load_pipeline
     from .gate import check, enforce, format_table, load_budgets, load_report
     from .runner import Runner
@@ -52,8 +82,11 @@ def cmd_run(a: argparse.Namespace) -> int:
     budgets = load_budgets(pipeline.budgets) if pipeline.budgets else None  # fail before compute
     store = Store(a.store)
     runner = Runner(store, STAGES, progress=_progress())
-    with store.lock(wait_s=a.wait):
+    # rank 0 alone writes to the store and holds its lock (the other torchrun processes only read)
+    with store.lock(wait_s=a.wait) if rank == 0 else contextlib.nullcontext():
         report = runner.run(pipeline, until=a.until, force=a.force, on_status=_status_line)
+    if rank > 0:
+        return 0
     print()
     print(text_table(("stage", "status", "key", "seconds", "result"),
                      [(s.stage, s.status, s.key or "", f"{s.seconds:.1f}" if s.status == "ran" else "-", s.headline)

@@ -54,6 +54,17 @@ class DataConfig(Strict):
     """Per-channel mean subtracted after scaling pixels to [0, 1]. Default: ImageNet's."""
     std: list[float] = Field(default_factory=lambda: list(IMAGENET_STD))
     """Per-channel standard deviation divided after the mean. Default: ImageNet's."""
+    labeled_per_class: int | None = Field(None, ge=1)
+    """Keep the labels of only this many training images a class (seeded choice); the rest of the
+    training split stays in it without labels (label -1), as a transfer set: the teacher fine-tunes on
+    the labeled images only, and distillation uses every training image, with only the distillation
+    term where no label exists. Validation and test keep their labels. None: every image labeled."""
+    unlabeled_dir: PathField | None = None
+    """A folder of unlabeled images (every image file under it, any layout), added to the training
+    split without labels: distill on your device's own data. Used by distillation only."""
+    horizontal_flip: bool = False
+    """Whether a left-right mirrored image keeps its class (most photos: yes; digits, text: no).
+    The light and strong augmentation presets mirror images only when this is true."""
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
@@ -89,19 +100,40 @@ class TrainConfig(Strict):
     """Stop when validation accuracy has not improved for this many epochs. None: train all epochs."""
     keep_best: bool = False
     """End with the weights of the epoch with the best validation accuracy instead of the last epoch's."""
+    augment: Literal["none", "light", "strong"] = "none"
+    """Random augmentation of training images (torchvision transforms v2, per image, on the uint8
+    pixels): none; light: random crop (padding 1/8 of the side, or a random resized crop from 64 px
+    up) and, when data.horizontal_flip, mirroring; strong: light plus TrivialAugmentWide. With any
+    augmentation, distillation runs the teacher on the same augmented view as the student."""
+    mixup_alpha: float = Field(0.0, ge=0)
+    """MixUp (torchvision v2.MixUp) with Beta(alpha, alpha) mixing weights; 0: off. Typical: 0.2."""
+    cutmix_alpha: float = Field(0.0, ge=0)
+    """CutMix (torchvision v2.CutMix); 0: off. With both on, each batch gets one of the two."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Autocast mixed precision for training. fp16 (CUDA only) scales the loss (torch.amp.GradScaler);
+    bf16 needs no scaler (CUDA, or CPUs with bf16 support). Part of the cache key."""
+    channels_last: bool = False
+    """Train in channels_last memory format (faster convolutions on tensor-core GPUs). Not part of the
+    cache key: results differ by floating-point noise only."""
+    compile: bool = False
+    """torch.compile the training model (CUDA mostly; slow to start on CPU). Not part of the cache key."""
 
 
 class TeacherConfig(TrainConfig):
     preset: str = "mobilenet_v2_imagenet"
     """Model preset: a name in models/teachers/ or a path to a preset YAML."""
-    strategy: Literal["full", "partial", "linear_probe"] = "full"
+    strategy: Literal["full", "partial", "linear_probe", "gradual"] = "full"
     """full: train every layer. partial: train the last `trainable_blocks` blocks of the backbone and the
-    head. linear_probe: freeze the pretrained backbone, train only the new head."""
+    head. linear_probe: freeze the pretrained backbone, train only the new head (little data).
+    gradual: start with the head alone and unfreeze one more backbone block, from the top down, every
+    `unfreeze_every` epochs (ULMFiT's gradual unfreezing)."""
     trainable_blocks: int = Field(2, ge=1)
     """partial: how many of the backbone's last blocks train."""
+    unfreeze_every: int = Field(1, ge=1)
+    """gradual: epochs between two unfreezings (epoch 1 trains the head only)."""
     blocks: str | None = None
-    """partial: module path of the container whose children are the backbone's blocks (default: the
-    model's `features` Sequential when it has one, as torchvision's MobileNets and EfficientNets do;
+    """partial, gradual: module path of the container whose children are the backbone's blocks (default:
+    the model's `features` Sequential when it has one, as torchvision's MobileNets and EfficientNets do;
     else the model's top-level children)."""
     backbone_lr_factor: float = Field(0.1, gt=0, le=1)
     """Backbone learning rate as a fraction of lr (pretrained features move less than the new head)."""
@@ -109,7 +141,18 @@ class TeacherConfig(TrainConfig):
 
 class StudentConfig(Strict):
     preset: str = "small_cnn"
-    """Model preset: a name in models/students/ or a path to a preset YAML."""
+    """Model preset: a name in models/students/ or a path to a preset YAML; `teacher` for
+    self-distillation (a student of the teacher's own architecture and initial weights)."""
+
+
+class ExtraTeacher(Strict):
+    """Another trained teacher whose soft targets are averaged in (multi-teacher distillation)."""
+
+    model: PathField
+    """Folder of a trained model: model.pt and model.json, e.g. another pipeline's finetune result
+    (<store>/results/finetune/<key>/) with the same classes. Its content is part of the cache key."""
+    weight: float = Field(1.0, gt=0)
+    """Weight of its soft targets in the average (relative to distill.teacher_weight)."""
 
 
 class HintConfig(Strict):
@@ -141,7 +184,12 @@ class DistillConfig(TrainConfig):
     """Module whose output is the student's embedding for RKD; None: the input of its classifier head."""
     use_stored_teacher_outputs: bool = True
     """Response-only KD reads the teacher's logits stored by the teach stage instead of running the
-    teacher every step. False: always run it (hints and RKD always do)."""
+    teacher every step. False: always run it (hints, RKD and augmentation always do)."""
+    extra_teachers: list[ExtraTeacher] = Field(default_factory=list)
+    """Multi-teacher KD: the soft targets are the weighted average of the teachers' tempered softmax
+    outputs (the pipeline's teacher with teacher_weight, these with theirs)."""
+    teacher_weight: float = Field(1.0, gt=0)
+    """Weight of the pipeline's own teacher in the multi-teacher average."""
 
 
 class ExportConfig(Strict):
@@ -304,7 +352,10 @@ class Pipeline(Strict):
 
 # Keys whose values are paths: relative values are resolved against the pipeline file's folder
 # (or the current directory for --set).
-PATH_KEYS = ("data.train_dir", "data.val_dir", "data.test_dir", "budgets", "teacher.preset", "student.preset")
+PATH_KEYS = ("data.train_dir", "data.val_dir", "data.test_dir", "data.unlabeled_dir", "budgets", "teacher.preset",
+             "student.preset")
+#: Lists of mappings with a path field: (list key, field).
+PATH_LIST_KEYS = (("distill.extra_teachers", "model"),)
 
 
 def _is_path_value(key: str, value: Any) -> bool:
@@ -342,6 +393,12 @@ def _resolve_paths(tree: dict, base: Path, only: set[str] | None = None) -> None
         value = _get(tree, key)
         if _is_path_value(key, value):
             _set(tree, key, str((base / value).resolve()))
+    for key, field in PATH_LIST_KEYS:
+        items = _get(tree, key)
+        if (only is None or key in only) and isinstance(items, list):
+            for item in items:
+                if isinstance(item, dict) and _is_path_value(field, item.get(field)):
+                    item[field] = str((base / item[field]).resolve())
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -431,6 +488,9 @@ class WeightsSpec(Strict):
     torchvision: str | None = None
     """A torchvision weights enum name (e.g. IMAGENET1K_V1): torchvision's own loader, which reads
     $TORCH_HOME/hub/checkpoints/ and downloads there when the file is missing."""
+    timm: str | None = None
+    """A timm pretrained tag ('' for the model's default): timm's own loader, which reads the Hugging
+    Face Hub cache and downloads there when missing. Only for timm: architectures."""
     package: str | None = None
     """'package_name:relative/path' of a file shipped inside an installed Python package."""
     file: PathField | None = None
@@ -440,9 +500,9 @@ class WeightsSpec(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> "WeightsSpec":
-        given = [k for k in ("torchvision", "package", "file") if getattr(self, k) is not None]
+        given = [k for k in ("torchvision", "timm", "package", "file") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("weights need exactly one of torchvision, package, file")
+            raise ValueError("weights need exactly one of torchvision, timm, package, file")
         return self
 
 
@@ -450,7 +510,8 @@ class ModelPreset(Strict):
     """A model preset YAML (models/teachers/*.yaml, models/students/*.yaml)."""
 
     arch: str
-    """Architecture by registry name: 'torchvision:<model name>' or 'edgedistill:<name>'."""
+    """Architecture by registry name: torchvision:<name>, timm:<name>, efficientnet_lite:<name>,
+    python:<module>:<function> or edgedistill:<name> (see edgedistill.models)."""
     kwargs: dict[str, int | float | str | bool] = Field(default_factory=dict)
     """Extra keyword arguments for the architecture's constructor."""
     weights: WeightsSpec | None = None

@@ -117,6 +117,14 @@ def load_imagefolder(cfg: DataConfig) -> RawData:
 SOURCES.update(mnist5k=_mnist5k_file, digits=_digits_file, imagefolder=_imagefolder_dirs)
 
 
+def sources(cfg: DataConfig) -> dict[str, Path]:
+    """Files the prepared dataset is made of: their content is part of the prepare stage's key."""
+    out = SOURCES[cfg.kind](cfg)
+    if cfg.unlabeled_dir is not None:
+        out["unlabeled"] = Path(cfg.unlabeled_dir)
+    return out
+
+
 def _cap_per_class(x: np.ndarray, y: np.ndarray, cap: int | None, rng: np.random.Generator):
     if cap is None:
         return x, y
@@ -164,7 +172,40 @@ def prepare(cfg: DataConfig, seed: int) -> tuple[list[str], dict[str, tuple[np.n
             x, x_h, y, y_h = train_test_split(x, y, test_size=frac, stratify=y, random_state=seed)
             splits[name] = (x_h, y_h)
         splits["train"] = (x, y)
-    return raw.classes, {k: (resize_uint8(v[0], cfg.image_size), v[1]) for k, v in splits.items()}
+    if cfg.labeled_per_class is not None:
+        splits["train"] = (splits["train"][0], _hide_labels(splits["train"][1], cfg.labeled_per_class, rng))
+    splits = {k: (resize_uint8(v[0], cfg.image_size), v[1]) for k, v in splits.items()}
+    if cfg.unlabeled_dir is not None:
+        x, y = splits["train"]
+        extra = read_unlabeled(Path(cfg.unlabeled_dir), cfg.image_size, x.shape[-1])
+        splits["train"] = (np.concatenate([x, extra]), np.concatenate([y, np.full(len(extra), UNLABELED, np.int64)]))
+    return raw.classes, splits
+
+
+UNLABELED = -1
+"""The label of a training image without one (a transfer-set image)."""
+
+
+def _hide_labels(y: np.ndarray, keep_per_class: int, rng: np.random.Generator) -> np.ndarray:
+    """y with every label but keep_per_class a class (a seeded choice) replaced by UNLABELED."""
+    out = np.full_like(y, UNLABELED)
+    for c in np.unique(y):
+        keep = rng.permutation(np.flatnonzero(y == c))[:keep_per_class]
+        out[keep] = c
+    return out
+
+
+def read_unlabeled(root: Path, size: int, channels: int) -> np.ndarray:
+    """Every image file under root (sorted paths, any depth), decoded and resized like the rest
+    (channels: those of the labeled images, 1 or 3)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    if not root.is_dir():
+        raise DataError(f"data.unlabeled_dir '{root}' is not a folder")
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+    if not paths:
+        raise DataError(f"data.unlabeled_dir '{root}' holds no image files ({', '.join(IMG_EXTENSIONS)})")
+    return np.stack([decode_image(p, size, channels) for p in paths])
 
 
 # ---- the model's input -------------------------------------------------------------------------

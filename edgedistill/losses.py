@@ -5,17 +5,45 @@ import torch
 import torch.nn.functional as F
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-            temperature: float, alpha: float, label_smoothing: float = 0.0) -> torch.Tensor:
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy averaged over the rows that have a label; 0 (with a gradient) when none has.
+
+    targets: class indices, -1 where an image has no label (data.UNLABELED); or probability rows
+    (MixUp/CutMix), all zeros for an unlabeled image."""
+    labeled = targets >= 0 if targets.dim() == 1 else targets.sum(1) > 0
+    if bool(labeled.all()):
+        return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+    if not bool(labeled.any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[labeled], targets[labeled], label_smoothing=label_smoothing)
+
+
+def teacher_log_probs(teacher_logits: torch.Tensor | list[torch.Tensor], temperature: float,
+                      weights: list[float] | None = None) -> torch.Tensor:
+    """log softmax(t / T) of one teacher; of several, the log of the weighted average of their
+    tempered softmax outputs (multi-teacher soft targets, weights normalized to sum to 1)."""
+    if isinstance(teacher_logits, torch.Tensor):
+        return F.log_softmax(teacher_logits / temperature, dim=1)
+    w = torch.tensor(weights or [1.0] * len(teacher_logits), dtype=torch.float32)
+    w = (w / w.sum()).log().tolist()
+    return torch.logsumexp(torch.stack([F.log_softmax(t / temperature, dim=1) + lw
+                                        for t, lw in zip(teacher_logits, w)]), dim=0)
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | list[torch.Tensor], labels: torch.Tensor,
+            temperature: float, alpha: float, label_smoothing: float = 0.0,
+            teacher_weights: list[float] | None = None) -> torch.Tensor:
     """Hinton et al. (2015): alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y).
 
     The KL term is averaged over the batch (``batchmean``, the true KL divergence); T^2 keeps its
-    gradient scale independent of T.
+    gradient scale independent of T. The CE term covers the labeled rows only (see cross_entropy), so
+    unlabeled transfer-set images contribute the distillation term alone. Several teachers: their
+    soft targets are averaged with teacher_weights (teacher_log_probs).
     """
     t = temperature
-    soft = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
+    soft = F.kl_div(F.log_softmax(student_logits / t, dim=1), teacher_log_probs(teacher_logits, t, teacher_weights),
                     reduction="batchmean", log_target=True)
-    hard = F.cross_entropy(student_logits, labels, label_smoothing=label_smoothing)
+    hard = cross_entropy(student_logits, labels, label_smoothing) if alpha < 1 else 0.0
     return alpha * t * t * soft + (1.0 - alpha) * hard
 
 

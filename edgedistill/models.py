@@ -1,13 +1,19 @@
 """Architectures by registry name, pretrained weights from their real sources, new task heads.
 
-Architecture names:
-  torchvision:<name>   any torchvision classification model (torchvision.models.list_models)
-  edgedistill:<name>   the small students defined here
+Architecture names (FAMILIES):
+  torchvision:<name>          any torchvision classification model (torchvision.models.list_models)
+  timm:<name>                 any timm model (timm.list_models), when timm is installed
+  efficientnet_lite:<name>    efficientnet-lite0..4 of the efficientnet-lite-pytorch package
+  python:<module>:<function>  your own: function(num_classes=..., [in_channels=...], **kwargs) -> nn.Module
+  edgedistill:<name>          the small students defined here (ARCHS)
 """
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -95,6 +101,94 @@ def last_linear(model: nn.Module) -> str:
     return names[-1]
 
 
+# A family builds its model from (name, kwargs, num_classes, in_channels, weights): with weights it keeps
+# the original classifier (the weights fit it; build() then puts a new head on), without it builds the
+# task's head directly.
+Constructor = Callable[[str, dict, int, int, "WeightsSpec | None"], nn.Module]
+FAMILIES: Registry[Constructor] = Registry("architecture family")
+
+
+@FAMILIES.register("edgedistill")
+def _edgedistill(name: str, kwargs: dict, num_classes: int, in_channels: int, weights: WeightsSpec | None) -> nn.Module:
+    if weights is not None:
+        raise ConfigError(f"arch 'edgedistill:{name}' takes no pretrained weights")
+    return ARCHS.get(name)(num_classes=num_classes, in_channels=in_channels, **kwargs)
+
+
+def _three_channels(arch: str, in_channels: int) -> None:
+    if in_channels != 3:
+        raise ConfigError(f"'{arch}' takes 3 input channels; set data.channels: 3")
+
+
+@FAMILIES.register("torchvision")
+def _torchvision(name: str, kwargs: dict, num_classes: int, in_channels: int, weights: WeightsSpec | None) -> nn.Module:
+    import torchvision
+
+    name = _torchvision_name(name)
+    _three_channels(f"torchvision:{name}", in_channels)
+    if weights is None:
+        return torchvision.models.get_model(name, num_classes=num_classes, **kwargs)
+    return torchvision.models.get_model(name, weights=None, **kwargs)
+
+
+def _import(module: str, install: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f"this preset needs the Python package '{module}': pip install {install}") from None
+
+
+@FAMILIES.register("timm")
+def _timm(name: str, kwargs: dict, num_classes: int, in_channels: int, weights: WeightsSpec | None) -> nn.Module:
+    timm = _import("timm", "timm")
+    if not timm.list_models(name):
+        raise ConfigError(f"unknown timm model '{name}'{did_you_mean(name, timm.list_models())}")
+    if weights is not None and weights.timm is not None:
+        # timm's own loader: the Hugging Face Hub, or its local cache ($HF_HUB_CACHE) when offline;
+        # with num_classes it puts a new, randomly initialized classifier on the pretrained body
+        tag = f"{name}.{weights.timm}" if weights.timm else name
+        try:
+            return timm.create_model(tag, pretrained=True, num_classes=num_classes, in_chans=in_channels, **kwargs)
+        except (OSError, RuntimeError) as e:
+            raise ConfigError(f"cannot get timm weights for '{tag}' ({str(e).splitlines()[0]}); "
+                              f"put them in the Hugging Face cache or use a weights file") from None
+    if weights is None:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
+    return timm.create_model(name, pretrained=False, in_chans=in_channels, **kwargs)
+
+
+@FAMILIES.register("efficientnet_lite")
+def _efficientnet_lite(name: str, kwargs: dict, num_classes: int, in_channels: int, weights: WeightsSpec | None) -> nn.Module:
+    module = _import("efficientnet_lite_pytorch", "--no-deps efficientnet-lite-pytorch==0.1.0")
+    _three_channels(f"efficientnet_lite:{name}", in_channels)
+    known = [f"efficientnet-lite{i}" for i in range(5)]
+    if name not in known:
+        raise ConfigError(f"unknown EfficientNet-Lite '{name}'{did_you_mean(name, known)}; known: {', '.join(known)}")
+    return module.EfficientNet.from_name(name, **({} if weights is not None else {"num_classes": num_classes}), **kwargs)
+
+
+@FAMILIES.register("python")
+def _python(ref: str, kwargs: dict, num_classes: int, in_channels: int, weights: WeightsSpec | None) -> nn.Module:
+    """Your own model: python:<module>:<function>. The module is imported as Python code (your code, on
+    your PYTHONPATH); the YAML itself stays inert."""
+    module_name, sep, function = ref.rpartition(":")
+    if not sep or not module_name or not function:
+        raise ConfigError(f"arch 'python:{ref}' must be 'python:<module>:<function>', e.g. python:mymodels:tiny_net")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(f"arch 'python:{ref}': cannot import '{module_name}' ({e}); is it on PYTHONPATH?") from None
+    fn = getattr(module, function, None)
+    if not callable(fn):
+        raise ConfigError(f"arch 'python:{ref}': '{module_name}' has no function '{function}'")
+    params = inspect.signature(fn).parameters
+    extra = {"in_channels": in_channels} if "in_channels" in params else {}
+    model = fn(num_classes=num_classes, **extra, **kwargs)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"arch 'python:{ref}' returned a {type(model).__name__}, not a torch nn.Module")
+    return model
+
+
 def build(preset: ModelPreset, num_classes: int, in_channels: int, pretrained: bool = True,
           seed: int | None = None) -> tuple[nn.Module, str]:
     """The model for a preset with a head for num_classes. Returns (model, head module path).
@@ -106,26 +200,25 @@ def build(preset: ModelPreset, num_classes: int, in_channels: int, pretrained: b
             torch.manual_seed(seed)
             return build(preset, num_classes, in_channels, pretrained)
     family, sep, name = preset.arch.partition(":")
-    if not sep or family not in ("torchvision", "edgedistill"):
-        raise ConfigError(f"arch '{preset.arch}' must be 'torchvision:<name>' or 'edgedistill:<name>'")
-    if family == "edgedistill":
-        if preset.weights is not None:
-            raise ConfigError(f"arch '{preset.arch}' takes no pretrained weights")
-        model = ARCHS.get(name)(num_classes=num_classes, in_channels=in_channels, **preset.kwargs)
-        return model, last_linear(model)
-
-    import torchvision
-
-    name = _torchvision_name(name)
-    if in_channels != 3:
-        raise ConfigError(f"torchvision model '{name}' takes 3 input channels; set data.channels: 3")
-    if preset.weights is None:
-        model = torchvision.models.get_model(name, num_classes=num_classes, **preset.kwargs)
-        return model, last_linear(model)
-    model = torchvision.models.get_model(name, weights=None, **preset.kwargs)
+    if not sep or family not in FAMILIES:
+        raise ConfigError(f"arch '{preset.arch}' must be '<family>:<name>' with a family of {', '.join(FAMILIES.names())}"
+                          f"{did_you_mean(family, FAMILIES.names())}")
+    weights = preset.weights
+    if weights is not None and weights.torchvision is not None and family != "torchvision":
+        raise ConfigError(f"weights.torchvision names torchvision weights; '{preset.arch}' is not a torchvision model")
+    if weights is not None and weights.timm is not None and family != "timm":
+        raise ConfigError(f"weights.timm names timm weights; '{preset.arch}' is not a timm model")
+    if weights is not None and weights.timm is not None:
+        # timm loads its weights and puts the new head on itself; to rebuild a trained model, the
+        # same structure without downloading
+        model = FAMILIES.get(family)(name, dict(preset.kwargs), num_classes, in_channels, weights if pretrained else None)
+        return model, preset.head or _timm_head(model)
+    model = FAMILIES.get(family)(name, dict(preset.kwargs), num_classes, in_channels, weights)
+    if weights is None:
+        return model, preset.head or (_timm_head(model) if family == "timm" else last_linear(model))
     if pretrained:
         try:
-            model.load_state_dict(_state_dict(name, preset.weights))
+            model.load_state_dict(_state_dict(name, weights))
         except RuntimeError as e:
             raise ConfigError(f"weights do not fit {preset.arch}: {str(e).splitlines()[0]}") from None
     head = preset.head or last_linear(model)
@@ -137,6 +230,12 @@ def build(preset: ModelPreset, num_classes: int, in_channels: int, pretrained: b
         raise ConfigError(f"preset head '{head}' is a {type(old).__name__}, not nn.Linear")
     model.set_submodule(head, nn.Linear(old.in_features, num_classes))
     return model, head
+
+
+def _timm_head(model: nn.Module) -> str:
+    """timm names its classifier in the model's pretrained_cfg."""
+    name = getattr(model, "pretrained_cfg", {}).get("classifier")
+    return name if name and isinstance(model.get_submodule(name), nn.Linear) else last_linear(model)
 
 
 def num_params(model: nn.Module) -> int:
@@ -152,8 +251,16 @@ def save_trained(model: nn.Module, preset: ModelPreset, num_classes: int, in_cha
     }, indent=2))
 
 
+def trained_info(path: Path) -> dict:
+    """model.json of a trained model folder (what load_trained rebuilds from)."""
+    if not (Path(path) / "model.json").is_file() or not (Path(path) / "model.pt").is_file():
+        raise ConfigError(f"'{path}' is not a trained model folder (model.pt and model.json), such as "
+                          f"<store>/results/finetune/<key>/")
+    return json.loads((Path(path) / "model.json").read_text())
+
+
 def load_trained(path: Path) -> nn.Module:
-    info = json.loads((path / "model.json").read_text())
+    info = trained_info(path)
     model, _ = build(ModelPreset.model_validate(info["preset"]), info["num_classes"], info["in_channels"], pretrained=False)
     model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
     return model.eval()

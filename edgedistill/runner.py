@@ -7,6 +7,7 @@ import importlib.metadata
 import platform
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from .config import Pipeline
-from .errors import ConfigError
+from .errors import ConfigError, StageError
 from .registry import did_you_mean
 from .store import METRICS, Result, Store, hash_obj, hash_tree, write_json
 
@@ -40,9 +41,12 @@ class Context:
     """Folder that survives a crash until the stage finishes: checkpoints go here."""
     progress: bool = True
     """Show progress bars."""
+    quiet: bool = False
+    """Say nothing (the other processes of a torchrun job: rank 0 speaks for all)."""
 
     def log(self, msg: str) -> None:
-        print(f"    {msg}", file=sys.stderr, flush=True)
+        if not self.quiet:
+            print(f"    {msg}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,9 @@ class Stage:
     """Config fields that do not change the result (model_dump's exclude syntax), e.g. device."""
     headline: Callable[[dict], str] = lambda m: ""
     """One short string of the metrics for the summary table."""
+    distributed: bool = False
+    """Under torchrun, every process runs it (data-parallel training); rank 0 alone writes the result.
+    Other stages run on rank 0 while the rest wait."""
 
 
 def toposort(stages: list[Stage]) -> list[Stage]:
@@ -225,21 +232,45 @@ class Runner:
 
     def run(self, pipeline: Pipeline, until: str | None = None, force: list[str] = (),
             on_status: Callable[[StageStatus], None] = lambda s: None) -> RunReport:
+        """Run the pipeline's stages, reusing finished results.
+
+        Under torchrun (torch.distributed initialized) every process calls this. All of them walk the
+        stages up to the last `distributed` one: rank 0 decides, runs and commits each stage, the
+        others run the distributed stages with it (their own output is thrown away) and wait for the
+        rest. After the last distributed stage only rank 0 goes on. Rank 0 alone writes to the store.
+        """
+        rank, size = _world()
         report = RunReport(pipeline)
         produced: dict[str, Result] = {}
-        for stage in self._select(until, list(force)):
+        selected = self._select(until, list(force))
+        together = max((i for i, s in enumerate(selected) if s.distributed), default=-1) if size > 1 else -1
+        for i, stage in enumerate(selected):
+            if rank > 0 and i > together:
+                break
             inputs = {i: produced[i] for i in stage.inputs}
             d = self._decide(stage, pipeline, inputs, list(force))
+            if i <= together:
+                d.reuse = _agree(stage.name, d.key, d.reuse)
             if d.reuse:
                 st = StageStatus(stage.name, "cached", d.key, headline=stage.headline(d.existing.meta["metrics"]),
                                  result=d.existing)
-            else:
+            elif rank == 0:
                 on_status(StageStatus(stage.name, "running", d.key, reason=d.why))
                 result, seconds = self._execute(stage, d.cfg, d.key, d.parts, inputs, pipeline, replace=d.existing is not None)
                 st = StageStatus(stage.name, "ran", d.key, d.why, seconds, stage.headline(result.meta["metrics"]), result)
+            else:
+                if stage.distributed:
+                    self._execute_helper(stage, d.cfg, d.key, inputs)
+                _barrier()  # rank 0 has committed the result
+                st = StageStatus(stage.name, "ran", d.key, d.why, result=self.store.get(stage.name, d.key))
+            if rank == 0 and i <= together and not d.reuse:
+                _barrier()
             produced[stage.output] = st.result
             report.statuses.append(st)
-            on_status(st)
+            if rank == 0:
+                on_status(st)
+        if rank > 0:
+            return report
         bundle = report.result("bundle")
         if bundle is not None:
             report.bundle = self.store.publish_bundle(pipeline.name, bundle.path, {
@@ -250,6 +281,12 @@ class Runner:
                 "edgedistill": importlib.metadata.version("edgedistill"),
             })
         return report
+
+    def _execute_helper(self, stage: Stage, cfg: BaseModel, key: str, inputs: dict[str, Result]) -> None:
+        """A distributed stage on a rank other than 0: same inputs and checkpoint folder, output discarded."""
+        with tempfile.TemporaryDirectory(prefix=f"{stage.name}-rank") as scratch:
+            ctx = Context(work=self.store.work_dir(stage.name, key), progress=False, quiet=True)
+            stage.run(cfg, {i: r.path for i, r in inputs.items()}, Path(scratch), ctx)
 
     def _execute(self, stage: Stage, cfg: BaseModel, key: str, parts: dict, inputs: dict[str, Result],
                  pipeline: Pipeline, replace: bool) -> tuple[Result, float]:
@@ -280,3 +317,34 @@ class Runner:
         }
         return self.store.commit(stage.name, key, tmp, meta, replace=replace), seconds
 
+
+
+# ---- torchrun: the few collective calls the runner makes ------------------------------------------
+
+def _world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) unless torch.distributed is initialized (torch imported only then)."""
+    if "torch.distributed" not in sys.modules:
+        return 0, 1
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _agree(stage: str, key: str, reuse: bool) -> bool:
+    """Rank 0's decision for a stage, checked against this process's own cache key."""
+    import torch.distributed as dist
+
+    decision = [(key, reuse)]
+    dist.broadcast_object_list(decision, src=0)
+    if decision[0][0] != key:
+        raise StageError(f"stage '{stage}': this process computed cache key {key}, rank 0 {decision[0][0]}; "
+                         f"every process needs the same pipeline, code and data")
+    return decision[0][1]
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    dist.barrier()

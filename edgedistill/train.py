@@ -4,6 +4,10 @@ Resumable and reproducible: the data order and every random draw of epoch e come
 seeded with (seed, e), and a checkpoint (model, optimizer, scheduler, history) is written atomically
 after every epoch. A run killed at any moment and started again continues from the last finished
 epoch and ends with the same weights as a run that was never interrupted (CPU, same thread count).
+
+Under torchrun (torch.distributed initialized by the CLI) the same loop is data-parallel: the model
+is wrapped in DistributedDataParallel, a DistributedSampler gives each process its share of every
+global batch (batch_size is the global batch), and rank 0 alone writes checkpoints and prints.
 """
 from __future__ import annotations
 
@@ -19,20 +23,30 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .augment import Batches
 from .config import TrainConfig
+from .errors import ConfigError
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """loss(logits, inputs, labels, indices) -> scalar; indices: the batch's rows in the training split."""
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        from .errors import ConfigError
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) unless torch.distributed is initialized."""
+    import torch.distributed as dist
 
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto: CUDA when present, else the CPU. Under torchrun each process takes the GPU of its LOCAL_RANK."""
+    if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' asked for but no CUDA device is available; use device: auto or cpu")
-    return torch.device(name)
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 @torch.no_grad()
@@ -51,7 +65,7 @@ def accuracy(logits: torch.Tensor | np.ndarray, labels: np.ndarray | torch.Tenso
 
 @torch.no_grad()
 def recompute_bn_stats(model: nn.Module, x: torch.Tensor, order: torch.Tensor, batch_size: int, batches: int,
-                       device: torch.device) -> None:
+                       device: torch.device, channels_last: bool = False) -> None:
     """Precise BN (as in pycls and timm): reset the running statistics of BatchNorm layers that are
     training and re-estimate them as a plain average over `batches` training batches. Written here
     because torch has no such helper for classification models; it is deterministic, so resuming
@@ -63,8 +77,9 @@ def recompute_bn_stats(model: nn.Module, x: torch.Tensor, order: torch.Tensor, b
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     for i in range(min(batches, len(order) // batch_size)):
-        model(x[order[i * batch_size:(i + 1) * batch_size]].to(device))
+        model(x[order[i * batch_size:(i + 1) * batch_size]].to(device, memory_format=fmt))
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
 
@@ -98,24 +113,41 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], *,
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def fit(model: nn.Module, train: Batches, val: tuple[np.ndarray, np.ndarray], *,
         cfg: TrainConfig, param_groups: list[dict], loss_fn: LossFn, seed: int, checkpoint: Path,
-        desc: str, frozen: tuple[nn.Module, ...] = (), progress: bool = True) -> FitResult:
+        desc: str, epoch_start: Callable[[int], tuple[nn.Module, ...]] = lambda epoch: (),
+        progress: bool = True) -> FitResult:
     """Train model in place; returns the per-epoch history and which epoch's weights it ends with.
 
     param_groups: torch optimizer groups, each with its own "lr" (the peak learning rate).
-    frozen: modules kept in eval mode while training (frozen backbones keep their BatchNorm statistics).
+    epoch_start(epoch): called before each epoch (0-based, also when resuming); may change which
+    parameters train (requires_grad) and returns the modules kept in eval mode during it (frozen
+    backbones keep their BatchNorm statistics).
     """
+    from torch.nn.parallel import DistributedDataParallel
+
+    rank, world_size = world()
     device = resolve_device(cfg.device)
-    model.to(device)
-    x_train, y_train = torch.as_tensor(train[0]), torch.as_tensor(train[1])
-    n = len(y_train)
+    amp_dtype = AMP_DTYPES[cfg.precision]
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"{desc}: precision fp16 needs CUDA (device is {device}); use bf16 or fp32 on the CPU")
+    if cfg.batch_size % world_size:
+        raise ConfigError(f"{desc}: batch_size {cfg.batch_size} (the global batch) must divide by the {world_size} processes")
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(device, memory_format=fmt)
+    n = len(train)
     # drop the last incomplete batch: BatchNorm cannot train on a batch of one
     steps_per_epoch = max(1, n // cfg.batch_size)
+    local_batch = cfg.batch_size // world_size
     total_steps = cfg.epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(param_groups, weight_decay=cfg.weight_decay)
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup))
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    say = (lambda msg: print(f"    {msg}", flush=True)) if rank == 0 else (lambda msg: None)
 
     history: list[dict] = []
     start_epoch, best_epoch, best_state = 0, 0, None
@@ -124,50 +156,75 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
         history, start_epoch = state["history"], state["epoch"]
         best_epoch, best_state = state["best_epoch"], state["best_model"]
-        print(f"    {desc}: resuming after epoch {start_epoch}/{cfg.epochs} from {checkpoint}", flush=True)
+        say(f"{desc}: resuming after epoch {start_epoch}/{cfg.epochs} from {checkpoint}")
 
+    net, net_params = model, None
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.early_stopping_patience and history and len(history) - best_epoch >= cfg.early_stopping_patience:
-            print(f"    {desc}: stopping early, no better validation accuracy since epoch {best_epoch}", flush=True)
+            say(f"{desc}: stopping early, no better validation accuracy since epoch {best_epoch}")
             break
         started = time.time()
-        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        torch.manual_seed(seed * 100_003 + epoch)  # dropout and any other draw in this epoch
-        order = torch.randperm(n, generator=generator)
+        frozen = epoch_start(epoch)
+        trainable = tuple(p.requires_grad for p in model.parameters())
+        if net_params != trainable:  # DDP and torch.compile track the trainable set: rewrap when it changes
+            net_params, net = trainable, model
+            if world_size > 1:
+                net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            if cfg.compile:
+                net = torch.compile(net)
+        # the sampler's permutation is the same in every process; each takes every world_size-th index,
+        # so step s of all processes together covers the same global batch as one process would
+        sampler = torch.utils.data.DistributedSampler(range(n), num_replicas=world_size, rank=rank, shuffle=True,
+                                                      seed=seed * 100_003, drop_last=True)
+        sampler.set_epoch(epoch)
+        local = torch.tensor(list(sampler), dtype=torch.long)
+        torch.manual_seed(seed * 100_003 + epoch + 7919 * rank)  # augmentation, dropout: this epoch's draws
         model.train()
         for m in frozen:
             m.eval()
-        total_loss = 0.0
-        bar = tqdm(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
-                   leave=False, unit="step")
+        total_loss = torch.zeros((), dtype=torch.float64)
+        bar = tqdm(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not progress or rank != 0, leave=False, unit="step")
         for step in bar:
-            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            x, y = x_train[idx].to(device), y_train[idx].to(device)
-            loss = loss_fn(model(x), x, y, idx)
+            idx = local[step * local_batch:(step + 1) * local_batch]
+            x, y = train(idx)
+            x, y = x.to(device, memory_format=fmt, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss = loss_fn(net(x), x, y, idx)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             value = loss.item()  # one device sync per step
             total_loss += value
-            if progress:
+            if progress and rank == 0:
                 bar.set_postfix(loss=f"{value:.3f}")
-        recompute_bn_stats(model, x_train, order, cfg.batch_size, cfg.precise_bn_batches, device)
+        if world_size > 1:  # the history reports the loss of the global batch
+            torch.distributed.all_reduce(total_loss)
+            total_loss /= world_size
+        # every process recomputes BN statistics on the same clean batches and evaluates the whole
+        # validation split, so all keep identical weights, buffers and early-stopping decisions
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        recompute_bn_stats(model, train.clean, order, cfg.batch_size, cfg.precise_bn_batches, device, cfg.channels_last)
         val_acc = accuracy(predict(model, val[0], device), val[1])
+        mean_loss = float(total_loss) / steps_per_epoch
         # no timings in the history: it is part of the result's content, which must depend only on
         # the inputs (the runner records the stage's wall time in meta.json)
-        history.append({"epoch": epoch + 1, "train_loss": total_loss / steps_per_epoch, "val_accuracy": val_acc})
-        print(f"    {desc} epoch {epoch + 1}/{cfg.epochs}: loss {total_loss / steps_per_epoch:.4f}, "
-              f"val accuracy {val_acc:.2f}% ({time.time() - started:.1f} s)", flush=True)
+        history.append({"epoch": epoch + 1, "train_loss": mean_loss, "val_accuracy": val_acc})
+        say(f"{desc} epoch {epoch + 1}/{cfg.epochs}: loss {mean_loss:.4f}, val accuracy {val_acc:.2f}% "
+            f"({time.time() - started:.1f} s)")
         if best_epoch == 0 or val_acc > history[best_epoch - 1]["val_accuracy"]:
             best_epoch = epoch + 1
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.keep_best else None
-        _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch + 1,
-                      "best_epoch": best_epoch, "best_model": best_state}, checkpoint)
+        if rank == 0:
+            _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "history": history,
+                          "epoch": epoch + 1, "best_epoch": best_epoch, "best_model": best_state}, checkpoint)
     if cfg.keep_best and best_state is not None:
         model.load_state_dict(best_state)
-    model.to("cpu").eval()
+    model.to("cpu", memory_format=torch.contiguous_format).eval()
     return FitResult(history, best_epoch, best_epoch if cfg.keep_best else len(history))

@@ -74,3 +74,112 @@ def test_sweeping_temperature_reuses_the_stored_teacher_outputs(tiny_store_copy,
     x_train, _ = Dataset.load(next((store / "results" / "prepare").iterdir())).inputs("train")
     live = predict(load_trained(next((store / "results" / "finetune").iterdir())), x_train).numpy()
     np.testing.assert_allclose(np.load(teach / "train_logits.npy"), live, rtol=1e-5, atol=1e-5)
+
+
+def _metrics_of_newest(store):
+    newest = max(distill_results(store).values(), key=lambda p: (p / "meta.json").stat().st_mtime)
+    return json.loads((newest / "metrics.json").read_text())
+
+
+def test_augmented_distillation_runs_the_teacher_on_the_students_view(tiny_store_copy, monkeypatch):
+    """With augmentation the stored logits would be of other images: the teacher runs on every batch, on
+    exactly the tensors the student gets (consistent teaching)."""
+    import torch
+
+    import edgedistill.stages.distill as distill
+
+    pipeline, store = tiny_store_copy
+    seen = []
+    real_kd = distill.kd_loss
+
+    def spy(student_logits, teacher_logits, *args, **kw):
+        seen.append(teacher_logits)
+        return real_kd(student_logits, teacher_logits, *args, **kw)
+
+    monkeypatch.setattr(distill, "kd_loss", spy)
+    inputs_of_teacher, inputs_of_student = [], []
+    real_fit = distill.fit
+
+    def fit_spy(model, train, val, **kw):
+        loss_fn = kw["loss_fn"]
+
+        def wrapped(logits, x, y, idx):
+            inputs_of_student.append(x)
+            return loss_fn(logits, x, y, idx)
+
+        kw["loss_fn"] = wrapped
+        return real_fit(model, train, val, **kw)
+
+    monkeypatch.setattr(distill, "fit", fit_spy)
+    real_load = distill.models.load_trained
+
+    def load_spy(path):
+        m = real_load(path)
+        m.register_forward_pre_hook(lambda mod, args: inputs_of_teacher.append(args[0]) if mod.training is False and torch.is_grad_enabled() is False else None)
+        return m
+
+    monkeypatch.setattr(distill.models, "load_trained", load_spy)
+    assert main(["run", str(pipeline), "--store", str(store), "--until", "distill", "--set", "distill.augment=strong",
+                 "--set", "distill.mixup_alpha=0.2"]) == 0
+    metrics = _metrics_of_newest(store)
+    assert metrics["teacher"] == "online"
+    # the teacher's inputs in training steps are the student's (augmented, mixed) inputs, tensor for tensor
+    steps = len(inputs_of_student)
+    assert steps > 0
+    training_calls = [x for x in inputs_of_teacher if any(x is s for s in inputs_of_student)]
+    assert len(training_calls) == steps
+    assert metrics["test_accuracy"] > 30
+
+
+def test_few_labels_distill_on_the_unlabeled_rest(tiny_store_copy):
+    """labeled_per_class: the teacher sees 10 labels a class; the student every training image, with
+    the labels hidden from all but those; alpha 0 (student alone) uses the labeled ones only."""
+    pipeline, store = tiny_store_copy
+    few = ["--set", "data.labeled_per_class=10"]
+    assert main(["run", str(pipeline), "--store", str(store), "--until", "distill", *few]) == 0
+    (prep,) = [p for p in (store / "results" / "prepare").iterdir()
+               if json.loads((p / "metrics.json").read_text())["unlabeled_train"] > 0]
+    prep_m = json.loads((prep / "metrics.json").read_text())
+    assert prep_m["unlabeled_train"] == prep_m["samples"]["train"] - 100
+    teacher = max((store / "results" / "finetune").iterdir(), key=lambda p: (p / "meta.json").stat().st_mtime)
+    assert json.loads((teacher / "metrics.json").read_text())["train_images"] == 100
+    kd = _metrics_of_newest(store)
+    assert kd["train_images"] == prep_m["samples"]["train"] and kd["unlabeled_train_images"] == prep_m["unlabeled_train"]
+    assert main(["run", str(pipeline), "--store", str(store), "--until", "distill", *few, "--set", "distill.alpha=0"]) == 0
+    alone = _metrics_of_newest(store)
+    assert alone["train_images"] == 100 and alone["unlabeled_train_images"] == 0 and alone["losses"][0] == "ce"
+
+
+def test_unlabeled_folder_joins_the_transfer_set(tiny_store_copy, tmp_path):
+    from PIL import Image
+
+    pipeline, store = tiny_store_copy
+    folder = tmp_path / "device_images" / "day1"
+    folder.mkdir(parents=True)
+    for i in range(5):
+        Image.new("L", (20, 20), color=40 * i).save(folder / f"frame{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    assert main(["run", str(pipeline), "--store", str(store), "--until", "distill",
+                 "--set", f"data.unlabeled_dir={folder.parent}"]) == 0
+    kd = _metrics_of_newest(store)
+    assert kd["unlabeled_train_images"] == 5
+
+
+def test_self_distillation_and_multi_teacher(tiny_store_copy):
+    """student.preset: teacher trains the teacher's architecture; extra_teachers averages in another
+    trained teacher (here the same one: the stored logits of both are then equal)."""
+    import numpy as np
+
+    pipeline, store = tiny_store_copy
+    assert main(["run", str(pipeline), "--store", str(store), "--until", "distill", "--set", "student.preset=teacher"]) == 0
+    same = _metrics_of_newest(store)
+    assert same["params"] == same["teacher_params"]
+    teacher = next((store / "results" / "finetune").iterdir())
+    assert main(["run", str(pipeline), "--store", str(store), "--until", "distill",
+                 "--set", f"distill.extra_teachers=[{{model: {teacher}, weight: 0.5}}]"]) == 0
+    multi = _metrics_of_newest(store)
+    assert multi["teachers"] == 2
+    teach = max((store / "results" / "teach").iterdir(), key=lambda p: (p / "meta.json").stat().st_mtime)
+    np.testing.assert_array_equal(np.load(teach / "extra_0_train_logits.npy"), np.load(teach / "train_logits.npy"))
+    assert main(["run", str(pipeline), "--store", str(store), "--until", "distill",
+                 "--set", "distill.extra_teachers=[{model: /nonexistent}]"]) == 2

@@ -79,3 +79,46 @@ def test_hint_loss_by_hand():
     teacher = torch.tensor([[[[5.0]]]])
     # adapter: 2*[1,2,3,4] + [0,0,0,4] = [2,4,6,12], pooled to 1x1: mean 6; (6 - 5)^2 = 1
     assert hint_loss(student, teacher, adapter).item() == pytest.approx(1.0)
+
+
+def test_unlabeled_rows_get_only_the_distillation_term():
+    """Rows labeled -1 (transfer-set images) add their KL term but no cross-entropy."""
+    s, t = torch.tensor(GOLDEN["student_logits"]), torch.tensor(GOLDEN["teacher_logits"])
+    labels = torch.tensor(GOLDEN["labels"])
+    T, alpha = 4.0, 0.7
+    kd_only = kd_loss(s, t, labels, T, 1.0) / (T * T)  # batch-mean KL
+    part = labels.clone()
+    part[1:] = -1  # only row 0 keeps its label
+    ce0 = torch.nn.functional.cross_entropy(s[:1], labels[:1])
+    assert kd_loss(s, t, part, T, alpha).item() == pytest.approx((alpha * T * T * kd_only + (1 - alpha) * ce0).item(), rel=1e-6)
+    none = torch.full_like(labels, -1)
+    assert kd_loss(s, t, none, T, alpha).item() == pytest.approx((alpha * T * T * kd_only).item(), rel=1e-6)
+
+
+def test_mixed_soft_targets_skip_all_zero_rows():
+    from edgedistill.losses import cross_entropy
+
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0], [1.0, -2.0, 0.0]])
+    targets = torch.tensor([[0.7, 0.3, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # row 1: unlabeled
+    logp = torch.log_softmax(logits, 1)
+    by_hand = -((targets * logp).sum(1)[[0, 2]]).mean()
+    assert cross_entropy(logits, targets).item() == pytest.approx(by_hand.item(), rel=1e-6)
+
+
+def test_multi_teacher_soft_target_is_the_weighted_average_of_tempered_softmaxes():
+    """Two teachers weighted 3:1, worked out in numpy: KL(0.75 p1 + 0.25 p2 || q)."""
+    rng = np.random.default_rng(0)
+    s, t1, t2 = (rng.normal(size=(4, 5)) for _ in range(3))
+    T = 2.0
+
+    def softmax(z):
+        e = np.exp(z / T)
+        return e / e.sum(1, keepdims=True)
+
+    p = 0.75 * softmax(t1) + 0.25 * softmax(t2)
+    kl = float((p * np.log(p / softmax(s))).sum(1).mean())
+    loss = kd_loss(torch.tensor(s), [torch.tensor(t1), torch.tensor(t2)], torch.zeros(4, dtype=torch.long), T, 1.0,
+                   teacher_weights=[3.0, 1.0])
+    assert loss.item() == pytest.approx(T * T * kl, rel=1e-6)
+    single = kd_loss(torch.tensor(s), [torch.tensor(t1)], torch.zeros(4, dtype=torch.long), T, 1.0)
+    assert single.item() == pytest.approx(kd_loss(torch.tensor(s), torch.tensor(t1), torch.zeros(4, dtype=torch.long), T, 1.0).item())

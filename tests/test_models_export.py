@@ -1,5 +1,7 @@
 """Every registered architecture and preset: forward, ONNX export, ONNX Runtime parity; weights loading."""
 import os
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +25,76 @@ def test_registered_arch_exports_with_parity(name, tmp_path):
     export.export_onnx(model, x[:2], tmp_path / "m.onnx", opset=18)
     p = export.parity(model, tmp_path / "m.onnx", x.numpy())  # batch 4 through a graph exported at 2
     assert p["max_abs_diff"] < 1e-4 and p["top1_agreement"] == 1.0
+
+
+FAMILY_EXAMPLES = {
+    "edgedistill": "edgedistill:small_cnn",
+    "torchvision": "torchvision:mobilenet_v3_small",
+    "timm": "timm:mobilenetv3_small_050",
+    "efficientnet_lite": "efficientnet_lite:efficientnet-lite0",
+    "python": "python:mymodels:tiny_net",
+}
+
+
+@pytest.fixture
+def user_models(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "fixtures" / "usermodels"))
+
+
+@pytest.mark.parametrize("family", models.FAMILIES.names())
+def test_every_architecture_family_builds_exports_and_matches(family, tmp_path, user_models):
+    torch.manual_seed(0)
+    model, head = models.build(ModelPreset(arch=FAMILY_EXAMPLES[family]), num_classes=7, in_channels=3, seed=0)
+    assert model.get_submodule(head).out_features == 7
+    x = torch.randn(3, 3, 32, 32)
+    model.eval()
+    export.export_onnx(model, x[:2], tmp_path / "m.onnx", opset=18)
+    p = export.parity(model, tmp_path / "m.onnx", x.numpy())
+    assert p["max_abs_diff"] < 1e-3 and p["top1_agreement"] == 1.0
+
+
+@pytest.mark.parametrize("arch, message", [
+    ("python:mymodels:nope", "'mymodels' has no function 'nope'"),
+    ("python:mymodels:NOT_A_MODEL", "has no function 'NOT_A_MODEL'"),
+    ("python:not_a_module_here:f", "cannot import 'not_a_module_here'"),
+    ("python:tiny_net", "must be 'python:<module>:<function>'"),
+    ("timm:mobilenetv3_smal_050", "unknown timm model 'mobilenetv3_smal_050' (did you mean 'mobilenetv3_small_050'?)"),
+    ("efficientnet_lite:efficientnet-lite9", "unknown EfficientNet-Lite"),
+    ("torchvison:resnet18", "did you mean 'torchvision'"),
+])
+def test_architecture_errors_name_the_problem(arch, message, user_models):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        models.build(ModelPreset(arch=arch), 10, 3)
+
+
+def test_efficientnet_lite_weights_are_the_packaged_imagenet_ones():
+    preset = load_preset("efficientnet_lite0_imagenet", "teachers")
+    model, head = models.build(preset, num_classes=10, in_channels=3)
+    sd = torch.load(models.weights_file(preset.weights), map_location="cpu", weights_only=True)
+    assert head == "_fc" and model._fc.out_features == 10
+    assert torch.equal(model.state_dict()["_conv_stem.weight"], sd["_conv_stem.weight"])
+
+
+def test_timm_pretrained_weights_load_through_the_local_hub_cache(tmp_path, monkeypatch):
+    """The path users take online (weights: {timm: ''}): timm.create_model(pretrained=True) reads the
+    Hugging Face cache. Nothing may be downloaded here, so the cache is filled with a timm checkpoint
+    saved from a model of the same architecture, then read back through timm's own loader."""
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    name = "mobilenetv3_small_050"
+    torch.manual_seed(123)  # not the seed build() initializes with below
+    source = timm.create_model(name, pretrained=False)
+    file = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(file))
+    # pretrained_cfg_overlay points timm's loader at a local file: the same loading code as the hub path
+    preset = ModelPreset(arch=f"timm:{name}", weights={"timm": ""}, kwargs={})
+    real = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda *a, **kw: real(*a, pretrained_cfg_overlay={"file": str(file)}, **kw))
+    model, head = models.build(preset, num_classes=10, in_channels=3, seed=0)
+    assert head == "classifier" and model.classifier.out_features == 10
+    assert torch.equal(model.state_dict()["conv_stem.weight"], source.state_dict()["conv_stem.weight"])
 
 
 @pytest.mark.parametrize("role, name", PRESETS)

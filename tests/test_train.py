@@ -2,7 +2,18 @@
 import torch
 from torch import nn
 
+from edgedistill.augment import Batches
 from edgedistill.train import recompute_bn_stats
+
+GRAY_SPEC = {"height": 2, "width": 2, "channels": 1, "scale": 1 / 255, "mean": [0.5], "std": [0.25]}
+
+
+def gray_batches(n: int, cfg, size: int = 2, classes: int = 3, seed: int = 0) -> Batches:
+    """n random gray size x size images with random labels, as the training loop takes them."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, size, size, 1), generator=g, dtype=torch.uint8).numpy()
+    labels = torch.randint(0, classes, (n,), generator=g).numpy()
+    return Batches(images, labels, {**GRAY_SPEC, "height": size, "width": size}, cfg, False, classes)
 
 
 def test_precise_bn_replaces_stale_running_statistics():
@@ -51,9 +62,9 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path, monkeypatch):
                                                                       real_save(state, path)))
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
-    x, y = torch.randn(32, 1, 2, 2).numpy(), torch.randint(0, 3, (32,)).numpy()
     cfg = TrainConfig(epochs=6, batch_size=8, lr=0.1, early_stopping_patience=2, keep_best=True)
-    result = train.fit(model, (x, y), (x, y), cfg=cfg, param_groups=[{"params": list(model.parameters()), "lr": 0.1}],
+    data = gray_batches(32, cfg)
+    result = train.fit(model, data, (data.clean.numpy(), data.labels.numpy()), cfg=cfg, param_groups=[{"params": list(model.parameters()), "lr": 0.1}],
                        loss_fn=lambda lg, xb, yb, idx: nn.functional.cross_entropy(lg, yb), seed=0,
                        checkpoint=tmp_path / "ck.pt", desc="t", progress=False)
     assert [h["val_accuracy"] for h in result.history] == [50.0, 70.0, 60.0, 65.0]
@@ -62,7 +73,8 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path, monkeypatch):
     assert not all(torch.equal(saved[3][k], saved[1][k]) for k in saved[1])  # not simply the last ones
 
 
-def test_partial_finetuning_trains_only_the_last_blocks(tmp_path):
+def _finetune_mobilenet(tmp_path, **teacher) -> tuple[dict, dict, dict]:
+    """Fine-tune the real MobileNetV2 on a few digits; (pretrained state, trained state, metrics)."""
     from edgedistill.config import DataConfig, TeacherConfig, load_preset
     from edgedistill.models import weights_file
     from edgedistill.runner import Context
@@ -73,13 +85,15 @@ def test_partial_finetuning_trains_only_the_last_blocks(tmp_path):
     prepare.run(prepare.PrepareConfig(data=DataConfig(kind="digits", image_size=16, max_per_class=15), seed=0), {},
                 data, Context(work=tmp_path, progress=False))
     preset = load_preset("mobilenet_v2_imagenet", "teachers")
-    cfg = finetune.FinetuneConfig(teacher=TeacherConfig(strategy="partial", trainable_blocks=2, epochs=1, batch_size=16,
-                                                        lr=0.01), model=preset, seed=0)
+    cfg = finetune.FinetuneConfig(teacher=TeacherConfig(batch_size=16, lr=0.01, **teacher), model=preset, seed=0)
     out = tmp_path / "out"
     out.mkdir()
     metrics = finetune.run(cfg, {"dataset": data}, out, Context(work=tmp_path, progress=False))
-    pretrained = torch.load(weights_file(preset.weights), weights_only=True)
-    trained = torch.load(out / "model.pt", weights_only=True)
+    return torch.load(weights_file(preset.weights), weights_only=True), torch.load(out / "model.pt", weights_only=True), metrics
+
+
+def test_partial_finetuning_trains_only_the_last_blocks(tmp_path):
+    pretrained, trained, metrics = _finetune_mobilenet(tmp_path, strategy="partial", trainable_blocks=2, epochs=1)
     # torchvision MobileNetV2: features.0 .. features.18; the last two (17, 18) and the new head train
     assert torch.equal(trained["features.16.conv.0.0.weight"], pretrained["features.16.conv.0.0.weight"])
     assert torch.equal(trained["features.16.conv.0.1.running_mean"], pretrained["features.16.conv.0.1.running_mean"])
@@ -87,3 +101,40 @@ def test_partial_finetuning_trains_only_the_last_blocks(tmp_path):
     expected = sum(v.numel() for k, v in trained.items() if k.startswith(("features.17.", "features.18.", "classifier.1."))
                    and "running" not in k and "num_batches" not in k)
     assert metrics["trainable_params"] == expected
+
+
+def test_gradual_unfreezing_opens_one_block_per_epoch(tmp_path):
+    """Epoch 1 trains the head only, epoch 2 also the last block (features.18), epoch 3 also features.17."""
+    pretrained, trained, metrics = _finetune_mobilenet(tmp_path, strategy="gradual", unfreeze_every=1, epochs=2)
+    assert torch.equal(trained["features.17.conv.0.0.weight"], pretrained["features.17.conv.0.0.weight"])
+    assert torch.equal(trained["features.17.conv.0.1.running_mean"], pretrained["features.17.conv.0.1.running_mean"])
+    assert not torch.equal(trained["features.18.0.weight"], pretrained["features.18.0.weight"])
+    assert metrics["trainable_params"] == sum(v.numel() for k, v in trained.items()
+                                              if k.startswith(("features.18.", "classifier.1."))
+                                              and "running" not in k and "num_batches" not in k)
+
+
+def test_mixed_precision_and_channels_last_train_on_the_cpu(tmp_path):
+    """The CUDA options run the same code on the CPU: bf16 autocast, channels_last; fp16 needs CUDA."""
+    import pytest
+
+    import edgedistill.train as train
+    from edgedistill.config import TrainConfig
+    from edgedistill.errors import ConfigError
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3))
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=0.05, precision="bf16", channels_last=True, device="cpu")
+    data = gray_batches(32, cfg, size=4)
+    seen = []
+    result = train.fit(model, data, (data.clean.numpy(), data.labels.numpy()), cfg=cfg,
+                       param_groups=[{"params": list(model.parameters()), "lr": cfg.lr}],
+                       loss_fn=lambda lg, xb, yb, idx: (seen.append((lg.dtype, xb.is_contiguous(memory_format=torch.channels_last))),
+                                                        nn.functional.cross_entropy(lg, yb))[1],
+                       seed=0, checkpoint=tmp_path / "ck.pt", desc="t", progress=False)
+    assert seen[0] == (torch.bfloat16, True) and len(result.history) == 2
+    assert next(model.parameters()).dtype == torch.float32  # autocast: the weights stay fp32
+    with pytest.raises(ConfigError, match="fp16 needs CUDA"):
+        train.fit(model, data, (data.clean.numpy(), data.labels.numpy()), cfg=cfg.model_copy(update={"precision": "fp16"}),
+                  param_groups=[{"params": list(model.parameters()), "lr": cfg.lr}], loss_fn=None, seed=0,
+                  checkpoint=tmp_path / "ck2.pt", desc="t", progress=False)

@@ -1,6 +1,10 @@
 """distill: the student learns from the teacher: soft targets with temperature (Hinton KD) and the
 labels, plus, when configured, the teacher's intermediate features (FitNets hints, through learned
-adapters) and the relations between the batch's embeddings (RKD distance and angle)."""
+adapters) and the relations between the batch's embeddings (RKD distance and angle).
+
+Training images without a label (data.labeled_per_class, data.unlabeled_dir) get the distillation
+terms only. With alpha 0 (no distillation term: the "student alone" baseline) they are left out.
+Several teachers (distill.extra_teachers): their tempered soft targets are averaged."""
 from __future__ import annotations
 
 import json
@@ -11,7 +15,8 @@ import torch
 from torch import nn
 
 from .. import models
-from ..config import DistillConfig, ModelPreset, Strict, load_preset
+from ..augment import Batches
+from ..config import DistillConfig, ModelPreset, Pipeline, Strict, load_preset
 from ..data import Dataset
 from ..errors import ConfigError
 from ..losses import hint_loss, kd_loss, rkd_angle_loss, rkd_distance_loss
@@ -24,6 +29,8 @@ class DistillStageConfig(Strict):
     model: ModelPreset
     """The resolved student preset."""
     seed: int
+    horizontal_flip: bool = False
+    """data.horizontal_flip: whether augmentation may mirror images."""
 
 
 class Distillee(nn.Module):
@@ -54,6 +61,11 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
     device = resolve_device(d.device)
     teacher = models.load_trained(inputs["teacher"]).to(device)
     teacher_preset = ModelPreset.model_validate(json.loads((inputs["teacher"] / "model.json").read_text())["preset"])
+    extra = [models.load_trained(Path(e.model)).to(device) for e in d.extra_teachers]
+    for e in d.extra_teachers:
+        if (classes := models.trained_info(Path(e.model))["num_classes"]) != num_classes:
+            raise ConfigError(f"distill.extra_teachers: '{e.model}' predicts {classes} classes, the data has {num_classes}")
+    teacher_weights = [d.teacher_weight] + [e.weight for e in d.extra_teachers]
     student, student_head = models.build(cfg.model, num_classes, in_channels, pretrained=True, seed=cfg.seed)
 
     # feature and relation taps, checked before any training
@@ -66,27 +78,37 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
         s_taps.add("embedding", d.rkd_student_layer or student_head, use_input=d.rkd_student_layer is None)
         t_taps.add("embedding", d.rkd_teacher_layer or models.head_path(teacher, teacher_preset),
                    use_input=d.rkd_teacher_layer is None)
-    x_train, y_train = ds.inputs("train")
+    images, labels = ds.splits["train"]
+    # alpha 0 has no distillation term: images without a label would teach nothing
+    rows = np.flatnonzero(labels >= 0) if d.alpha == 0 else np.arange(len(labels))
+    train = Batches(images[rows], labels[rows], ds.spec, d, cfg.horizontal_flip, num_classes)
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        example = torch.from_numpy(x_train[:2]).to(device)
+        example = train.clean[:2].to(device)
         teacher(example)
         student.to(device).eval()(example)
         adapters = nn.ModuleList([make_adapter(i, s_taps.values[f"hint{i}"], t_taps.values[f"hint{i}"])
                                   for i in range(len(d.hints))])
     distillee = Distillee(student, adapters)
 
-    # response-only KD reads the teacher's stored logits; hints and RKD need its layers, so it runs
-    online = bool(d.hints) or use_rkd or not d.use_stored_teacher_outputs
-    cached = None if online else torch.from_numpy(np.load(inputs["teacher_outputs"] / "train_logits.npy"))
+    # Response-only KD on fixed images reads the teachers' stored logits. Hints and RKD need the
+    # teacher's layers, and augmented images need the teacher to see the same view as the student
+    # (consistent teaching): then the teachers run on every batch.
+    online = bool(d.hints) or use_rkd or train.random or not d.use_stored_teacher_outputs
+    cached = None
+    if not online:
+        stored = [np.load(inputs["teacher_outputs"] / "train_logits.npy")]
+        stored += [np.load(inputs["teacher_outputs"] / f"extra_{i}_train_logits.npy") for i in range(len(extra))]
+        cached = [torch.from_numpy(a[rows]) for a in stored]
 
     def loss_fn(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         if online:
             with torch.no_grad():
-                teacher_logits = teacher(x)
+                teacher_logits = [m(x) for m in (teacher, *extra)]
         else:
-            teacher_logits = cached[idx].to(logits.device)
-        loss = kd_loss(logits, teacher_logits, y, d.temperature, d.alpha, d.label_smoothing)
+            teacher_logits = [c[idx].to(logits.device) for c in cached]
+        loss = kd_loss(logits, teacher_logits[0] if not extra else teacher_logits, y, d.temperature, d.alpha,
+                       d.label_smoothing, teacher_weights)
         for i, h in enumerate(d.hints):
             loss = loss + h.weight * hint_loss(s_taps.values[f"hint{i}"], t_taps.values[f"hint{i}"], adapters[i])
         if d.rkd_distance_weight > 0:
@@ -95,7 +117,7 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
             loss = loss + d.rkd_angle_weight * rkd_angle_loss(s_taps.values["embedding"], t_taps.values["embedding"])
         return loss
 
-    result = fit(distillee, (x_train, y_train), ds.inputs("val"), cfg=d,
+    result = fit(distillee, train, ds.inputs("val"), cfg=d,
                   param_groups=[{"params": list(distillee.parameters()), "lr": d.lr}], loss_fn=loss_fn,
                   seed=cfg.seed, checkpoint=ctx.work / "checkpoint.pt", desc="distill", progress=ctx.progress)
     s_taps.remove()
@@ -105,17 +127,28 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
     models.save_trained(student, cfg.model, num_classes, in_channels, out)
     teacher_params = models.num_params(teacher)
     params = models.num_params(student)
-    losses = ["kd"] + [f"hint:{h.teacher}->{h.student}" for h in d.hints] + \
+    losses = ["kd" if d.alpha > 0 else "ce"] + [f"hint:{h.teacher}->{h.student}" for h in d.hints] + \
              (["rkd_distance"] if d.rkd_distance_weight > 0 else []) + (["rkd_angle"] if d.rkd_angle_weight > 0 else [])
     return {"val_accuracy": result.val_accuracy, "test_accuracy": test_acc, "params": params,
             "teacher_params": teacher_params, "params_ratio": params / teacher_params, "losses": losses,
-            "teacher": "online" if online else "cached",
+            "teacher": "online" if online else "cached", "teachers": 1 + len(extra),
+            "train_images": int(len(rows)), "unlabeled_train_images": int((labels[rows] < 0).sum()),
             "history": result.history, "best_epoch": result.best_epoch, "final_epoch": result.final_epoch}
 
 
+def student_preset(p: Pipeline) -> ModelPreset:
+    """The student's preset; `teacher` is self-distillation: the teacher's own architecture and
+    initial weights, trained again from the teacher's soft targets."""
+    if p.student.preset == "teacher":
+        return load_preset(p.teacher.preset, "teachers")
+    return load_preset(p.student.preset, "students")
+
+
 STAGE = Stage(
-    name="distill", version=5, inputs=("dataset", "teacher", "teacher_outputs"), output="student",
-    configure=lambda p: DistillStageConfig(distill=p.distill, model=load_preset(p.student.preset, "students"), seed=p.seed),
-    run=run, key_exclude={"distill": {"device"}},
+    name="distill", version=6, inputs=("dataset", "teacher", "teacher_outputs"), output="student",
+    configure=lambda p: DistillStageConfig(distill=p.distill, model=student_preset(p), seed=p.seed,
+                                           horizontal_flip=p.data.horizontal_flip),
+    run=run, key_exclude={"distill": {"device", "channels_last", "compile"}}, distributed=True,
+    sources=lambda cfg: {f"extra_teacher_{i}": Path(e.model) for i, e in enumerate(cfg.distill.extra_teachers)},
     headline=lambda m: f"student test acc {m['test_accuracy']:.2f}%, {m['params'] / 1e3:.0f}k params ({m['params_ratio']:.1%} of teacher)",
 )

@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import models
+from ..augment import Batches
 from ..config import ModelPreset, Strict, TeacherConfig, load_preset
 from ..data import Dataset
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..runner import Context, Stage
 from ..train import accuracy, fit, predict
 
@@ -19,6 +20,8 @@ class FinetuneConfig(Strict):
     model: ModelPreset
     """The resolved preset (its content, not its name, is part of the cache key)."""
     seed: int
+    horizontal_flip: bool = False
+    """data.horizontal_flip: whether augmentation may mirror images."""
 
 
 def backbone_blocks(model: nn.Module, head_name: str, path: str | None) -> list[nn.Module]:
@@ -40,35 +43,50 @@ def run(cfg: FinetuneConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
     t = cfg.teacher
     if t.strategy != "full" and cfg.model.weights is None:
         raise ConfigError(f"teacher.strategy '{t.strategy}' freezes pretrained layers: it needs a preset with weights")
-    # what trains besides the head: everything (full), the last blocks (partial), nothing (linear_probe)
+    # what trains besides the head: everything (full), the last blocks (partial), nothing (linear_probe),
+    # more and more blocks from the top down (gradual)
+    blocks = backbone_blocks(model, head_name, t.blocks) if t.strategy in ("partial", "gradual") else []
     if t.strategy == "full":
         trainable = [m for n, m in model.named_children() if n != head_name.split(".")[0]]
     elif t.strategy == "partial":
-        blocks = backbone_blocks(model, head_name, t.blocks)
         trainable = blocks[-t.trainable_blocks:]
+    elif t.strategy == "gradual":
+        trainable = blocks
     else:
         trainable = []
     head_params = {id(p) for p in head.parameters()}
     backbone = [p for m in trainable for p in m.parameters() if id(p) not in head_params]
-    backbone_ids = {id(p) for p in backbone}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in head_params or id(p) in backbone_ids)
-    # frozen layers keep their BatchNorm statistics: every module with no trainable parameter of its own
-    frozen = tuple(m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                   and not any(p.requires_grad for p in m.parameters()))
     groups = [{"params": list(head.parameters()), "lr": t.lr}]
     if backbone:  # a backbone trained from scratch gets the head's learning rate
         groups.append({"params": backbone, "lr": t.lr * (t.backbone_lr_factor if cfg.model.weights else 1.0)})
 
-    train, val = ds.inputs("train"), ds.inputs("val")
-    result = fit(model, train, val, cfg=t, param_groups=groups, seed=cfg.seed, checkpoint=ctx.work / "checkpoint.pt",
-                 loss_fn=lambda logits, x, y, idx: F.cross_entropy(logits, y, label_smoothing=t.label_smoothing),
-                 desc="finetune", frozen=frozen, progress=ctx.progress)
+    def epoch_start(epoch: int) -> tuple[nn.Module, ...]:
+        """Set what trains this epoch; return the modules whose BatchNorm statistics stay frozen."""
+        if t.strategy == "gradual":  # epoch 0: the head alone; then one more block every unfreeze_every
+            unfrozen = blocks[len(blocks) - min(len(blocks), epoch // t.unfreeze_every):] if epoch else []
+        else:
+            unfrozen = trainable
+        on = head_params | {id(p) for m in unfrozen for p in m.parameters()}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in on)
+        # frozen layers keep their BatchNorm statistics: every BN with no trainable parameter of its own
+        return tuple(m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                     and not any(p.requires_grad for p in m.parameters()))
+
+    x, y = ds.splits["train"]
+    labeled = y >= 0  # the teacher learns from labeled images only; the rest is distill's transfer set
+    if not labeled.any():
+        raise DataError("the training split has no labeled image; the teacher needs labels to fine-tune")
+    train = Batches(x[labeled], y[labeled], ds.spec, t, cfg.horizontal_flip, num_classes)
+    result = fit(model, train, ds.inputs("val"), cfg=t, param_groups=groups, seed=cfg.seed,
+                 checkpoint=ctx.work / "checkpoint.pt", desc="finetune", epoch_start=epoch_start, progress=ctx.progress,
+                 loss_fn=lambda logits, x, y, idx: F.cross_entropy(logits, y, label_smoothing=t.label_smoothing))
     x_test, y_test = ds.inputs("test")
     test_acc = accuracy(predict(model, x_test), y_test)
     models.save_trained(model, cfg.model, num_classes, in_channels, out)
     return {"val_accuracy": result.val_accuracy, "test_accuracy": test_acc, "params": models.num_params(model),
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "train_images": int(labeled.sum()),
             "history": result.history, "best_epoch": result.best_epoch, "final_epoch": result.final_epoch}
 
 
@@ -78,8 +96,9 @@ def _sources(cfg: FinetuneConfig) -> dict[str, Path]:
 
 
 STAGE = Stage(
-    name="finetune", version=4, inputs=("dataset",), output="teacher",
-    configure=lambda p: FinetuneConfig(teacher=p.teacher, model=load_preset(p.teacher.preset, "teachers"), seed=p.seed),
-    run=run, sources=_sources, key_exclude={"teacher": {"device"}},
+    name="finetune", version=5, inputs=("dataset",), output="teacher",
+    configure=lambda p: FinetuneConfig(teacher=p.teacher, model=load_preset(p.teacher.preset, "teachers"), seed=p.seed,
+                                       horizontal_flip=p.data.horizontal_flip),
+    run=run, sources=_sources, key_exclude={"teacher": {"device", "channels_last", "compile"}}, distributed=True,
     headline=lambda m: f"teacher test acc {m['test_accuracy']:.2f}%, {m['params'] / 1e6:.2f}M params",
 )

@@ -23,14 +23,16 @@ def run(cfg: PrepareConfig, inputs: dict[str, Path], out: Path, ctx: Context) ->
     source_channels = splits["train"][0].shape[-1]
     (out / "preprocess.json").write_text(json.dumps(data.preprocess_spec(cfg.data, source_channels), indent=2))
     counts = {s: int(len(y)) for s, (_, y) in splits.items()}
-    ctx.log(f"{len(classes)} classes; train {counts['train']}, val {counts['val']}, test {counts['test']} images")
-    return {"classes": len(classes), "samples": counts}
+    unlabeled = int((splits["train"][1] == data.UNLABELED).sum())
+    ctx.log(f"{len(classes)} classes; train {counts['train']} ({unlabeled} unlabeled), val {counts['val']}, "
+            f"test {counts['test']} images")
+    return {"classes": len(classes), "samples": counts, "unlabeled_train": unlabeled}
 
 
 STAGE = Stage(
-    name="prepare", version=1, inputs=(), output="dataset",
+    name="prepare", version=2, inputs=(), output="dataset",
     configure=lambda p: PrepareConfig(data=p.data, seed=p.seed),
     run=run,
-    sources=lambda cfg: data.SOURCES[cfg.data.kind](cfg.data),
+    sources=lambda cfg: data.sources(cfg.data),
     headline=lambda m: "train/val/test " + "/".join(str(m["samples"][s]) for s in ("train", "val", "test")),
 )

@@ -1,4 +1,5 @@
-"""teach: the fine-tuned teacher's logits on the training split, stored once.
+"""teach: the fine-tuned teacher's logits on the training split, stored once (and those of the extra
+teachers of multi-teacher distillation).
 
 The student sees no random augmentation, so the teacher's outputs for each training image never
 change: distill reads them from here instead of running the teacher every step, and sweeping the
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Strict
+from ..config import ExtraTeacher, Strict
 from ..data import Dataset
 from ..models import load_trained
 from ..runner import Context, Stage
@@ -19,18 +20,24 @@ from ..train import predict
 
 
 class TeachConfig(Strict):
-    """No options: the result depends only on the teacher and the data."""
+    extra_teachers: list[ExtraTeacher]
+    """distill.extra_teachers: their logits are stored too (extra_<i>_train_logits.npy)."""
 
 
 def run(cfg: TeachConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
     x_train, _ = Dataset.load(inputs["dataset"]).inputs("train")
     logits = predict(load_trained(inputs["teacher"]), x_train).numpy().astype(np.float32)
     np.save(out / "train_logits.npy", logits)
-    return {"samples": int(len(logits)), "classes": int(logits.shape[1])}
+    for i, e in enumerate(cfg.extra_teachers):
+        np.save(out / f"extra_{i}_train_logits.npy", predict(load_trained(Path(e.model)), x_train).numpy().astype(np.float32))
+    return {"samples": int(len(logits)), "classes": int(logits.shape[1]), "teachers": 1 + len(cfg.extra_teachers)}
 
 
 STAGE = Stage(
-    name="teach", version=1, inputs=("dataset", "teacher"), output="teacher_outputs",
-    configure=lambda p: TeachConfig(), run=run,
-    headline=lambda m: f"teacher logits for {m['samples']} training images",
+    name="teach", version=2, inputs=("dataset", "teacher"), output="teacher_outputs",
+    # the weights do not change the stored logits: only the teachers' folders are in the key
+    configure=lambda p: TeachConfig(extra_teachers=p.distill.extra_teachers), run=run,
+    key_exclude={"extra_teachers": {"__all__": {"weight"}}},
+    sources=lambda cfg: {f"extra_teacher_{i}": Path(e.model) for i, e in enumerate(cfg.extra_teachers)},
+    headline=lambda m: f"logits of {m.get('teachers', 1)} teacher(s) for {m['samples']} training images",
 )

@@ -1,0 +1,79 @@
+"""Training batches: gathered by index, augmented per image with torchvision transforms v2, normalized
+as preprocess.json says, and mixed (MixUp / CutMix) when configured.
+
+Every random draw comes from torch's global generator, which the training loop seeds per epoch, so a
+resumed run augments exactly as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+
+from .config import TrainConfig
+from .data import UNLABELED, to_model_input
+
+
+def image_transform(preset: str, size: int, horizontal_flip: bool) -> v2.Transform | None:
+    """The per-image transform of an augmentation preset, on uint8 CHW tensors (None for 'none')."""
+    if preset == "none":
+        return None
+    # small images (digits, CIFAR-like): the classic pad-and-crop; larger ones: random resized crops
+    crop = (v2.RandomCrop(size, padding=max(1, size // 8)) if size < 64
+            else v2.RandomResizedCrop(size, scale=(0.35, 1.0), antialias=True))
+    steps: list[v2.Transform] = [crop]
+    if horizontal_flip:
+        steps.append(v2.RandomHorizontalFlip())
+    if preset == "strong":
+        steps.append(v2.TrivialAugmentWide())
+    return v2.Compose(steps)
+
+
+class Batches:
+    """Training batches of a split: batch(idx) -> (model input, targets).
+
+    Targets are class indices (UNLABELED where an image has none), or, with MixUp/CutMix, mixed
+    one-hot rows (all zeros for an unlabeled image, so only the distillation term sees it).
+    Without augmentation the whole split is normalized once and batches are plain index lookups.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, spec: dict, cfg: TrainConfig,
+                 horizontal_flip: bool, num_classes: int):
+        self.spec, self.num_classes = spec, num_classes
+        self.labels = torch.as_tensor(labels)
+        self.transform = image_transform(cfg.augment, spec["height"], horizontal_flip)
+        self.clean = torch.from_numpy(to_model_input(images, spec))
+        self.pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2) if self.transform else None
+        mixers = ([v2.MixUp(alpha=cfg.mixup_alpha, num_classes=num_classes)] if cfg.mixup_alpha > 0 else []) + \
+                 ([v2.CutMix(alpha=cfg.cutmix_alpha, num_classes=num_classes)] if cfg.cutmix_alpha > 0 else [])
+        self.mix = v2.RandomChoice(mixers) if mixers else None
+        mean = torch.tensor(spec["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(spec["std"], dtype=torch.float32).view(1, -1, 1, 1)
+        self._mean, self._std = mean, std
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def random(self) -> bool:
+        """Whether the same image gives different inputs from epoch to epoch."""
+        return self.transform is not None or self.mix is not None
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, C, H, W) -> the model's float input; the same arithmetic as data.to_model_input."""
+        x = pixels.to(torch.float32) * np.float32(self.spec["scale"])
+        if x.shape[1] == 1 and self.spec["channels"] == 3:
+            x = x.repeat(1, 3, 1, 1)
+        return ((x - self._mean) / self._std).contiguous()
+
+    def __call__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.labels[idx]
+        if self.transform is None:
+            x = self.clean[idx]
+        else:
+            x = self.normalize(torch.stack([self.transform(self.pixels[i]) for i in idx.tolist()]))
+        if self.mix is not None:
+            onehot = F.one_hot(y.clamp_min(0), self.num_classes).float() * (y != UNLABELED).unsqueeze(1)
+            x, y = self.mix(x, onehot)
+        return x, y

@@ -1,0 +1,64 @@
+"""Augmentation presets, MixUp/CutMix with unlabeled images, and their reproducibility."""
+import numpy as np
+import torch
+
+from edgedistill.augment import Batches
+from edgedistill.config import TrainConfig
+from edgedistill.data import to_model_input
+
+SPEC = {"height": 16, "width": 16, "channels": 3, "scale": 1 / 255, "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225]}
+
+
+def _images(n=12, size=16, channels=1):
+    g = np.random.default_rng(0)
+    return g.integers(0, 256, (n, size, size, channels), dtype=np.uint8), np.arange(n, dtype=np.int64) % 3
+
+
+def test_no_augmentation_gives_exactly_the_preprocessed_images():
+    x, y = _images()
+    b = Batches(x, y, SPEC, TrainConfig(), False, 3)
+    xb, yb = b(torch.tensor([3, 0, 5]))
+    assert not b.random
+    assert np.array_equal(xb.numpy(), to_model_input(x[[3, 0, 5]], SPEC)) and yb.tolist() == [0, 0, 2]
+    # the torch path used with augmentation does the same arithmetic
+    assert torch.equal(b.normalize(torch.from_numpy(x[[3, 0, 5]]).permute(0, 3, 1, 2)), xb)
+
+
+def test_presets_change_images_and_replay_from_the_seed():
+    x, y = _images()
+    idx = torch.arange(12)
+    for preset in ("light", "strong"):
+        b = Batches(x, y, SPEC, TrainConfig(augment=preset), True, 3)
+        torch.manual_seed(1)
+        first, labels = b(idx)
+        torch.manual_seed(1)
+        again, _ = b(idx)
+        assert b.random and first.shape == (12, 3, 16, 16) and torch.equal(labels, torch.as_tensor(y))
+        assert torch.equal(first, again)  # a resumed epoch augments the same way
+        assert not torch.equal(first, b.clean)
+
+
+def test_light_preset_mirrors_only_when_the_data_allows():
+    from edgedistill.augment import image_transform
+
+    names = lambda t: [type(s).__name__ for s in t.transforms]
+    assert names(image_transform("light", 32, False)) == ["RandomCrop"]
+    assert names(image_transform("light", 32, True)) == ["RandomCrop", "RandomHorizontalFlip"]
+    assert names(image_transform("strong", 224, True)) == ["RandomResizedCrop", "RandomHorizontalFlip", "TrivialAugmentWide"]
+    assert image_transform("none", 32, True) is None
+
+
+def test_mixup_targets_are_mixed_one_hot_rows_and_unlabeled_rows_carry_no_label():
+    x, _ = _images(8)
+    y = np.array([0, 1, 2, -1, 0, 1, -1, 2])
+    b = Batches(x, y, SPEC, TrainConfig(mixup_alpha=0.4), False, 3)
+    torch.manual_seed(0)
+    xb, targets = b(torch.arange(8))
+    assert targets.shape == (8, 3)
+    mass = targets.sum(1)
+    # v2.MixUp mixes each image with its neighbour (roll by 1): mass = lam * has_label[i] + (1-lam) * has_label[i-1]
+    has = torch.tensor(y >= 0, dtype=torch.float32)
+    lam = float(mass[4])  # row 4 labeled, row 3 unlabeled: mass = lam
+    assert torch.allclose(mass, lam * has + (1 - lam) * has.roll(1), atol=1e-6)
+    assert not torch.equal(xb, b.clean[:8])
