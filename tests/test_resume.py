@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import write_pipeline
 
 
@@ -23,8 +25,10 @@ def distill_result(store: Path) -> Path:
     return results[0]
 
 
-def test_sigkill_during_distill_then_resume_matches_uninterrupted(tmp_path):
-    pipeline = write_pipeline(tmp_path / "p", distill={"epochs": 25})
+@pytest.mark.parametrize("options", [{}, {"augment": "strong", "mixup_alpha": 0.2}], ids=["plain", "augmented"])
+def test_sigkill_during_distill_then_resume_matches_uninterrupted(tmp_path, options):
+    """With augmentation too: every random draw of an epoch replays from its seed."""
+    pipeline = write_pipeline(tmp_path / "p", distill={"epochs": 25, **options})
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     env = dict(os.environ, OMP_NUM_THREADS="1")  # same thread count in every run: bitwise-equal results
     assert cli("run", pipeline, "--store", killed, "--until", "finetune", env=env).wait() == 0
