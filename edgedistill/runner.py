@@ -70,6 +70,9 @@ class Stage:
     """Config fields that do not change the result (model_dump's exclude syntax), e.g. device."""
     headline: Callable[[dict], str] = lambda m: ""
     """One short string of the metrics for the summary table."""
+    check: Callable[[Pipeline], None] = lambda p: None
+    """Cheap checks of the config against the models and data (layer paths...), run by plan and before
+    run computes anything: a mistake fails in seconds, not after an hour of fine-tuning."""
     distributed: bool = False
     """Under torchrun, every process runs it (data-parallel training); rank 0 alone writes the result.
     Other stages run on rank 0 while the rest wait."""
@@ -215,7 +218,10 @@ class Runner:
         produced: dict[str, Result] = {}
         rerun: set[str] = set()
         out = []
-        for stage in self._select(until, list(force)):
+        selected = self._select(until, list(force))
+        for stage in selected:
+            stage.check(pipeline)
+        for stage in selected:
             stale = [i for i in stage.inputs if i in rerun]
             if stale:
                 rerun.add(stage.output)
@@ -243,6 +249,8 @@ class Runner:
         report = RunReport(pipeline)
         produced: dict[str, Result] = {}
         selected = self._select(until, list(force))
+        for stage in selected:
+            stage.check(pipeline)
         together = max((i for i, s in enumerate(selected) if s.distributed), default=-1) if size > 1 else -1
         for i, stage in enumerate(selected):
             if rank > 0 and i > together:

@@ -47,6 +47,17 @@ def test_a_wrong_layer_path_fails_before_training_with_the_nearest_name(tiny_sto
     assert not list((store / "work" / "distill").glob("*/checkpoint.pt"))  # no epoch was trained
 
 
+def test_plan_checks_layer_paths_before_anything_runs(tiny_store_copy, capsys):
+    """Validate before spending compute: a wrong RKD layer fails plan, and run before its first stage."""
+    pipeline, store = tiny_store_copy
+    set_distill(pipeline, rkd_angle_weight=1.0, rkd_teacher_layer="99")
+    assert main(["plan", str(pipeline), "--store", str(store)]) == 2
+    assert "the teacher has no module '99'" in capsys.readouterr().err
+    fresh = store.parent / "fresh"
+    assert main(["run", str(pipeline), "--store", str(fresh)]) == 2
+    assert not (fresh / "results").exists() or not any((fresh / "results").iterdir())
+
+
 def test_rkd_on_named_layers(tiny_store_copy):
     pipeline, store = tiny_store_copy
     set_distill(pipeline, rkd_angle_weight=10.0, rkd_teacher_layer="12", rkd_student_layer="12")

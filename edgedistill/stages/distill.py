@@ -136,6 +136,23 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
             "history": result.history, "best_epoch": result.best_epoch, "final_epoch": result.final_epoch}
 
 
+def check_layers(p: Pipeline) -> None:
+    """The hint and RKD layer paths exist in the two models (built without weights; the number of
+    classes does not change module paths)."""
+    d = p.distill
+    if not d.hints and not d.rkd_teacher_layer and not d.rkd_student_layer:
+        return
+    student, _ = models.build(student_preset(p), 2, p.data.channels, pretrained=False, seed=0)
+    teacher, _ = models.build(load_preset(p.teacher.preset, "teachers"), 2, p.data.channels, pretrained=False, seed=0)
+    for h in d.hints:
+        models.find_module(teacher, h.teacher, "teacher")
+        models.find_module(student, h.student, "student")
+    if d.rkd_teacher_layer:
+        models.find_module(teacher, d.rkd_teacher_layer, "teacher")
+    if d.rkd_student_layer:
+        models.find_module(student, d.rkd_student_layer, "student")
+
+
 def student_preset(p: Pipeline) -> ModelPreset:
     """The student's preset; `teacher` is self-distillation: the teacher's own architecture and
     initial weights, trained again from the teacher's soft targets."""
@@ -148,7 +165,7 @@ STAGE = Stage(
     name="distill", version=6, inputs=("dataset", "teacher", "teacher_outputs"), output="student",
     configure=lambda p: DistillStageConfig(distill=p.distill, model=student_preset(p), seed=p.seed,
                                            horizontal_flip=p.data.horizontal_flip),
-    run=run, key_exclude={"distill": {"device", "channels_last", "compile"}}, distributed=True,
+    run=run, key_exclude={"distill": {"device", "channels_last", "compile"}}, distributed=True, check=check_layers,
     sources=lambda cfg: {f"extra_teacher_{i}": Path(e.model) for i, e in enumerate(cfg.distill.extra_teachers)},
     headline=lambda m: f"student test acc {m['test_accuracy']:.2f}%, {m['params'] / 1e3:.0f}k params ({m['params_ratio']:.1%} of teacher)",
 )
