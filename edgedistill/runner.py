@@ -255,10 +255,12 @@ class Runner:
         for i, stage in enumerate(selected):
             if rank > 0 and i > together:
                 break
-            inputs = {i: produced[i] for i in stage.inputs}
+            inputs = {name: produced[name] for name in stage.inputs}
             d = self._decide(stage, pipeline, inputs, list(force))
             if i <= together:
                 d.reuse = _agree(stage.name, d.key, d.reuse)
+                if d.reuse and d.existing is None:
+                    d.existing = self._shared_result(stage.name, d.key, rank)
             if d.reuse:
                 st = StageStatus(stage.name, "cached", d.key, headline=stage.headline(d.existing.meta["metrics"]),
                                  result=d.existing)
@@ -270,7 +272,7 @@ class Runner:
                 if stage.distributed:
                     self._execute_helper(stage, d.cfg, d.key, inputs)
                 _barrier()  # rank 0 has committed the result
-                st = StageStatus(stage.name, "ran", d.key, d.why, result=self.store.get(stage.name, d.key))
+                st = StageStatus(stage.name, "ran", d.key, d.why, result=self._shared_result(stage.name, d.key, rank))
             if rank == 0 and i <= together and not d.reuse:
                 _barrier()
             produced[stage.output] = st.result
@@ -289,6 +291,14 @@ class Runner:
                 "edgedistill": importlib.metadata.version("edgedistill"),
             })
         return report
+
+    def _shared_result(self, stage: str, key: str, rank: int) -> Result:
+        """A result rank 0 has in the store, read by another process."""
+        result = self.store.get(stage, key)
+        if result is None:
+            raise StageError(f"process {rank} does not see the {stage} result rank 0 has in {self.store.root}; "
+                             f"under torchrun the store must be on a file system all processes share")
+        return result
 
     def _execute_helper(self, stage: Stage, cfg: BaseModel, key: str, inputs: dict[str, Result]) -> None:
         """A distributed stage on a rank other than 0: same inputs and checkpoint folder, output discarded."""
