@@ -6,19 +6,27 @@ resumed run augments exactly as an uninterrupted one.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
 
 from .config import TrainConfig
 from .data import UNLABELED, to_model_input
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
+
+# torchvision is imported where it is used: importing it costs ~1 s, which a fully cached `run` would pay
 
 
 def image_transform(preset: str, size: int, horizontal_flip: bool) -> v2.Transform | None:
     """The per-image transform of an augmentation preset, on uint8 CHW tensors (None for 'none')."""
     if preset == "none":
         return None
+    from torchvision.transforms import v2
+
     # small images (digits, CIFAR-like): the classic pad-and-crop; larger ones: random resized crops
     crop = (v2.RandomCrop(size, padding=max(1, size // 8)) if size < 64
             else v2.RandomResizedCrop(size, scale=(0.35, 1.0), antialias=True))
@@ -45,6 +53,8 @@ class Batches:
         self.transform = image_transform(cfg.augment, spec["height"], horizontal_flip)
         self.clean = torch.from_numpy(to_model_input(images, spec))
         self.pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2) if self.transform else None
+        from torchvision.transforms import v2
+
         mixers = ([v2.MixUp(alpha=cfg.mixup_alpha, num_classes=num_classes)] if cfg.mixup_alpha > 0 else []) + \
                  ([v2.CutMix(alpha=cfg.cutmix_alpha, num_classes=num_classes)] if cfg.cutmix_alpha > 0 else [])
         self.mix = v2.RandomChoice(mixers) if mixers else None
