@@ -170,7 +170,15 @@ class DistillConfig(TrainConfig):
     temperature: float = Field(4.0, gt=0)
     """Softmax temperature T for soft targets; the KD term is scaled by T^2 (Hinton et al., 2015)."""
     alpha: float = Field(0.7, ge=0, le=1)
-    """Weight of the KD term; (1 - alpha) weighs cross-entropy on the labels."""
+    """Weight of the response (soft-target) term; (1 - alpha) weighs cross-entropy on the labels."""
+    response: Literal["kd", "dist"] = "kd"
+    """Response-based loss. kd: Hinton's KL divergence between tempered softmaxes. dist: DIST (Huang et
+    al., 2022), Pearson-correlation matching between and within classes, meant for teachers much
+    stronger than the student."""
+    dist_beta: float = Field(1.0, ge=0)
+    """dist: weight of the inter-class (per image) relation term."""
+    dist_gamma: float = Field(1.0, ge=0)
+    """dist: weight of the intra-class (per class, across the batch) relation term."""
     hints: list[HintConfig] = Field(default_factory=list)
     """Feature distillation (FitNets): layer pairs whose outputs the student matches through a learned
     1x1-convolution (or linear) adapter. Paths are checked before training."""

@@ -47,6 +47,29 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | list[to
     return alpha * t * t * soft + (1.0 - alpha) * hard
 
 
+def _pearson_rows(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+def dist_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | list[torch.Tensor], labels: torch.Tensor,
+              temperature: float, alpha: float, beta: float = 1.0, gamma: float = 1.0, label_smoothing: float = 0.0,
+              teacher_weights: list[float] | None = None) -> torch.Tensor:
+    """DIST (Huang et al., 2022, "Knowledge Distillation from A Stronger Teacher"): instead of matching the
+    teacher's probabilities exactly (KL), match their relations: inter-class, 1 - Pearson correlation of
+    each image's class probabilities; intra-class, 1 - Pearson correlation of each class's probabilities
+    across the batch; both at temperature T and scaled by T^2, as in the authors' code.
+    alpha * (beta * inter + gamma * intra) + (1 - alpha) * CE(s, y), CE on labeled rows only."""
+    t = temperature
+    p_s = F.softmax(student_logits / t, dim=1)
+    p_t = teacher_log_probs(teacher_logits, t, teacher_weights).exp()
+    inter = 1.0 - _pearson_rows(p_s, p_t).mean()
+    intra = 1.0 - _pearson_rows(p_s.T, p_t.T).mean()
+    soft = t * t * (beta * inter + gamma * intra)
+    hard = cross_entropy(student_logits, labels, label_smoothing) if alpha < 1 else 0.0
+    return alpha * soft + (1.0 - alpha) * hard
+
+
 def hint_loss(student_feat: torch.Tensor, teacher_feat: torch.Tensor, adapter: torch.nn.Module) -> torch.Tensor:
     """FitNets (Romero et al., 2015): mean squared error between the teacher's hint layer and the
     student's guided layer passed through a learned adapter (a 1x1 convolution, or a linear layer for

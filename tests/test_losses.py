@@ -122,3 +122,28 @@ def test_multi_teacher_soft_target_is_the_weighted_average_of_tempered_softmaxes
     assert loss.item() == pytest.approx(T * T * kl, rel=1e-6)
     single = kd_loss(torch.tensor(s), [torch.tensor(t1)], torch.zeros(4, dtype=torch.long), T, 1.0)
     assert single.item() == pytest.approx(kd_loss(torch.tensor(s), torch.tensor(t1), torch.zeros(4, dtype=torch.long), T, 1.0).item())
+
+
+def test_dist_loss_matches_the_formula_worked_out_in_numpy():
+    """DIST: T^2 * (beta * (1 - mean row Pearson) + gamma * (1 - mean column Pearson)) of the tempered
+    probabilities, plus (1 - alpha) * CE; computed here with numpy's corrcoef, not this code."""
+    from edgedistill.losses import dist_loss
+
+    rng = np.random.default_rng(3)
+    s, t = rng.normal(size=(6, 5)) * 2, rng.normal(size=(6, 5)) * 2
+    labels = torch.tensor([0, 1, 2, 3, 4, 0])
+    T, alpha, beta, gamma = 2.0, 0.6, 1.5, 0.5
+
+    def softmax(z):
+        e = np.exp(z / T)
+        return e / e.sum(1, keepdims=True)
+
+    ps, pt = softmax(s), softmax(t)
+    inter = 1 - np.mean([np.corrcoef(ps[i], pt[i])[0, 1] for i in range(len(ps))])
+    intra = 1 - np.mean([np.corrcoef(ps[:, c], pt[:, c])[0, 1] for c in range(ps.shape[1])])
+    ce = torch.nn.functional.cross_entropy(torch.tensor(s), labels).item()
+    expected = alpha * T * T * (beta * inter + gamma * intra) + (1 - alpha) * ce
+    got = dist_loss(torch.tensor(s), torch.tensor(t), labels, T, alpha, beta, gamma)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # a student that predicts what the teacher predicts has nothing left to learn
+    assert dist_loss(torch.tensor(t), torch.tensor(t), labels, T, 1.0).item() == pytest.approx(0.0, abs=1e-5)

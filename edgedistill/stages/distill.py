@@ -19,7 +19,7 @@ from ..augment import Batches
 from ..config import DistillConfig, ModelPreset, Pipeline, Strict, load_preset
 from ..data import Dataset
 from ..errors import ConfigError
-from ..losses import hint_loss, kd_loss, rkd_angle_loss, rkd_distance_loss
+from ..losses import dist_loss, hint_loss, kd_loss, rkd_angle_loss, rkd_distance_loss
 from ..runner import Context, Stage
 from ..train import accuracy, fit, predict, resolve_device
 
@@ -107,8 +107,12 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
                 teacher_logits = [m(x) for m in (teacher, *extra)]
         else:
             teacher_logits = [c[idx].to(logits.device) for c in cached]
-        loss = kd_loss(logits, teacher_logits[0] if not extra else teacher_logits, y, d.temperature, d.alpha,
-                       d.label_smoothing, teacher_weights)
+        teachers = teacher_logits[0] if not extra else teacher_logits
+        if d.response == "dist":
+            loss = dist_loss(logits, teachers, y, d.temperature, d.alpha, d.dist_beta, d.dist_gamma,
+                             d.label_smoothing, teacher_weights)
+        else:
+            loss = kd_loss(logits, teachers, y, d.temperature, d.alpha, d.label_smoothing, teacher_weights)
         for i, h in enumerate(d.hints):
             loss = loss + h.weight * hint_loss(s_taps.values[f"hint{i}"], t_taps.values[f"hint{i}"], adapters[i])
         if d.rkd_distance_weight > 0:
@@ -127,7 +131,7 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
     models.save_trained(student, cfg.model, num_classes, in_channels, out)
     teacher_params = models.num_params(teacher)
     params = models.num_params(student)
-    losses = ["kd" if d.alpha > 0 else "ce"] + [f"hint:{h.teacher}->{h.student}" for h in d.hints] + \
+    losses = [d.response if d.alpha > 0 else "ce"] + [f"hint:{h.teacher}->{h.student}" for h in d.hints] + \
              (["rkd_distance"] if d.rkd_distance_weight > 0 else []) + (["rkd_angle"] if d.rkd_angle_weight > 0 else [])
     return {"val_accuracy": result.val_accuracy, "test_accuracy": test_acc, "params": params,
             "teacher_params": teacher_params, "params_ratio": params / teacher_params, "losses": losses,
