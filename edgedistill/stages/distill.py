@@ -61,10 +61,10 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
     device = resolve_device(d.device)
     teacher = models.load_trained(inputs["teacher"]).to(device)
     teacher_preset = ModelPreset.model_validate(json.loads((inputs["teacher"] / "model.json").read_text())["preset"])
-    extra = [models.load_trained(Path(e.model)).to(device) for e in d.extra_teachers]
-    for e in d.extra_teachers:
+    for e in d.extra_teachers:  # before loading any of them
         if (classes := models.trained_info(Path(e.model))["num_classes"]) != num_classes:
             raise ConfigError(f"distill.extra_teachers: '{e.model}' predicts {classes} classes, the data has {num_classes}")
+    extra = [models.load_trained(Path(e.model)).to(device) for e in d.extra_teachers]
     teacher_weights = [d.teacher_weight] + [e.weight for e in d.extra_teachers]
     student, student_head = models.build(cfg.model, num_classes, in_channels, pretrained=True, seed=cfg.seed)
 
