@@ -194,3 +194,11 @@ def test_self_distillation_and_multi_teacher(tiny_store_copy):
     np.testing.assert_array_equal(np.load(teach / "extra_0_train_logits.npy"), np.load(teach / "train_logits.npy"))
     assert main(["run", str(pipeline), "--store", str(store), "--until", "distill",
                  "--set", "distill.extra_teachers=[{model: /nonexistent}]"]) == 2
+
+
+def test_dist_response_loss_from_the_yaml(tiny_store_copy):
+    pipeline, store = tiny_store_copy
+    assert main(["run", str(pipeline), "--store", str(store), "--until", "distill", "--set", "distill.response=dist"]) == 0
+    metrics = _metrics_of_newest(store)
+    assert metrics["losses"] == ["dist"] and metrics["teacher"] == "cached"
+    assert metrics["test_accuracy"] > 30  # it learns the task from the teacher's relations
