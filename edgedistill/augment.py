@@ -58,9 +58,6 @@ class Batches:
         mixers = ([v2.MixUp(alpha=cfg.mixup_alpha, num_classes=num_classes)] if cfg.mixup_alpha > 0 else []) + \
                  ([v2.CutMix(alpha=cfg.cutmix_alpha, num_classes=num_classes)] if cfg.cutmix_alpha > 0 else [])
         self.mix = v2.RandomChoice(mixers) if mixers else None
-        mean = torch.tensor(spec["mean"], dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(spec["std"], dtype=torch.float32).view(1, -1, 1, 1)
-        self._mean, self._std = mean, std
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -71,11 +68,8 @@ class Batches:
         return self.transform is not None or self.mix is not None
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, C, H, W) -> the model's float input; the same arithmetic as data.to_model_input."""
-        x = pixels.to(torch.float32) * np.float32(self.spec["scale"])
-        if x.shape[1] == 1 and self.spec["channels"] == 3:
-            x = x.repeat(1, 3, 1, 1)
-        return ((x - self._mean) / self._std).contiguous()
+        """uint8 (N, C, H, W) -> the model's float input, by data.to_model_input (one preprocessing rule)."""
+        return torch.from_numpy(to_model_input(pixels.permute(0, 2, 3, 1).numpy(), self.spec))
 
     def __call__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = self.labels[idx]

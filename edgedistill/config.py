@@ -200,6 +200,11 @@ class DistillConfig(TrainConfig):
     """Weight of the pipeline's own teacher in the multi-teacher average."""
 
 
+def teacher_sources(teachers: list[ExtraTeacher]) -> dict[str, Path]:
+    """The extra teachers' folders, as stage sources: their content goes into the cache key."""
+    return {f"extra_teacher_{i}": Path(e.model) for i, e in enumerate(teachers)}
+
+
 class ExportConfig(Strict):
     opset: int = Field(18, ge=17)
     """ONNX opset version (17 or newer)."""

@@ -245,7 +245,7 @@ class Runner:
         others run the distributed stages with it (their own output is thrown away) and wait for the
         rest. After the last distributed stage only rank 0 goes on. Rank 0 alone writes to the store.
         """
-        rank, size = _world()
+        rank, size = world()
         report = RunReport(pipeline)
         produced: dict[str, Result] = {}
         selected = self._select(until, list(force))
@@ -339,7 +339,7 @@ class Runner:
 
 # ---- torchrun: the few collective calls the runner makes ------------------------------------------
 
-def _world() -> tuple[int, int]:
+def world() -> tuple[int, int]:
     """(rank, world size); (0, 1) unless torch.distributed is initialized (torch imported only then)."""
     if "torch.distributed" not in sys.modules:
         return 0, 1

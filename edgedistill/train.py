@@ -26,18 +26,10 @@ from tqdm.auto import tqdm
 from .augment import Batches
 from .config import TrainConfig
 from .errors import ConfigError
+from .runner import world
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """loss(logits, inputs, labels, indices) -> scalar; indices: the batch's rows in the training split."""
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of this process: (0, 1) unless torch.distributed is initialized."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def resolve_device(name: str) -> torch.device:

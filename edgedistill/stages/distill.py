@@ -16,7 +16,7 @@ from torch import nn
 
 from .. import models
 from ..augment import Batches
-from ..config import DistillConfig, ModelPreset, Pipeline, Strict, load_preset
+from ..config import DistillConfig, ModelPreset, Pipeline, Strict, load_preset, teacher_sources
 from ..data import Dataset
 from ..errors import ConfigError
 from ..losses import dist_loss, hint_loss, kd_loss, rkd_angle_loss, rkd_distance_loss
@@ -170,6 +170,6 @@ STAGE = Stage(
     configure=lambda p: DistillStageConfig(distill=p.distill, model=student_preset(p), seed=p.seed,
                                            horizontal_flip=p.data.horizontal_flip),
     run=run, key_exclude={"distill": {"device", "channels_last", "compile"}}, distributed=True, check=check_layers,
-    sources=lambda cfg: {f"extra_teacher_{i}": Path(e.model) for i, e in enumerate(cfg.distill.extra_teachers)},
+    sources=lambda cfg: teacher_sources(cfg.distill.extra_teachers),
     headline=lambda m: f"student test acc {m['test_accuracy']:.2f}%, {m['params'] / 1e3:.0f}k params ({m['params_ratio']:.1%} of teacher)",
 )

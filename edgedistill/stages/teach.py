@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ExtraTeacher, Strict
+from ..config import ExtraTeacher, Strict, teacher_sources
 from ..data import Dataset
 from ..models import load_trained
 from ..runner import Context, Stage
@@ -38,6 +38,6 @@ STAGE = Stage(
     # the weights do not change the stored logits: only the teachers' folders are in the key
     configure=lambda p: TeachConfig(extra_teachers=p.distill.extra_teachers), run=run,
     key_exclude={"extra_teachers": {"__all__": {"weight"}}},
-    sources=lambda cfg: {f"extra_teacher_{i}": Path(e.model) for i, e in enumerate(cfg.extra_teachers)},
+    sources=lambda cfg: teacher_sources(cfg.extra_teachers),
     headline=lambda m: f"logits of {m.get('teachers', 1)} teacher(s) for {m['samples']} training images",
 )
