@@ -1,16 +1,19 @@
-"""The command line: run, plan, ls, gate, bench, ingest, quantize. Heavy libraries (torch, onnxruntime)
-are imported inside the commands that need them, so `ls`, `gate` and errors stay fast.
+"""The command line: run, plan, ls, verify, gc, gate, bench, ingest, quantize. Heavy libraries (torch,
+onnxruntime) are imported inside the commands that need them, so `ls`, `gate` and errors stay fast.
 
 Exit codes: 0 success; 1 a gate failed (or an internal error); 2 a problem with the input (config,
-data, files, a busy store), printed as one line naming it, with the traceback only under --debug;
-130 interrupted.
+data, files, a damaged bundle or result, a busy store, a full disk), printed as one line of at most
+MAX_ERROR characters naming it, with the traceback only under --debug; 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
+import math
 import os
+import platform
 import shutil
 import sys
 import tempfile
@@ -19,9 +22,11 @@ from pathlib import Path
 
 import yaml
 
-from .errors import EdgeDistillError, GateFailed
+from .errors import ConfigError, EdgeDistillError, GateFailed, IntegrityError
 
 DEFAULT_PIPELINE = "pipelines/quickstart.yaml"
+MAX_ERROR = 300
+"""Longest error line, in characters: longer messages are cut (a value quoted in one can be huge)."""
 
 
 def default_store() -> Path:
@@ -93,10 +98,10 @@ def _run(a: argparse.Namespace, rank: int) -> int:
                       for s in report.statuses]))
     if report.bundle is None:
         return 0
-    version, path, new = report.bundle
+    version, path, status = report.bundle
     bundle_report = load_report(path)
     acc, lat = bundle_report["accuracy"], bundle_report["latency_ms"]
-    print(f"\nbundle: {path} (v{version}{', new' if new else ', unchanged'})")
+    print(f"\nbundle: {path} (v{version}, {status})")
     print(f"  accuracy: teacher {acc['teacher']:.2f}%  student FP32 {acc['student_fp32']:.2f}%  "
           f"student INT8 {acc['student_int8']:.2f}%  (test split)")
     print(f"  quantization: {bundle_report['quantization']['reason']}")
@@ -105,7 +110,7 @@ def _run(a: argparse.Namespace, rank: int) -> int:
           f"peak RSS {bundle_report['peak_rss_mb']:.1f} MiB")
     if budgets is None:
         return 0
-    rows = check(bundle_report, budgets)
+    rows = check(bundle_report, budgets, bundle=path)
     print(f"\ngate ({pipeline.budgets}):\n{format_table(rows)}")
     enforce(rows)
     return 0
@@ -122,23 +127,29 @@ def cmd_plan(a: argparse.Namespace) -> int:
     pipeline = load_pipeline(Path(a.pipeline), a.set)
     if pipeline.budgets:
         load_budgets(pipeline.budgets)
+    # every preset, file and layer path is resolved before anything is said to be fine
+    statuses = Runner(Store(a.store), STAGES, progress=False).plan(pipeline, until=a.until, force=a.force)
     print("# resolved pipeline")
     print(yaml.safe_dump(pipeline.model_dump(mode="json"), sort_keys=False).rstrip())
-    statuses = Runner(Store(a.store), STAGES, progress=False).plan(pipeline, until=a.until, force=a.force)
     print("\n# stages")
     print(text_table(("stage", "status", "key", "why"), [(s.stage, s.status, s.key or "?", s.reason) for s in statuses]))
     return 0
 
 
 def cmd_ls(a: argparse.Namespace) -> int:
-    from .store import MANIFEST, Store, read_json
+    from .store import Store, read_manifest
     from .table import text_table
 
     store = Store(a.store)
     results = [{"stage": r.stage, "key": r.key, "pipeline": r.meta.get("pipeline"), "finished": r.meta.get("finished"),
-                "seconds": r.meta.get("seconds"), "path": str(r.path)} for r in store.results()]
-    bundles = [{"name": n, "version": v, "path": str(p), "created": read_json(p / MANIFEST).get("created")}
-               for n, v, p in store.bundles()]
+                "seconds": r.meta.get("seconds"), "path": str(r.path), "problem": r.problem} for r in store.results()]
+    bundles = []
+    for n, v, p in store.bundles():
+        try:
+            created = read_manifest(p).get("created")
+        except IntegrityError:
+            created = None
+        bundles.append({"name": n, "version": v, "path": str(p), "created": created})
     if a.json:
         print(json.dumps({"results": results, "bundles": bundles}, indent=2))
         return 0
@@ -146,7 +157,8 @@ def cmd_ls(a: argparse.Namespace) -> int:
         print(f"store '{store.root}' is empty")
         return 0
     print(text_table(("stage", "key", "pipeline", "finished", "path"),
-                     [(r["stage"], r["key"], r["pipeline"] or "", r["finished"] or "", r["path"]) for r in results]))
+                     [(r["stage"], r["key"], r["pipeline"] or "",
+                       f"DAMAGED: {r['problem']}" if r["problem"] else r["finished"] or "", r["path"]) for r in results]))
     if bundles:
         print()
         print(text_table(("bundle", "version", "created", "path"),
@@ -154,14 +166,61 @@ def cmd_ls(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_gate(a: argparse.Namespace) -> int:
-    from .gate import check, check_regression, enforce, format_table, load_budgets, load_report, to_json, write_junit
+def cmd_verify(a: argparse.Namespace) -> int:
+    """One bundle against its manifest, or (no bundle given) every result and bundle in the store,
+    each file against its recorded sha256. Read-only: `run` sets damaged results and bundles aside."""
+    from .store import Store, bundle_problem, verify_bundle
+    from .table import text_table
 
-    report = load_report(Path(a.bundle))
+    if a.bundle:
+        manifest = verify_bundle(Path(a.bundle))
+        print(f"bundle {a.bundle}: all {len(manifest['files'])} files match manifest.json")
+        return 0
+    store = Store(a.store)
+    if not store.root.is_dir():
+        raise ConfigError(f"store '{store.root}' does not exist; give --store DIR")
+    rows = [(f"results/{r.stage}/{r.key}", store.full_check(r)) for r in store.results()]
+    rows += [(f"bundles/{n}/v{v}", bundle_problem(p)) for n, v, p in store.bundles()]
+    print(text_table(("item", "check"), [(item, problem or "ok") for item, problem in rows]))
+    damaged = [item for item, problem in rows if problem]
+    if damaged:
+        raise IntegrityError(f"{len(damaged)} of {len(rows)} items in store '{store.root}' are damaged ({', '.join(damaged[:3])}"
+                             f"{' ...' if len(damaged) > 3 else ''}); `edgedistill run` sets them aside and recomputes them")
+    print(f"\nstore '{store.root}': {len(rows)} results and bundles, every file matches its record")
+    return 0
+
+
+def cmd_gc(a: argparse.Namespace) -> int:
+    """Remove what no published bundle and no latest pipeline run needs (under the store's lock)."""
+    from .store import Store
+
+    store = Store(a.store)
+    if not store.root.is_dir():
+        raise ConfigError(f"store '{store.root}' does not exist; give --store DIR")
+
+    def size(path: Path) -> int:
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and not p.is_symlink()]
+        return sum(p.lstat().st_size for p in files)
+
+    with store.lock(wait_s=a.wait):
+        garbage = store.garbage(keep=a.keep)
+        freed = 0
+        for path in garbage:
+            n = size(path)
+            freed += n
+            print(f"{'would remove' if a.dry_run else 'removed'} {path.relative_to(store.root)} ({n / 2**20:.1f} MiB)")
+            if not a.dry_run:
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    print(f"{'would free' if a.dry_run else 'freed'} {freed / 2**20:.1f} MiB in {len(garbage)} item(s) of '{store.root}'")
+    return 0
+
+
+def cmd_gate(a: argparse.Namespace) -> int:
+    from .gate import check, enforce, format_table, load_budgets, load_report, to_json, write_junit
+
     budgets = load_budgets(Path(a.budgets))
-    rows = check(report, budgets)
-    if a.baseline:
-        rows += check_regression(report, load_report(Path(a.baseline)), budgets.regression)
+    report = load_report(Path(a.bundle))
+    rows = check(report, budgets, load_report(Path(a.baseline)) if a.baseline else None, bundle=a.bundle)
     print(json.dumps(to_json(rows, a.bundle, a.budgets), indent=2) if a.json else format_table(rows))
     if a.junit:
         write_junit(rows, Path(a.bundle), Path(a.junit))
@@ -171,10 +230,12 @@ def cmd_gate(a: argparse.Namespace) -> int:
 
 def cmd_bench(a: argparse.Namespace) -> int:
     from .config import BenchmarkConfig, validate
-    from .errors import ConfigError
+    from .devices import check_device_name
     from .onnx_utils import bench_in_child
+    from .store import verify_bundle
     from .table import text_table
 
+    # every argument is checked before a benchmark (minutes, or hours on a device) starts
     target = Path(a.target)
     model = target / "model.onnx" if target.is_dir() else target
     if not model.is_file():
@@ -182,19 +243,27 @@ def cmd_bench(a: argparse.Namespace) -> int:
     settings = validate(BenchmarkConfig, {"threads": a.threads, "runs": a.runs, "warmup": a.warmup,
                                           "min_duration_s": a.min_seconds, "protocol": "mlperf" if a.mlperf else "ci"},
                         "edgedistill bench")
+    if (a.remote or a.ingest) and not target.is_dir():
+        raise ConfigError(f"{'--target' if a.remote else '--ingest'} needs a bundle folder, not a model file")
     if a.remote:
-        from .remote import bench_over_ssh
+        from .remote import bench_over_ssh, parse_target
 
-        if not target.is_dir():
-            raise ConfigError("--target needs a bundle folder (it copies model.onnx and bench.py), not a model file")
+        default_name = parse_target(a.remote)[0].rpartition("@")[2]
+    else:
+        default_name = platform.node()
+    if a.name is not None or a.ingest:  # the name the result will be recorded under
+        check_device_name(a.name or default_name)
+    if a.out and not Path(a.out).resolve().parent.is_dir():
+        raise ConfigError(f"--out '{a.out}': folder '{Path(a.out).parent}' does not exist")
+    if target.is_dir():
+        verify_bundle(target)
+    if a.remote:
         result = bench_over_ssh(target, a.remote, settings, name=a.name, remote_python=a.remote_python)
     else:
         result = bench_in_child(model, settings, name=a.name)
     if a.ingest:
         from .devices import ingest
 
-        if not target.is_dir():
-            raise ConfigError("--ingest needs a bundle folder")
         with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
             json.dump(result, f)
             f.flush()
@@ -219,8 +288,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
 def cmd_quantize(a: argparse.Namespace) -> int:
     from .config import BenchmarkConfig, QuantizeConfig, parse_overrides, validate
-    from .data import open_inputs
-    from .errors import ConfigError
+    from .data import open_inputs, read_preprocess
     from .onnx_utils import session
     from .stages import quantize
     from .table import text_table
@@ -230,7 +298,7 @@ def cmd_quantize(a: argparse.Namespace) -> int:
         raise ConfigError(f"model '{model}' does not exist")
     overrides = dict(parse_overrides(a.set), mode=a.mode)
     q = validate(QuantizeConfig, overrides, "edgedistill quantize --set")
-    spec = json.loads(Path(a.preprocess).read_text()) if a.preprocess else None
+    spec = read_preprocess(Path(a.preprocess)) if a.preprocess else None
     calib = open_inputs(Path(a.calib), spec)
     input_name = session(model).get_inputs()[0].name
     n = min(len(calib.items), q.calibration_samples)
@@ -275,6 +343,32 @@ def cmd_ingest(a: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line and exit code 2 like every other bad input."""
+
+    def error(self, message: str):
+        print(f"edgedistill: error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def seconds(text: str) -> float:
+    """A --wait value: a finite number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text[:40]}' is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"'{text[:40]}' must be a finite number of seconds, 0 or more")
+    return value
+
+
+def count(text: str) -> int:
+    """A non-negative whole number."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"'{text[:40]}' is not a whole number, 0 or more")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     def global_args(p: argparse.ArgumentParser, default) -> argparse.ArgumentParser:
         # accepted before and after the sub-command; SUPPRESS keeps a sub-command from resetting them
@@ -282,12 +376,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="show tracebacks")
         p.add_argument("--store", type=Path, default=default,
                        help="artifact store folder (default: $EDGEDISTILL_STORE or ./artifacts)")
+        p.add_argument("--trust-code", action="append", metavar="MODULE", default=default if default is argparse.SUPPRESS else [],
+                       help="let python:<module>:<function> architectures import this module (or its sub-modules); "
+                            "repeatable; also $EDGEDISTILL_TRUST_CODE=mod1,mod2. Configs never run code on their own")
         return p
 
-    common = global_args(argparse.ArgumentParser(add_help=False), argparse.SUPPRESS)
-    ap = global_args(argparse.ArgumentParser(
+    common = global_args(Parser(add_help=False), argparse.SUPPRESS)
+    ap = global_args(Parser(
         prog="edgedistill", description="Fine-tune, distill, export, quantize, benchmark and bundle a model for the edge."), None)
-    sub = ap.add_subparsers(dest="command", required=True)
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     def pipeline_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("pipeline", nargs="?", default=DEFAULT_PIPELINE, help=f"pipeline YAML (default: {DEFAULT_PIPELINE})")
@@ -298,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", parents=[common], help="run the pipeline's stages, reusing cached results")
     pipeline_args(p)
-    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--wait", type=seconds, default=0.0, metavar="SECONDS",
                    help="wait this long for another run to release the store (default: refuse at once)")
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("plan", parents=[common], help="show the resolved config and what would run, without computing")
@@ -307,6 +404,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ls", parents=[common], help="list stage results and bundles in the store")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_ls)
+    p = sub.add_parser("verify", parents=[common], help="check a bundle against its manifest, or (no bundle) every "
+                       "result and bundle in the store against their records; exit 2 naming what differs")
+    p.add_argument("bundle", nargs="?", help="bundle folder (default: check the whole store)")
+    p.set_defaults(fn=cmd_verify)
+    p = sub.add_parser("gc", parents=[common], help="remove results and checkpoints that no published bundle and no "
+                       "latest run of a pipeline needs; bundles are never removed")
+    p.add_argument("--keep", type=count, default=1, metavar="N",
+                   help="keep the results of the N newest versions of each bundle (default 1)")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    p.add_argument("--wait", type=seconds, default=0.0, metavar="SECONDS", help="wait this long for a run to release the store")
+    p.set_defaults(fn=cmd_gc)
     p = sub.add_parser("gate", parents=[common], help="check a bundle against a budgets file (exit 1 if one fails)")
     p.add_argument("bundle", help="bundle folder, e.g. artifacts/bundles/quickstart/v1")
     p.add_argument("--budgets", required=True, help="budgets YAML")
@@ -351,9 +459,18 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def one_line(msg: str) -> str:
+    """An error message as one line of at most MAX_ERROR characters."""
+    msg = " ".join(msg.split())
+    return msg if len(msg) <= MAX_ERROR else msg[:MAX_ERROR - 3] + "..."
+
+
 def main(argv: list[str] | None = None) -> int:
+    from . import config
+
     a = build_parser().parse_args(argv)
     a.store = a.store or default_store()
+    config.TRUSTED_CODE[:] = a.trust_code or []
     try:
         return a.fn(a)
     except GateFailed as e:
@@ -362,8 +479,13 @@ def main(argv: list[str] | None = None) -> int:
     except (EdgeDistillError, OSError) as e:
         if a.debug:
             traceback.print_exc()
-        msg = str(e) if isinstance(e, EdgeDistillError) else f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
-        print(f"edgedistill: error: {msg}", file=sys.stderr)
+        if isinstance(e, EdgeDistillError):
+            msg = str(e)
+        elif e.errno in (errno.ENOSPC, errno.EDQUOT):
+            msg = f"no space left on device while writing {e.filename or 'a file'}; free some space and run again"
+        else:
+            msg = f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
+        print(f"edgedistill: error: {one_line(msg)}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
         print("edgedistill: interrupted; finished stages are kept, a rerun resumes from the last checkpoint", file=sys.stderr)
@@ -371,5 +493,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug: say so in one line, the traceback under --debug
         if a.debug:
             raise
-        print(f"edgedistill: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        print(f"edgedistill: internal error: {one_line(f'{type(e).__name__}: {e}')} (rerun with --debug for the traceback)",
+              file=sys.stderr)
         return 1

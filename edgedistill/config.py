@@ -6,12 +6,13 @@ paths given with ``--set`` are relative to the current directory.
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
 from .registry import Registry, did_you_mean
@@ -19,8 +20,16 @@ from .registry import Registry, did_you_mean
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
+
+
+def _not_empty(path: Path) -> Path:
+    if str(path) in ("", "."):  # Path("") is ".": an empty value would silently mean the current folder
+        raise ValueError("is empty; give a path")
+    return path
+
+
 # Paths accept strings from YAML; everything else is strict (a quoted "3" is not an int).
-PathField = Annotated[Path, Field(strict=False)]
+PathField = Annotated[Path, Field(strict=False), AfterValidator(_not_empty)]
 
 #: Where the project's own model presets live (``models/teachers``, ``models/students``).
 PROJECT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -65,6 +74,10 @@ class DataConfig(Strict):
     horizontal_flip: bool = False
     """Whether a left-right mirrored image keeps its class (most photos: yes; digits, text: no).
     The light and strong augmentation presets mirror images only when this is true."""
+    max_image_pixels: int = Field(89_478_485, ge=1)
+    """Largest image accepted, in pixels (width x height), checked before decoding: a larger file
+    fails with its path instead of filling memory (a decompression bomb is a few KB on disk).
+    Default: Pillow's own warning limit (about 0.25 GB of RGB). Not part of any cache key."""
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
@@ -72,6 +85,9 @@ class DataConfig(Strict):
             raise ValueError("data.kind 'imagefolder' needs data.train_dir")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise ValueError(f"data.mean and data.std need {self.channels} values (data.channels)")
+        if not all(math.isfinite(v) for v in self.mean) or not all(math.isfinite(v) and v > 0 for v in self.std):
+            raise ValueError(f"data.std must be positive and data.mean finite (got mean {self.mean}, std {self.std}): "
+                             f"inputs are divided by std")
         return self
 
 
@@ -372,8 +388,8 @@ PATH_LIST_KEYS = (("distill.extra_teachers", "model"),)
 
 
 def _is_path_value(key: str, value: Any) -> bool:
-    if not isinstance(value, str) or os.path.isabs(value):
-        return False
+    if not isinstance(value, str) or not value or os.path.isabs(value):
+        return False  # an empty value stays empty: validation refuses it
     if key.endswith(".preset"):  # a preset is a name unless it looks like a file
         return value.endswith((".yaml", ".yml"))
     return True
@@ -452,9 +468,33 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], source
             lines.append(f"{source}: missing required key '{key}'")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            got = f" (got {e['input']!r})" if e["type"] != "value_error" else ""
+            got = f" (got {shorten(repr(e['input']))})" if e["type"] != "value_error" else ""
             lines.append(f"{source}: {key}: {msg}{got}")
     return "; ".join(lines)
+
+
+def shorten(text: str, limit: int = 60) -> str:
+    """text, cut to about limit characters: values quoted in error messages can be huge."""
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+#: At most this many values in one YAML file. A config is a few hundred; a few lines of nested
+#: aliases ("billion laughs") expand to billions, which validation and error messages would walk.
+MAX_YAML_VALUES = 100_000
+
+
+def _count_values(tree: Any, what: str, path: Path) -> None:
+    count, todo = 0, [tree]
+    while todo:
+        node = todo.pop()
+        count += 1
+        if count > MAX_YAML_VALUES:
+            raise ConfigError(f"{what} '{path}' holds more than {MAX_YAML_VALUES:,} values (nested YAML aliases?); "
+                              f"write the values out")
+        if isinstance(node, dict):
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
 
 
 def read_yaml(path: Path, what: str) -> dict:
@@ -463,6 +503,8 @@ def read_yaml(path: Path, what: str) -> dict:
         raise ConfigError(f"{what} '{path}' does not exist")
     try:
         tree = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} '{path}' is not a text file") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -471,6 +513,7 @@ def read_yaml(path: Path, what: str) -> dict:
         tree = {}
     if not isinstance(tree, dict):
         raise ConfigError(f"{what} '{path}' must be a YAML mapping of keys to values")
+    _count_values(tree, what, path)
     return tree
 
 
@@ -516,6 +559,11 @@ class WeightsSpec(Strict):
         given = [k for k in ("torchvision", "timm", "package", "file") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("weights need exactly one of torchvision, timm, package, file")
+        if self.package is not None:
+            # a top-level package name only: finding 'a.b' would import (run) package a
+            package, sep, rel = self.package.partition(":")
+            if not (package.isidentifier() and sep and rel and not rel.startswith("/") and ".." not in Path(rel).parts):
+                raise ValueError(f"weights.package '{self.package}' must be 'package_name:path/inside/it'")
         return self
 
 
@@ -533,6 +581,29 @@ class ModelPreset(Strict):
     """Module path of the classifier Linear to replace with one for the task's classes
     (default: the last nn.Linear). Only used with pretrained weights."""
     description: str = ""
+
+
+#: Module prefixes whose code `python:` architectures may run, given at the command line (--trust-code).
+TRUSTED_CODE: list[str] = []
+
+
+def trusted_code() -> list[str]:
+    """--trust-code prefixes and those of $EDGEDISTILL_TRUST_CODE (comma-separated)."""
+    env = [p.strip() for p in os.environ.get("EDGEDISTILL_TRUST_CODE", "").split(",") if p.strip()]
+    return [*TRUSTED_CODE, *env]
+
+
+def check_trusted(arch: str, where: str) -> None:
+    """A `python:<module>:<function>` architecture runs code: only from modules the person at the
+    command line trusts, never because a YAML file or a stored model.json names them."""
+    family, _, ref = arch.partition(":")
+    module = ref.rpartition(":")[0]
+    if family != "python" or not module:
+        return  # not code, or malformed (the architecture registry says how)
+    if not any(module == p or module.startswith(p + ".") for p in trusted_code()):
+        raise ConfigError(f"{where}: arch '{shorten(arch)}' would import and run Python module '{shorten(module)}'; "
+                          f"if that is your code, allow it with --trust-code {shorten(module.split('.')[0])} "
+                          f"(or EDGEDISTILL_TRUST_CODE={shorten(module.split('.')[0])})")
 
 
 def preset_search_dirs(role: str) -> list[Path]:
@@ -559,4 +630,6 @@ def load_preset(ref: str, role: Literal["teachers", "students"]) -> ModelPreset:
     weights = tree.get("weights")
     if isinstance(weights, dict) and isinstance(weights.get("file"), str) and not os.path.isabs(weights["file"]):
         weights["file"] = str((path.resolve().parent / weights["file"]).resolve())
-    return validate(ModelPreset, tree, str(path))
+    preset = validate(ModelPreset, tree, str(path))
+    check_trusted(preset.arch, str(path))
+    return preset

@@ -83,20 +83,35 @@ def _read_imagefolder(root: Path, cfg: DataConfig, classes: list[str] | None) ->
     folder = _image_folder(root)
     if classes is not None and folder.classes != classes:
         raise DataError(f"'{root}' has classes {folder.classes}, but the training folder has {classes}")
-    images = [decode_image(path, cfg.image_size, cfg.channels) for path, _ in folder.samples]
+    if not folder.samples:
+        raise DataError(f"'{root}' holds no image files; give a folder with one sub-folder of images per class")
+    images = [decode_image(path, cfg.image_size, cfg.channels, cfg.max_image_pixels) for path, _ in folder.samples]
     return folder.classes, np.stack(images), np.asarray(folder.targets, dtype=np.int64)
 
 
-def decode_image(path: str | Path, size: int, channels: int) -> np.ndarray:
+DEFAULT_MAX_PIXELS = DataConfig.model_fields["max_image_pixels"].default
+
+
+def decode_image(path: str | Path, size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """One image file to uint8 (size, size, channels): RGB or grayscale, bilinear resize (PIL's
-    bilinear is antialiased when shrinking, like torchvision's antialias=True)."""
-    from PIL import Image, UnidentifiedImageError
+    bilinear is antialiased when shrinking, like torchvision's antialias=True). An image of more than
+    max_pixels pixels fails before it is decoded (Image.open reads only the header)."""
+    import warnings
+
+    from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB" if channels == 3 else "L").resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(im, dtype=np.uint8).reshape(size, size, channels)
-    except (UnidentifiedImageError, OSError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width * im.height > max_pixels:
+                    raise DataError(f"image '{path}' is {im.width}x{im.height} pixels, over data.max_image_pixels "
+                                    f"({max_pixels:,}); shrink it, remove it, or raise the limit if it is genuine")
+                im = im.convert("RGB" if channels == 3 else "L").resize((size, size), Image.Resampling.BILINEAR)
+                return np.asarray(im, dtype=np.uint8).reshape(size, size, channels)
+    except DataError:
+        raise
+    except Exception as e:  # Pillow raises many types for a bad file (a bomb warning is one, made an error above)
         raise DataError(f"cannot read image '{path}': {e.__class__.__name__}; fix or remove the file") from None
 
 
@@ -172,18 +187,34 @@ def prepare(cfg: DataConfig, seed: int) -> tuple[list[str], dict[str, tuple[np.n
             x, x_h, y, y_h = train_test_split(x, y, test_size=frac, stratify=y, random_state=seed)
             splits[name] = (x_h, y_h)
         splits["train"] = (x, y)
+    check_splits(raw.classes, splits)
     if cfg.labeled_per_class is not None:
         splits["train"] = (splits["train"][0], _hide_labels(splits["train"][1], cfg.labeled_per_class, rng))
     splits = {k: (resize_uint8(v[0], cfg.image_size), v[1]) for k, v in splits.items()}
     if cfg.unlabeled_dir is not None:
         x, y = splits["train"]
-        extra = read_unlabeled(Path(cfg.unlabeled_dir), cfg.image_size, x.shape[-1])
+        extra = read_unlabeled(Path(cfg.unlabeled_dir), cfg.image_size, x.shape[-1], cfg.max_image_pixels)
         splits["train"] = (np.concatenate([x, extra]), np.concatenate([y, np.full(len(extra), UNLABELED, np.int64)]))
     return raw.classes, splits
 
 
 UNLABELED = -1
 """The label of a training image without one (a transfer-set image)."""
+
+
+def check_splits(classes: list[str], splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """A classification task needs two classes, and every class in every split: otherwise accuracy
+    is measured on a task other than the one trained (a bundle claiming 100% on one class)."""
+    if len(classes) < 2:
+        raise DataError(f"the dataset has {len(classes)} class{'es' if len(classes) != 1 else ''} "
+                        f"({', '.join(classes) or 'none'}); a classifier needs at least 2 (one sub-folder per class)")
+    for name in ("train", "val", "test"):
+        counts = np.bincount(splits[name][1], minlength=len(classes))
+        if (counts == 0).any():
+            missing = [classes[i] for i in np.flatnonzero(counts == 0)]
+            raise DataError(f"the {name} split has no image of class {', '.join(missing[:5])}"
+                            f"{' ...' if len(missing) > 5 else ''}; give every class more images "
+                            f"(or a larger data.{'val' if name == 'val' else 'test'}_fraction)")
 
 
 def _hide_labels(y: np.ndarray, keep_per_class: int, rng: np.random.Generator) -> np.ndarray:
@@ -195,7 +226,7 @@ def _hide_labels(y: np.ndarray, keep_per_class: int, rng: np.random.Generator) -
     return out
 
 
-def read_unlabeled(root: Path, size: int, channels: int) -> np.ndarray:
+def read_unlabeled(root: Path, size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Every image file under root (sorted paths, any depth), decoded and resized like the rest
     (channels: those of the labeled images, 1 or 3)."""
     from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -205,7 +236,7 @@ def read_unlabeled(root: Path, size: int, channels: int) -> np.ndarray:
     paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
     if not paths:
         raise DataError(f"data.unlabeled_dir '{root}' holds no image files ({', '.join(IMG_EXTENSIONS)})")
-    return np.stack([decode_image(p, size, channels) for p in paths])
+    return np.stack([decode_image(p, size, channels, max_pixels) for p in paths])
 
 
 # ---- the model's input -------------------------------------------------------------------------
@@ -228,6 +259,28 @@ def preprocess_spec(cfg: DataConfig, source_channels: int) -> dict:
         "std": list(cfg.std),
         "formula": "x = (pixel * scale - mean[c]) / std[c]",
     }
+
+
+def read_preprocess(path: Path) -> dict:
+    """A preprocess.json (every bundle has one), checked to hold what to_model_input reads."""
+    import json
+
+    try:
+        spec = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataError(f"preprocess file '{path}' does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"preprocess file '{path}' is not JSON ({type(e).__name__})") from None
+    ok = (isinstance(spec, dict) and all(isinstance(spec.get(k), int) and spec[k] > 0 for k in ("height", "width"))
+          and spec.get("channels") in (1, 3) and spec.get("color") in ("grayscale", "rgb")
+          and isinstance(spec.get("scale"), (int, float))
+          and all(isinstance(spec.get(k), list) and len(spec[k]) == spec["channels"]
+                  and all(isinstance(v, (int, float)) for v in spec[k]) for k in ("mean", "std"))
+          and all(v > 0 for v in spec["std"]))
+    if not ok:
+        raise DataError(f"'{path}' is not a preprocess.json as bundles hold it (height, width, channels, color, "
+                        f"scale, mean, std)")
+    return spec
 
 
 def to_model_input(images: np.ndarray, spec: dict) -> np.ndarray:
@@ -283,12 +336,28 @@ def open_inputs(path: Path, spec: dict | None) -> InputSet:
         decode = lambda paths: to_model_input(np.stack([decode_image(p, spec["height"], 1 if spec["color"] == "grayscale" else 3)
                                                         for p in paths]), spec)
         return InputSet([p for p, _ in folder.samples], decode, np.asarray(folder.targets, dtype=np.int64))
-    if path.suffix == ".npy" and path.is_file():
-        return InputSet(np.load(path, mmap_mode="r"), np.asarray, None)
-    if path.suffix == ".npz" and path.is_file():
-        with np.load(path) as z:
-            if "x" not in z:
-                raise DataError(f"'{path}' has no array named x (inputs); it has {', '.join(z.files)}")
-            return InputSet(z["x"], np.asarray, z["y"].astype(np.int64) if "y" in z else None)
+    try:
+        if path.suffix == ".npy" and path.is_file():
+            return InputSet(_model_inputs(np.load(path, mmap_mode="r"), path), np.asarray, None)
+        if path.suffix == ".npz" and path.is_file():
+            with np.load(path) as z:
+                if "x" not in z:
+                    raise DataError(f"'{path}' has no array named x (inputs); it has {', '.join(z.files)}")
+                x = _model_inputs(z["x"], path)
+                y = z["y"] if "y" in z else None
+            if y is not None and (y.ndim != 1 or len(y) != len(x) or y.dtype.kind not in "iu"):
+                raise DataError(f"'{path}': y must hold one integer label per input ({len(x)}), "
+                                f"it is {y.dtype} of shape {y.shape}")
+            return InputSet(x, np.asarray, None if y is None else y.astype(np.int64))
+    except (ValueError, OSError, EOFError) as e:  # not an array file, pickled objects, truncated
+        raise DataError(f"cannot read '{path}' as a numpy array file: {str(e).splitlines()[0][:120]}") from None
     raise DataError(f"'{path}' is not an image folder, a .npy or a .npz file")
+
+
+def _model_inputs(x: np.ndarray, path: Path) -> np.ndarray:
+    """Preprocessed inputs must be a non-empty float array (N, C, H, W)."""
+    if x.dtype.kind != "f" or x.ndim != 4 or len(x) == 0:
+        raise DataError(f"'{path}' holds {x.dtype} of shape {x.shape}; preprocessed inputs are float32 (N, C, H, W), "
+                        f"the model's input layout")
+    return x
 

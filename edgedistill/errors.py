@@ -19,6 +19,11 @@ class StageError(EdgeDistillError):
     """A stage ran and refused its own result (for example an export parity failure)."""
 
 
+class IntegrityError(EdgeDistillError):
+    """A file on disk does not match what was recorded when it was written (a bundle against its
+    manifest, a stored result against its meta.json), or is not the kind of file it should be."""
+
+
 class StoreBusy(EdgeDistillError):
     """Another run holds the store's lock."""
 

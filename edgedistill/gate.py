@@ -1,14 +1,14 @@
 """Release gate: a bundle's report.json against a budgets file."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field, model_validator
 
 from .config import Strict, read_yaml, validate
-from .errors import ConfigError, GateFailed
+from .errors import ConfigError, GateFailed, IntegrityError
+from .store import read_json, verify_bundle
 from .table import text_table
 
 MB = 1024 * 1024  # sizes and memory in MiB throughout
@@ -78,13 +78,32 @@ def load_budgets(path: Path) -> Budgets:
 
 
 def load_report(bundle: Path) -> dict:
-    path = Path(bundle) / "report.json"
-    if not path.is_file():
-        raise ConfigError(f"'{bundle}' is not a bundle (no report.json); give a folder like artifacts/bundles/<name>/v1")
-    return json.loads(path.read_text())
+    """A bundle's report.json, after checking the whole bundle against its manifest."""
+    verify_bundle(bundle)
+    report = read_json(Path(bundle) / "report.json")
+    if not isinstance(report, dict):
+        raise IntegrityError(f"'{Path(bundle) / 'report.json'}' is not a report edgedistill wrote")
+    return report
 
 
-def check(report: dict, budgets: Budgets) -> list[Check]:
+def check(report: dict, budgets: Budgets, baseline: dict | None = None, bundle: Path | str = "the bundle") -> list[Check]:
+    """The budgets against a report (and the regression thresholds against a baseline report, when
+    given). A report without the numbers a budget needs is an error (exit 2), as is a budgets file
+    with nothing to check: a gate that checks nothing must not pass."""
+    try:
+        rows = _check(report, budgets)
+        if baseline is not None:
+            rows += _check_regression(report, baseline, budgets.regression)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+        raise IntegrityError(f"report.json of {bundle} (or of its baseline) lacks or garbles what the gate reads "
+                             f"({type(e).__name__}: {str(e)[:80]}); rebuild the bundle") from None
+    if not rows:
+        raise ConfigError("the budgets file has no budget that applies (its regression thresholds apply only with "
+                          "--baseline); add at least one of max_size_mb, max_latency_ms_p90, min_accuracy, ...")
+    return rows
+
+
+def _check(report: dict, budgets: Budgets) -> list[Check]:
     shipped_acc = report["accuracy"][report["shipped"]]
     drop = report["accuracy"]["teacher"] - shipped_acc
     rows = []
@@ -118,8 +137,7 @@ def check(report: dict, budgets: Budgets) -> list[Check]:
     return rows
 
 
-def check_regression(report: dict, baseline: dict, r: RegressionBudgets) -> list[Check]:
-    """The new bundle against a previous release's report.json."""
+def _check_regression(report: dict, baseline: dict, r: RegressionBudgets) -> list[Check]:
     shipped = lambda rep: rep["accuracy"][rep["shipped"]]
     rows = []
     for metric, new, old, pct in (

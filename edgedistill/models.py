@@ -18,8 +18,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .config import ModelPreset, WeightsSpec
-from .errors import ConfigError
+from .config import ModelPreset, WeightsSpec, check_trusted
+from .errors import ConfigError, IntegrityError
 from .packages import package_file
 from .registry import Registry, did_you_mean
 from .store import sha256_file
@@ -91,7 +91,11 @@ def _state_dict(arch_name: str, spec: WeightsSpec) -> dict:
         return _load_torchvision_weights(arch_name, spec.torchvision or "")
     if spec.sha256 and sha256_file(path) != spec.sha256:
         raise ConfigError(f"weights file '{path}' does not match the preset's sha256; it is corrupt or not the file meant")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # weights_only refuses pickled code; other errors mean a damaged file
+        raise ConfigError(f"weights file '{path}' cannot be loaded as a state_dict ({type(e).__name__}); "
+                          f"give a torch.save'd state_dict of tensors") from None
 
 
 def last_linear(model: nn.Module) -> str:
@@ -170,10 +174,12 @@ def _efficientnet_lite(name: str, kwargs: dict, num_classes: int, in_channels: i
 @FAMILIES.register("python")
 def _python(ref: str, kwargs: dict, num_classes: int, in_channels: int, weights: WeightsSpec | None) -> nn.Module:
     """Your own model: python:<module>:<function>. The module is imported as Python code (your code, on
-    your PYTHONPATH); the YAML itself stays inert."""
+    your PYTHONPATH), only when the command line trusts it (--trust-code): the YAML, and a stored
+    model.json, stay inert."""
     module_name, sep, function = ref.rpartition(":")
     if not sep or not module_name or not function:
         raise ConfigError(f"arch 'python:{ref}' must be 'python:<module>:<function>', e.g. python:mymodels:tiny_net")
+    check_trusted(f"python:{ref}", "model")
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
@@ -252,17 +258,33 @@ def save_trained(model: nn.Module, preset: ModelPreset, num_classes: int, in_cha
 
 
 def trained_info(path: Path) -> dict:
-    """model.json of a trained model folder (what load_trained rebuilds from)."""
-    if not (Path(path) / "model.json").is_file() or not (Path(path) / "model.pt").is_file():
+    """model.json of a trained model folder (what load_trained rebuilds from), checked."""
+    path = Path(path)
+    if not (path / "model.json").is_file() or not (path / "model.pt").is_file():
         raise ConfigError(f"'{path}' is not a trained model folder (model.pt and model.json), such as "
                           f"<store>/results/finetune/<key>/")
-    return json.loads((Path(path) / "model.json").read_text())
+    try:
+        info = json.loads((path / "model.json").read_text())
+        ModelPreset.model_validate(info["preset"])
+        if not all(isinstance(info[k], int) and info[k] > 0 for k in ("num_classes", "in_channels")):
+            raise ValueError("num_classes and in_channels must be positive integers")
+    except Exception as e:  # not JSON, keys missing, a preset that does not validate
+        raise IntegrityError(f"'{path / 'model.json'}' is not a model description edgedistill wrote "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''})") from None
+    return info
 
 
 def load_trained(path: Path) -> nn.Module:
+    """A trained model folder (model.json + model.pt) back as a model, in eval mode."""
+    path = Path(path)
     info = trained_info(path)
     model, _ = build(ModelPreset.model_validate(info["preset"]), info["num_classes"], info["in_channels"], pretrained=False)
-    model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
+    try:
+        state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as e:  # torch's own message suggests weights_only=False: the wrong advice for a damaged file
+        raise IntegrityError(f"'{path / 'model.pt'}' cannot be loaded as the weights of its model.json "
+                             f"({type(e).__name__}); the file is damaged or not one edgedistill wrote") from None
     return model.eval()
 
 

@@ -15,9 +15,14 @@ if TYPE_CHECKING:
 
 
 def session(path: Path, threads: int = 0) -> ort.InferenceSession:
+    from .errors import DataError
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads  # 0: ONNX Runtime's default (all cores)
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # ONNX Runtime's own exception types (InvalidProtobuf, Fail, ...)
+        raise DataError(f"'{path}' is not a model ONNX Runtime can load: {str(e).splitlines()[0][:150]}") from None
 
 
 def ort_predict(path: Path, x: np.ndarray, batch: int = 64) -> np.ndarray:

@@ -13,7 +13,10 @@ def package_file(package: str, rel: str, install: str, error: type[EdgeDistillEr
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise error(f"package '{package}' is not installed; install it with: pip install {install}")
-    path = Path(list(spec.submodule_search_locations)[0]) / rel
+    root = Path(list(spec.submodule_search_locations)[0]).resolve()
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root):
+        raise error(f"'{rel}' points outside package '{package}'")
     if not path.is_file():
         raise error(f"'{rel}' is not inside package '{package}' ({path}); reinstall it: pip install {install}")
     return path

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import tempfile
@@ -18,19 +19,34 @@ from .config import BenchmarkConfig
 from .errors import ConfigError, StageError
 
 SSH_BASE = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=15"]
+# What a user, host and remote folder may be. Anything that could reach ssh as an option (a leading
+# '-'), or a remote shell as syntax, is refused rather than quoted.
+USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]+")
+REMOTE_DIR = re.compile(r"[A-Za-z0-9_.~/][A-Za-z0-9_./~+-]{0,199}")
 
 
 def parse_target(target: str) -> tuple[str, int | None, str | None]:
     """ssh://[user@]host[:port][/remote/dir] -> (destination, port, remote dir or None)."""
+    usage = f"--target '{target[:80]}' must look like ssh://user@host[:port][/remote/dir]"
     u = urlparse(target)
     if u.scheme != "ssh" or not u.hostname:
-        raise ConfigError(f"--target '{target}' must look like ssh://user@host[:port][/remote/dir]")
+        raise ConfigError(usage)
+    if u.username is not None and not USER.fullmatch(u.username):
+        raise ConfigError(f"{usage}: user '{u.username[:40]}' is not a plain user name")
+    if not HOST.fullmatch(u.hostname):
+        raise ConfigError(f"{usage}: host '{u.hostname[:40]}' is not a host name or address")
+    if u.password is not None or u.query or u.fragment or u.params:
+        raise ConfigError(f"{usage} (no password, '?', ';' or '#')")
     dest = f"{u.username}@{u.hostname}" if u.username else u.hostname
     try:
         port = u.port
     except ValueError:
-        raise ConfigError(f"--target '{target}' has an invalid port") from None
-    return dest, port, (u.path if u.path not in ("", "/") else None)
+        raise ConfigError(f"--target '{target[:80]}' has an invalid port") from None
+    remote = u.path if u.path not in ("", "/") else None
+    if remote is not None and (not REMOTE_DIR.fullmatch(remote) or ".." in remote.split("/")):
+        raise ConfigError(f"{usage}: remote folder '{remote[:40]}' may hold only letters, digits and _ . / ~ + -")
+    return dest, port, remote
 
 
 def bench_over_ssh(bundle: Path, target: str, settings: BenchmarkConfig, name: str | None = None,
@@ -53,11 +69,12 @@ def bench_over_ssh(bundle: Path, target: str, settings: BenchmarkConfig, name: s
             last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
             raise StageError(f"{what} on {dest} failed: {last}")
 
-    call([*ssh, dest, f"mkdir -p {shlex.quote(remote_dir)}"], "creating the remote folder")
-    call([*scp, str(bundle / "model.onnx"), str(bundle / "bench.py"), f"{dest}:{remote_dir}/"], "copying the bundle")
+    # "--" ends ssh's and scp's options: the destination can never be read as one
+    call([*ssh, "--", dest, f"mkdir -p {shlex.quote(remote_dir)}"], "creating the remote folder")
+    call([*scp, "--", str(bundle / "model.onnx"), str(bundle / "bench.py"), f"{dest}:{remote_dir}/"], "copying the bundle")
     args = " ".join(shlex.quote(a) for a in settings.ortbench_args())
-    call([*ssh, dest, f"cd {shlex.quote(remote_dir)} && {shlex.quote(remote_python)} bench.py model.onnx {args} "
-                      f"--name {shlex.quote(device)} --out result.json"], "running bench.py")
+    call([*ssh, "--", dest, f"cd {shlex.quote(remote_dir)} && {shlex.quote(remote_python)} bench.py model.onnx {args} "
+                            f"--name {shlex.quote(device)} --out result.json"], "running bench.py")
     with tempfile.TemporaryDirectory() as tmp:
-        call([*scp, f"{dest}:{remote_dir}/result.json", f"{tmp}/result.json"], "fetching the result")
+        call([*scp, "--", f"{dest}:{remote_dir}/result.json", f"{tmp}/result.json"], "fetching the result")
         return json.loads(Path(tmp, "result.json").read_text())

@@ -3,6 +3,7 @@ for the teacher and the students (every quantization candidate too), and the tra
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 import matplotlib
@@ -61,6 +62,11 @@ def plot_training(histories: dict[str, list[dict]], path: Path) -> None:
 
 def write_html(report: dict, out: Path, labels: list[str]) -> None:
     """report.html beside tradeoffs.png and training.png."""
+    out.write_text(render_html(report, labels))
+
+
+def render_html(report: dict, labels: list[str]) -> str:
+    """The text of report.html; everything it embeds from the report is HTML-escaped."""
     e = html.escape
     models = "".join(
         f"<tr><td>{e(ROLES[r][0])}</td><td>{m['accuracy']:.2f}</td><td>{m['latency_ms']['p50']:.3f}</td>"
@@ -76,7 +82,7 @@ def write_html(report: dict, out: Path, labels: list[str]) -> None:
         f"<td>{d['latency_ms']['p90']:.3f}</td><td>{num(d.get('peak_rss_mb'), '.1f')}</td></tr>"
         for name, d in report.get("devices", {}).items()) or "<tr><td colspan=5>none ingested yet</td></tr>"
     q, dev = report["quantization"], report["device"]
-    out.write_text(f"""<!doctype html>
+    return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(report['pipeline'])}: edgedistill report</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
@@ -97,7 +103,17 @@ Test accuracy {report['accuracy'][report['shipped']]:.2f}% (teacher {report['acc
 <table><tr><th>device</th><th>CPU</th><th>p50 ms</th><th>p90 ms</th><th>peak RSS MiB</th></tr>{devices}</table>
 <p>All numbers: <code>report.json</code>. Provenance: <code>manifest.json</code>.</p>
 </body></html>
-""")
+"""
+
+
+_MARKDOWN = re.compile(r"([\\`*_\[\]|~])")
+
+
+def md(text: object) -> str:
+    """Text from the data or a device (class names, CPU strings, error messages), inert in Markdown:
+    one line, HTML characters as entities, and the characters that make tables, links, code and
+    emphasis backslash-escaped."""
+    return _MARKDOWN.sub(r"\\\1", html.escape(" ".join(str(text).split()), quote=False))
 
 
 def model_card(report: dict, labels: list[str], pre: dict) -> str:
@@ -105,15 +121,15 @@ def model_card(report: dict, labels: list[str], pre: dict) -> str:
     num = lambda v, f: "-" if v is None else format(v, f)
     tp = report.get("throughput")
     throughput = f"Throughput at batch {tp['batch']}: {tp['images_per_s']:,.0f} images/s.\n" if tp else ""
-    ops = ", ".join(f"{o['op_type']} {o['share']:.0%}" for o in report["top_ops"][:5]) or "not profiled"
+    ops = ", ".join(f"{md(o['op_type'])} {o['share']:.0%}" for o in report["top_ops"][:5]) or "not profiled"
     measured = report.get("devices", {})
     devices = ("## Target devices (bench.py results, ingested)\n\n| device | CPU | p50 ms | p90 ms | peak RSS MiB |\n"
                "|---|---|---|---|---|\n" + "".join(
-                   f"| {name} | {d['device'].get('cpu', '')} | {d['latency_ms']['p50']:.3f} | {d['latency_ms']['p90']:.3f} | "
+                   f"| {md(name)} | {md(d['device'].get('cpu', ''))} | {d['latency_ms']['p50']:.3f} | {d['latency_ms']['p90']:.3f} | "
                    f"{d.get('peak_rss_mb', float('nan')):.1f} |\n" for name, d in sorted(measured.items())) + "\n") if measured else ""
     tried = "\n".join(
-        f"| {c['name']} | {num(c['val_accuracy'], '.2f')} | {num(c['latency_ms_p90'], '.3f')} | "
-        f"{num(c['size_bytes'] and c['size_bytes'] / 1024, '.1f')} | {len(c['excluded_nodes'])} | {c['error'] or ''} |"
+        f"| {md(c['name'])} | {num(c['val_accuracy'], '.2f')} | {num(c['latency_ms_p90'], '.3f')} | "
+        f"{num(c['size_bytes'] and c['size_bytes'] / 1024, '.1f')} | {len(c['excluded_nodes'])} | {md(c['error'] or '')} |"
         for c in quant["candidates"])
     rows = "\n".join(
         f"| {role} | {m['accuracy']:.2f} | {m['latency_ms']['p50']:.3f} | {m['latency_ms']['p90']:.3f} | "
@@ -125,7 +141,7 @@ Shipped model: `model.onnx` = **{report['shipped']}**, {report['params']['studen
 (teacher: {report['params']['teacher']:,}).
 
 ## Task
-{len(labels)} classes: {', '.join(labels[:20])}{' ...' if len(labels) > 20 else ''}.
+{len(labels)} classes: {', '.join(md(label) for label in labels[:20])}{' ...' if len(labels) > 20 else ''}.
 Input `{pre['input_name']}`: {pre['dtype']} {pre['layout']} 1x{pre['channels']}x{pre['height']}x{pre['width']},
 {pre['color']} image resized to {pre['height']}x{pre['width']} (bilinear), then `{pre['formula']}`
 with scale {pre['scale']:.6f}, mean {pre['mean']}, std {pre['std']} (see preprocess.json).
@@ -133,12 +149,12 @@ with scale {pre['scale']:.6f}, mean {pre['mean']}, std {pre['std']} (see preproc
 ## Accuracy (test split, {report['test_samples']} images, ONNX Runtime)
 teacher {acc['teacher']:.2f}%, student FP32 {acc['student_fp32']:.2f}%, student INT8 {acc['student_int8']:.2f}%.
 
-## Shipped model on {dev['cpu']} ({dev['cores']} cores, {dev['threads']} thread(s), onnxruntime {dev['onnxruntime']})
+## Shipped model on {md(dev['cpu'])} ({dev['cores']} cores, {dev['threads']} thread(s), onnxruntime {dev['onnxruntime']})
 Latency at batch 1: p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms,
 min {lat['min']:.3f} ms, mean {lat['mean']:.3f} ms. Size {report['size_bytes']:,} bytes.
 Session load {report['load_ms']:.1f} ms, cold start (load + first inference) {report['cold_start_ms']:.1f} ms.
 Peak resident memory {report['peak_rss_mb']:.1f} MiB (a process holding only ONNX Runtime and this model).
-{throughput}CPU flags: {', '.join(dev['flags']) or 'none of note'}.
+{throughput}CPU flags: {md(', '.join(dev['flags'])) or 'none of note'}.
 Top operators by time (ONNX Runtime profiler): {ops}.
 
 | model | test acc % | p50 ms | p90 ms | size KiB | peak RSS MiB |

@@ -2,8 +2,10 @@
 results, runs the rest, and publishes the bundle. Stages know nothing of caching or versions."""
 from __future__ import annotations
 
+import errno
 import getpass
 import importlib.metadata
+import math
 import platform
 import shutil
 import sys
@@ -16,7 +18,7 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from .config import Pipeline
-from .errors import ConfigError, StageError
+from .errors import ConfigError, EdgeDistillError, IntegrityError, StageError
 from .registry import did_you_mean
 from .store import METRICS, Result, Store, hash_obj, hash_tree, write_json
 
@@ -169,17 +171,34 @@ class Decision:
 class RunReport:
     pipeline: Pipeline
     statuses: list[StageStatus] = field(default_factory=list)
-    bundle: tuple[int, Path, bool] | None = None
+    bundle: tuple[int, Path, str] | None = None
+    """(version, folder, new | unchanged | restored) of the published bundle."""
 
     def result(self, stage: str) -> Result | None:
         return next((s.result for s in self.statuses if s.stage == stage), None)
 
 
+class DiskFull(EdgeDistillError):
+    """The disk filled up while a stage wrote its result (nothing half-written is kept)."""
+
+
+class _DamagedInput(Exception):
+    """A stage's input failed its full check and was set aside: the run starts over to recompute it."""
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
 class Runner:
-    def __init__(self, store: Store, stages: list[Stage], progress: bool = True):
+    def __init__(self, store: Store, stages: list[Stage], progress: bool = True,
+                 warn: Callable[[str], None] = _warn):
         self.store = store
         self.stages = toposort(stages)
         self.progress = progress
+        self.warn = warn
+        self._verified: set[Path] = set()
+        """Results whose every file was hashed against meta.json during this runner's life."""
 
     def _select(self, until: str | None, force: list[str]) -> list[Stage]:
         names = [s.name for s in self.stages]
@@ -191,8 +210,19 @@ class Runner:
         need = upstream(self.stages, until)
         return [s for s in self.stages if s.name in need]
 
-    def _key(self, stage: Stage, pipeline: Pipeline, inputs: dict[str, Result]) -> tuple[str, dict, BaseModel]:
-        cfg = stage.configure(pipeline)
+    def _resolve(self, pipeline: Pipeline, selected: list[Stage]) -> dict[str, BaseModel]:
+        """Every selected stage's config, with the presets, files and folders it names, and its cheap
+        checks: all before anything is computed, so a wrong name fails in seconds, not after hours."""
+        cfgs = {}
+        for stage in selected:
+            cfg = cfgs[stage.name] = stage.configure(pipeline)
+            for name, path in stage.sources(cfg).items():
+                if not Path(path).exists():
+                    raise ConfigError(f"stage '{stage.name}' reads {name} from '{path}', which does not exist")
+            stage.check(pipeline)
+        return cfgs
+
+    def _key(self, stage: Stage, cfg: BaseModel, inputs: dict[str, Result]) -> tuple[str, dict]:
         sources = {name: hash_tree(p) for name, p in stage.sources(cfg).items()}
         parts = {
             "stage": stage.name,
@@ -202,32 +232,41 @@ class Runner:
             "sources": sources,
             "libraries": library_versions(),
         }
-        return hash_obj(parts)[:16], parts, cfg
+        return hash_obj(parts)[:16], parts
 
-    def _decide(self, stage: Stage, pipeline: Pipeline, inputs: dict[str, Result], force: list[str]) -> "Decision":
-        """Reuse a finished result, or run, and why: the one rule `plan` shows and `run` follows."""
-        key, parts, cfg = self._key(stage, pipeline, inputs)
+    def _decide(self, stage: Stage, cfg: BaseModel, pipeline: Pipeline, inputs: dict[str, Result], force: list[str],
+                writer: bool) -> "Decision":
+        """Reuse a finished result, or run, and why: the one rule `plan` shows and `run` follows.
+        A cached result that fails its cheap check is never reused; the writer (a run holding the
+        store's lock) sets it aside."""
+        key, parts = self._key(stage, cfg, inputs)
         existing = self.store.get(stage.name, key)
+        if existing is not None and existing.problem:
+            if not writer:
+                return Decision(key, parts, cfg, None, reuse=False, why=f"its cached result is damaged ({existing.problem})")
+            aside = self.store.set_aside(existing.path, existing.problem)
+            self.warn(f"{stage.name} result {key} is damaged ({existing.problem}); set aside in {aside}, recomputing it")
+            return Decision(key, parts, cfg, None, reuse=False, why=f"its cached result was damaged ({existing.problem})")
         if existing and stage.name not in force:
             return Decision(key, parts, cfg, existing, reuse=True)
         why = "--force" if existing else explain(parts, self.store.latest(stage.name, pipeline.name))
         return Decision(key, parts, cfg, existing, reuse=False, why=why)
 
     def plan(self, pipeline: Pipeline, until: str | None = None, force: list[str] = ()) -> list[StageStatus]:
-        """What `run` would do, without computing anything."""
+        """What `run` would do, without computing or changing anything."""
         produced: dict[str, Result] = {}
         rerun: set[str] = set()
         out = []
         selected = self._select(until, list(force))
-        for stage in selected:
-            stage.check(pipeline)
+        cfgs = self._resolve(pipeline, selected)
         for stage in selected:
             stale = [i for i in stage.inputs if i in rerun]
             if stale:
                 rerun.add(stage.output)
                 out.append(StageStatus(stage.name, "will run", reason=f"input '{stale[0]}' will be recomputed"))
                 continue
-            d = self._decide(stage, pipeline, {i: produced[i] for i in stage.inputs}, list(force))
+            d = self._decide(stage, cfgs[stage.name], pipeline, {i: produced[i] for i in stage.inputs}, list(force),
+                             writer=False)
             if d.reuse:
                 produced[stage.output] = d.existing
                 out.append(StageStatus(stage.name, "cached", d.key, result=d.existing))
@@ -244,27 +283,43 @@ class Runner:
         stages up to the last `distributed` one: rank 0 decides, runs and commits each stage, the
         others run the distributed stages with it (their own output is thrown away) and wait for the
         rest. After the last distributed stage only rank 0 goes on. Rank 0 alone writes to the store.
+
+        Before a stage runs, every file of its inputs is checked against its recorded sha256. An input
+        that fails is set aside and the run starts over, which recomputes it (once per input).
         """
+        for attempt in range(len(self.stages) + 1):
+            try:
+                return self._run(pipeline, until, list(force), on_status)
+            except _DamagedInput as e:
+                if world()[1] > 1:
+                    raise IntegrityError(f"{e}; run again to recompute it") from None
+                self.warn(f"{e}; starting over to recompute it")
+        raise IntegrityError("inputs keep failing their checks after being recomputed; is the disk failing?")
+
+    def _run(self, pipeline: Pipeline, until: str | None, force: list[str],
+             on_status: Callable[[StageStatus], None]) -> RunReport:
         rank, size = world()
         report = RunReport(pipeline)
         produced: dict[str, Result] = {}
-        selected = self._select(until, list(force))
-        for stage in selected:
-            stage.check(pipeline)
+        selected = self._select(until, force)
+        cfgs = self._resolve(pipeline, selected)
         together = max((i for i, s in enumerate(selected) if s.distributed), default=-1) if size > 1 else -1
         for i, stage in enumerate(selected):
             if rank > 0 and i > together:
                 break
             inputs = {name: produced[name] for name in stage.inputs}
-            d = self._decide(stage, pipeline, inputs, list(force))
+            d = self._decide(stage, cfgs[stage.name], pipeline, inputs, force, writer=rank == 0)
             if i <= together:
                 d.reuse = _agree(stage.name, d.key, d.reuse)
                 if d.reuse and d.existing is None:
                     d.existing = self._shared_result(stage.name, d.key, rank)
+            if rank == 0:
+                self.store.record_run(pipeline.name, stage.name, d.key)
             if d.reuse:
                 st = StageStatus(stage.name, "cached", d.key, headline=stage.headline(d.existing.meta["metrics"]),
                                  result=d.existing)
             elif rank == 0:
+                self._check_inputs(inputs)
                 on_status(StageStatus(stage.name, "running", d.key, reason=d.why))
                 result, seconds = self._execute(stage, d.cfg, d.key, d.parts, inputs, pipeline, replace=d.existing is not None)
                 st = StageStatus(stage.name, "ran", d.key, d.why, seconds, stage.headline(result.meta["metrics"]), result)
@@ -289,8 +344,19 @@ class Runner:
                 "results": {s.stage: s.key for s in report.statuses},
                 "libraries": library_versions(),
                 "edgedistill": importlib.metadata.version("edgedistill"),
-            })
+            }, warn=self.warn)
         return report
+
+    def _check_inputs(self, inputs: dict[str, Result]) -> None:
+        """Hash every file a stage is about to read against its record (once per result and runner)."""
+        for name, r in inputs.items():
+            if r.path in self._verified:
+                continue
+            problem = self.store.full_check(r)
+            if problem:
+                aside = self.store.set_aside(r.path, problem)
+                raise _DamagedInput(f"{r.stage} result {r.key} is damaged ({problem}); set aside in {aside}")
+            self._verified.add(r.path)
 
     def _shared_result(self, stage: str, key: str, rank: int) -> Result:
         """A result rank 0 has in the store, read by another process."""
@@ -310,18 +376,29 @@ class Runner:
                  pipeline: Pipeline, replace: bool) -> tuple[Result, float]:
         tmp = self.store.new_tmp(stage.name)
         work = self.store.work_dir(stage.name, key)
-        work.mkdir(parents=True, exist_ok=True)
-        ctx = Context(work=work, progress=self.progress)
-        started = time.time()
         try:
+            work.mkdir(parents=True, exist_ok=True)
+            ctx = Context(work=work, progress=self.progress)
+            started = time.time()
             metrics = stage.run(cfg, {i: r.path for i, r in inputs.items()}, tmp, ctx)
-        except BaseException:
+            seconds = time.time() - started
+            bad = non_finite(metrics)
+            if bad:
+                raise StageError(f"stage '{stage.name}' produced a non-finite metric {bad}; nothing was cached")
+            # metrics.json is part of the result's content, so later stages may read it as an input
+            write_json(tmp / METRICS, metrics)
+            return self._commit(stage, cfg, key, parts, pipeline, tmp, metrics, seconds, replace), seconds
+        except BaseException as e:
             # Failures are never cached: the partial output goes, the checkpoints in work/ stay.
+            written = newest_file(tmp) or newest_file(work) or tmp
             shutil.rmtree(tmp, ignore_errors=True)
+            if disk_full(e, self.store.root):
+                raise DiskFull(f"no space left on device while writing {written} (stage {stage.name}); free some space "
+                               f"(`edgedistill gc` removes what no bundle needs) and run again: finished stages are kept") from e
             raise
-        seconds = time.time() - started
-        # metrics.json is part of the result's content, so later stages may read it as an input
-        write_json(tmp / METRICS, metrics)
+
+    def _commit(self, stage: Stage, cfg: BaseModel, key: str, parts: dict, pipeline: Pipeline, tmp: Path,
+                metrics: dict, seconds: float, replace: bool) -> Result:
         meta = {
             "stage": stage.name,
             "key": key,
@@ -333,7 +410,42 @@ class Runner:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "host": {"python": platform.python_version(), "machine": platform.machine(), "user": getpass.getuser()},
         }
-        return self.store.commit(stage.name, key, tmp, meta, replace=replace), seconds
+        return self.store.commit(stage.name, key, tmp, meta, replace=replace)
+
+
+def non_finite(obj: Any, where: str = "") -> str | None:
+    """The dotted path of the first NaN or infinity in a metrics tree, or None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return f"{where or 'value'} = {obj}"
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for k, v in items:
+        found = non_finite(v, f"{where}.{k}" if where else str(k))
+        if found:
+            return found
+    return None
+
+
+def newest_file(folder: Path) -> Path | None:
+    """The most recently written file under folder: after a write failed, most likely the one being written."""
+    try:
+        files = [p for p in Path(folder).rglob("*") if p.is_file()]
+        return max(files, key=lambda p: p.stat().st_mtime_ns, default=None)
+    except OSError:
+        return None
+
+
+def disk_full(e: BaseException, folder: Path) -> bool:
+    """Whether an exception from writing means the disk (or quota) is full. Writers word it differently:
+    OSError ENOSPC, numpy's "N requested and M written", torch's "file write failed"; all but the
+    first are told apart by the free space left."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if not isinstance(e, (OSError, RuntimeError)):
+        return False
+    try:
+        return shutil.disk_usage(folder).free < 16 * 2**20
+    except OSError:
+        return False
 
 
 

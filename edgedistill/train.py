@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .augment import Batches
 from .config import TrainConfig
-from .errors import ConfigError
+from .errors import ConfigError, StageError
 from .runner import world
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -144,14 +144,27 @@ def fit(model: nn.Module, train: Batches, val: tuple[np.ndarray, np.ndarray], *,
     history: list[dict] = []
     start_epoch, best_epoch, best_state = 0, 0, None
     if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        history, start_epoch = state["history"], state["epoch"]
-        best_epoch, best_state = state["best_epoch"], state["best_model"]
-        say(f"{desc}: resuming after epoch {start_epoch}/{cfg.epochs} from {checkpoint}")
+        initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        try:
+            state = torch.load(checkpoint, map_location=device, weights_only=True)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            history, start_epoch = state["history"], state["epoch"]
+            best_epoch, best_state = state["best_epoch"], state["best_model"]
+            say(f"{desc}: resuming after epoch {start_epoch}/{cfg.epochs} from {checkpoint}")
+        except Exception as e:  # damaged, or not ours: never trusted, never fatal
+            model.load_state_dict(initial)  # a half-applied state must not leak into the fresh start
+            optimizer = torch.optim.AdamW(param_groups, weight_decay=cfg.weight_decay)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup))
+            scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+            history, start_epoch, best_epoch, best_state = [], 0, 0, None
+            if rank == 0:
+                aside = checkpoint.with_name(f"{checkpoint.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+                os.replace(checkpoint, aside)
+                say(f"{desc}: checkpoint {checkpoint} cannot be read ({type(e).__name__}); set aside as {aside.name}, "
+                    f"training from the start")
 
     net, net_params = model, None
     for epoch in range(start_epoch, cfg.epochs):
@@ -192,6 +205,10 @@ def fit(model: nn.Module, train: Batches, val: tuple[np.ndarray, np.ndarray], *,
             scaler.update()
             scheduler.step()
             value = loss.item()  # one device sync per step
+            if not math.isfinite(value):
+                raise StageError(f"{desc}: the training loss became {value} in epoch {epoch + 1}, step {step + 1}; "
+                                 f"lower the learning rate (lr {cfg.lr:g}) or check data.mean/std and the images; "
+                                 f"nothing was cached")
             total_loss += value
             if progress and rank == 0:
                 bar.set_postfix(loss=f"{value:.3f}")

@@ -7,10 +7,19 @@ import yaml
 from edgedistill.cli import main
 from edgedistill.errors import ConfigError
 from edgedistill.gate import check, load_budgets
+from edgedistill.store import seal_bundle
 
 REPORT = {"shipped": "student_int8", "accuracy": {"teacher": 98.0, "student_fp32": 96.5, "student_int8": 96.0},
           "latency_ms": {"p50": 0.1, "p90": 0.2, "p99": 0.3, "min": 0.05, "mean": 0.12},
           "size_bytes": 3 * 1024 * 1024, "peak_rss_mb": 40.0}
+
+
+def fake_bundle(folder, report):
+    """A folder with a report.json and the manifest that makes it a bundle."""
+    folder.mkdir()
+    (folder / "report.json").write_text(json.dumps(report))
+    seal_bundle(folder, {})
+    return folder
 
 
 def budgets(tmp_path, **b):
@@ -36,9 +45,7 @@ def test_empty_or_unknown_budgets_are_errors(tmp_path):
 
 
 def test_gate_command_exit_codes_and_table(tmp_path, capsys):
-    bundle = tmp_path / "b"
-    bundle.mkdir()
-    (bundle / "report.json").write_text(json.dumps(REPORT))
+    bundle = fake_bundle(tmp_path / "b", REPORT)
     assert main(["gate", str(bundle), "--budgets", str(budgets(tmp_path, min_accuracy=90))]) == 0
     out = capsys.readouterr().out
     assert "accuracy" in out and "pass" in out
@@ -57,9 +64,7 @@ def test_real_bundle_passes_its_budgets(tiny_run, tmp_path):
 def test_gate_json_and_junit(tmp_path, capsys):
     import xml.etree.ElementTree as ET
 
-    bundle = tmp_path / "b"
-    bundle.mkdir()
-    (bundle / "report.json").write_text(json.dumps(REPORT))
+    bundle = fake_bundle(tmp_path / "b", REPORT)
     junit = tmp_path / "reports" / "gate.xml"
     code = main(["gate", str(bundle), "--budgets", str(budgets(tmp_path, min_accuracy=90, max_latency_ms_p90=0.1)),
                  "--json", "--junit", str(junit)])
@@ -83,10 +88,7 @@ def test_baseline_regressions(tmp_path, capsys):
                 report["accuracy"]["student_int8"] = value
             else:
                 report[key] = value
-        folder = tmp_path / name
-        folder.mkdir()
-        (folder / "report.json").write_text(json.dumps(report))
-        return str(folder)
+        return str(fake_bundle(tmp_path / name, report))
 
     old = bundle("v1")
     path = budgets(tmp_path, min_accuracy=90, regression={"max_latency_increase_pct": 10, "max_accuracy_decrease_pts": 0.5})

@@ -38,7 +38,9 @@ FAMILY_EXAMPLES = {
 
 @pytest.fixture
 def user_models(monkeypatch):
+    """The fixture's own model module on sys.path, trusted as a user trusts theirs (--trust-code)."""
     monkeypatch.syspath_prepend(str(Path(__file__).parent / "fixtures" / "usermodels"))
+    monkeypatch.setenv("EDGEDISTILL_TRUST_CODE", "mymodels,not_a_module_here")
 
 
 @pytest.mark.parametrize("family", models.FAMILIES.names())

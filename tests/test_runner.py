@@ -163,10 +163,10 @@ def test_crash_leftovers_are_ignored_and_cleaned(tmp_path):
     assert statuses(Runner(store, make_stages(), progress=False).run(pipe())) == {"a": "ran", "b": "ran", "c": "ran"}
 
 
-def test_result_without_meta_is_not_a_result(tmp_path):
+def test_result_without_meta_is_never_reused(tmp_path):
     store = Store(tmp_path)
     (tmp_path / "results" / "a" / "deadbeef").mkdir(parents=True)
-    assert store.get("a", "deadbeef") is None
+    assert store.get("a", "deadbeef").problem == "meta.json is missing"
 
 
 def test_lock_refuses_a_second_run_and_is_released_by_sigkill(tmp_path):
@@ -193,7 +193,7 @@ def test_bundle_versions_grow_only_with_content(tmp_path):
     src.mkdir()
     (src / "model.onnx").write_bytes(b"m1")
     v1 = store.publish_bundle("x", src, {"created": "now"})
-    assert v1[0] == 1 and v1[2] is True
+    assert v1[0] == 1 and v1[2] == "new"
     assert store.publish_bundle("x", src, {"created": "later"})[:1] == (1,)
     (src / "model.onnx").write_bytes(b"m2")
     assert store.publish_bundle("x", src, {"created": "later"})[0] == 2

@@ -16,7 +16,7 @@ from torch import nn
 
 from .. import models
 from ..augment import Batches
-from ..config import DistillConfig, ModelPreset, Pipeline, Strict, load_preset, teacher_sources
+from ..config import DistillConfig, ModelPreset, Pipeline, Strict, check_trusted, load_preset, teacher_sources
 from ..data import Dataset
 from ..errors import ConfigError
 from ..losses import dist_loss, hint_loss, kd_loss, rkd_angle_loss, rkd_distance_loss
@@ -140,10 +140,13 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
             "history": result.history, "best_epoch": result.best_epoch, "final_epoch": result.final_epoch}
 
 
-def check_layers(p: Pipeline) -> None:
-    """The hint and RKD layer paths exist in the two models (built without weights; the number of
+def check(p: Pipeline) -> None:
+    """Before anything runs: the extra teachers are trained model folders whose code is trusted, and
+    the hint and RKD layer paths exist in the two models (built without weights; the number of
     classes does not change module paths)."""
     d = p.distill
+    for e in d.extra_teachers:
+        check_trusted(models.trained_info(Path(e.model))["preset"]["arch"], str(Path(e.model) / "model.json"))
     if not d.hints and not d.rkd_teacher_layer and not d.rkd_student_layer:
         return
     student, _ = models.build(student_preset(p), 2, p.data.channels, pretrained=False, seed=0)
@@ -169,7 +172,7 @@ STAGE = Stage(
     name="distill", version=6, inputs=("dataset", "teacher", "teacher_outputs"), output="student",
     configure=lambda p: DistillStageConfig(distill=p.distill, model=student_preset(p), seed=p.seed,
                                            horizontal_flip=p.data.horizontal_flip),
-    run=run, key_exclude={"distill": {"device", "channels_last", "compile"}}, distributed=True, check=check_layers,
+    run=run, key_exclude={"distill": {"device", "channels_last", "compile"}}, distributed=True, check=check,
     sources=lambda cfg: teacher_sources(cfg.distill.extra_teachers),
     headline=lambda m: f"student test acc {m['test_accuracy']:.2f}%, {m['params'] / 1e3:.0f}k params ({m['params_ratio']:.1%} of teacher)",
 )

@@ -34,5 +34,6 @@ STAGE = Stage(
     configure=lambda p: PrepareConfig(data=p.data, seed=p.seed),
     run=run,
     sources=lambda cfg: data.sources(cfg.data),
+    key_exclude={"data": {"max_image_pixels"}},  # a limit: it fails a run or not, never changes a result
     headline=lambda m: "train/val/test " + "/".join(str(m["samples"][s]) for s in ("train", "val", "test")),
 )
