@@ -343,12 +343,15 @@ def cmd_ingest(a: argparse.Namespace) -> int:
     return 0
 
 
+class UsageError(EdgeDistillError):
+    """A command line argparse refuses."""
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, with its errors as one line and exit code 2 like every other bad input."""
 
     def error(self, message: str):
-        print(f"edgedistill: error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(2)
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
 def seconds(text: str) -> float:
@@ -468,7 +471,11 @@ def one_line(msg: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     from . import config
 
-    a = build_parser().parse_args(argv)
+    try:
+        a = build_parser().parse_args(argv)
+    except UsageError as e:
+        print(f"edgedistill: error: {one_line(str(e))}", file=sys.stderr)
+        return e.exit_code
     a.store = a.store or default_store()
     config.TRUSTED_CODE[:] = a.trust_code or []
     try:

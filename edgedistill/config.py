@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -430,6 +431,19 @@ def _resolve_paths(tree: dict, base: Path, only: set[str] | None = None) -> None
                     item[field] = str((base / item[field]).resolve())
 
 
+class YamlLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader (no object-building tags), reading 1e-3 as a number as YAML 1.2 does:
+    PyYAML follows YAML 1.1, where a float needs a dot, so `lr: 1e-3` would be the string '1e-3'."""
+
+
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 -- a SafeLoader subclass
+
+
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """``a.b=VALUE`` strings to {dotted key: value}; VALUE is parsed as YAML (4 -> int, true -> bool)."""
     parsed: dict[str, Any] = {}
@@ -438,7 +452,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"--set '{item}': expected KEY=VALUE, e.g. --set distill.temperature=4")
         try:
-            parsed[key.strip()] = yaml.safe_load(raw) if raw != "" else ""
+            parsed[key.strip()] = load_yaml(raw) if raw != "" else ""
         except yaml.YAMLError:
             parsed[key.strip()] = raw
     return parsed
@@ -502,7 +516,7 @@ def read_yaml(path: Path, what: str) -> dict:
     if not path.is_file():
         raise ConfigError(f"{what} '{path}' does not exist")
     try:
-        tree = yaml.safe_load(path.read_text())
+        tree = load_yaml(path.read_text())
     except UnicodeDecodeError:
         raise ConfigError(f"{what} '{path}' is not a text file") from None
     except yaml.YAMLError as e:

@@ -100,18 +100,22 @@ def decode_image(path: str | Path, size: int, channels: int, max_pixels: int = D
 
     from PIL import Image
 
+    too_big = (f"image '{path}' has more pixels than data.max_image_pixels ({max_pixels:,}); shrink it, remove it, "
+               f"or raise the limit if it is genuine")
+    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own check, in Image.open, then warns above it and fails above 2x
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 if im.width * im.height > max_pixels:
-                    raise DataError(f"image '{path}' is {im.width}x{im.height} pixels, over data.max_image_pixels "
-                                    f"({max_pixels:,}); shrink it, remove it, or raise the limit if it is genuine")
+                    raise DataError(too_big)
                 im = im.convert("RGB" if channels == 3 else "L").resize((size, size), Image.Resampling.BILINEAR)
                 return np.asarray(im, dtype=np.uint8).reshape(size, size, channels)
     except DataError:
         raise
-    except Exception as e:  # Pillow raises many types for a bad file (a bomb warning is one, made an error above)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise DataError(too_big) from None
+    except Exception as e:  # Pillow raises many types for a bad file
         raise DataError(f"cannot read image '{path}': {e.__class__.__name__}; fix or remove the file") from None
 
 
@@ -184,7 +188,10 @@ def prepare(cfg: DataConfig, seed: int) -> tuple[list[str], dict[str, tuple[np.n
         held = [k for k in ("val", "test") if k not in splits]
         for name in held:  # one given folder, the other carved out of train
             frac = cfg.val_fraction if name == "val" else cfg.test_fraction
-            x, x_h, y, y_h = train_test_split(x, y, test_size=frac, stratify=y, random_state=seed)
+            try:
+                x, x_h, y, y_h = train_test_split(x, y, test_size=frac, stratify=y, random_state=seed)
+            except ValueError as e:
+                raise DataError(f"cannot hold out a {name} split from the {len(y)} training images: {e}") from None
             splits[name] = (x_h, y_h)
         splits["train"] = (x, y)
     check_splits(raw.classes, splits)
