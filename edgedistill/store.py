@@ -469,10 +469,11 @@ class Store:
         d = self.bundle_dir(name)
         return {int(p.name[1:]): p for p in d.iterdir() if re.fullmatch(r"v[0-9]+", p.name)} if d.is_dir() else {}
 
-    def bundles(self, name: str | None = None) -> Iterator[tuple[str, int, Path]]:
+    def bundles(self, name: str | None = None, with_manifest: bool = True) -> Iterator[tuple[str, int, Path]]:
+        """(name, version, folder) of the published bundles; with_manifest=False: every v<N> folder."""
         for d in self._groups("bundles", name):
             for v, p in sorted(self._versions(d.name).items()):
-                if (p / MANIFEST).is_file():
+                if not with_manifest or (p / MANIFEST).is_file():
                     yield d.name, v, p
 
     def publish_bundle(self, name: str, src: Path, manifest: dict,
