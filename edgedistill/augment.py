@@ -43,16 +43,17 @@ class Batches:
 
     Targets are class indices (UNLABELED where an image has none), or, with MixUp/CutMix, mixed
     one-hot rows (all zeros for an unlabeled image, so only the distillation term sees it).
-    Without augmentation the whole split is normalized once and batches are plain index lookups.
+    images may be memory-mapped: only the rows of a batch are read and converted to float.
+    rows: which images of the split take part (default all); batch indices refer to them.
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, spec: dict, cfg: TrainConfig,
-                 horizontal_flip: bool, num_classes: int):
+                 horizontal_flip: bool, num_classes: int, rows: np.ndarray | None = None):
         self.spec, self.num_classes = spec, num_classes
-        self.labels = torch.as_tensor(labels)
+        self.images = images
+        self.rows = np.arange(len(labels)) if rows is None else np.asarray(rows)
+        self.labels = torch.as_tensor(labels[self.rows])
         self.transform = image_transform(cfg.augment, spec["height"], horizontal_flip)
-        self.clean = torch.from_numpy(to_model_input(images, spec))
-        self.pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2) if self.transform else None
         from torchvision.transforms import v2
 
         mixers = ([v2.MixUp(alpha=cfg.mixup_alpha, num_classes=num_classes)] if cfg.mixup_alpha > 0 else []) + \
@@ -67,16 +68,22 @@ class Batches:
         """Whether the same image gives different inputs from epoch to epoch."""
         return self.transform is not None or self.mix is not None
 
-    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, C, H, W) -> the model's float input, by data.to_model_input (one preprocessing rule)."""
-        return torch.from_numpy(to_model_input(pixels.permute(0, 2, 3, 1).numpy(), self.spec))
+    def pixels(self, idx: torch.Tensor | np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W, C) of these batch indices, read from the (memory-mapped) split."""
+        return np.asarray(self.images[self.rows[np.asarray(idx)]])
+
+    def clean(self, idx: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """The model's input for these batch indices without augmentation, by data.to_model_input."""
+        return torch.from_numpy(to_model_input(self.pixels(idx), self.spec))
 
     def __call__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = self.labels[idx]
         if self.transform is None:
-            x = self.clean[idx]
+            x = self.clean(idx)
         else:
-            x = self.normalize(torch.stack([self.transform(self.pixels[i]) for i in idx.tolist()]))
+            chw = torch.from_numpy(self.pixels(idx)).permute(0, 3, 1, 2)
+            x = torch.stack([self.transform(image) for image in chw])
+            x = torch.from_numpy(to_model_input(x.permute(0, 2, 3, 1).numpy(), self.spec))
         if self.mix is not None:
             onehot = F.one_hot(y.clamp_min(0), self.num_classes).float() * (y != UNLABELED).unsqueeze(1)
             x, y = self.mix(x, onehot)

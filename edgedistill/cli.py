@@ -314,12 +314,11 @@ def cmd_quantize(a: argparse.Namespace) -> int:
     val = open_inputs(Path(a.val), spec)
     if val.labels is None:
         raise ConfigError(f"--val '{a.val}' has no labels (an .npz needs an array y)")
-    x_val = val.to_input(val.items)
     latency = quantize.latency_settings(BenchmarkConfig(threads=a.threads), q)
     with tempfile.TemporaryDirectory() as work:
         sel = quantize.select(model, q, latency, calibration=reader,
                               rank_calibration=lambda: quantize.BatchReader(calib.items[:64], input_name, calib.to_input),
-                              val=(x_val, val.labels), work=Path(work), log=lambda m: print(f"    {m}", file=sys.stderr))
+                              val=(val, val.labels), work=Path(work), log=lambda m: print(f"    {m}", file=sys.stderr))
         num = lambda v, f: "-" if v is None else format(v, f)
         print(text_table(("configuration", "val acc %", "p90 ms", "size KiB", "in float", "error"), [
             (c.name, num(c.val_accuracy, ".2f"), num(c.latency_ms_p90, ".3f"), num(c.size_bytes and c.size_bytes / 1024, ".1f"),

@@ -75,6 +75,9 @@ class DataConfig(Strict):
     horizontal_flip: bool = False
     """Whether a left-right mirrored image keeps its class (most photos: yes; digits, text: no).
     The light and strong augmentation presets mirror images only when this is true."""
+    workers: int | None = Field(None, ge=1)
+    """Processes that decode image files in `prepare`. None: one per core this process may use.
+    Not part of any cache key: the prepared data is the same with any number."""
     max_image_pixels: int = Field(89_478_485, ge=1)
     """Largest image accepted, in pixels (width x height), checked before decoding: a larger file
     fails with its path instead of filling memory (a decompression bomb is a few KB on disk).

@@ -1,15 +1,20 @@
 """Datasets by registry name, the seeded stratified split, and the one preprocessing function.
 
-A prepared dataset is stored as uint8 images already resized to the model's input size
-(N, H, W, C with C = 1 or 3), which is what a device has after decoding and resizing a camera frame.
-``to_model_input`` turns such images into the float tensor the model takes; the same rule is
-written to the bundle's preprocess.json so it can be reimplemented on the device.
+A prepared dataset is stored on disk, one pair of .npy files a split: uint8 images already resized to
+the model's input size (N, H, W, C with C = 1 or 3), which is what a device has after decoding and
+resizing a camera frame, and int64 labels. The images are written incrementally and read back
+memory-mapped, so memory follows the batch, never the data set. ``to_model_input`` turns a batch of
+such images into the float tensor the model takes; the same rule is written to the bundle's
+preprocess.json so it can be reimplemented on the device.
 """
 from __future__ import annotations
 
+import functools
+import multiprocessing
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -21,7 +26,9 @@ from .registry import Registry
 
 @dataclass
 class RawData:
-    """Images as loaded: uint8 (N, H, W, C). Either one labeled pool to split, or given splits."""
+    """A dataset as listed: items and labels, either one labeled pool to split, or given splits. Items
+    are decoded uint8 images (N, H, W, C) for the small built-in datasets, or image file paths
+    (decoded only when a split is written, in worker processes)."""
 
     classes: list[str]
     pool: tuple[np.ndarray, np.ndarray] | None = None
@@ -78,15 +85,14 @@ def _image_folder(root: Path):
         raise DataError(f"'{root}': {e}") from None
 
 
-def _read_imagefolder(root: Path, cfg: DataConfig, classes: list[str] | None) -> tuple[list[str], np.ndarray, np.ndarray]:
-
+def _read_imagefolder(root: Path, classes: list[str] | None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Class names, image paths and labels of a folder (nothing decoded)."""
     folder = _image_folder(root)
     if classes is not None and folder.classes != classes:
         raise DataError(f"'{root}' has classes {folder.classes}, but the training folder has {classes}")
     if not folder.samples:
         raise DataError(f"'{root}' holds no image files; give a folder with one sub-folder of images per class")
-    images = [decode_image(path, cfg.image_size, cfg.channels, cfg.max_image_pixels) for path, _ in folder.samples]
-    return folder.classes, np.stack(images), np.asarray(folder.targets, dtype=np.int64)
+    return folder.classes, np.asarray([p for p, _ in folder.samples], dtype=object), np.asarray(folder.targets, dtype=np.int64)
 
 
 DEFAULT_MAX_PIXELS = DataConfig.model_fields["max_image_pixels"].default
@@ -123,13 +129,13 @@ def decode_image(path: str | Path, size: int, channels: int, max_pixels: int = D
 def load_imagefolder(cfg: DataConfig) -> RawData:
     """Your images, one sub-folder per class, read with torchvision's ImageFolder conventions."""
     dirs = _imagefolder_dirs(cfg)
-    classes, x, y = _read_imagefolder(dirs["train"], cfg, None)
+    classes, x, y = _read_imagefolder(dirs["train"], None)
     if "val" not in dirs and "test" not in dirs:
         return RawData(classes, pool=(x, y))
     splits = {"train": (x, y)}
     for name in ("val", "test"):
         if name in dirs:
-            splits[name] = _read_imagefolder(dirs[name], cfg, classes)[1:]
+            splits[name] = _read_imagefolder(dirs[name], classes)[1:]
     return RawData(classes, splits=splits)
 
 
@@ -164,23 +170,29 @@ def resize_uint8(x: np.ndarray, size: int) -> np.ndarray:
     return out.permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def prepare(cfg: DataConfig, seed: int) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Load, cap, split (stratified, seeded), resize. Returns class names and train/val/test arrays."""
+SPLITS = ("train", "val", "test")
+
+
+def prepare(cfg: DataConfig, seed: int, out: Path, workers: int = 1, progress: bool = False) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Load, cap, split (stratified, seeded), then write each split into out as <split>_x.npy (uint8
+    images at the model's size, written as they are decoded: never a whole split in memory) and
+    <split>_y.npy. Image files are decoded by `workers` processes. Returns class names and labels."""
     from sklearn.model_selection import train_test_split
 
     raw = DATASETS.get(cfg.kind)(cfg)
     rng = np.random.default_rng(seed)
     splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    # the splits are chosen on item indices and labels alone (the same choice as splitting the images)
     if raw.pool is not None:
         x, y = _cap_per_class(*raw.pool, cfg.max_per_class, rng)
         n_test = max(len(raw.classes), int(round(len(y) * cfg.test_fraction)))
         n_val = max(len(raw.classes), int(round(len(y) * cfg.val_fraction)))
         try:
-            x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=n_test, stratify=y, random_state=seed)
-            x_tr, x_val, y_tr, y_val = train_test_split(x_rest, y_rest, test_size=n_val, stratify=y_rest, random_state=seed)
+            i_rest, i_test, y_rest, y_test = train_test_split(np.arange(len(y)), y, test_size=n_test, stratify=y, random_state=seed)
+            i_tr, i_val, y_tr, y_val = train_test_split(i_rest, y_rest, test_size=n_val, stratify=y_rest, random_state=seed)
         except ValueError as e:
             raise DataError(f"cannot split {len(y)} images into train/val/test: {e}") from None
-        splits = {"train": (x_tr, y_tr), "val": (x_val, y_val), "test": (x_test, y_test)}
+        splits = {"train": (x[i_tr], y_tr), "val": (x[i_val], y_val), "test": (x[i_test], y_test)}
     else:
         assert raw.splits is not None
         splits = {k: _cap_per_class(*v, cfg.max_per_class, rng) for k, v in raw.splits.items()}
@@ -189,20 +201,103 @@ def prepare(cfg: DataConfig, seed: int) -> tuple[list[str], dict[str, tuple[np.n
         for name in held:  # one given folder, the other carved out of train
             frac = cfg.val_fraction if name == "val" else cfg.test_fraction
             try:
-                x, x_h, y, y_h = train_test_split(x, y, test_size=frac, stratify=y, random_state=seed)
+                i_keep, i_held, y, y_h = train_test_split(np.arange(len(y)), y, test_size=frac, stratify=y, random_state=seed)
             except ValueError as e:
                 raise DataError(f"cannot hold out a {name} split from the {len(y)} training images: {e}") from None
-            splits[name] = (x_h, y_h)
+            x, splits[name] = x[i_keep], (x[i_held], y_h)
         splits["train"] = (x, y)
     check_splits(raw.classes, splits)
     if cfg.labeled_per_class is not None:
         splits["train"] = (splits["train"][0], _hide_labels(splits["train"][1], cfg.labeled_per_class, rng))
-    splits = {k: (resize_uint8(v[0], cfg.image_size), v[1]) for k, v in splits.items()}
+    segments = {k: [v[0]] for k, v in splits.items()}
+    labels = {k: v[1] for k, v in splits.items()}
     if cfg.unlabeled_dir is not None:
-        x, y = splits["train"]
-        extra = read_unlabeled(Path(cfg.unlabeled_dir), cfg.image_size, x.shape[-1], cfg.max_image_pixels)
-        splits["train"] = (np.concatenate([x, extra]), np.concatenate([y, np.full(len(extra), UNLABELED, np.int64)]))
-    return raw.classes, splits
+        extra = list_unlabeled(Path(cfg.unlabeled_dir))
+        segments["train"].append(extra)
+        labels["train"] = np.concatenate([labels["train"], np.full(len(extra), UNLABELED, np.int64)])
+    # decoded arrays keep their channels; files are decoded to data.channels (unlabeled: as the labeled)
+    first = segments["train"][0]
+    channels = first.shape[-1] if first.dtype == np.uint8 else cfg.channels
+    with _decoder_pool(workers) as pool:
+        for name in SPLITS:
+            write_images(out / f"{name}_x.npy", segments[name], cfg, channels, pool, f"prepare {name}", progress)
+            np.save(out / f"{name}_y.npy", labels[name])
+    return raw.classes, labels
+
+
+@functools.lru_cache(maxsize=None)
+def _context() -> multiprocessing.context.BaseContext:
+    # fork: workers start in milliseconds and need nothing re-imported; they only run Pillow and numpy
+    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+
+
+class _decoder_pool:
+    """A pool of `workers` processes for decoding (None for one worker: decode in this process)."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.pool = None
+
+    def __enter__(self):
+        if self.workers > 1:
+            self.pool = _context().Pool(self.workers)
+        return self.pool
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.terminate()  # on an error the other workers stop at once
+            self.pool.join()
+
+
+class NpyWriter:
+    """A .npy file written front to back, a chunk at a time, with plain writes: on a full disk a write
+    through a memory map kills the process (SIGBUS), where a plain write raises ENOSPC."""
+
+    def __init__(self, path: Path, dtype: type, shape: tuple[int, ...]):
+        self.path, self.dtype, self.shape, self.rows = Path(path), np.dtype(dtype), shape, 0
+        self.file = open(self.path, "wb")
+        np.lib.format.write_array_header_1_0(self.file, {"descr": np.lib.format.dtype_to_descr(self.dtype),
+                                                         "fortran_order": False, "shape": shape})
+
+    def write(self, rows: np.ndarray) -> None:
+        self.file.write(memoryview(np.ascontiguousarray(rows, dtype=self.dtype)).cast("B"))
+        self.rows += len(rows)
+
+    def __enter__(self) -> "NpyWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+        if exc[0] is None and self.rows != self.shape[0]:
+            raise AssertionError(f"{self.path}: {self.rows} rows written, {self.shape[0]} declared")
+
+
+def write_images(path: Path, segments: list[np.ndarray], cfg: DataConfig, channels: int, pool, desc: str,
+                 progress: bool, chunk: int = 512) -> None:
+    """One split's images into a uint8 .npy of shape (N, size, size, channels), written as they come:
+    decoded arrays are resized a chunk at a time, image files are decoded by the pool, in order."""
+    from tqdm.auto import tqdm
+
+    size = cfg.image_size
+    total = sum(len(s) for s in segments)
+    with NpyWriter(path, np.uint8, (total, size, size, channels)) as out, \
+            tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False, smoothing=0.1) as bar:
+        for items in segments:
+            if items.dtype == np.uint8:
+                for i in range(0, len(items), chunk):
+                    part = resize_uint8(items[i:i + chunk], size)
+                    out.write(part)
+                    bar.update(len(part))
+                continue
+            decode = functools.partial(decode_image, size=size, channels=channels, max_pixels=cfg.max_image_pixels)
+            for image in (pool.imap(decode, items, chunksize=16) if pool is not None else map(decode, items)):
+                out.write(image[None])
+                bar.update(1)
+
+
+def default_workers() -> int:
+    """Decoding processes when data.workers is not set: the cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 UNLABELED = -1
@@ -233,17 +328,17 @@ def _hide_labels(y: np.ndarray, keep_per_class: int, rng: np.random.Generator) -
     return out
 
 
-def read_unlabeled(root: Path, size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Every image file under root (sorted paths, any depth), decoded and resized like the rest
-    (channels: those of the labeled images, 1 or 3)."""
+def list_unlabeled(root: Path) -> np.ndarray:
+    """Every image file under root (sorted paths, any depth): decoded and resized like the rest when
+    the training split is written (channels: those of the labeled images)."""
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
     if not root.is_dir():
         raise DataError(f"data.unlabeled_dir '{root}' is not a folder")
-    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+    paths = sorted(str(p) for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
     if not paths:
         raise DataError(f"data.unlabeled_dir '{root}' holds no image files ({', '.join(IMG_EXTENSIONS)})")
-    return np.stack([decode_image(p, size, channels, max_pixels) for p in paths])
+    return np.asarray(paths, dtype=object)
 
 
 # ---- the model's input -------------------------------------------------------------------------
@@ -302,14 +397,43 @@ def to_model_input(images: np.ndarray, spec: dict) -> np.ndarray:
 
 
 @dataclass
+class Split:
+    """One split as a model sees it, converted to float one batch at a time: len(), labels, inputs(rows)."""
+
+    images: np.ndarray
+    """uint8 (N, H, W, C), memory-mapped."""
+    labels: np.ndarray
+    spec: dict
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def inputs(self, rows: slice | np.ndarray) -> np.ndarray:
+        """The model's float32 input for these rows (a slice or an index array)."""
+        return to_model_input(self.images[rows], self.spec)
+
+
+def input_batches(x: Any, batch: int) -> Iterator[np.ndarray]:
+    """Batches of model input from a Split or InputSet (converted per batch) or an array/tensor of inputs."""
+    for i in range(0, len(x), batch):
+        yield x.inputs(slice(i, i + batch)) if hasattr(x, "inputs") else x[i:i + batch]
+
+
+@dataclass
 class Dataset:
-    """A prepared dataset artifact."""
+    """A prepared dataset artifact: splits memory-mapped from disk."""
 
     classes: list[str]
     spec: dict
     splits: dict[str, tuple[np.ndarray, np.ndarray]]
+    """name -> (uint8 images (N, H, W, C), memory-mapped; int64 labels)."""
+
+    def split(self, name: str) -> Split:
+        return Split(*self.splits[name], self.spec)
 
     def inputs(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """A whole split as float (memory grows with the split): for small data in tests and
+        benchmarks only; the pipeline converts per batch (split(name))."""
         x, y = self.splits[split]
         return to_model_input(x, self.spec), y
 
@@ -317,8 +441,7 @@ class Dataset:
     def load(cls, path: Path) -> "Dataset":
         import json
 
-        with np.load(path / "dataset.npz") as z:
-            splits = {s: (z[f"x_{s}"], z[f"y_{s}"]) for s in ("train", "val", "test")}
+        splits = {s: (np.load(path / f"{s}_x.npy", mmap_mode="r"), np.load(path / f"{s}_y.npy")) for s in SPLITS}
         return cls(json.loads((path / "classes.json").read_text()), json.loads((path / "preprocess.json").read_text()), splits)
 
 
@@ -330,6 +453,12 @@ class InputSet:
     to_input: Callable
     """items[i:j] -> float32 model input batch."""
     labels: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def inputs(self, rows: slice) -> np.ndarray:
+        return self.to_input(self.items[rows])
 
 
 def open_inputs(path: Path, spec: dict | None) -> InputSet:

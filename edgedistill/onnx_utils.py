@@ -25,11 +25,15 @@ def session(path: Path, threads: int = 0) -> ort.InferenceSession:
         raise DataError(f"'{path}' is not a model ONNX Runtime can load: {str(e).splitlines()[0][:150]}") from None
 
 
-def ort_predict(path: Path, x: np.ndarray, batch: int = 64) -> np.ndarray:
-    """Logits of an ONNX model for all of x (float32 NCHW)."""
+def ort_predict(path: Path, x, batch: int = 64) -> np.ndarray:
+    """Logits of an ONNX model for all of x: float32 NCHW inputs, or a data.Split / InputSet
+    (converted to float one batch at a time)."""
+    from .data import input_batches
+
     sess = session(path)
     name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: np.ascontiguousarray(x[i:i + batch])})[0] for i in range(0, len(x), batch)])
+    return np.concatenate([sess.run(None, {name: np.ascontiguousarray(chunk, dtype=np.float32)})[0]
+                           for chunk in input_batches(x, batch)])
 
 
 def bench_in_child(model: Path, settings: "BenchmarkConfig", inputs: Path | None = None, labels: Path | None = None,

@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from .augment import Batches
 from .config import TrainConfig
+from .data import input_batches
 from .errors import ConfigError, StageError
 from .runner import world
 
@@ -42,11 +43,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: np.ndarray | torch.Tensor, device: torch.device | str = "cpu", batch: int = 256) -> torch.Tensor:
-    """Logits for all of x, in eval mode, on the CPU."""
+def predict(model: nn.Module, x: Any, device: torch.device | str = "cpu", batch: int = 256) -> torch.Tensor:
+    """Logits for all of x, in eval mode, on the CPU. x: a data.Split (converted to float one batch
+    at a time), or an array or tensor of model inputs."""
     model.eval()
-    x = torch.as_tensor(x)
-    return torch.cat([model(x[i:i + batch].to(device)).float().cpu() for i in range(0, len(x), batch)])
+    return torch.cat([model(torch.as_tensor(chunk).to(device)).float().cpu() for chunk in input_batches(x, batch)])
 
 
 def accuracy(logits: torch.Tensor | np.ndarray, labels: np.ndarray | torch.Tensor) -> float:
@@ -56,8 +57,8 @@ def accuracy(logits: torch.Tensor | np.ndarray, labels: np.ndarray | torch.Tenso
 
 
 @torch.no_grad()
-def recompute_bn_stats(model: nn.Module, x: torch.Tensor, order: torch.Tensor, batch_size: int, batches: int,
-                       device: torch.device, channels_last: bool = False) -> None:
+def recompute_bn_stats(model: nn.Module, inputs: Callable[[torch.Tensor], torch.Tensor], order: torch.Tensor,
+                       batch_size: int, batches: int, device: torch.device, channels_last: bool = False) -> None:
     """Precise BN (as in pycls and timm): reset the running statistics of BatchNorm layers that are
     training and re-estimate them as a plain average over `batches` training batches. Written here
     because torch has no such helper for classification models; it is deterministic, so resuming
@@ -71,7 +72,7 @@ def recompute_bn_stats(model: nn.Module, x: torch.Tensor, order: torch.Tensor, b
         m.momentum = None  # cumulative average
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     for i in range(min(batches, len(order) // batch_size)):
-        model(x[order[i * batch_size:(i + 1) * batch_size]].to(device, memory_format=fmt))
+        model(inputs(order[i * batch_size:(i + 1) * batch_size]).to(device, memory_format=fmt))
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
 
@@ -108,12 +109,13 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def fit(model: nn.Module, train: Batches, val: tuple[np.ndarray, np.ndarray], *,
+def fit(model: nn.Module, train: Batches, val: tuple[Any, np.ndarray], *,
         cfg: TrainConfig, param_groups: list[dict], loss_fn: LossFn, seed: int, checkpoint: Path,
         desc: str, epoch_start: Callable[[int], tuple[nn.Module, ...]] = lambda epoch: (),
         progress: bool = True) -> FitResult:
     """Train model in place; returns the per-epoch history and which epoch's weights it ends with.
 
+    val: (inputs, labels); inputs a data.Split (converted per batch) or an array of model inputs.
     param_groups: torch optimizer groups, each with its own "lr" (the peak learning rate).
     epoch_start(epoch): called before each epoch (0-based, also when resuming); may change which
     parameters train (requires_grad) and returns the modules kept in eval mode during it (frozen

@@ -21,8 +21,17 @@ def test_no_augmentation_gives_exactly_the_preprocessed_images():
     xb, yb = b(torch.tensor([3, 0, 5]))
     assert not b.random
     assert np.array_equal(xb.numpy(), to_model_input(x[[3, 0, 5]], SPEC)) and yb.tolist() == [0, 0, 2]
-    # the torch path used with augmentation does the same arithmetic
-    assert torch.equal(b.normalize(torch.from_numpy(x[[3, 0, 5]]).permute(0, 3, 1, 2)), xb)
+
+
+def test_batches_read_only_their_rows_of_a_memory_mapped_split(tmp_path):
+    x, y = _images()
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    rows = np.array([7, 2, 9, 4])
+    b = Batches(mapped, y, SPEC, TrainConfig(), False, 3, rows=rows)
+    xb, yb = b(torch.tensor([2, 0]))
+    assert len(b) == 4 and yb.tolist() == [y[9], y[7]]
+    assert np.array_equal(xb.numpy(), to_model_input(x[[9, 7]], SPEC))
 
 
 def test_presets_change_images_and_replay_from_the_seed():
@@ -36,7 +45,7 @@ def test_presets_change_images_and_replay_from_the_seed():
         again, _ = b(idx)
         assert b.random and first.shape == (12, 3, 16, 16) and torch.equal(labels, torch.as_tensor(y))
         assert torch.equal(first, again)  # a resumed epoch augments the same way
-        assert not torch.equal(first, b.clean)
+        assert not torch.equal(first, b.clean(idx))
 
 
 def test_light_preset_mirrors_only_when_the_data_allows():
@@ -61,4 +70,4 @@ def test_mixup_targets_are_mixed_one_hot_rows_and_unlabeled_rows_carry_no_label(
     has = torch.tensor(y >= 0, dtype=torch.float32)
     lam = float(mass[4])  # row 4 labeled, row 3 unlabeled: mass = lam
     assert torch.allclose(mass, lam * has + (1 - lam) * has.roll(1), atol=1e-6)
-    assert not torch.equal(xb, b.clean[:8])
+    assert not torch.equal(xb, b.clean(np.arange(8)))

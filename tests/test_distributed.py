@@ -26,7 +26,7 @@ def _fit_linear(rank: int, world_size: int, init_file: str, out: str) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
     data = gray_batches(64, cfg, size=4)
-    result = train.fit(model, data, (data.clean.numpy(), data.labels.numpy()), cfg=cfg,
+    result = train.fit(model, data, (data.clean(range(len(data))).numpy(), data.labels.numpy()), cfg=cfg,
                        param_groups=[{"params": list(model.parameters()), "lr": cfg.lr}],
                        loss_fn=lambda lg, xb, yb, idx: nn.functional.cross_entropy(lg, yb), seed=0,
                        checkpoint=Path(out) / "checkpoint.pt", desc="t", progress=False)

@@ -24,7 +24,7 @@ def test_precise_bn_replaces_stale_running_statistics():
     frozen.eval()  # a frozen layer keeps its statistics
     x = torch.randn(64, 1, 4, 4) * 3 + 5
     order = torch.arange(64)
-    recompute_bn_stats(model, x, order, batch_size=16, batches=3, device=torch.device("cpu"))
+    recompute_bn_stats(model, lambda idx: x[idx], order, batch_size=16, batches=3, device=torch.device("cpu"))
     with torch.no_grad():
         feats = model[0](x[:48])
     expected_mean = feats.mean(dim=(0, 2, 3))
@@ -36,7 +36,8 @@ def test_precise_bn_replaces_stale_running_statistics():
 def test_precise_bn_off_changes_nothing():
     model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2)).train()
     before = model[1].running_mean.clone()
-    recompute_bn_stats(model, torch.randn(32, 1, 2, 2) + 3, torch.arange(32), 16, 0, torch.device("cpu"))
+    x = torch.randn(32, 1, 2, 2) + 3
+    recompute_bn_stats(model, lambda idx: x[idx], torch.arange(32), 16, 0, torch.device("cpu"))
     assert torch.equal(model[1].running_mean, before)
 
 
@@ -64,7 +65,7 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path, monkeypatch):
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     cfg = TrainConfig(epochs=6, batch_size=8, lr=0.1, early_stopping_patience=2, keep_best=True)
     data = gray_batches(32, cfg)
-    result = train.fit(model, data, (data.clean.numpy(), data.labels.numpy()), cfg=cfg, param_groups=[{"params": list(model.parameters()), "lr": 0.1}],
+    result = train.fit(model, data, (data.clean(range(len(data))).numpy(), data.labels.numpy()), cfg=cfg, param_groups=[{"params": list(model.parameters()), "lr": 0.1}],
                        loss_fn=lambda lg, xb, yb, idx: nn.functional.cross_entropy(lg, yb), seed=0,
                        checkpoint=tmp_path / "ck.pt", desc="t", progress=False)
     assert [h["val_accuracy"] for h in result.history] == [50.0, 70.0, 60.0, 65.0]
@@ -127,7 +128,7 @@ def test_mixed_precision_and_channels_last_train_on_the_cpu(tmp_path):
     cfg = TrainConfig(epochs=2, batch_size=8, lr=0.05, precision="bf16", channels_last=True, device="cpu")
     data = gray_batches(32, cfg, size=4)
     seen = []
-    result = train.fit(model, data, (data.clean.numpy(), data.labels.numpy()), cfg=cfg,
+    result = train.fit(model, data, (data.clean(range(len(data))).numpy(), data.labels.numpy()), cfg=cfg,
                        param_groups=[{"params": list(model.parameters()), "lr": cfg.lr}],
                        loss_fn=lambda lg, xb, yb, idx: (seen.append((lg.dtype, xb.is_contiguous(memory_format=torch.channels_last))),
                                                         nn.functional.cross_entropy(lg, yb))[1],
@@ -135,6 +136,6 @@ def test_mixed_precision_and_channels_last_train_on_the_cpu(tmp_path):
     assert seen[0] == (torch.bfloat16, True) and len(result.history) == 2
     assert next(model.parameters()).dtype == torch.float32  # autocast: the weights stay fp32
     with pytest.raises(ConfigError, match="fp16 needs CUDA"):
-        train.fit(model, data, (data.clean.numpy(), data.labels.numpy()), cfg=cfg.model_copy(update={"precision": "fp16"}),
+        train.fit(model, data, (data.clean(range(len(data))).numpy(), data.labels.numpy()), cfg=cfg.model_copy(update={"precision": "fp16"}),
                   param_groups=[{"params": list(model.parameters()), "lr": cfg.lr}], loss_fn=None, seed=0,
                   checkpoint=tmp_path / "ck2.pt", desc="t", progress=False)

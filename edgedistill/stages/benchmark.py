@@ -13,7 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..config import BenchmarkConfig
-from ..data import Dataset
+from ..data import Dataset, NpyWriter
 from ..onnx_utils import bench_in_child
 from ..runner import Context, Stage
 
@@ -22,10 +22,13 @@ MODELS = {"teacher": ("onnx", "teacher.onnx"), "student_fp32": ("onnx", "student
 
 
 def run(cfg: BenchmarkConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
-    x_test, y_test = Dataset.load(inputs["dataset"]).inputs("test")
+    test = Dataset.load(inputs["dataset"]).split("test")
     x_path, y_path = ctx.work / "test_inputs.npy", ctx.work / "test_labels.npy"
-    np.save(x_path, x_test)
-    np.save(y_path, y_test)
+    # the benchmark child reads these memory-mapped; written a batch at a time
+    with NpyWriter(x_path, np.float32, (len(test), *test.inputs(slice(0, 1)).shape[1:])) as x:
+        for i in range(0, len(test), 256):
+            x.write(test.inputs(slice(i, i + 256)))
+    np.save(y_path, test.labels)
     results = {}
     for role, (artifact, filename) in tqdm(MODELS.items(), desc="benchmark", unit="model", disable=not ctx.progress, leave=False):
         r = bench_in_child(inputs[artifact] / filename, cfg, x_path, y_path)

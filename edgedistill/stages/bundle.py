@@ -99,8 +99,8 @@ def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context
     shutil.copy2(model, out / "model.onnx")
     shutil.copy2(ortbench.__file__, out / "bench.py")  # benchmark on the device: python3 bench.py --name pi4
     to_ort_format(out / "model.onnx", out, cfg.bundle.ort_target_platform, ctx.work)
-    x_test, _ = Dataset.load(inputs["dataset"]).inputs("test")
-    ort_parity = check_ort_format(out, x_test[:128], cfg.bundle.ort_max_abs_diff)
+    x_test = Dataset.load(inputs["dataset"]).split("test").inputs(slice(0, 128))
+    ort_parity = check_ort_format(out, x_test, cfg.bundle.ort_max_abs_diff)
     ctx.log(f"model.ort ({cfg.bundle.ort_target_platform}): max abs diff to model.onnx {ort_parity['max_abs_diff']:.1e}")
     labels = read_json(inputs["dataset"] / "classes.json")
     pre = read_json(inputs["dataset"] / "preprocess.json")

@@ -81,10 +81,10 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
     images, labels = ds.splits["train"]
     # alpha 0 has no distillation term: images without a label would teach nothing
     rows = np.flatnonzero(labels >= 0) if d.alpha == 0 else np.arange(len(labels))
-    train = Batches(images[rows], labels[rows], ds.spec, d, cfg.horizontal_flip, num_classes)
+    train = Batches(images, labels, ds.spec, d, cfg.horizontal_flip, num_classes, rows=rows)
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        example = train.clean[:2].to(device)
+        example = train.clean(np.arange(2)).to(device)
         teacher(example)
         student.to(device).eval()(example)
         adapters = nn.ModuleList([make_adapter(i, s_taps.values[f"hint{i}"], t_taps.values[f"hint{i}"])
@@ -95,18 +95,18 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
     # teacher's layers, and augmented images need the teacher to see the same view as the student
     # (consistent teaching): then the teachers run on every batch.
     online = bool(d.hints) or use_rkd or train.random or not d.use_stored_teacher_outputs
-    cached = None
-    if not online:
-        stored = [np.load(inputs["teacher_outputs"] / "train_logits.npy")]
-        stored += [np.load(inputs["teacher_outputs"] / f"extra_{i}_train_logits.npy") for i in range(len(extra))]
-        cached = [torch.from_numpy(a[rows]) for a in stored]
+    stored = []
+    if not online:  # memory-mapped: a batch reads its own rows
+        stored = [np.load(inputs["teacher_outputs"] / "train_logits.npy", mmap_mode="r")]
+        stored += [np.load(inputs["teacher_outputs"] / f"extra_{i}_train_logits.npy", mmap_mode="r")
+                   for i in range(len(extra))]
 
     def loss_fn(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         if online:
             with torch.no_grad():
                 teacher_logits = [m(x) for m in (teacher, *extra)]
         else:
-            teacher_logits = [c[idx].to(logits.device) for c in cached]
+            teacher_logits = [torch.from_numpy(np.asarray(a[rows[idx.numpy()]])).to(logits.device) for a in stored]
         teachers = teacher_logits[0] if not extra else teacher_logits
         if d.response == "dist":
             loss = dist_loss(logits, teachers, y, d.temperature, d.alpha, d.dist_beta, d.dist_gamma,
@@ -121,13 +121,14 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
             loss = loss + d.rkd_angle_weight * rkd_angle_loss(s_taps.values["embedding"], t_taps.values["embedding"])
         return loss
 
-    result = fit(distillee, train, ds.inputs("val"), cfg=d,
+    val = ds.split("val")
+    result = fit(distillee, train, (val, val.labels), cfg=d,
                   param_groups=[{"params": list(distillee.parameters()), "lr": d.lr}], loss_fn=loss_fn,
                   seed=cfg.seed, checkpoint=ctx.work / "checkpoint.pt", desc="distill", progress=ctx.progress)
     s_taps.remove()
     t_taps.remove()
-    x_test, y_test = ds.inputs("test")
-    test_acc = accuracy(predict(student, x_test), y_test)
+    test = ds.split("test")
+    test_acc = accuracy(predict(student, test), test.labels)
     models.save_trained(student, cfg.model, num_classes, in_channels, out)
     teacher_params = models.num_params(teacher)
     params = models.num_params(student)

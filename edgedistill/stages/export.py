@@ -47,9 +47,7 @@ def parity(model: torch.nn.Module, path: Path, x: np.ndarray) -> dict:
 
 
 def run(cfg: ExportConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
-    ds = Dataset.load(inputs["dataset"])
-    x_test, _ = ds.inputs("test")
-    x = x_test[: cfg.parity_samples]
+    x = Dataset.load(inputs["dataset"]).split("test").inputs(slice(0, cfg.parity_samples))
     metrics = {}
     for role in ("teacher", "student"):
         model = load_trained(inputs[role])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch.nn.functional as F
 from torch import nn
 
@@ -74,19 +75,20 @@ def run(cfg: FinetuneConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
                      and not any(p.requires_grad for p in m.parameters()))
 
     x, y = ds.splits["train"]
-    labeled = y >= 0  # the teacher learns from labeled images only; the rest is distill's transfer set
-    if not labeled.any():
+    labeled = np.flatnonzero(y >= 0)  # the teacher learns from labeled images only; the rest is distill's transfer set
+    if not len(labeled):
         raise DataError("the training split has no labeled image; the teacher needs labels to fine-tune")
-    train = Batches(x[labeled], y[labeled], ds.spec, t, cfg.horizontal_flip, num_classes)
-    result = fit(model, train, ds.inputs("val"), cfg=t, param_groups=groups, seed=cfg.seed,
+    train = Batches(x, y, ds.spec, t, cfg.horizontal_flip, num_classes, rows=labeled)
+    val = ds.split("val")
+    result = fit(model, train, (val, val.labels), cfg=t, param_groups=groups, seed=cfg.seed,
                  checkpoint=ctx.work / "checkpoint.pt", desc="finetune", epoch_start=epoch_start, progress=ctx.progress,
                  loss_fn=lambda logits, x, y, idx: F.cross_entropy(logits, y, label_smoothing=t.label_smoothing))
-    x_test, y_test = ds.inputs("test")
-    test_acc = accuracy(predict(model, x_test), y_test)
+    test = ds.split("test")
+    test_acc = accuracy(predict(model, test), test.labels)
     models.save_trained(model, cfg.model, num_classes, in_channels, out)
     return {"val_accuracy": result.val_accuracy, "test_accuracy": test_acc, "params": models.num_params(model),
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "train_images": int(labeled.sum()),
+            "train_images": int(len(labeled)),
             "history": result.history, "best_epoch": result.best_epoch, "final_epoch": result.final_epoch}
 
 

@@ -1,4 +1,6 @@
-"""prepare: load the dataset, split it (stratified, seeded) and store it at the model's input size."""
+"""prepare: list the dataset, split it (stratified, seeded), and write each split to disk at the model's
+input size: uint8 images (decoded by worker processes, written as they come) and labels, read back
+memory-mapped by every later stage."""
 from __future__ import annotations
 
 import json
@@ -17,23 +19,24 @@ class PrepareConfig(Strict):
 
 
 def run(cfg: PrepareConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
-    classes, splits = data.prepare(cfg.data, cfg.seed)
-    np.savez_compressed(out / "dataset.npz", **{f"{k}_{s}": a for s, (x, y) in splits.items() for k, a in (("x", x), ("y", y))})
+    workers = cfg.data.workers or data.default_workers()
+    classes, labels = data.prepare(cfg.data, cfg.seed, out, workers=workers, progress=ctx.progress)
     (out / "classes.json").write_text(json.dumps(classes, indent=2))
-    source_channels = splits["train"][0].shape[-1]
+    source_channels = np.load(out / "train_x.npy", mmap_mode="r").shape[-1]
     (out / "preprocess.json").write_text(json.dumps(data.preprocess_spec(cfg.data, source_channels), indent=2))
-    counts = {s: int(len(y)) for s, (_, y) in splits.items()}
-    unlabeled = int((splits["train"][1] == data.UNLABELED).sum())
+    counts = {s: int(len(y)) for s, y in labels.items()}
+    unlabeled = int((labels["train"] == data.UNLABELED).sum())
     ctx.log(f"{len(classes)} classes; train {counts['train']} ({unlabeled} unlabeled), val {counts['val']}, "
             f"test {counts['test']} images")
     return {"classes": len(classes), "samples": counts, "unlabeled_train": unlabeled}
 
 
 STAGE = Stage(
-    name="prepare", version=2, inputs=(), output="dataset",
+    name="prepare", version=3, inputs=(), output="dataset",
     configure=lambda p: PrepareConfig(data=p.data, seed=p.seed),
     run=run,
     sources=lambda cfg: data.sources(cfg.data),
-    key_exclude={"data": {"max_image_pixels"}},  # a limit: it fails a run or not, never changes a result
+    # a limit and a degree of parallelism: they fail a run or not, or make it faster, never change a result
+    key_exclude={"data": {"max_image_pixels", "workers"}},
     headline=lambda m: "train/val/test " + "/".join(str(m["samples"][s]) for s in ("train", "val", "test")),
 )

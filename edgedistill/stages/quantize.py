@@ -16,7 +16,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -205,7 +205,7 @@ class Selection:
 
 
 def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibration: Callable[[], CalibrationDataReader],
-           rank_calibration: Callable[[], CalibrationDataReader], val: tuple[np.ndarray, np.ndarray], work: Path,
+           rank_calibration: Callable[[], CalibrationDataReader], val: tuple[Any, np.ndarray], work: Path,
            log: Callable[[str], None] = lambda m: None, progress: bool = False) -> Selection:
     """Quantize fp32_path as q says (mode fixed: once; auto: every recipe, then mixed precision if
     needed) and decide what should ship. Candidate models are written to work/."""
@@ -277,11 +277,13 @@ def run(cfg: QuantizeStageConfig, inputs: dict[str, Path], out: Path, ctx: Conte
     q = cfg.quantize
     ds = Dataset.load(inputs["dataset"])
     x_train, _ = ds.splits["train"]
+    # the chosen rows are read from the memory-mapped split: calibration_samples images in memory
     calibration = x_train[np.sort(np.random.default_rng(cfg.seed).permutation(len(x_train))[: q.calibration_samples])]
+    val = ds.split("val")
     sel = select(inputs["onnx"] / "student.onnx", q, cfg.latency,
                  calibration=lambda: image_reader(calibration, ds.spec, progress=ctx.progress),
                  rank_calibration=lambda: image_reader(calibration[:64], ds.spec),
-                 val=ds.inputs("val"), work=ctx.work, log=ctx.log, progress=ctx.progress)
+                 val=(val, val.labels), work=ctx.work, log=ctx.log, progress=ctx.progress)
     # the best quantized model goes into the result even when FP32 ships, so it is benchmarked and reported
     shutil.copy2(sel.best.path, out / OUTPUT)
     return sel.metrics(q.mode, int(len(calibration)) if uses_calibration(q) else 0)

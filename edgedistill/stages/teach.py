@@ -25,11 +25,11 @@ class TeachConfig(Strict):
 
 
 def run(cfg: TeachConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
-    x_train, _ = Dataset.load(inputs["dataset"]).inputs("train")
-    logits = predict(load_trained(inputs["teacher"]), x_train).numpy().astype(np.float32)
+    train = Dataset.load(inputs["dataset"]).split("train")  # converted to float per batch
+    logits = predict(load_trained(inputs["teacher"]), train).numpy().astype(np.float32)
     np.save(out / "train_logits.npy", logits)
     for i, e in enumerate(cfg.extra_teachers):
-        np.save(out / f"extra_{i}_train_logits.npy", predict(load_trained(Path(e.model)), x_train).numpy().astype(np.float32))
+        np.save(out / f"extra_{i}_train_logits.npy", predict(load_trained(Path(e.model)), train).numpy().astype(np.float32))
     return {"samples": int(len(logits)), "classes": int(logits.shape[1]), "teachers": 1 + len(cfg.extra_teachers)}
 
 

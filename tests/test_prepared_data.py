@@ -1,0 +1,76 @@
+"""Prepared data on disk: splits written incrementally by worker processes, read back memory-mapped,
+converted to float one batch at a time."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from edgedistill import data
+from edgedistill.config import DataConfig
+from edgedistill.data import Dataset, NpyWriter, input_batches, to_model_input
+from edgedistill.errors import DataError
+
+
+def jpeg_folder(root, per_class=12, seed=0):
+    g = np.random.default_rng(seed)
+    for c in ("ant", "bee", "cat"):
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            h, w = (int(v) for v in g.integers(20, 50, 2))
+            Image.fromarray(g.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / c / f"{i}.jpg")
+    return root
+
+
+def test_splits_are_memory_mapped_and_batches_match_the_whole_split(tiny_run):
+    _, store = tiny_run
+    ds = Dataset.load(next((store / "results" / "prepare").iterdir()))
+    x, y = ds.splits["train"]
+    assert isinstance(x, np.memmap) and x.dtype == np.uint8 and x.ndim == 4
+    val = ds.split("val")
+    whole, labels = ds.inputs("val")
+    assert np.array_equal(np.concatenate(list(input_batches(val, 50))), whole) and np.array_equal(val.labels, labels)
+    assert np.array_equal(val.inputs(np.array([4, 1])), to_model_input(np.asarray(ds.splits["val"][0])[[4, 1]], ds.spec))
+
+
+def test_the_number_of_decoding_workers_does_not_change_the_data(tmp_path):
+    cfg = DataConfig(kind="imagefolder", train_dir=jpeg_folder(tmp_path / "imgs"), image_size=16, channels=3)
+    out = {}
+    for workers in (1, 2, 3):
+        folder = tmp_path / f"w{workers}"
+        folder.mkdir()
+        data.prepare(cfg, seed=0, out=folder, workers=workers)
+        out[workers] = {f.name: np.load(f) for f in sorted(folder.glob("*.npy"))}
+    assert set(out[1]) == {f"{s}_{k}.npy" for s in ("train", "val", "test") for k in ("x", "y")}
+    for workers in (2, 3):
+        assert all(np.array_equal(out[1][name], out[workers][name]) for name in out[1])
+
+
+def test_a_bad_image_in_a_worker_fails_with_its_path(tmp_path):
+    root = jpeg_folder(tmp_path / "imgs")
+    (root / "bee" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    cfg = DataConfig(kind="imagefolder", train_dir=root, image_size=16, channels=3)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(DataError, match=r"cannot read image '.*broken\.jpg'"):
+        data.prepare(cfg, seed=0, out=tmp_path / "out", workers=2)
+
+
+def test_npy_writer_writes_what_numpy_reads_and_counts_rows(tmp_path):
+    rows = np.arange(24, dtype=np.float32).reshape(6, 2, 2)
+    with NpyWriter(tmp_path / "a.npy", np.float32, (6, 2, 2)) as w:
+        w.write(rows[:4])
+        w.write(rows[4:])
+    assert np.array_equal(np.load(tmp_path / "a.npy", mmap_mode="r"), rows)
+    with pytest.raises(AssertionError, match="5 rows written, 6 declared"):
+        with NpyWriter(tmp_path / "b.npy", np.float32, (6, 2, 2)) as w:
+            w.write(rows[:5])
+
+
+def test_predict_converts_a_split_per_batch(tiny_run):
+    from edgedistill.models import load_trained
+    from edgedistill.train import predict
+
+    _, store = tiny_run
+    ds = Dataset.load(next((store / "results" / "prepare").iterdir()))
+    model = load_trained(next((store / "results" / "finetune").iterdir()))
+    whole, _ = ds.inputs("test")
+    assert torch.equal(predict(model, ds.split("test"), batch=7), predict(model, whole, batch=7))
