@@ -1,8 +1,10 @@
-"""Training batches: gathered by index, augmented per image with torchvision transforms v2, normalized
-as preprocess.json says, and mixed (MixUp / CutMix) when configured.
+"""Training batches: gathered by index from the (memory-mapped) split, augmented per image with
+torchvision transforms v2, normalized as preprocess.json says, and mixed (MixUp / CutMix) when
+configured; served by a torch DataLoader whose worker processes do this work.
 
-Every random draw comes from torch's global generator, which the training loop seeds per epoch, so a
-resumed run augments exactly as an uninterrupted one.
+Randomness is keyed by identity, not by order of arrival: an image's augmentation draws come from a
+seed made of (seed, epoch, image index), a batch's mixing from (seed, epoch, step, rank). The same
+batches come out with 0, 2 or 8 workers, and a resumed run augments exactly as an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.data
 
 from .config import TrainConfig
 from .data import UNLABELED, to_model_input
@@ -48,8 +51,8 @@ class Batches:
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, spec: dict, cfg: TrainConfig,
-                 horizontal_flip: bool, num_classes: int, rows: np.ndarray | None = None):
-        self.spec, self.num_classes = spec, num_classes
+                 horizontal_flip: bool, num_classes: int, rows: np.ndarray | None = None, seed: int = 0):
+        self.spec, self.num_classes, self.seed = spec, num_classes, seed
         self.images = images
         self.rows = np.arange(len(labels)) if rows is None else np.asarray(rows)
         self.labels = torch.as_tensor(labels[self.rows])
@@ -62,6 +65,18 @@ class Batches:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def __getstate__(self) -> dict:
+        """Worker processes started by spawn get the memory-mapped split by file name, not a copy of it."""
+        state = dict(self.__dict__)
+        if isinstance(self.images, np.memmap) and self.images.filename:
+            state["images"] = ("memmap", self.images.filename)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if isinstance(state["images"], tuple):
+            state["images"] = np.load(state["images"][1], mmap_mode="r")
+        self.__dict__.update(state)
 
     @property
     def random(self) -> bool:
@@ -76,15 +91,67 @@ class Batches:
         """The model's input for these batch indices without augmentation, by data.to_model_input."""
         return torch.from_numpy(to_model_input(self.pixels(idx), self.spec))
 
-    def __call__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, idx: torch.Tensor, epoch: int = 0, step: int = 0, rank: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch of these indices in this epoch: its random draws depend on (seed, epoch, index)
+        and (seed, epoch, step, rank) only."""
         y = self.labels[idx]
         if self.transform is None:
             x = self.clean(idx)
         else:
             chw = torch.from_numpy(self.pixels(idx)).permute(0, 3, 1, 2)
-            x = torch.stack([self.transform(image) for image in chw])
-            x = torch.from_numpy(to_model_input(x.permute(0, 2, 3, 1).numpy(), self.spec))
+            views = []
+            for i, image in zip(np.asarray(idx).tolist(), chw):
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(draw_seed(self.seed, epoch, int(self.rows[i])))
+                    views.append(self.transform(image))
+            x = torch.from_numpy(to_model_input(torch.stack(views).permute(0, 2, 3, 1).numpy(), self.spec))
         if self.mix is not None:
             onehot = F.one_hot(y.clamp_min(0), self.num_classes).float() * (y != UNLABELED).unsqueeze(1)
-            x, y = self.mix(x, onehot)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(draw_seed(self.seed, epoch, -1 - step, rank))
+                x, y = self.mix(x, onehot)
         return x, y
+
+
+def draw_seed(*key: int) -> int:
+    """A seed for torch's generator from a tuple of integers (NumPy's SeedSequence hashing)."""
+    return int(np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(1)[0])
+
+
+class EpochBatches(torch.utils.data.Dataset):
+    """Batches as a DataLoader serves them: item (epoch, step, indices) -> (inputs, targets, indices)."""
+
+    def __init__(self, batches: Batches, rank: int = 0):
+        self.batches, self.rank = batches, rank
+
+    def __getitem__(self, key: tuple[int, int, torch.Tensor]):
+        epoch, step, idx = key
+        x, y = self.batches(idx, epoch, step, self.rank)
+        return x, y, idx
+
+
+class EpochPlan(torch.utils.data.Sampler):
+    """Yields this epoch's (epoch, step, indices), set by the training loop before each epoch; the
+    loader's workers, persistent across epochs, only ever see the keys."""
+
+    def __init__(self):
+        self.items: list[tuple[int, int, torch.Tensor]] = []
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _one_thread(worker_id: int) -> None:
+    torch.set_num_threads(1)  # the workers share the cores with the training process
+
+
+def loader(batches: Batches, workers: int, pin_memory: bool, rank: int = 0) -> torch.utils.data.DataLoader:
+    """A DataLoader over whole batches (batch_size=None: our batches are made, augmented and mixed as
+    one), `workers` persistent worker processes (0: in the training process), pinned memory on CUDA."""
+    return torch.utils.data.DataLoader(
+        EpochBatches(batches, rank), sampler=EpochPlan(), batch_size=None, num_workers=workers,
+        pin_memory=pin_memory, persistent_workers=workers > 0, worker_init_fn=_one_thread if workers else None,
+        prefetch_factor=2 if workers else None)

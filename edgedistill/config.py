@@ -75,6 +75,14 @@ class DataConfig(Strict):
     horizontal_flip: bool = False
     """Whether a left-right mirrored image keeps its class (most photos: yes; digits, text: no).
     The light and strong augmentation presets mirror images only when this is true."""
+    resize: Literal["stretch", "shorter_side_center_crop"] = "stretch"
+    """How an image becomes image_size x image_size. stretch: the whole image resized (its aspect ratio
+    is not kept; right for digits and images already square). shorter_side_center_crop: torchvision's
+    evaluation convention for photos: the shorter side resized to floor(image_size / crop_fraction),
+    keeping the aspect ratio, then the central image_size square cut out. Both bilinear, antialiased."""
+    crop_fraction: float = Field(0.875, gt=0, le=1)
+    """shorter_side_center_crop: image_size over the resized shorter side (0.875: 224 of 256, as
+    torchvision's and timm's ImageNet models are evaluated)."""
     workers: int | None = Field(None, ge=1)
     """Processes that decode image files in `prepare`. None: one per core this process may use.
     Not part of any cache key: the prepared data is the same with any number."""
@@ -120,6 +128,10 @@ class TrainConfig(Strict):
     """Stop when validation accuracy has not improved for this many epochs. None: train all epochs."""
     keep_best: bool = False
     """End with the weights of the epoch with the best validation accuracy instead of the last epoch's."""
+    workers: int = Field(0, ge=0)
+    """Processes that read, augment and mix training batches (a torch DataLoader with persistent
+    workers; pinned memory on CUDA). 0: the training process does it. Random draws are keyed by image,
+    epoch and step, so this changes speed only; not part of the cache key."""
     augment: Literal["none", "light", "strong"] = "none"
     """Random augmentation of training images (torchvision transforms v2, per image, on the uint8
     pixels): none; light: random crop (padding 1/8 of the side, or a random resized crop from 64 px

@@ -10,6 +10,7 @@ preprocess.json so it can be reimplemented on the device.
 from __future__ import annotations
 
 import functools
+import math
 import multiprocessing
 import os
 from dataclasses import dataclass
@@ -98,9 +99,29 @@ def _read_imagefolder(root: Path, classes: list[str] | None) -> tuple[list[str],
 DEFAULT_MAX_PIXELS = DataConfig.model_fields["max_image_pixels"].default
 
 
-def decode_image(path: str | Path, size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """One image file to uint8 (size, size, channels): RGB or grayscale, bilinear resize (PIL's
-    bilinear is antialiased when shrinking, like torchvision's antialias=True). An image of more than
+def shorter_side(cfg: DataConfig) -> int | None:
+    """The size the shorter side is resized to before a center crop; None: stretch (no crop)."""
+    return None if cfg.resize == "stretch" else int(math.floor(cfg.image_size / cfg.crop_fraction))
+
+
+def resized_size(height: int, width: int, shorter: int) -> tuple[int, int]:
+    """(height, width) with the shorter side resized to `shorter`: torchvision's rule for Resize(int)."""
+    short, long = min(height, width), max(height, width)
+    new_long = int(shorter * long / short)
+    return (shorter, new_long) if height <= width else (new_long, shorter)
+
+
+def center_box(height: int, width: int, size: int) -> tuple[int, int]:
+    """(top, left) of the central size x size square: torchvision's CenterCrop rule."""
+    return int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+
+
+def decode_image(path: str | Path, size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 shorter: int | None = None) -> np.ndarray:
+    """One image file to uint8 (size, size, channels): RGB or grayscale, resized bilinear (PIL's bilinear
+    is antialiased when shrinking, like torchvision's antialias=True): the whole image to size x size,
+    or (shorter given) the shorter side to `shorter` and then the central size x size square, exactly
+    as torchvision's Resize(shorter) + CenterCrop(size) do on a PIL image. An image of more than
     max_pixels pixels fails before it is decoded (Image.open reads only the header)."""
     import warnings
 
@@ -115,7 +136,14 @@ def decode_image(path: str | Path, size: int, channels: int, max_pixels: int = D
             with Image.open(path) as im:
                 if im.width * im.height > max_pixels:
                     raise DataError(too_big)
-                im = im.convert("RGB" if channels == 3 else "L").resize((size, size), Image.Resampling.BILINEAR)
+                im = im.convert("RGB" if channels == 3 else "L")
+                if shorter is None:
+                    im = im.resize((size, size), Image.Resampling.BILINEAR)
+                else:
+                    h, w = resized_size(im.height, im.width, shorter)
+                    im = im.resize((w, h), Image.Resampling.BILINEAR)
+                    top, left = center_box(h, w, size)
+                    im = im.crop((left, top, left + size, top + size))
                 return np.asarray(im, dtype=np.uint8).reshape(size, size, channels)
     except DataError:
         raise
@@ -158,15 +186,19 @@ def _cap_per_class(x: np.ndarray, y: np.ndarray, cap: int | None, rng: np.random
     return x[keep], y[keep]
 
 
-def resize_uint8(x: np.ndarray, size: int) -> np.ndarray:
-    """Resize (N, H, W, C) uint8 images to size x size: bilinear with antialiasing (torchvision)."""
-    if x.shape[1] == size and x.shape[2] == size:
+def resize_uint8(x: np.ndarray, size: int, shorter: int | None = None) -> np.ndarray:
+    """Resize (N, H, W, C) uint8 images to size x size with torchvision (bilinear, antialiased): the
+    whole image, or (shorter given) the shorter side to `shorter`, then the central square."""
+    if shorter is None and x.shape[1] == size and x.shape[2] == size:
         return x
     import torch
     from torchvision.transforms.v2 import functional as F
 
     t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
-    out = F.resize(t, [size, size], interpolation=F.InterpolationMode.BILINEAR, antialias=True)
+    if shorter is None:
+        out = F.resize(t, [size, size], interpolation=F.InterpolationMode.BILINEAR, antialias=True)
+    else:
+        out = F.center_crop(F.resize(t, shorter, interpolation=F.InterpolationMode.BILINEAR, antialias=True), [size, size])
     return out.permute(0, 2, 3, 1).contiguous().numpy()
 
 
@@ -251,17 +283,31 @@ class _decoder_pool:
 
 class NpyWriter:
     """A .npy file written front to back, a chunk at a time, with plain writes: on a full disk a write
-    through a memory map kills the process (SIGBUS), where a plain write raises ENOSPC."""
+    through a memory map kills the process (SIGBUS), where a plain write raises ENOSPC. Worker processes
+    may fill a range of rows themselves (reserve, then pwrite at row_offset)."""
 
     def __init__(self, path: Path, dtype: type, shape: tuple[int, ...]):
         self.path, self.dtype, self.shape, self.rows = Path(path), np.dtype(dtype), shape, 0
         self.file = open(self.path, "wb")
         np.lib.format.write_array_header_1_0(self.file, {"descr": np.lib.format.dtype_to_descr(self.dtype),
                                                          "fortran_order": False, "shape": shape})
+        self.data_offset = self.file.tell()
+        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * self.dtype.itemsize
 
     def write(self, rows: np.ndarray) -> None:
         self.file.write(memoryview(np.ascontiguousarray(rows, dtype=self.dtype)).cast("B"))
         self.rows += len(rows)
+
+    def reserve(self, n: int) -> int:
+        """Hand the next n rows to other writers (pwrite at row_offset); returns the first row."""
+        self.file.flush()  # the header and earlier rows are in the file before anyone writes after them
+        first = self.rows
+        self.rows += n
+        self.file.seek(self.row_offset(self.rows))
+        return first
+
+    def row_offset(self, row: int) -> int:
+        return self.data_offset + row * self.row_bytes
 
     def __enter__(self) -> "NpyWriter":
         return self
@@ -272,27 +318,48 @@ class NpyWriter:
             raise AssertionError(f"{self.path}: {self.rows} rows written, {self.shape[0]} declared")
 
 
+def _decode_into(task: tuple) -> int:
+    """In a worker: decode a run of image files and write them at their place in the split's file, so
+    that pixels never travel back through a pipe. Returns how many."""
+    path, offset, paths, size, channels, max_pixels, shorter = task
+    block = memoryview(np.stack([decode_image(p, size, channels, max_pixels, shorter) for p in paths])).cast("B")
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        while block:
+            written = os.pwrite(fd, block, offset)
+            block, offset = block[written:], offset + written
+    finally:
+        os.close(fd)
+    return len(paths)
+
+
 def write_images(path: Path, segments: list[np.ndarray], cfg: DataConfig, channels: int, pool, desc: str,
-                 progress: bool, chunk: int = 512) -> None:
+                 progress: bool, chunk: int = 512, task: int = 32) -> None:
     """One split's images into a uint8 .npy of shape (N, size, size, channels), written as they come:
-    decoded arrays are resized a chunk at a time, image files are decoded by the pool, in order."""
+    decoded arrays are resized a chunk at a time; image files are decoded by the pool's workers, each
+    writing its run of `task` images straight into its rows of the file (or here, without a pool)."""
     from tqdm.auto import tqdm
 
-    size = cfg.image_size
+    size, shorter = cfg.image_size, shorter_side(cfg)
     total = sum(len(s) for s in segments)
     with NpyWriter(path, np.uint8, (total, size, size, channels)) as out, \
             tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False, smoothing=0.1) as bar:
         for items in segments:
             if items.dtype == np.uint8:
                 for i in range(0, len(items), chunk):
-                    part = resize_uint8(items[i:i + chunk], size)
+                    part = resize_uint8(items[i:i + chunk], size, shorter)
                     out.write(part)
                     bar.update(len(part))
-                continue
-            decode = functools.partial(decode_image, size=size, channels=channels, max_pixels=cfg.max_image_pixels)
-            for image in (pool.imap(decode, items, chunksize=16) if pool is not None else map(decode, items)):
-                out.write(image[None])
-                bar.update(1)
+            elif pool is None:
+                for p in items:
+                    out.write(decode_image(p, size, channels, cfg.max_image_pixels, shorter)[None])
+                    bar.update(1)
+            else:
+                first = out.reserve(len(items))
+                tasks = [(str(path), out.row_offset(first + i), list(items[i:i + task]), size, channels, cfg.max_image_pixels,
+                          shorter) for i in range(0, len(items), task)]
+                for done in pool.imap_unordered(_decode_into, tasks):
+                    bar.update(done)
 
 
 def default_workers() -> int:
@@ -354,13 +421,26 @@ def preprocess_spec(cfg: DataConfig, source_channels: int) -> dict:
         "channels": cfg.channels,
         "color": "grayscale" if source_channels == 1 else "rgb",
         "grayscale_to_channels": "repeat" if (source_channels == 1 and cfg.channels == 3) else None,
-        "resize": {"size": [cfg.image_size, cfg.image_size], "interpolation": "bilinear", "antialias": True,
-                   "rule": "resize the whole image to height x width, no crop"},
+        "resize": resize_spec(cfg),
         "scale": 1.0 / 255.0,
         "mean": list(cfg.mean),
         "std": list(cfg.std),
         "formula": "x = (pixel * scale - mean[c]) / std[c]",
     }
+
+
+def resize_spec(cfg: DataConfig) -> dict:
+    """How an image becomes height x width, precisely enough to do it on a device."""
+    size = [cfg.image_size, cfg.image_size]
+    shorter = shorter_side(cfg)
+    if shorter is None:
+        return {"rule": "stretch", "size": size, "interpolation": "bilinear", "antialias": True,
+                "text": "resize the whole image to height x width (aspect ratio not kept), no crop"}
+    return {"rule": "shorter_side_center_crop", "shorter_side": shorter, "size": size, "interpolation": "bilinear",
+            "antialias": True,
+            "text": f"resize so the shorter side is {shorter} px (longer side: int({shorter} * long / short)), then "
+                    f"crop the central {cfg.image_size}x{cfg.image_size} (top = round((h - {cfg.image_size}) / 2), "
+                    f"left likewise): torchvision Resize({shorter}) + CenterCrop({cfg.image_size})"}
 
 
 def read_preprocess(path: Path) -> dict:
@@ -469,7 +549,9 @@ def open_inputs(path: Path, spec: dict | None) -> InputSet:
         if spec is None:
             raise DataError(f"'{path}' is an image folder: give --preprocess preprocess.json (a bundle has one)")
         folder = _image_folder(path)
-        decode = lambda paths: to_model_input(np.stack([decode_image(p, spec["height"], 1 if spec["color"] == "grayscale" else 3)
+        shorter = spec.get("resize", {}).get("shorter_side")
+        channels = 1 if spec["color"] == "grayscale" else 3
+        decode = lambda paths: to_model_input(np.stack([decode_image(p, spec["height"], channels, shorter=shorter)
                                                         for p in paths]), spec)
         return InputSet([p for p, _ in folder.samples], decode, np.asarray(folder.targets, dtype=np.int64))
     try:

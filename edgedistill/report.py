@@ -143,7 +143,7 @@ Shipped model: `model.onnx` = **{report['shipped']}**, {report['params']['studen
 ## Task
 {len(labels)} classes: {', '.join(md(label) for label in labels[:20])}{' ...' if len(labels) > 20 else ''}.
 Input `{pre['input_name']}`: {pre['dtype']} {pre['layout']} 1x{pre['channels']}x{pre['height']}x{pre['width']},
-{pre['color']} image resized to {pre['height']}x{pre['width']} (bilinear), then `{pre['formula']}`
+{pre['color']} image: {pre['resize'].get('text', 'resized to height x width')}; then `{pre['formula']}`
 with scale {pre['scale']:.6f}, mean {pre['mean']}, std {pre['std']} (see preprocess.json).
 
 ## Accuracy (test split, {report['test_samples']} images, ONNX Runtime)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .augment import Batches
+from .augment import Batches, loader
 from .config import TrainConfig
 from .data import input_batches
 from .errors import ConfigError, StageError
@@ -169,6 +169,9 @@ def fit(model: nn.Module, train: Batches, val: tuple[Any, np.ndarray], *,
                     f"training from the start")
 
     net, net_params = model, None
+    # batches are read, augmented and mixed by cfg.workers processes (their draws are keyed by image
+    # and epoch, so the number of workers changes nothing but speed)
+    feed = loader(train, cfg.workers, pin_memory=device.type == "cuda", rank=rank)
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.early_stopping_patience and history and len(history) - best_epoch >= cfg.early_stopping_patience:
             say(f"{desc}: stopping early, no better validation accuracy since epoch {best_epoch}")
@@ -188,16 +191,16 @@ def fit(model: nn.Module, train: Batches, val: tuple[Any, np.ndarray], *,
                                                       seed=seed * 100_003, drop_last=True)
         sampler.set_epoch(epoch)
         local = torch.tensor(list(sampler), dtype=torch.long)
-        torch.manual_seed(seed * 100_003 + epoch + 7919 * rank)  # augmentation, dropout: this epoch's draws
+        feed.sampler.items = [(epoch, step, local[step * local_batch:(step + 1) * local_batch])
+                              for step in range(steps_per_epoch)]
+        torch.manual_seed(seed * 100_003 + epoch + 7919 * rank)  # dropout and the like: this epoch's draws
         model.train()
         for m in frozen:
             m.eval()
         total_loss = torch.zeros((), dtype=torch.float64)
-        bar = tqdm(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
+        bar = tqdm(feed, total=steps_per_epoch, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress or rank != 0, leave=False, unit="step")
-        for step in bar:
-            idx = local[step * local_batch:(step + 1) * local_batch]
-            x, y = train(idx)
+        for step, (x, y, idx) in enumerate(bar):
             x, y = x.to(device, memory_format=fmt, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss = loss_fn(net(x), x, y, idx)

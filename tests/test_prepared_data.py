@@ -74,3 +74,35 @@ def test_predict_converts_a_split_per_batch(tiny_run):
     model = load_trained(next((store / "results" / "finetune").iterdir()))
     whole, _ = ds.inputs("test")
     assert torch.equal(predict(model, ds.split("test"), batch=7), predict(model, whole, batch=7))
+
+
+def test_center_crop_is_torchvision_resize_then_center_crop(tmp_path):
+    """data.resize: shorter_side_center_crop, on files (Pillow) and on decoded arrays (tensors), against
+    torchvision's own Resize + CenterCrop on the same image."""
+    from torchvision.transforms import v2
+
+    g = np.random.default_rng(1)
+    for h, w in ((300, 200), (120, 261), (64, 64)):
+        pixels = g.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "a.png")
+        ours = data.decode_image(tmp_path / "a.png", 56, 3, shorter=64)
+        with Image.open(tmp_path / "a.png") as im:
+            theirs = np.asarray(v2.CenterCrop(56)(v2.Resize(64)(im.convert("RGB"))))
+        assert np.array_equal(ours, theirs), (h, w)
+        tensor = v2.CenterCrop(56)(v2.Resize(64, antialias=True)(torch.from_numpy(pixels).permute(2, 0, 1)))
+        assert np.array_equal(data.resize_uint8(pixels[None], 56, shorter=64)[0], tensor.permute(1, 2, 0).numpy())
+
+
+def test_preprocess_json_says_how_to_crop(tmp_path):
+    cfg = DataConfig(kind="imagefolder", train_dir=jpeg_folder(tmp_path / "imgs"), image_size=28, channels=3,
+                     resize="shorter_side_center_crop", crop_fraction=0.875)
+    spec = data.preprocess_spec(cfg, 3)
+    assert spec["resize"]["rule"] == "shorter_side_center_crop" and spec["resize"]["shorter_side"] == 32
+    (tmp_path / "out").mkdir()
+    data.prepare(cfg, seed=0, out=tmp_path / "out", workers=2)
+    # what prepare stored is what a device following preprocess.json gets from the same file
+    from edgedistill.data import open_inputs
+    inputs = open_inputs(tmp_path / "imgs", spec)
+    x = np.load(tmp_path / "out" / "train_x.npy")
+    decoded = np.stack([data.decode_image(p, 28, 3, shorter=32) for p in inputs.items])
+    assert len(x) and all(any(np.array_equal(xi, d) for d in decoded) for xi in x)

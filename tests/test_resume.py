@@ -25,7 +25,8 @@ def distill_result(store: Path) -> Path:
     return results[0]
 
 
-@pytest.mark.parametrize("options", [{}, {"augment": "strong", "mixup_alpha": 0.2}], ids=["plain", "augmented"])
+@pytest.mark.parametrize("options", [{}, {"augment": "strong", "mixup_alpha": 0.2, "workers": 2}],
+                         ids=["plain", "augmented-2-workers"])
 def test_sigkill_during_distill_then_resume_matches_uninterrupted(tmp_path, options):
     """With augmentation too: every random draw of an epoch replays from its seed."""
     pipeline = write_pipeline(tmp_path / "p", distill={"epochs": 25, **options})

@@ -139,3 +139,24 @@ def test_mixed_precision_and_channels_last_train_on_the_cpu(tmp_path):
         train.fit(model, data, (data.clean(range(len(data))).numpy(), data.labels.numpy()), cfg=cfg.model_copy(update={"precision": "fp16"}),
                   param_groups=[{"params": list(model.parameters()), "lr": cfg.lr}], loss_fn=None, seed=0,
                   checkpoint=tmp_path / "ck2.pt", desc="t", progress=False)
+
+
+def test_loader_workers_change_nothing_but_speed(tmp_path):
+    """Augmentation and MixUp draws are keyed by (seed, epoch, image) and (seed, epoch, step): the
+    weights after training are the same, bit for bit, with the batches made here or by 2 workers."""
+    import edgedistill.train as train
+    from edgedistill.config import TrainConfig
+
+    weights = []
+    for workers in (0, 2):
+        cfg = TrainConfig(epochs=2, batch_size=8, lr=0.05, augment="strong", mixup_alpha=0.4, workers=workers,
+                          precise_bn_batches=2, device="cpu")
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 3))
+        data = gray_batches(40, cfg, size=8)
+        train.fit(model, data, (data.clean(range(len(data))).numpy(), data.labels.numpy()), cfg=cfg,
+                  param_groups=[{"params": list(model.parameters()), "lr": cfg.lr}],
+                  loss_fn=lambda lg, xb, yb, idx: nn.functional.cross_entropy(lg, yb), seed=3,
+                  checkpoint=tmp_path / f"ck{workers}.pt", desc="t", progress=False)
+        weights.append(model.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -81,7 +81,7 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
     images, labels = ds.splits["train"]
     # alpha 0 has no distillation term: images without a label would teach nothing
     rows = np.flatnonzero(labels >= 0) if d.alpha == 0 else np.arange(len(labels))
-    train = Batches(images, labels, ds.spec, d, cfg.horizontal_flip, num_classes, rows=rows)
+    train = Batches(images, labels, ds.spec, d, cfg.horizontal_flip, num_classes, rows=rows, seed=cfg.seed)
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         example = train.clean(np.arange(2)).to(device)
@@ -173,7 +173,7 @@ STAGE = Stage(
     name="distill", version=6, inputs=("dataset", "teacher", "teacher_outputs"), output="student",
     configure=lambda p: DistillStageConfig(distill=p.distill, model=student_preset(p), seed=p.seed,
                                            horizontal_flip=p.data.horizontal_flip),
-    run=run, key_exclude={"distill": {"device", "channels_last", "compile"}}, distributed=True, check=check,
+    run=run, key_exclude={"distill": {"device", "channels_last", "compile", "workers"}}, distributed=True, check=check,
     sources=lambda cfg: teacher_sources(cfg.distill.extra_teachers),
     headline=lambda m: f"student test acc {m['test_accuracy']:.2f}%, {m['params'] / 1e3:.0f}k params ({m['params_ratio']:.1%} of teacher)",
 )

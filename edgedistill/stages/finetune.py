@@ -78,7 +78,7 @@ def run(cfg: FinetuneConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
     labeled = np.flatnonzero(y >= 0)  # the teacher learns from labeled images only; the rest is distill's transfer set
     if not len(labeled):
         raise DataError("the training split has no labeled image; the teacher needs labels to fine-tune")
-    train = Batches(x, y, ds.spec, t, cfg.horizontal_flip, num_classes, rows=labeled)
+    train = Batches(x, y, ds.spec, t, cfg.horizontal_flip, num_classes, rows=labeled, seed=cfg.seed)
     val = ds.split("val")
     result = fit(model, train, (val, val.labels), cfg=t, param_groups=groups, seed=cfg.seed,
                  checkpoint=ctx.work / "checkpoint.pt", desc="finetune", epoch_start=epoch_start, progress=ctx.progress,
@@ -101,6 +101,6 @@ STAGE = Stage(
     name="finetune", version=5, inputs=("dataset",), output="teacher",
     configure=lambda p: FinetuneConfig(teacher=p.teacher, model=load_preset(p.teacher.preset, "teachers"), seed=p.seed,
                                        horizontal_flip=p.data.horizontal_flip),
-    run=run, sources=_sources, key_exclude={"teacher": {"device", "channels_last", "compile"}}, distributed=True,
+    run=run, sources=_sources, key_exclude={"teacher": {"device", "channels_last", "compile", "workers"}}, distributed=True,
     headline=lambda m: f"teacher test acc {m['test_accuracy']:.2f}%, {m['params'] / 1e6:.2f}M params",
 )
