@@ -99,7 +99,7 @@ def read_result(path: Path) -> BenchResult:
     try:
         return BenchResult.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(f"'{path}' is not a valid bench.py result: {format_validation_error(e, BenchResult, 'field')}") from None
+        raise ConfigError(f"'{path}': {format_validation_error(e, BenchResult, 'not a valid bench.py result')}") from None
 
 
 def check_device_name(name: str) -> str:

@@ -213,7 +213,7 @@ def bundle_problem(bundle: Path) -> str | None:
     except IntegrityError as e:
         return str(e)
     diff = find_difference(bundle, {f: {"sha256": h} for f, h in manifest["files"].items()}, full=True, ignore=(MANIFEST,))
-    return f"'{bundle}': {diff}, against manifest.json" if diff else None
+    return f"'{bundle}' does not match its manifest.json: {diff}" if diff else None
 
 
 def verify_bundle(bundle: Path) -> dict:
