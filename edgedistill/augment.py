@@ -154,4 +154,7 @@ def loader(batches: Batches, workers: int, pin_memory: bool, rank: int = 0) -> t
     return torch.utils.data.DataLoader(
         EpochBatches(batches, rank), sampler=EpochPlan(), batch_size=None, num_workers=workers,
         pin_memory=pin_memory, persistent_workers=workers > 0, worker_init_fn=_one_thread if workers else None,
-        prefetch_factor=2 if workers else None)
+        prefetch_factor=2 if workers else None,
+        # its own generator: without one, every epoch's iter() draws a seed from torch's global generator,
+        # which would shift the training loop's dropout draws (and change results against earlier runs)
+        generator=torch.Generator().manual_seed(0))

@@ -160,3 +160,17 @@ def test_loader_workers_change_nothing_but_speed(tmp_path):
                   checkpoint=tmp_path / f"ck{workers}.pt", desc="t", progress=False)
         weights.append(model.state_dict())
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_the_loader_leaves_the_global_generator_alone():
+    """Dropout and the like draw from torch's global generator, seeded per epoch by the training loop;
+    a DataLoader without a generator of its own draws from it at every epoch and shifts those draws."""
+    from edgedistill.augment import loader
+    from edgedistill.config import TrainConfig
+
+    feed = loader(gray_batches(16, TrainConfig()), workers=0, pin_memory=False)
+    feed.sampler.items = [(0, 0, torch.arange(8)), (0, 1, torch.arange(8, 16))]
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    assert len(list(feed)) == 2
+    assert torch.equal(torch.get_rng_state(), before)
