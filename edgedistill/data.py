@@ -9,6 +9,7 @@ preprocess.json so it can be reimplemented on the device.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import multiprocessing
@@ -263,22 +264,19 @@ def _context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
 
 
-class _decoder_pool:
-    """A pool of `workers` processes for decoding (None for one worker: decode in this process)."""
-
-    def __init__(self, workers: int):
-        self.workers = workers
-        self.pool = None
-
-    def __enter__(self):
-        if self.workers > 1:
-            self.pool = _context().Pool(self.workers)
-        return self.pool
-
-    def __exit__(self, *exc) -> None:
-        if self.pool is not None:
-            self.pool.terminate()  # on an error the other workers stop at once
-            self.pool.join()
+@contextlib.contextmanager
+def _decoder_pool(workers: int) -> Iterator[Any]:
+    """A pool of `workers` processes for decoding (None for one worker: decode in this process).
+    On leaving, the workers are terminated: after an error the others stop at once."""
+    if workers <= 1:
+        yield None
+        return
+    pool = _context().Pool(workers)
+    try:
+        yield pool
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 class NpyWriter:
