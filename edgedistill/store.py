@@ -206,20 +206,27 @@ def read_manifest(bundle: Path) -> dict:
     return manifest
 
 
-def bundle_problem(bundle: Path) -> str | None:
-    """None when every file of the bundle matches manifest.json and the manifest lists every file."""
+def check_bundle(bundle: Path) -> tuple[dict | None, str | None]:
+    """(manifest, None) when every file of the bundle matches manifest.json and the manifest lists
+    every file; else (the manifest if it could be read, what is wrong)."""
     try:
         manifest = read_manifest(bundle)
     except IntegrityError as e:
-        return str(e)
+        return None, str(e)
     diff = find_difference(bundle, {f: {"sha256": h} for f, h in manifest["files"].items()}, full=True, ignore=(MANIFEST,))
-    return f"'{bundle}' does not match its manifest.json: {diff}" if diff else None
+    return manifest, f"'{bundle}' does not match its manifest.json: {diff}" if diff else None
+
+
+def bundle_problem(bundle: Path) -> str | None:
+    """None when the bundle matches its manifest, else what is wrong."""
+    return check_bundle(bundle)[1]
 
 
 def verify_bundle(bundle: Path) -> dict:
     """Check a bundle against its manifest (IntegrityError naming the file that differs); returns the manifest."""
-    manifest = read_manifest(bundle)
-    problem = bundle_problem(bundle)
+    manifest, problem = check_bundle(bundle)
+    if manifest is None:
+        raise IntegrityError(problem)
     if problem:
         raise IntegrityError(f"bundle check failed: {problem}; rebuild it with `edgedistill run` or copy it again")
     return manifest
@@ -486,15 +493,12 @@ class Store:
         versions = self._versions(name)
         restore = None
         for v, path in sorted(versions.items()):
-            problem = bundle_problem(path)
+            published, problem = check_bundle(path)
             if problem is None:
-                if read_manifest(path).get("content_sha256") == content:
+                if published.get("content_sha256") == content:
                     return v, path, "unchanged"
                 continue
-            try:
-                was = json.loads((path / MANIFEST).read_text()).get("content_sha256")
-            except (OSError, ValueError, AttributeError):
-                was = None
+            was = published.get("content_sha256") if published else None
             aside = self.set_aside(path, problem)
             warn(f"published bundle {name} v{v} is damaged ({problem}); set aside in {aside}")
             if was == content:
