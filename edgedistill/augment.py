@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import torch.utils.data
 
 from .config import TrainConfig
-from .data import UNLABELED, to_model_input
+from .data import UNLABELED, to_model_input, view_spec
 
 if TYPE_CHECKING:
     from torchvision.transforms import v2
@@ -42,20 +42,27 @@ def image_transform(preset: str, size: int, horizontal_flip: bool) -> v2.Transfo
 
 
 class Batches:
-    """Training batches of a split: batch(idx) -> (model input, targets).
+    """Training batches of a split: batch(idx) -> (model input, targets, teacher's view or None).
 
     Targets are class indices (UNLABELED where an image has none), or, with MixUp/CutMix, mixed
     one-hot rows (all zeros for an unlabeled image, so only the distillation term sees it).
     images may be memory-mapped: only the rows of a batch are read and converted to float.
     rows: which images of the split take part (default all); batch indices refer to them.
+    spec: the stored images' preprocess.json; size: the model's input size (None: the stored size);
+    teacher_size: also make the teacher's view of the same augmented (and mixed) images at its size
+    (None: the teacher, if any, takes the model's input).
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, spec: dict, cfg: TrainConfig,
-                 horizontal_flip: bool, num_classes: int, rows: np.ndarray | None = None, seed: int = 0):
-        self.spec, self.num_classes, self.seed = spec, num_classes, seed
+                 horizontal_flip: bool, num_classes: int, rows: np.ndarray | None = None, seed: int = 0,
+                 size: int | None = None, teacher_size: int | None = None):
+        self.num_classes, self.seed = num_classes, seed
+        self.stored_spec, self.spec = spec, view_spec(spec, size)
+        self.teacher_spec = view_spec(spec, teacher_size) if teacher_size not in (None, self.spec["height"]) else None
         self.images = images
         self.rows = np.arange(len(labels)) if rows is None else np.asarray(rows)
         self.labels = torch.as_tensor(labels[self.rows])
+        # augmentation works on the stored pixels; each model's view is resized from the same result
         self.transform = image_transform(cfg.augment, spec["height"], horizontal_flip)
         from torchvision.transforms import v2
 
@@ -91,26 +98,37 @@ class Batches:
         """The model's input for these batch indices without augmentation, by data.to_model_input."""
         return torch.from_numpy(to_model_input(self.pixels(idx), self.spec))
 
-    def __call__(self, idx: torch.Tensor, epoch: int = 0, step: int = 0, rank: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, idx: torch.Tensor, epoch: int = 0, step: int = 0,
+                 rank: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The batch of these indices in this epoch: its random draws depend on (seed, epoch, index)
-        and (seed, epoch, step, rank) only."""
+        and (seed, epoch, step, rank) only. Returns the model's input, the targets, and the teacher's
+        view of the same images (None without teacher_size)."""
         y = self.labels[idx]
-        if self.transform is None:
-            x = self.clean(idx)
-        else:
-            chw = torch.from_numpy(self.pixels(idx)).permute(0, 3, 1, 2)
+        pixels = self.pixels(idx)
+        if self.transform is not None:
             views = []
-            for i, image in zip(np.asarray(idx).tolist(), chw):
+            for i, image in zip(np.asarray(idx).tolist(), torch.from_numpy(pixels).permute(0, 3, 1, 2)):
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(draw_seed(self.seed, epoch, int(self.rows[i])))
                     views.append(self.transform(image))
-            x = torch.from_numpy(to_model_input(torch.stack(views).permute(0, 2, 3, 1).numpy(), self.spec))
-        if self.mix is not None:
+            pixels = torch.stack(views).permute(0, 2, 3, 1).numpy()
+        specs = [self.spec] if self.teacher_spec is None else [self.spec, self.teacher_spec]
+        if self.mix is None:  # each view resized from the uint8 pixels, exactly as evaluation does
+            xs = [torch.from_numpy(to_model_input(pixels, s)) for s in specs]
+        else:  # mixed once, at the stored size, so that both views show the same mixture
             onehot = F.one_hot(y.clamp_min(0), self.num_classes).float() * (y != UNLABELED).unsqueeze(1)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(draw_seed(self.seed, epoch, -1 - step, rank))
-                x, y = self.mix(x, onehot)
-        return x, y
+                x, y = self.mix(torch.from_numpy(to_model_input(pixels, self.stored_spec)), onehot)
+            xs = [resize_float(x, s["height"]) for s in specs]
+        return xs[0], y, (xs[1] if len(xs) > 1 else None)
+
+
+def resize_float(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Model inputs (N, C, H, W) resized to size x size, bilinear and antialiased (as resize_uint8)."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
 def draw_seed(*key: int) -> int:
@@ -119,15 +137,16 @@ def draw_seed(*key: int) -> int:
 
 
 class EpochBatches(torch.utils.data.Dataset):
-    """Batches as a DataLoader serves them: item (epoch, step, indices) -> (inputs, targets, indices)."""
+    """Batches as a DataLoader serves them: item (epoch, step, indices) -> (inputs, targets, indices,
+    teacher's view or None)."""
 
     def __init__(self, batches: Batches, rank: int = 0):
         self.batches, self.rank = batches, rank
 
     def __getitem__(self, key: tuple[int, int, torch.Tensor]):
         epoch, step, idx = key
-        x, y = self.batches(idx, epoch, step, self.rank)
-        return x, y, idx
+        x, y, teacher_x = self.batches(idx, epoch, step, self.rank)
+        return x, y, idx, teacher_x
 
 
 class EpochPlan(torch.utils.data.Sampler):

@@ -57,7 +57,9 @@ class DataConfig(Strict):
     max_per_class: int | None = Field(None, gt=0)
     """Keep at most this many images a class before splitting (quick experiments, tests). None: all."""
     image_size: int = Field(32, ge=8, le=1024)
-    """Model input height and width in pixels; every image is resized to it (bilinear, antialiased)."""
+    """Model input height and width in pixels (bilinear, antialiased resize), for both models unless
+    teacher.image_size or student.image_size says otherwise. Images are stored once, at the largest of
+    the three sizes; a model that takes fewer pixels gets each batch resized to its own size."""
     channels: Literal[1, 3] = 3
     """Model input channels. 3 with grayscale data repeats the gray channel (ImageNet teachers need 3)."""
     mean: list[float] = Field(default_factory=lambda: list(IMAGENET_MEAN))
@@ -76,12 +78,13 @@ class DataConfig(Strict):
     """Whether a left-right mirrored image keeps its class (most photos: yes; digits, text: no).
     The light and strong augmentation presets mirror images only when this is true."""
     resize: Literal["stretch", "shorter_side_center_crop"] = "stretch"
-    """How an image becomes image_size x image_size. stretch: the whole image resized (its aspect ratio
-    is not kept; right for digits and images already square). shorter_side_center_crop: torchvision's
-    evaluation convention for photos: the shorter side resized to floor(image_size / crop_fraction),
-    keeping the aspect ratio, then the central image_size square cut out. Both bilinear, antialiased."""
+    """How an image becomes a square of the stored size (the larger model input size). stretch: the
+    whole image resized (its aspect ratio is not kept; right for digits and images already square). shorter_side_center_crop: torchvision's
+    evaluation convention for photos: the shorter side resized to floor(size / crop_fraction),
+    keeping the aspect ratio, then the central size x size square cut out. Both bilinear, antialiased.
+    A model that takes fewer pixels gets that square resized to its size."""
     crop_fraction: float = Field(0.875, gt=0, le=1)
-    """shorter_side_center_crop: image_size over the resized shorter side (0.875: 224 of 256, as
+    """shorter_side_center_crop: the crop's size over the resized shorter side (0.875: 224 of 256, as
     torchvision's and timm's ImageNet models are evaluated)."""
     workers: int | None = Field(None, ge=1)
     """Processes that decode image files in `prepare`. None: one per core this process may use.
@@ -169,12 +172,19 @@ class TeacherConfig(TrainConfig):
     else the model's top-level children)."""
     backbone_lr_factor: float = Field(0.1, gt=0, le=1)
     """Backbone learning rate as a fraction of lr (pretrained features move less than the new head)."""
+    image_size: int | None = Field(None, ge=8, le=1024)
+    """The teacher's input size in pixels. None: data.image_size. Pretrained teachers usually do best
+    near the resolution they were trained at (224 for ImageNet weights), the student at the device's."""
 
 
 class StudentConfig(Strict):
     preset: str = "small_cnn"
     """Model preset: a name in models/students/ or a path to a preset YAML; `teacher` for
     self-distillation (a student of the teacher's own architecture and initial weights)."""
+    image_size: int | None = Field(None, ge=8, le=1024)
+    """The student's input size in pixels: what the bundle's model takes (its preprocess.json says
+    how to get there). None: data.image_size. Distillation shows the teacher its own view (at
+    teacher.image_size) of the same augmented image."""
 
 
 class ExtraTeacher(Strict):
@@ -230,6 +240,17 @@ class DistillConfig(TrainConfig):
     outputs (the pipeline's teacher with teacher_weight, these with theirs)."""
     teacher_weight: float = Field(1.0, gt=0)
     """Weight of the pipeline's own teacher in the multi-teacher average."""
+
+
+def model_sizes(p: "Pipeline") -> tuple[int, int]:
+    """(teacher, student) input sizes in pixels, data.image_size where not set."""
+    return p.teacher.image_size or p.data.image_size, p.student.image_size or p.data.image_size
+
+
+def stored_size(p: "Pipeline") -> int:
+    """The size prepared images are stored at: the larger of the two models' (a batch is only ever
+    resized down, never up)."""
+    return max(model_sizes(p))
 
 
 def teacher_sources(teachers: list[ExtraTeacher]) -> dict[str, Path]:

@@ -1,8 +1,9 @@
 """Datasets by registry name, the seeded stratified split, and the one preprocessing function.
 
 A prepared dataset is stored on disk, one pair of .npy files a split: uint8 images already resized to
-the model's input size (N, H, W, C with C = 1 or 3), which is what a device has after decoding and
-resizing a camera frame, and int64 labels. The images are written incrementally and read back
+the larger of the two models' input sizes (N, H, W, C with C = 1 or 3), which is what a device has
+after decoding and resizing a camera frame, and int64 labels; a model that takes fewer pixels gets
+each batch resized to its size (``view_spec``). The images are written incrementally and read back
 memory-mapped, so memory follows the batch, never the data set. ``to_model_input`` turns a batch of
 such images into the float tensor the model takes; the same rule is written to the bundle's
 preprocess.json so it can be reimplemented on the device.
@@ -195,7 +196,7 @@ def resize_uint8(x: np.ndarray, size: int, shorter: int | None = None) -> np.nda
     import torch
     from torchvision.transforms.v2 import functional as F
 
-    t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
+    t = torch.from_numpy(np.require(x, requirements=["C", "W"])).permute(0, 3, 1, 2)  # memory maps are read-only
     if shorter is None:
         out = F.resize(t, [size, size], interpolation=F.InterpolationMode.BILINEAR, antialias=True)
     else:
@@ -456,15 +457,46 @@ def read_preprocess(path: Path) -> dict:
           and isinstance(spec.get("scale"), (int, float))
           and all(isinstance(spec.get(k), list) and len(spec[k]) == spec["channels"]
                   and all(isinstance(v, (int, float)) for v in spec[k]) for k in ("mean", "std"))
-          and all(v > 0 for v in spec["std"]))
+          and all(v > 0 for v in spec["std"]) and _resize_ok(spec))
     if not ok:
         raise DataError(f"'{path}' is not a preprocess.json as bundles hold it (height, width, channels, color, "
                         f"scale, mean, std)")
     return spec
 
 
+def view_spec(spec: dict, size: int | None) -> dict:
+    """preprocess.json for a model that takes size x size pixels, from the spec of images stored at
+    a larger size: the same rule to the stored size, then the whole square resized to size x size
+    (bilinear, antialiased), as every batch is. size None or the stored size: spec itself."""
+    if size is None or (size == spec["height"] and size == spec["width"]):
+        return spec
+    stored = spec["resize"]["size"]
+    if size > stored[0]:
+        raise AssertionError(f"a {size}-px view of images stored at {stored[0]} px")  # stored_size() is the largest
+    resize = dict(spec["resize"], then_resize=[size, size],
+                  text=spec["resize"]["text"] + f"; then resize that {stored[0]}x{stored[1]} square to {size}x{size} "
+                                                f"(bilinear, antialiased: torchvision Resize([{size}, {size}]))")
+    return dict(spec, height=size, width=size, resize=resize)
+
+
+def _resize_ok(spec: dict) -> bool:
+    """The resize entry, where present: the stored square's size, and a final size equal to the model's."""
+    resize = spec.get("resize")
+    if resize is None:
+        return True
+    square = lambda v: isinstance(v, list) and len(v) == 2 and all(isinstance(i, int) and i > 0 for i in v)
+    return (isinstance(resize, dict) and square(resize.get("size"))
+            and ("then_resize" not in resize or resize["then_resize"] == [spec["height"], spec["width"]]))
+
+
 def to_model_input(images: np.ndarray, spec: dict) -> np.ndarray:
-    """uint8 (N, H, W, C) -> float32 (N, channels, H, W) following preprocess.json."""
+    """uint8 (N, H, W, C) -> float32 (N, channels, height, width) following preprocess.json: images
+    at the stored size of a smaller model's view (resize.then_resize) are resized first."""
+    if images.shape[1:3] != (spec["height"], spec["width"]):
+        if list(images.shape[1:3]) != spec.get("resize", {}).get("size") or "then_resize" not in spec["resize"]:
+            raise DataError(f"images of {images.shape[1]}x{images.shape[2]} px do not fit this preprocess.json "
+                            f"({spec['height']}x{spec['width']} px)")
+        images = resize_uint8(images, spec["height"])
     x = images.astype(np.float32) * np.float32(spec["scale"])
     if x.shape[-1] == 1 and spec["channels"] == 3:
         x = np.repeat(x, 3, axis=-1)
@@ -506,8 +538,9 @@ class Dataset:
     splits: dict[str, tuple[np.ndarray, np.ndarray]]
     """name -> (uint8 images (N, H, W, C), memory-mapped; int64 labels)."""
 
-    def split(self, name: str) -> Split:
-        return Split(*self.splits[name], self.spec)
+    def split(self, name: str, size: int | None = None) -> Split:
+        """A split as a model of this input size sees it (None: the stored size)."""
+        return Split(*self.splits[name], view_spec(self.spec, size))
 
     def inputs(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """A whole split as float (memory grows with the split): for small data in tests and
@@ -547,9 +580,10 @@ def open_inputs(path: Path, spec: dict | None) -> InputSet:
         if spec is None:
             raise DataError(f"'{path}' is an image folder: give --preprocess preprocess.json (a bundle has one)")
         folder = _image_folder(path)
-        shorter = spec.get("resize", {}).get("shorter_side")
+        resize = spec.get("resize", {})
+        shorter, size = resize.get("shorter_side"), resize.get("size", [spec["height"]])[0]
         channels = 1 if spec["color"] == "grayscale" else 3
-        decode = lambda paths: to_model_input(np.stack([decode_image(p, spec["height"], channels, shorter=shorter)
+        decode = lambda paths: to_model_input(np.stack([decode_image(p, size, channels, shorter=shorter)
                                                         for p in paths]), spec)
         return InputSet([p for p, _ in folder.samples], decode, np.asarray(folder.targets, dtype=np.int64))
     try:

@@ -248,12 +248,13 @@ def num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def save_trained(model: nn.Module, preset: ModelPreset, num_classes: int, in_channels: int, out: Path) -> None:
-    """model.pt (state_dict) and model.json (how to rebuild it) in out."""
+def save_trained(model: nn.Module, preset: ModelPreset, num_classes: int, in_channels: int, out: Path,
+                 image_size: int) -> None:
+    """model.pt (state_dict) and model.json (how to rebuild it, and the input size it was trained at) in out."""
     torch.save(model.state_dict(), out / "model.pt")
     (out / "model.json").write_text(json.dumps({
         "preset": preset.model_dump(mode="json"), "num_classes": num_classes, "in_channels": in_channels,
-        "params": num_params(model),
+        "image_size": image_size, "params": num_params(model),
     }, indent=2))
 
 
@@ -266,12 +267,19 @@ def trained_info(path: Path) -> dict:
     try:
         info = json.loads((path / "model.json").read_text())
         ModelPreset.model_validate(info["preset"])
-        if not all(isinstance(info[k], int) and info[k] > 0 for k in ("num_classes", "in_channels")):
-            raise ValueError("num_classes and in_channels must be positive integers")
+        # image_size: absent in folders written before models had sizes of their own
+        if not all(isinstance(info[k], int) and info[k] > 0 for k in ("num_classes", "in_channels")) or \
+                not (info.get("image_size") is None or isinstance(info["image_size"], int) and info["image_size"] > 0):
+            raise ValueError("num_classes, in_channels and image_size must be positive integers")
     except Exception as e:  # not JSON, keys missing, a preset that does not validate
         raise IntegrityError(f"'{path / 'model.json'}' is not a model description edgedistill wrote "
                              f"({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''})") from None
     return info
+
+
+def input_size(path: Path, default: int) -> int:
+    """The input size a trained model folder was trained at (default: for folders that predate it)."""
+    return trained_info(path).get("image_size") or default
 
 
 def load_trained(path: Path) -> nn.Module:

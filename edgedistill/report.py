@@ -88,7 +88,8 @@ def render_html(report: dict, labels: list[str]) -> str:
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
 td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}</style></head><body>
 <h1>{e(report['pipeline'])}</h1>
-<p>Shipped: <b>{e(report['shipped'])}</b> (<code>model.onnx</code>, {report['size_bytes']:,} bytes), {len(labels)} classes.
+<p>Shipped: <b>{e(report['shipped'])}</b> (<code>model.onnx</code>, {report['size_bytes']:,} bytes), {len(labels)} classes,
+input {report['image_size']['student']} px (teacher {report['image_size']['teacher']} px).
 Test accuracy {report['accuracy'][report['shipped']]:.2f}% (teacher {report['accuracy']['teacher']:.2f}%), latency p90
 {report['latency_ms']['p90']:.3f} ms at batch 1 on {e(dev['cpu'])}, {dev['threads']} thread(s), onnxruntime {e(dev['onnxruntime'])}.</p>
 <h2>Models (test split)</h2>
@@ -118,6 +119,7 @@ def md(text: object) -> str:
 
 def model_card(report: dict, labels: list[str], pre: dict) -> str:
     acc, lat, dev, quant = report["accuracy"], report["latency_ms"], report["device"], report["quantization"]
+    size = report["image_size"]
     num = lambda v, f: "-" if v is None else format(v, f)
     tp = report.get("throughput")
     throughput = f"Throughput at batch {tp['batch']}: {tp['images_per_s']:,.0f} images/s.\n" if tp else ""
@@ -137,8 +139,8 @@ def model_card(report: dict, labels: list[str], pre: dict) -> str:
         for role, m in report["models"].items())
     return f"""# {report['pipeline']}: model card
 
-Shipped model: `model.onnx` = **{report['shipped']}**, {report['params']['student']:,} parameters
-(teacher: {report['params']['teacher']:,}).
+Shipped model: `model.onnx` = **{report['shipped']}**, {report['params']['student']:,} parameters,
+{size['student']} px input (teacher: {report['params']['teacher']:,} parameters, {size['teacher']} px).
 
 ## Task
 {len(labels)} classes: {', '.join(md(label) for label in labels[:20])}{' ...' if len(labels) > 20 else ''}.

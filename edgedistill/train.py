@@ -30,7 +30,9 @@ from .errors import ConfigError, StageError
 from .runner import world
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-"""loss(logits, inputs, labels, indices) -> scalar; indices: the batch's rows in the training split."""
+"""loss(logits, teacher_inputs, labels, indices) -> scalar. teacher_inputs: the batch as a teacher sees
+it (the same augmented images at the teacher's size; the model's inputs without a teacher size);
+indices: the batch's rows in the training split."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -200,10 +202,11 @@ def fit(model: nn.Module, train: Batches, val: tuple[Any, np.ndarray], *,
         total_loss = torch.zeros((), dtype=torch.float64)
         bar = tqdm(feed, total=steps_per_epoch, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress or rank != 0, leave=False, unit="step")
-        for step, (x, y, idx) in enumerate(bar):
+        for step, (x, y, idx, teacher_x) in enumerate(bar):
             x, y = x.to(device, memory_format=fmt, non_blocking=True), y.to(device, non_blocking=True)
+            teacher_x = x if teacher_x is None else teacher_x.to(device, memory_format=fmt, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = loss_fn(net(x), x, y, idx)
+                loss = loss_fn(net(x), teacher_x, y, idx)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

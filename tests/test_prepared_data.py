@@ -106,3 +106,63 @@ def test_preprocess_json_says_how_to_crop(tmp_path):
     x = np.load(tmp_path / "out" / "train_x.npy")
     decoded = np.stack([data.decode_image(p, 28, 3, shorter=32) for p in inputs.items])
     assert len(x) and all(any(np.array_equal(xi, d) for d in decoded) for xi in x)
+
+
+def test_a_smaller_model_gets_the_stored_square_resized(tmp_path):
+    """Images are stored once at the larger model's size; the smaller model's view (its preprocess.json,
+    evaluation, calibration, image folders read with it) is that square resized: here against
+    torchvision's Resize + CenterCrop + Resize on the same file."""
+    from torchvision.transforms import v2
+
+    folder = jpeg_folder(tmp_path / "imgs", per_class=2)
+    cfg = DataConfig(kind="imagefolder", train_dir=folder, image_size=28, channels=3, resize="shorter_side_center_crop")
+    spec = data.preprocess_spec(cfg, 3)
+    view = data.view_spec(spec, 14)
+    assert (view["height"], view["width"], view["resize"]["size"], view["resize"]["then_resize"]) == (14, 14, [28, 28], [14, 14])
+    assert "then resize that 28x28 square to 14x14" in view["resize"]["text"] and data.view_spec(spec, 28) is spec
+    inputs = data.open_inputs(folder, view)
+    ours = inputs.inputs(slice(0, len(inputs)))
+    for path, x in zip(inputs.items, ours):
+        with Image.open(path) as im:
+            square = torch.from_numpy(np.array(v2.CenterCrop(28)(v2.Resize(32)(im.convert("RGB"))))).permute(2, 0, 1)
+        small = v2.Resize([14, 14], antialias=True)(square).permute(1, 2, 0).numpy()
+        assert np.array_equal(x, to_model_input(small[None], view)[0])
+    stored = np.stack([data.decode_image(p, 28, 3, shorter=32) for p in inputs.items])
+    assert np.array_equal(to_model_input(stored, view), ours)  # the pipeline's per-batch path: the same numbers
+    with pytest.raises(DataError, match="do not fit"):
+        to_model_input(stored[:, :20, :20], view)
+    (tmp_path / "view.json").write_text(__import__("json").dumps(view))
+    assert data.read_preprocess(tmp_path / "view.json") == view
+    (tmp_path / "bad.json").write_text(__import__("json").dumps(view | {"height": 15, "width": 15}))
+    with pytest.raises(DataError, match="not a preprocess.json"):
+        data.read_preprocess(tmp_path / "bad.json")
+
+
+def test_teacher_and_student_each_at_its_own_size(tmp_path):
+    """teacher.image_size 16, student 8: stored once at 16, each model trained, exported and measured at
+    its size, and the bundle's preprocess.json describes the student's input."""
+    import json
+
+    import onnx
+
+    from edgedistill.cli import main
+    from conftest import write_pipeline
+
+    pipeline = write_pipeline(tmp_path / "p", teacher={"image_size": 16}, distill={"augment": "light"})
+    store = tmp_path / "store"
+    assert main(["run", str(pipeline), "--store", str(store)]) == 0
+    results = store / "results"
+    (prepared,) = (results / "prepare").iterdir()
+    assert np.load(prepared / "train_x.npy", mmap_mode="r").shape[1:] == (16, 16, 1)
+    sizes = {stage: json.loads(next((results / stage).iterdir()).joinpath("model.json").read_text())["image_size"]
+             for stage in ("finetune", "distill")}
+    assert sizes == {"finetune": 16, "distill": 8}
+    (bundle,) = (store / "bundles" / "tiny").iterdir()
+    pre = json.loads((bundle / "preprocess.json").read_text())
+    assert (pre["height"], pre["resize"]["size"], pre["resize"]["then_resize"]) == (8, [16, 16], [8, 8])
+    dims = [d.dim_value for d in onnx.load(str(bundle / "model.onnx")).graph.input[0].type.tensor_type.shape.dim[1:]]
+    (onnx_dir,) = (results / "export").iterdir()
+    teacher_dims = [d.dim_value for d in onnx.load(str(onnx_dir / "teacher.onnx")).graph.input[0].type.tensor_type.shape.dim[1:]]
+    assert dims == [1, 8, 8] and teacher_dims == [1, 16, 16]
+    report = json.loads((bundle / "report.json").read_text())
+    assert report["accuracy"]["teacher"] > 50 and report["accuracy"]["student_fp32"] > 50

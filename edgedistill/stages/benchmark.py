@@ -13,25 +13,30 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..config import BenchmarkConfig
-from ..data import Dataset, NpyWriter
+from ..data import Dataset, NpyWriter, read_preprocess
 from ..onnx_utils import bench_in_child
 from ..runner import Context, Stage
 
-MODELS = {"teacher": ("onnx", "teacher.onnx"), "student_fp32": ("onnx", "student.onnx"),
-          "student_int8": ("quantized", "student_quantized.onnx")}
+MODELS = {"teacher": ("onnx", "teacher.onnx", "teacher"), "student_fp32": ("onnx", "student.onnx", "student"),
+          "student_int8": ("quantized", "student_quantized.onnx", "student")}
 
 
 def run(cfg: BenchmarkConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
-    test = Dataset.load(inputs["dataset"]).split("test")
-    x_path, y_path = ctx.work / "test_inputs.npy", ctx.work / "test_labels.npy"
-    # the benchmark child reads these memory-mapped; written a batch at a time
-    with NpyWriter(x_path, np.float32, (len(test), *test.inputs(slice(0, 1)).shape[1:])) as x:
-        for i in range(0, len(test), 256):
-            x.write(test.inputs(slice(i, i + 256)))
-    np.save(y_path, test.labels)
+    ds = Dataset.load(inputs["dataset"])
+    y_path = ctx.work / "test_labels.npy"
+    np.save(y_path, ds.splits["test"][1])
+    x_paths: dict[str, Path] = {}
+    for model in ("teacher", "student"):  # each model's test inputs at its own size
+        test = ds.split("test", read_preprocess(inputs["onnx"] / f"{model}_preprocess.json")["height"])
+        x_paths[model] = ctx.work / f"{model}_test_inputs.npy"
+        # the benchmark child reads these memory-mapped; written a batch at a time
+        with NpyWriter(x_paths[model], np.float32, (len(test), *test.inputs(slice(0, 1)).shape[1:])) as x:
+            for i in range(0, len(test), 256):
+                x.write(test.inputs(slice(i, i + 256)))
     results = {}
-    for role, (artifact, filename) in tqdm(MODELS.items(), desc="benchmark", unit="model", disable=not ctx.progress, leave=False):
-        r = bench_in_child(inputs[artifact] / filename, cfg, x_path, y_path)
+    for role, (artifact, filename, model) in tqdm(MODELS.items(), desc="benchmark", unit="model", disable=not ctx.progress,
+                                                  leave=False):
+        r = bench_in_child(inputs[artifact] / filename, cfg, x_paths[model], y_path)
         ctx.log(f"{role}: p50 {r['latency_ms']['p50']:.3f} ms, p90 {r['latency_ms']['p90']:.3f} ms, "
                 f"{r['size_bytes'] / 1024:.0f} KiB, peak RSS {r['peak_rss_mb']:.0f} MiB, test acc {r['accuracy']:.2f}%")
         results[role] = r
@@ -41,7 +46,7 @@ def run(cfg: BenchmarkConfig, inputs: dict[str, Path], out: Path, ctx: Context) 
 
 
 STAGE = Stage(
-    name="benchmark", version=4, inputs=("dataset", "onnx", "quantized"), output="benchmark",
+    name="benchmark", version=5, inputs=("dataset", "onnx", "quantized"), output="benchmark",
     configure=lambda p: p.benchmark, run=run,
     headline=lambda m: f"p90 teacher {m['teacher']['latency_ms_p90']:.2f} ms, student FP32 "
                        f"{m['student_fp32']['latency_ms_p90']:.2f} ms, INT8 {m['student_int8']['latency_ms_p90']:.2f} ms",

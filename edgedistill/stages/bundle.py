@@ -48,6 +48,7 @@ def build_report(name: str, shipped_role: str, bench: dict, export: dict, quant:
         "devices": {},
         "parity": {k: export["parity"]["student"][k] for k in ("max_abs_diff", "top1_agreement")},
         "params": {"teacher": export["parity"]["teacher"]["params"], "student": export["parity"]["student"]["params"]},
+        "image_size": {"teacher": export["parity"]["teacher"]["image_size"], "student": export["parity"]["student"]["image_size"]},
         "test_samples": shipped["eval_samples"],
         "models": bench,
     }
@@ -99,11 +100,11 @@ def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context
     shutil.copy2(model, out / "model.onnx")
     shutil.copy2(ortbench.__file__, out / "bench.py")  # benchmark on the device: python3 bench.py --name pi4
     to_ort_format(out / "model.onnx", out, cfg.bundle.ort_target_platform, ctx.work)
-    x_test = Dataset.load(inputs["dataset"]).split("test").inputs(slice(0, 128))
+    pre = read_json(inputs["onnx"] / "student_preprocess.json")  # the student's input, which the bundle takes
+    x_test = Dataset.load(inputs["dataset"]).split("test", pre["height"]).inputs(slice(0, 128))
     ort_parity = check_ort_format(out, x_test, cfg.bundle.ort_max_abs_diff)
     ctx.log(f"model.ort ({cfg.bundle.ort_target_platform}): max abs diff to model.onnx {ort_parity['max_abs_diff']:.1e}")
     labels = read_json(inputs["dataset"] / "classes.json")
-    pre = read_json(inputs["dataset"] / "preprocess.json")
     (out / "labels.json").write_text(json.dumps({str(i): name for i, name in enumerate(labels)}, indent=2) + "\n")
     (out / "preprocess.json").write_text(json.dumps(pre, indent=2) + "\n")
     report = build_report(cfg.name, role, read_json(inputs["benchmark"] / "benchmark.json"), read_json(inputs["onnx"] / METRICS), quant)
@@ -120,7 +121,7 @@ def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context
 
 
 STAGE = Stage(
-    name="bundle", version=5, inputs=("dataset", "teacher", "student", "onnx", "quantized", "benchmark"), output="bundle",
+    name="bundle", version=6, inputs=("dataset", "teacher", "student", "onnx", "quantized", "benchmark"), output="bundle",
     configure=lambda p: BundleStageConfig(bundle=p.bundle, name=p.name), run=run,
     headline=lambda m: f"{m['size_bytes'] / 1024:.0f} KiB, p90 {m['latency_ms']['p90']:.3f} ms",
 )

@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from .. import models
-from ..augment import Batches
-from ..config import DistillConfig, ModelPreset, Pipeline, Strict, check_trusted, load_preset, teacher_sources
+from ..augment import Batches, resize_float
+from ..config import (DistillConfig, ModelPreset, Pipeline, Strict, check_trusted, load_preset, model_sizes,
+                      teacher_sources)
 from ..data import Dataset
 from ..errors import ConfigError
 from ..losses import dist_loss, hint_loss, kd_loss, rkd_angle_loss, rkd_distance_loss
@@ -29,6 +30,9 @@ class DistillStageConfig(Strict):
     model: ModelPreset
     """The resolved student preset."""
     seed: int
+    image_size: int
+    """The student's input size in pixels (student.image_size, or data.image_size). The teacher takes
+    the size it was fine-tuned at (its model.json)."""
     horizontal_flip: bool = False
     """data.horizontal_flip: whether augmentation may mirror images."""
 
@@ -81,12 +85,15 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
     images, labels = ds.splits["train"]
     # alpha 0 has no distillation term: images without a label would teach nothing
     rows = np.flatnonzero(labels >= 0) if d.alpha == 0 else np.arange(len(labels))
-    train = Batches(images, labels, ds.spec, d, cfg.horizontal_flip, num_classes, rows=rows, seed=cfg.seed)
+    # the teacher sees its own view (at the size it was fine-tuned at) of the student's augmented images
+    teacher_size = models.input_size(inputs["teacher"], ds.spec["height"])
+    extra_sizes = [models.input_size(Path(e.model), teacher_size) for e in d.extra_teachers]
+    train = Batches(images, labels, ds.spec, d, cfg.horizontal_flip, num_classes, rows=rows, seed=cfg.seed,
+                    size=cfg.image_size, teacher_size=teacher_size)
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        example = train.clean(np.arange(2)).to(device)
-        teacher(example)
-        student.to(device).eval()(example)
+        teacher(torch.from_numpy(ds.split("train", teacher_size).inputs(np.arange(2))).to(device))
+        student.to(device).eval()(train.clean(np.arange(2)).to(device))
         adapters = nn.ModuleList([make_adapter(i, s_taps.values[f"hint{i}"], t_taps.values[f"hint{i}"])
                                   for i in range(len(d.hints))])
     distillee = Distillee(student, adapters)
@@ -101,10 +108,11 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
         stored += [np.load(inputs["teacher_outputs"] / f"extra_{i}_train_logits.npy", mmap_mode="r")
                    for i in range(len(extra))]
 
-    def loss_fn(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    def loss_fn(logits: torch.Tensor, teacher_x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         if online:
             with torch.no_grad():
-                teacher_logits = [m(x) for m in (teacher, *extra)]
+                teacher_logits = [m(resize_float(teacher_x, size))
+                                  for m, size in zip((teacher, *extra), (teacher_size, *extra_sizes))]
         else:
             teacher_logits = [torch.from_numpy(np.asarray(a[rows[idx.numpy()]])).to(logits.device) for a in stored]
         teachers = teacher_logits[0] if not extra else teacher_logits
@@ -121,15 +129,15 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
             loss = loss + d.rkd_angle_weight * rkd_angle_loss(s_taps.values["embedding"], t_taps.values["embedding"])
         return loss
 
-    val = ds.split("val")
+    val = ds.split("val", cfg.image_size)
     result = fit(distillee, train, (val, val.labels), cfg=d,
                   param_groups=[{"params": list(distillee.parameters()), "lr": d.lr}], loss_fn=loss_fn,
                   seed=cfg.seed, checkpoint=ctx.work / "checkpoint.pt", desc="distill", progress=ctx.progress)
     s_taps.remove()
     t_taps.remove()
-    test = ds.split("test")
+    test = ds.split("test", cfg.image_size)
     test_acc = accuracy(predict(student, test), test.labels)
-    models.save_trained(student, cfg.model, num_classes, in_channels, out)
+    models.save_trained(student, cfg.model, num_classes, in_channels, out, image_size=cfg.image_size)
     teacher_params = models.num_params(teacher)
     params = models.num_params(student)
     losses = [d.response if d.alpha > 0 else "ce"] + [f"hint:{h.teacher}->{h.student}" for h in d.hints] + \
@@ -170,9 +178,9 @@ def student_preset(p: Pipeline) -> ModelPreset:
 
 
 STAGE = Stage(
-    name="distill", version=6, inputs=("dataset", "teacher", "teacher_outputs"), output="student",
+    name="distill", version=7, inputs=("dataset", "teacher", "teacher_outputs"), output="student",
     configure=lambda p: DistillStageConfig(distill=p.distill, model=student_preset(p), seed=p.seed,
-                                           horizontal_flip=p.data.horizontal_flip),
+                                           image_size=model_sizes(p)[1], horizontal_flip=p.data.horizontal_flip),
     run=run, key_exclude={"distill": {"device", "channels_last", "compile", "workers"}}, distributed=True, check=check,
     sources=lambda cfg: teacher_sources(cfg.distill.extra_teachers),
     headline=lambda m: f"student test acc {m['test_accuracy']:.2f}%, {m['params'] / 1e3:.0f}k params ({m['params_ratio']:.1%} of teacher)",

@@ -1,9 +1,11 @@
 """export: teacher and student to ONNX (dynamic batch, named input/output), the ONNX checker, and a
-parity check against PyTorch on real test images. Parity beyond tolerance fails the stage."""
+parity check against PyTorch on real test images, each model at its own input size. Parity beyond
+tolerance fails the stage. <role>_preprocess.json beside each model says how to make its input."""
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import warnings
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import torch
 from ..config import ExportConfig
 from ..data import Dataset
 from ..errors import StageError
-from ..models import load_trained, num_params
+from ..models import input_size, load_trained, num_params
 from ..onnx_utils import ort_predict
 from ..runner import Context, Stage
 from ..train import predict
@@ -47,9 +49,12 @@ def parity(model: torch.nn.Module, path: Path, x: np.ndarray) -> dict:
 
 
 def run(cfg: ExportConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
-    x = Dataset.load(inputs["dataset"]).split("test").inputs(slice(0, cfg.parity_samples))
+    ds = Dataset.load(inputs["dataset"])
     metrics = {}
     for role in ("teacher", "student"):
+        test = ds.split("test", input_size(inputs[role], ds.spec["height"]))
+        (out / f"{role}_preprocess.json").write_text(json.dumps(test.spec, indent=2) + "\n")
+        x = test.inputs(slice(0, cfg.parity_samples))
         model = load_trained(inputs[role])
         path = out / f"{role}.onnx"
         export_onnx(model, torch.from_numpy(x[:2]), path, cfg.opset)
@@ -61,12 +66,12 @@ def run(cfg: ExportConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> 
                 f"(limit {cfg.parity_max_abs_diff:.0e}), top-1 agreement {p['top1_agreement']:.2%} "
                 f"(limit {cfg.parity_min_top1_agreement:.2%}); raise export.parity_* only if the difference is understood"
             )
-        metrics[role] = dict(p, size_bytes=path.stat().st_size, params=num_params(model))
+        metrics[role] = dict(p, size_bytes=path.stat().st_size, params=num_params(model), image_size=test.spec["height"])
     return {"parity": metrics, "opset": cfg.opset}
 
 
 STAGE = Stage(
-    name="export", version=1, inputs=("dataset", "teacher", "student"), output="onnx",
+    name="export", version=2, inputs=("dataset", "teacher", "student"), output="onnx",
     configure=lambda p: p.export, run=run,
     headline=lambda m: f"student parity max|diff| {m['parity']['student']['max_abs_diff']:.1e}, "
                        f"top-1 {m['parity']['student']['top1_agreement']:.0%}",

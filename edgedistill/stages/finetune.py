@@ -9,7 +9,7 @@ from torch import nn
 
 from .. import models
 from ..augment import Batches
-from ..config import ModelPreset, Strict, TeacherConfig, load_preset
+from ..config import ModelPreset, Strict, TeacherConfig, load_preset, model_sizes
 from ..data import Dataset
 from ..errors import ConfigError, DataError
 from ..runner import Context, Stage
@@ -18,6 +18,7 @@ from ..train import accuracy, fit, predict
 
 class FinetuneConfig(Strict):
     teacher: TeacherConfig
+    """The pipeline's teacher section, with image_size resolved."""
     model: ModelPreset
     """The resolved preset (its content, not its name, is part of the cache key)."""
     seed: int
@@ -78,14 +79,14 @@ def run(cfg: FinetuneConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
     labeled = np.flatnonzero(y >= 0)  # the teacher learns from labeled images only; the rest is distill's transfer set
     if not len(labeled):
         raise DataError("the training split has no labeled image; the teacher needs labels to fine-tune")
-    train = Batches(x, y, ds.spec, t, cfg.horizontal_flip, num_classes, rows=labeled, seed=cfg.seed)
-    val = ds.split("val")
+    train = Batches(x, y, ds.spec, t, cfg.horizontal_flip, num_classes, rows=labeled, seed=cfg.seed, size=t.image_size)
+    val = ds.split("val", t.image_size)
     result = fit(model, train, (val, val.labels), cfg=t, param_groups=groups, seed=cfg.seed,
                  checkpoint=ctx.work / "checkpoint.pt", desc="finetune", epoch_start=epoch_start, progress=ctx.progress,
                  loss_fn=lambda logits, x, y, idx: F.cross_entropy(logits, y, label_smoothing=t.label_smoothing))
-    test = ds.split("test")
+    test = ds.split("test", t.image_size)
     test_acc = accuracy(predict(model, test), test.labels)
-    models.save_trained(model, cfg.model, num_classes, in_channels, out)
+    models.save_trained(model, cfg.model, num_classes, in_channels, out, image_size=test.spec["height"])
     return {"val_accuracy": result.val_accuracy, "test_accuracy": test_acc, "params": models.num_params(model),
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "train_images": int(len(labeled)),
@@ -98,8 +99,9 @@ def _sources(cfg: FinetuneConfig) -> dict[str, Path]:
 
 
 STAGE = Stage(
-    name="finetune", version=5, inputs=("dataset",), output="teacher",
-    configure=lambda p: FinetuneConfig(teacher=p.teacher, model=load_preset(p.teacher.preset, "teachers"), seed=p.seed,
+    name="finetune", version=6, inputs=("dataset",), output="teacher",
+    configure=lambda p: FinetuneConfig(teacher=p.teacher.model_copy(update={"image_size": model_sizes(p)[0]}),
+                                       model=load_preset(p.teacher.preset, "teachers"), seed=p.seed,
                                        horizontal_flip=p.data.horizontal_flip),
     run=run, sources=_sources, key_exclude={"teacher": {"device", "channels_last", "compile", "workers"}}, distributed=True,
     headline=lambda m: f"teacher test acc {m['test_accuracy']:.2f}%, {m['params'] / 1e6:.2f}M params",

@@ -1,5 +1,5 @@
-"""prepare: list the dataset, split it (stratified, seeded), and write each split to disk at the model's
-input size: uint8 images (decoded by worker processes, written as they come) and labels, read back
+"""prepare: list the dataset, split it (stratified, seeded), and write each split to disk at the larger
+of the two models' input sizes: uint8 images (decoded by worker processes, written as they come) and labels, read back
 memory-mapped by every later stage."""
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import data
-from ..config import DataConfig, Strict
+from ..config import DataConfig, Strict, stored_size
 from ..runner import Context, Stage
 
 
 class PrepareConfig(Strict):
     data: DataConfig
+    """The pipeline's data section, with image_size set to the size the images are stored at."""
     seed: int
 
 
@@ -33,7 +34,7 @@ def run(cfg: PrepareConfig, inputs: dict[str, Path], out: Path, ctx: Context) ->
 
 STAGE = Stage(
     name="prepare", version=3, inputs=(), output="dataset",
-    configure=lambda p: PrepareConfig(data=p.data, seed=p.seed),
+    configure=lambda p: PrepareConfig(data=p.data.model_copy(update={"image_size": stored_size(p)}), seed=p.seed),
     run=run,
     sources=lambda cfg: data.sources(cfg.data),
     # a limit and a degree of parallelism: they fail a run or not, or make it faster, never change a result

@@ -25,7 +25,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from tqdm.auto import tqdm
 
 from ..config import BenchmarkConfig, QuantizeConfig, Strict
-from ..data import Dataset, to_model_input
+from ..data import Dataset, read_preprocess, to_model_input
 from ..errors import StageError
 from ..onnx_utils import bench_in_child, ort_predict
 from ..runner import Context, Stage
@@ -279,10 +279,11 @@ def run(cfg: QuantizeStageConfig, inputs: dict[str, Path], out: Path, ctx: Conte
     x_train, _ = ds.splits["train"]
     # the chosen rows are read from the memory-mapped split: calibration_samples images in memory
     calibration = x_train[np.sort(np.random.default_rng(cfg.seed).permutation(len(x_train))[: q.calibration_samples])]
-    val = ds.split("val")
+    spec = read_preprocess(inputs["onnx"] / "student_preprocess.json")  # the student's input size and rule
+    val = ds.split("val", spec["height"])
     sel = select(inputs["onnx"] / "student.onnx", q, cfg.latency,
-                 calibration=lambda: image_reader(calibration, ds.spec, progress=ctx.progress),
-                 rank_calibration=lambda: image_reader(calibration[:64], ds.spec),
+                 calibration=lambda: image_reader(calibration, spec, progress=ctx.progress),
+                 rank_calibration=lambda: image_reader(calibration[:64], spec),
                  val=(val, val.labels), work=ctx.work, log=ctx.log, progress=ctx.progress)
     # the best quantized model goes into the result even when FP32 ships, so it is benchmarked and reported
     shutil.copy2(sel.best.path, out / OUTPUT)
@@ -297,7 +298,7 @@ def latency_settings(bench: BenchmarkConfig, q: QuantizeConfig) -> BenchmarkConf
 
 
 STAGE = Stage(
-    name="quantize", version=3, inputs=("dataset", "onnx"), output="quantized",
+    name="quantize", version=4, inputs=("dataset", "onnx"), output="quantized",
     configure=lambda p: QuantizeStageConfig(quantize=p.quantize, latency=latency_settings(p.benchmark, p.quantize), seed=p.seed),
     run=run,
     headline=lambda m: f"ships {'FP32' if m['choice'] == 'fp32' else m['recipe']}; val acc FP32 {m['val_accuracy_fp32']:.2f}% "

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..config import ExtraTeacher, Strict, teacher_sources
 from ..data import Dataset
-from ..models import load_trained
+from ..models import input_size, load_trained
 from ..runner import Context, Stage
 from ..train import predict
 
@@ -25,16 +25,20 @@ class TeachConfig(Strict):
 
 
 def run(cfg: TeachConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
-    train = Dataset.load(inputs["dataset"]).split("train")  # converted to float per batch
-    logits = predict(load_trained(inputs["teacher"]), train).numpy().astype(np.float32)
-    np.save(out / "train_logits.npy", logits)
+    ds = Dataset.load(inputs["dataset"])
+
+    def logits(model: Path) -> np.ndarray:  # each teacher at its own input size, converted to float per batch
+        return predict(load_trained(model), ds.split("train", input_size(model, ds.spec["height"]))).numpy().astype(np.float32)
+
+    teacher_logits = logits(inputs["teacher"])
+    np.save(out / "train_logits.npy", teacher_logits)
     for i, e in enumerate(cfg.extra_teachers):
-        np.save(out / f"extra_{i}_train_logits.npy", predict(load_trained(Path(e.model)), train).numpy().astype(np.float32))
-    return {"samples": int(len(logits)), "classes": int(logits.shape[1]), "teachers": 1 + len(cfg.extra_teachers)}
+        np.save(out / f"extra_{i}_train_logits.npy", logits(Path(e.model)))
+    return {"samples": int(len(teacher_logits)), "classes": int(teacher_logits.shape[1]), "teachers": 1 + len(cfg.extra_teachers)}
 
 
 STAGE = Stage(
-    name="teach", version=2, inputs=("dataset", "teacher"), output="teacher_outputs",
+    name="teach", version=3, inputs=("dataset", "teacher"), output="teacher_outputs",
     # the weights do not change the stored logits: only the teachers' folders are in the key
     configure=lambda p: TeachConfig(extra_teachers=p.distill.extra_teachers), run=run,
     key_exclude={"extra_teachers": {"__all__": {"weight"}}},
