@@ -102,9 +102,22 @@ def _run(a: argparse.Namespace, rank: int) -> int:
     bundle_report = load_report(path)
     acc, lat = bundle_report["accuracy"], bundle_report["latency_ms"]
     print(f"\nbundle: {path} (v{version}, {status})")
+    alone = f"  (student alone {acc['student_alone']:.2f}%)" if "student_alone" in acc else ""
     print(f"  accuracy: teacher {acc['teacher']:.2f}%  student FP32 {acc['student_fp32']:.2f}%  "
-          f"student INT8 {acc['student_int8']:.2f}%  (test split)")
-    print(f"  quantization: {bundle_report['quantization']['reason']}")
+          f"student INT8 {acc['student_int8']:.2f}%  (test split){alone}")
+    students = bundle_report["distillation"]
+    if students["shipped"] == "alone":
+        print("  student: the one trained alone is shipped: it was better on validation than the distilled one")
+    if students["warning"]:
+        print(f"  warning: {students['warning']}")
+    quant = bundle_report["quantization"]
+    print(f"  quantization: {quant['reason']}")
+    if quant["test_drop"] is not None:
+        t = quant["test_drop"]
+        print(f"  quantization on test, measured once after the choice: {t['drop']:.2f} pt below FP32 "
+              f"(95% interval {t['ci_low']:.2f} to {t['ci_high']:.2f}), top-1 agreement {t['agreement']:.1f}%")
+    if quant["val_resolution"]["note"]:
+        print(f"  warning: {quant['val_resolution']['note']}")
     print(f"  shipped {bundle_report['shipped']}: {bundle_report['size_bytes'] / 1024:.1f} KiB, latency p50 "
           f"{lat['p50']:.3f} ms / p90 {lat['p90']:.3f} ms ({bundle_report['device']['threads']} thread), "
           f"peak RSS {bundle_report['peak_rss_mb']:.1f} MiB")
@@ -320,16 +333,21 @@ def cmd_quantize(a: argparse.Namespace) -> int:
                               rank_calibration=lambda: quantize.BatchReader(calib.items[:64], input_name, calib.to_input),
                               val=(val, val.labels), work=Path(work), log=lambda m: print(f"    {m}", file=sys.stderr))
         num = lambda v, f: "-" if v is None else format(v, f)
-        print(text_table(("configuration", "val acc %", "p90 ms", "size KiB", "in float", "error"), [
-            (c.name, num(c.val_accuracy, ".2f"), num(c.latency_ms_p90, ".3f"), num(c.size_bytes and c.size_bytes / 1024, ".1f"),
+        interval = lambda d: "-" if d is None else f"{d['drop']:.2f} [{d['ci_low']:.2f}, {d['ci_high']:.2f}]"
+        print(text_table(("configuration", "val acc %", "drop pt [95% CI]", "agree %", "p90 ms", "size KiB", "in float", "error"), [
+            (c.name, num(c.val_accuracy, ".2f"), interval(c.val_drop), num(c.val_drop and c.val_drop["agreement"], ".1f"),
+             num(c.latency_ms_p90, ".3f"), num(c.size_bytes and c.size_bytes / 1024, ".1f"),
              str(len(c.excluded_nodes)), c.error or "") for c in [sel.fp32, *sel.tried]]))
+        res = sel.metrics(q.mode, n, q.max_accuracy_drop)["val_resolution"]
+        if res["note"]:
+            print(f"warning: {res['note']}", file=sys.stderr)
         if sel.chosen is None:
             print(f"\nkept FP32: {sel.reason}; nothing written (the FP32 model is the better one to ship)")
             return 0
         shutil.copy2(sel.chosen.path, out)
     print(f"\nwrote {out}: {sel.reason}")
     if a.report:
-        Path(a.report).write_text(json.dumps(sel.metrics(q.mode, n), indent=2) + "\n")
+        Path(a.report).write_text(json.dumps(sel.metrics(q.mode, n, q.max_accuracy_drop), indent=2) + "\n")
     return 0
 
 

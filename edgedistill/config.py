@@ -240,6 +240,11 @@ class DistillConfig(TrainConfig):
     outputs (the pipeline's teacher with teacher_weight, these with theirs)."""
     teacher_weight: float = Field(1.0, gt=0)
     """Weight of the pipeline's own teacher in the multi-teacher average."""
+    baseline: bool = True
+    """Also train the student alone (the baseline stage: labels only, no teacher, the same seed, data,
+    size and schedule) and ship whichever of the two is better on validation, so distillation never
+    ships a student worse than one trained without it; the report shows both. false: skip it (saves
+    one student training) and ship the distilled student."""
 
 
 def model_sizes(p: "Pipeline") -> tuple[int, int]:

@@ -51,6 +51,10 @@ class Budgets(Strict):
     """Largest teacher-minus-shipped test accuracy difference, in percentage points."""
     max_peak_rss_mb: float | None = Field(None, gt=0)
     """Largest peak resident memory of a process running the shipped model, in MiB."""
+    max_quantization_drop: float | None = Field(None, ge=0)
+    """Largest accuracy the shipped model lost to quantization on the test split, in points: FP32 minus
+    quantized on the same images (report.json quantization.test_drop.drop; its 95% interval is shown
+    beside it). An FP32 model that ships has lost nothing."""
     regression: RegressionBudgets = RegressionBudgets()
     """Thresholds for `gate --baseline` (defaults: +10% latency, +10% size, -0.5 pt accuracy, +20% memory)."""
     devices: dict[str, DeviceBudgets] = Field(default_factory=dict)
@@ -117,6 +121,11 @@ def _check(report: dict, budgets: Budgets) -> list[Check]:
         rows.append(Check("accuracy", f">= {b.min_accuracy:g}", f"{shipped_acc:.2f}", shipped_acc >= b.min_accuracy))
     if b.max_accuracy_drop is not None:
         rows.append(Check("accuracy_drop_pts", f"<= {b.max_accuracy_drop:g}", f"{drop:.2f}", drop <= b.max_accuracy_drop))
+    if b.max_quantization_drop is not None:
+        q = report["quantization"]["test_drop"]
+        actual = "0 (FP32 ships)" if q is None else f"{q['drop']:.2f} [{q['ci_low']:.2f}, {q['ci_high']:.2f}]"
+        rows.append(Check("quantization_drop_pts", f"<= {b.max_quantization_drop:g}", actual,
+                          q is None or q["drop"] <= b.max_quantization_drop))
     if b.max_peak_rss_mb is not None:
         rss = report["peak_rss_mb"]
         rows.append(Check("peak_rss_mb", f"<= {b.max_peak_rss_mb:g}", f"{rss:.1f}", rss <= b.max_peak_rss_mb))

@@ -74,7 +74,8 @@ def render_html(report: dict, labels: list[str]) -> str:
         for r, m in report["models"].items())
     num = lambda v, f: "-" if v is None else format(v, f)
     candidates = "".join(
-        f"<tr><td>{e(c['name'])}</td><td>{num(c['val_accuracy'], '.2f')}</td><td>{num(c['latency_ms_p90'], '.3f')}</td>"
+        f"<tr><td>{e(c['name'])}</td><td>{num(c['val_accuracy'], '.2f')}</td><td>{interval(c.get('val_drop'))}</td>"
+        f"<td>{num(c.get('val_drop') and c['val_drop']['agreement'], '.1f')}</td><td>{num(c['latency_ms_p90'], '.3f')}</td>"
         f"<td>{num(c['size_bytes'] and c['size_bytes'] / 1024, '.1f')}</td><td>{len(c['excluded_nodes'])}</td>"
         f"<td>{e(c['error'] or '')}</td></tr>" for c in report["quantization"]["candidates"])
     devices = "".join(
@@ -95,9 +96,12 @@ Test accuracy {report['accuracy'][report['shipped']]:.2f}% (teacher {report['acc
 <h2>Models (test split)</h2>
 <table><tr><th>model</th><th>accuracy %</th><th>p50 ms</th><th>p90 ms</th><th>size KiB</th><th>peak RSS MiB</th></tr>{models}</table>
 <img src="tradeoffs.png" alt="accuracy against latency and against size">
+<h2>Distillation</h2>
+<p>{e(distillation_text(report)) or 'not recorded'}</p>
 <h2>Quantization ({e(q['mode'])})</h2>
 <p>{e(q['reason'])}</p>
-<table><tr><th>configuration</th><th>val accuracy %</th><th>p90 ms</th><th>size KiB</th><th>nodes in float</th><th>error</th></tr>{candidates}</table>
+<p>{e(quantization_text(q))}</p>
+<table><tr><th>configuration</th><th>val accuracy %</th><th>drop pt [95% interval]</th><th>agreement %</th><th>p90 ms</th><th>size KiB</th><th>nodes in float</th><th>error</th></tr>{candidates}</table>
 <h2>Training</h2>
 <img src="training.png" alt="training loss and validation accuracy per epoch">
 <h2>Target devices</h2>
@@ -105,6 +109,40 @@ Test accuracy {report['accuracy'][report['shipped']]:.2f}% (teacher {report['acc
 <p>All numbers: <code>report.json</code>. Provenance: <code>manifest.json</code>.</p>
 </body></html>
 """
+
+
+def interval(d: dict | None) -> str:
+    """A paired drop as 'drop [low, high]' (points), '-' where there is none (FP32 itself, a failure)."""
+    return "-" if d is None else f"{d['drop']:.2f} [{d['ci_low']:.2f}, {d['ci_high']:.2f}]"
+
+
+def quantization_text(q: dict) -> str:
+    """The rule, how sure the validation numbers are, and the shipped model's drop on test (plain text)."""
+    if "rule" not in q:  # bundles made before the statistics existed
+        return ""
+    test = q.get("test_drop")
+    parts = [f"Rule: {q['rule']}."]
+    if q["val_resolution"]["note"]:
+        parts.append(f"Warning: {q['val_resolution']['note']}.")
+    parts.append("FP32 ships: nothing is lost to quantization." if test is None else
+                 f"Measured once on test ({test['images']} images), after the choice: drop {interval(test)} points "
+                 f"({test['level']:.0%} interval), top-1 agreement with FP32 {test['agreement']:.1f}%.")
+    return " ".join(parts)
+
+
+def distillation_text(report: dict) -> str:
+    """One paragraph on which student ships, distilled or trained alone, and why (plain text)."""
+    d = report.get("distillation")
+    if d is None:  # bundles made before the baseline existed
+        return ""
+    if d["alone"] is None:
+        return (f"Distilled student shipped; no student-alone baseline was trained (distill.baseline: false). "
+                f"Validation: teacher {d['teacher_val_accuracy']:.2f}%, distilled student {d['distilled']['val_accuracy']:.2f}%.")
+    shipped = "the distilled student" if d["shipped"] == "distilled" else "the student trained alone (better on validation)"
+    text = (f"Shipped: {shipped}. Validation: teacher {d['teacher_val_accuracy']:.2f}%, distilled student "
+            f"{d['distilled']['val_accuracy']:.2f}%, student alone {d['alone']['val_accuracy']:.2f}%. Test (PyTorch): distilled "
+            f"{d['distilled']['test_accuracy']:.2f}%, alone {d['alone']['test_accuracy']:.2f}%.")
+    return text + (f" Warning: {d['warning']}." if d["warning"] else "")
 
 
 _MARKDOWN = re.compile(r"([\\`*_\[\]|~])")
@@ -130,7 +168,8 @@ def model_card(report: dict, labels: list[str], pre: dict) -> str:
                    f"| {md(name)} | {md(d['device'].get('cpu', ''))} | {d['latency_ms']['p50']:.3f} | {d['latency_ms']['p90']:.3f} | "
                    f"{d.get('peak_rss_mb', float('nan')):.1f} |\n" for name, d in sorted(measured.items())) + "\n") if measured else ""
     tried = "\n".join(
-        f"| {md(c['name'])} | {num(c['val_accuracy'], '.2f')} | {num(c['latency_ms_p90'], '.3f')} | "
+        f"| {md(c['name'])} | {num(c['val_accuracy'], '.2f')} | {interval(c.get('val_drop'))} | "
+        f"{num(c.get('val_drop') and c['val_drop']['agreement'], '.1f')} | {num(c['latency_ms_p90'], '.3f')} | "
         f"{num(c['size_bytes'] and c['size_bytes'] / 1024, '.1f')} | {len(c['excluded_nodes'])} | {md(c['error'] or '')} |"
         for c in quant["candidates"])
     rows = "\n".join(
@@ -151,6 +190,9 @@ with scale {pre['scale']:.6f}, mean {pre['mean']}, std {pre['std']} (see preproc
 ## Accuracy (test split, {report['test_samples']} images, ONNX Runtime)
 teacher {acc['teacher']:.2f}%, student FP32 {acc['student_fp32']:.2f}%, student INT8 {acc['student_int8']:.2f}%.
 
+## Distillation
+{md(distillation_text(report)) or 'not recorded'}
+
 ## Shipped model on {md(dev['cpu'])} ({dev['cores']} cores, {dev['threads']} thread(s), onnxruntime {dev['onnxruntime']})
 Latency at batch 1: p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms,
 min {lat['min']:.3f} ms, mean {lat['mean']:.3f} ms. Size {report['size_bytes']:,} bytes.
@@ -166,8 +208,10 @@ Top operators by time (ONNX Runtime profiler): {ops}.
 ## Quantization ({quant['mode']})
 Ships **{'FP32' if quant['choice'] == 'fp32' else quant['recipe']}**: {quant['reason']}.
 
-| configuration | val acc % | p90 ms | size KiB | nodes in float | error |
-|---|---|---|---|---|---|
+{md(quantization_text(quant))}
+
+| configuration | val acc % | drop pt [95% interval] | agreement % | p90 ms | size KiB | nodes in float | error |
+|---|---|---|---|---|---|---|---|
 {tried}
 
 Export parity (PyTorch vs ONNX Runtime, FP32 student): max abs logit difference

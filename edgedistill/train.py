@@ -52,6 +52,17 @@ def predict(model: nn.Module, x: Any, device: torch.device | str = "cpu", batch:
     return torch.cat([model(torch.as_tensor(chunk).to(device)).float().cpu() for chunk in input_batches(x, batch)])
 
 
+def test_and_save(model: nn.Module, preset: Any, ds: Any, image_size: int, out: Path) -> float:
+    """A trained model's test accuracy (%) at its input size; then model.pt and model.json into out.
+    preset: its models.ModelPreset; ds: the data.Dataset."""
+    from . import models
+
+    test = ds.split("test", image_size)
+    test_acc = accuracy(predict(model, test), test.labels)
+    models.save_trained(model, preset, len(ds.classes), ds.spec["channels"], out, image_size=image_size)
+    return test_acc
+
+
 def accuracy(logits: torch.Tensor | np.ndarray, labels: np.ndarray | torch.Tensor) -> float:
     """Top-1 accuracy in percent."""
     pred = np.asarray(logits).argmax(axis=1)

@@ -202,3 +202,56 @@ def test_dist_response_loss_from_the_yaml(tiny_store_copy):
     metrics = _metrics_of_newest(store)
     assert metrics["losses"] == ["dist"] and metrics["teacher"] == "cached"
     assert metrics["test_accuracy"] > 30  # it learns the task from the teacher's relations
+
+
+def test_choose_student_rule():
+    from edgedistill.stages.export import choose_student
+
+    teacher, distilled = {"val_accuracy": 90.0}, {"val_accuracy": 85.0, "test_accuracy": 84.0}
+    alone = {"enabled": True, "val_accuracy": 85.0, "test_accuracy": 86.0}
+    tie = choose_student(teacher, distilled, alone)
+    assert tie["shipped"] == "distilled" and tie["warning"] is None and tie["alone"]["test_accuracy"] == 86.0
+    better = choose_student(teacher, distilled, dict(alone, val_accuracy=85.5))
+    assert better["shipped"] == "alone"
+    weak = choose_student({"val_accuracy": 85.5}, distilled, dict(alone, val_accuracy=85.5))
+    assert "teacher (85.50% on validation) is not better than the student trained alone (85.50%)" in weak["warning"]
+    assert "teacher.image_size" in weak["warning"]
+    off = choose_student(teacher, distilled, {"enabled": False})
+    assert off["shipped"] == "distilled" and off["alone"] is None and off["warning"] is None
+
+
+def test_a_weak_teacher_loses_to_the_student_alone_and_the_report_says_so(tiny_store_copy, capsys):
+    """A teacher made weak on purpose (one epoch at a learning rate too small to learn anything) and a
+    student that learns only from it (alpha 1): the student trained alone ships, and the run, report.json,
+    the model card and the page say why."""
+    pipeline, store = tiny_store_copy
+    tree = yaml.safe_load(pipeline.read_text())
+    tree["teacher"].update(epochs=1, lr=1e-6)
+    tree["distill"].update(alpha=1.0)
+    pipeline.write_text(yaml.safe_dump(tree))
+    capsys.readouterr()
+    assert main(["run", str(pipeline), "--store", str(store)]) == 0
+    out = capsys.readouterr()
+    assert "the one trained alone is shipped" in out.out and "warning: the fine-tuned teacher" in out.out
+    assert "baseline" in out.out and "cached" in out.out.split("baseline")[1].splitlines()[0]  # not retrained
+    bundle = max((store / "bundles" / "tiny").iterdir(), key=lambda p: int(p.name[1:]))
+    report = json.loads((bundle / "report.json").read_text())
+    d = report["distillation"]
+    assert d["shipped"] == "alone" and d["alone"]["val_accuracy"] > d["distilled"]["val_accuracy"]
+    assert report["accuracy"]["student_alone"] == d["alone"]["test_accuracy"] > 50
+    assert abs(report["accuracy"]["student_fp32"] - d["alone"]["test_accuracy"]) < 0.5  # the exported one is the alone one
+    assert "Shipped: the student trained alone" in (bundle / "MODEL_CARD.md").read_text()
+    assert "Warning: the fine-tuned teacher" in (bundle / "report.html").read_text()
+
+
+def test_baseline_false_trains_no_baseline(tiny_store_copy, capsys):
+    pipeline, store = tiny_store_copy
+    set_distill(pipeline, baseline=False)
+    capsys.readouterr()
+    assert main(["run", str(pipeline), "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "off (distill.baseline: false)" in out
+    assert "distill    cached" in out  # distill.baseline is not part of the distilled student's key
+    bundle = max((store / "bundles" / "tiny").iterdir(), key=lambda p: int(p.name[1:]))
+    report = json.loads((bundle / "report.json").read_text())
+    assert report["distillation"]["alone"] is None and "student_alone" not in report["accuracy"]

@@ -68,14 +68,14 @@ def test_torchrun_trains_the_pipeline_with_two_processes(tiny_run, tmp_path):
     store_two = tmp_path / "store"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "edgedistill", "run", str(pipeline), "--store", str(store_two), "--until", "distill"]
+           "-m", "edgedistill", "run", str(pipeline), "--store", str(store_two), "--until", "export"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for stage in ("prepare", "finetune", "teach", "distill"):
+    for stage in ("prepare", "finetune", "teach", "distill", "baseline", "export"):
         assert len(list((store_two / "results" / stage).iterdir())) == 1
     assert not any((store_two / "tmp").iterdir())
     assert proc.stdout.count("stage     status") == 1  # one summary table: rank 1 stays quiet
-    for stage in ("finetune", "distill"):
+    for stage in ("finetune", "distill", "baseline"):
         one, two = _metrics(store_one, stage), _metrics(store_two, stage)
         assert len(two["history"]) == len(one["history"])
         assert abs(two["val_accuracy"] - one["val_accuracy"]) <= 3.0

@@ -101,3 +101,17 @@ def test_baseline_regressions(tmp_path, capsys):
     assert main(["gate", bundle("bigger", size_bytes=4 * 1024 * 1024), "--budgets", str(path), "--baseline", old]) == 1  # default +10%
     with pytest.raises(ConfigError, match="did you mean 'max_size_increase_pct'"):
         load_budgets(budgets(tmp_path, regression={"max_size_increse_pct": 5}))
+
+
+def test_max_quantization_drop_budget(tmp_path):
+    """The shipped model's loss to quantization on test (quantization.test_drop): at the edge, over it,
+    and an FP32 model that ships (nothing lost)."""
+    drop = {"drop": 0.8, "ci_low": -0.2, "ci_high": 1.9, "level": 0.95, "agreement": 98.4, "images": 500}
+    report = dict(REPORT, quantization={"test_drop": drop})
+    (row,) = check(report, load_budgets(budgets(tmp_path, max_quantization_drop=0.8)))
+    assert row.metric == "quantization_drop_pts" and row.passed and row.actual == "0.80 [-0.20, 1.90]"
+    (row,) = check(report, load_budgets(budgets(tmp_path, max_quantization_drop=0.5)))
+    assert not row.passed
+    fp32 = dict(REPORT, shipped="student_fp32", quantization={"test_drop": None})
+    (row,) = check(fp32, load_budgets(budgets(tmp_path, max_quantization_drop=0)))
+    assert row.passed and row.actual == "0 (FP32 ships)"

@@ -149,8 +149,9 @@ def test_unknown_architectures_suggest_names():
 def test_parity_catches_a_wrong_export(tiny_run, tmp_path, monkeypatch):
     """An exporter that produced a different model fails the stage (here: perturbed weights)."""
     _, store = tiny_run
-    inputs = {stage: next((store / "results" / stage).iterdir()) for stage in ("prepare", "finetune", "distill")}
-    inputs = {"dataset": inputs["prepare"], "teacher": inputs["finetune"], "student": inputs["distill"]}
+    inputs = {stage: next((store / "results" / stage).iterdir()) for stage in ("prepare", "finetune", "distill", "baseline")}
+    inputs = {"dataset": inputs["prepare"], "teacher": inputs["finetune"], "student": inputs["distill"],
+              "student_alone": inputs["baseline"]}
     real_export = export.export_onnx
 
     def wrong_export(model, example, path, opset):

@@ -53,8 +53,12 @@ def test_op_types_and_nodes_to_exclude_are_applied(tiny_run, tmp_path):
     assert "QLinearConv" in ops and "Gemm" in ops  # convolutions quantized, the excluded Gemm still float
 
 
-def fp(name, acc, p90, error=None):
-    return Candidate(name, val_accuracy=acc, latency_ms_p90=p90, size_bytes=1, error=error)
+def fp(name, acc, p90, error=None, half_width=0.3):
+    """A measured candidate against an FP32 of 98%: its drop with an interval of +-half_width."""
+    drop = None if acc is None or name == "fp32" else {"drop": 98.0 - acc, "ci_low": 98.0 - acc - half_width,
+                                                       "ci_high": 98.0 - acc + half_width, "level": 0.95,
+                                                       "agreement": 99.0, "images": 750}
+    return Candidate(name, val_accuracy=acc, latency_ms_p90=p90, size_bytes=1, error=error, val_drop=drop)
 
 
 def test_choose_the_fastest_within_tolerance():
@@ -69,7 +73,17 @@ def test_choose_fp32_when_nothing_is_faster_enough():
 
 def test_choose_fp32_when_nothing_is_accurate_enough():
     chosen, why = choose(fp("fp32", 98.0, 1.0), [fp("a", 90.0, 0.2), fp("b", None, None, error="boom")], 1.0, 1.05)
-    assert chosen is None and "within 1 pt" in why and "best: a, 8.00 pt lower" in why
+    assert chosen is None and "within 1 pt" in why and "best: a, 8.00 pt below FP32" in why
+
+
+def test_within_tolerance_is_the_upper_end_of_the_interval():
+    """0.5 points lost on the point estimate, but an interval reaching 1.3: not within a 1-point tolerance;
+    the same drop measured on more images (+-0.3) is."""
+    unsure, sure = fp("unsure", 97.5, 0.5, half_width=0.8), fp("sure", 97.5, 0.6, half_width=0.3)
+    chosen, why = choose(fp("fp32", 98.0, 1.0), [unsure, sure], 1.0, 1.05)
+    assert chosen.name == "sure" and "interval 0.20 to 0.80" in why
+    chosen, why = choose(fp("fp32", 98.0, 1.0), [unsure], 1.0, 1.05)
+    assert chosen is None and "upper end" in why
 
 
 def test_auto_mode_decision_holds_on_its_own_measurements(tiny_run, tmp_path):
@@ -81,13 +95,18 @@ def test_auto_mode_decision_holds_on_its_own_measurements(tiny_run, tmp_path):
     by_name = {c["name"]: c for c in metrics["candidates"]}
     if metrics["choice"] == "quantized":
         c = by_name[metrics["recipe"]]
-        assert fp32["val_accuracy"] - c["val_accuracy"] <= 1.0
+        assert c["val_drop"]["ci_high"] <= 1.0 and c["val_drop"]["drop"] == pytest.approx(fp32["val_accuracy"] - c["val_accuracy"])
         assert c["latency_ms_p90"] * 1.05 <= fp32["latency_ms_p90"]
     else:  # FP32 ships only when no candidate was both accurate and fast enough
-        assert not any(fp32["val_accuracy"] - c["val_accuracy"] <= 1.0 and c["latency_ms_p90"] * 1.05 <= fp32["latency_ms_p90"]
+        assert not any(c["val_drop"]["ci_high"] <= 1.0 and c["latency_ms_p90"] * 1.05 <= fp32["latency_ms_p90"]
                        for c in metrics["candidates"][1:] if c["error"] is None)
         assert metrics["reason"].startswith("no ")
     assert model.is_file()
+    # measured once on test, after the choice; and whether 270 validation images resolve 1 point
+    t = metrics["test_drop"]
+    assert t["images"] > 0 and t["ci_low"] <= t["drop"] <= t["ci_high"] and 0 <= t["agreement"] <= 100
+    res = metrics["val_resolution"]
+    assert res["resolved"] or ("cannot resolve a 1-point tolerance" in res["note"] and res["images_needed"] > res["images"])
 
 
 def test_rank_nodes_names_weight_nodes_of_the_graph(tiny_run, tmp_path):
@@ -122,14 +141,18 @@ def test_auto_leaves_the_worst_nodes_in_float_when_int8_is_not_accurate_enough(t
     monkeypatch.setattr(quantize, "ort_predict", predict)
     monkeypatch.setattr(quantize, "bench_in_child", lambda path, *a, **k: {"latency_ms": {"p90": 2.0 if path.name == "student.onnx" else 1.0}})
     metrics, model = run_stage(store, tmp_path, recipes=["qdq_u8s8"], max_accuracy_drop=1.0)
-    assert metrics["choice"] == "quantized" and metrics["recipe"] == "qdq_u8s8+float1"
-    assert len(metrics["excluded_nodes"]) == 1
-    node = metrics["excluded_nodes"][0]
+    # one node in float, then two, ...: the first whose drop interval stays within 1 point ships
+    k = len(metrics["excluded_nodes"])
+    assert metrics["choice"] == "quantized" and metrics["recipe"] == f"qdq_u8s8+float{k}" and k in (1, 2, 4)
+    assert metrics["val_drop"]["ci_high"] <= 1.0
+    tried = {c["name"]: c for c in metrics["candidates"]}
+    assert all(tried[f"qdq_u8s8+float{j}"]["val_drop"]["ci_high"] > 1.0 for j in (1, 2, 4) if j < k)
     graph = onnx.load(str(model)).graph
-    target = next(n for n in graph.node if n.name == node)
     float_weights = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
-    assert target.input[1] in float_weights  # its weight stayed a float initializer, no DequantizeLinear
-    others = [n for n in graph.node if n.op_type in ("Conv", "Gemm") and n.name != node]
+    for node in metrics["excluded_nodes"]:
+        target = next(n for n in graph.node if n.name == node)
+        assert target.input[1] in float_weights  # its weight stayed a float initializer, no DequantizeLinear
+    others = [n for n in graph.node if n.op_type in ("Conv", "Gemm") and n.name not in metrics["excluded_nodes"]]
     assert others and all(n.input[1] not in float_weights for n in others)  # the rest are quantized
 
 

@@ -31,11 +31,19 @@ def build_report(name: str, shipped_role: str, bench: dict, export: dict, quant:
     """report.json: the numbers a release is gated on. Accuracy in percent on the test split
     (ONNX Runtime), latency in ms at batch 1, sizes in bytes, memory in MiB."""
     shipped = bench[shipped_role]
+    students = export["student"]
+    accuracy = {role: r["accuracy"] for role, r in bench.items()}
+    if students["alone"] is not None:  # PyTorch, on the same test split
+        accuracy["student_alone"] = students["alone"]["test_accuracy"]
     return {
         "pipeline": name,
         "shipped": shipped_role,
-        "quantization": {k: quant[k] for k in ("mode", "choice", "recipe", "excluded_nodes", "reason", "candidates")},
-        "accuracy": {role: r["accuracy"] for role, r in bench.items()},
+        "quantization": dict({k: quant[k] for k in ("mode", "choice", "recipe", "excluded_nodes", "reason", "rule", "val_drop",
+                                                    "val_resolution", "candidates")},
+                             # the shipped model's loss to quantization on test (None: FP32 ships, nothing lost)
+                             test_drop=quant["test_drop"] if shipped_role == "student_int8" else None),
+        "accuracy": accuracy,
+        "distillation": students,
         "latency_ms": dict(shipped["latency_ms"]),
         "size_bytes": shipped["size_bytes"],
         "peak_rss_mb": shipped["peak_rss_mb"],
@@ -114,6 +122,9 @@ def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context
     (out / "MODEL_CARD.md").write_text(model_card(report, labels, pre))
     histories = {"teacher (finetune)": read_json(inputs["teacher"] / METRICS)["history"],
                  "student (distill)": read_json(inputs["student"] / METRICS)["history"]}
+    alone = read_json(inputs["student_alone"] / METRICS)
+    if alone["enabled"]:
+        histories["student alone (baseline)"] = alone["history"]
     plot_tradeoffs(report, out / "tradeoffs.png")
     plot_training(histories, out / "training.png")
     write_html(report, out / "report.html", labels)
@@ -121,7 +132,8 @@ def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context
 
 
 STAGE = Stage(
-    name="bundle", version=6, inputs=("dataset", "teacher", "student", "onnx", "quantized", "benchmark"), output="bundle",
+    name="bundle", version=7, inputs=("dataset", "teacher", "student", "student_alone", "onnx", "quantized", "benchmark"),
+    output="bundle",
     configure=lambda p: BundleStageConfig(bundle=p.bundle, name=p.name), run=run,
     headline=lambda m: f"{m['size_bytes'] / 1024:.0f} KiB, p90 {m['latency_ms']['p90']:.3f} ms",
 )

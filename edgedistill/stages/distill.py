@@ -3,7 +3,8 @@ labels, plus, when configured, the teacher's intermediate features (FitNets hint
 adapters) and the relations between the batch's embeddings (RKD distance and angle).
 
 Training images without a label (data.labeled_per_class, data.unlabeled_dir) get the distillation
-terms only. With alpha 0 (no distillation term: the "student alone" baseline) they are left out.
+terms only. With alpha 0 (no distillation term) they are left out. The same student trained without
+any teacher is the baseline stage's; export ships the better of the two.
 Several teachers (distill.extra_teachers): their tempered soft targets are averaged."""
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from ..data import Dataset
 from ..errors import ConfigError
 from ..losses import dist_loss, hint_loss, kd_loss, rkd_angle_loss, rkd_distance_loss
 from ..runner import Context, Stage
-from ..train import accuracy, fit, predict, resolve_device
+from ..train import fit, resolve_device, test_and_save
 
 
 class DistillStageConfig(Strict):
@@ -135,9 +136,7 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
                   seed=cfg.seed, checkpoint=ctx.work / "checkpoint.pt", desc="distill", progress=ctx.progress)
     s_taps.remove()
     t_taps.remove()
-    test = ds.split("test", cfg.image_size)
-    test_acc = accuracy(predict(student, test), test.labels)
-    models.save_trained(student, cfg.model, num_classes, in_channels, out, image_size=cfg.image_size)
+    test_acc = test_and_save(student, cfg.model, ds, cfg.image_size, out)
     teacher_params = models.num_params(teacher)
     params = models.num_params(student)
     losses = [d.response if d.alpha > 0 else "ce"] + [f"hint:{h.teacher}->{h.student}" for h in d.hints] + \
@@ -181,7 +180,8 @@ STAGE = Stage(
     name="distill", version=7, inputs=("dataset", "teacher", "teacher_outputs"), output="student",
     configure=lambda p: DistillStageConfig(distill=p.distill, model=student_preset(p), seed=p.seed,
                                            image_size=model_sizes(p)[1], horizontal_flip=p.data.horizontal_flip),
-    run=run, key_exclude={"distill": {"device", "channels_last", "compile", "workers"}}, distributed=True, check=check,
+    run=run, key_exclude={"distill": {"device", "channels_last", "compile", "workers", "baseline"}}, distributed=True,
+    check=check,
     sources=lambda cfg: teacher_sources(cfg.distill.extra_teachers),
     headline=lambda m: f"student test acc {m['test_accuracy']:.2f}%, {m['params'] / 1e3:.0f}k params ({m['params_ratio']:.1%} of teacher)",
 )

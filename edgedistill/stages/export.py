@@ -1,6 +1,9 @@
 """export: teacher and student to ONNX (dynamic batch, named input/output), the ONNX checker, and a
 parity check against PyTorch on real test images, each model at its own input size. Parity beyond
-tolerance fails the stage. <role>_preprocess.json beside each model says how to make its input."""
+tolerance fails the stage. <role>_preprocess.json beside each model says how to make its input.
+
+The student exported is the better one on validation of the distilled student and the student trained
+alone (the baseline stage), so distillation never ships a worse student than training without it."""
 from __future__ import annotations
 
 import contextlib
@@ -19,6 +22,7 @@ from ..errors import StageError
 from ..models import input_size, load_trained, num_params
 from ..onnx_utils import ort_predict
 from ..runner import Context, Stage
+from ..store import METRICS, read_json
 from ..train import predict
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -48,14 +52,42 @@ def parity(model: torch.nn.Module, path: Path, x: np.ndarray) -> dict:
     }
 
 
+def choose_student(teacher: dict, distilled: dict, alone: dict) -> dict:
+    """Which student ships, from the three stages' metrics: the student alone when it is better on
+    validation than the distilled one (a tie goes to distillation), and a warning when the teacher is
+    not better than the student alone on validation (its soft targets can then only pull the student
+    toward its own mistakes)."""
+    out = {"shipped": "distilled", "teacher_val_accuracy": teacher["val_accuracy"],
+           "distilled": {k: distilled[k] for k in ("val_accuracy", "test_accuracy")},
+           "alone": {k: alone[k] for k in ("val_accuracy", "test_accuracy")} if alone.get("enabled") else None,
+           "warning": None}
+    if out["alone"] is None:
+        return out
+    if alone["val_accuracy"] > distilled["val_accuracy"]:
+        out["shipped"] = "alone"
+    if teacher["val_accuracy"] <= alone["val_accuracy"]:
+        out["warning"] = (f"the fine-tuned teacher ({teacher['val_accuracy']:.2f}% on validation) is not better than the "
+                          f"student trained alone ({alone['val_accuracy']:.2f}%), so distillation cannot help; what usually "
+                          f"helps: a higher teacher resolution (teacher.image_size), more teacher epochs, or a stronger "
+                          f"teacher (preset, or strategy full)")
+    return out
+
+
 def run(cfg: ExportConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
     ds = Dataset.load(inputs["dataset"])
+    choice = choose_student(*(read_json(inputs[a] / METRICS) for a in ("teacher", "student", "student_alone")))
+    if choice["warning"]:
+        ctx.log(f"warning: {choice['warning']}")
+    if choice["shipped"] == "alone":
+        ctx.log(f"the student trained alone is better on validation ({choice['alone']['val_accuracy']:.2f}% against "
+                f"{choice['distilled']['val_accuracy']:.2f}% distilled): it is the one exported")
+    folders = {"teacher": inputs["teacher"], "student": inputs["student_alone" if choice["shipped"] == "alone" else "student"]}
     metrics = {}
-    for role in ("teacher", "student"):
-        test = ds.split("test", input_size(inputs[role], ds.spec["height"]))
+    for role, folder in folders.items():
+        test = ds.split("test", input_size(folder, ds.spec["height"]))
         (out / f"{role}_preprocess.json").write_text(json.dumps(test.spec, indent=2) + "\n")
         x = test.inputs(slice(0, cfg.parity_samples))
-        model = load_trained(inputs[role])
+        model = load_trained(folder)
         path = out / f"{role}.onnx"
         export_onnx(model, torch.from_numpy(x[:2]), path, cfg.opset)
         p = parity(model, path, x)
@@ -67,11 +99,11 @@ def run(cfg: ExportConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> 
                 f"(limit {cfg.parity_min_top1_agreement:.2%}); raise export.parity_* only if the difference is understood"
             )
         metrics[role] = dict(p, size_bytes=path.stat().st_size, params=num_params(model), image_size=test.spec["height"])
-    return {"parity": metrics, "opset": cfg.opset}
+    return {"parity": metrics, "opset": cfg.opset, "student": choice}
 
 
 STAGE = Stage(
-    name="export", version=2, inputs=("dataset", "teacher", "student"), output="onnx",
+    name="export", version=3, inputs=("dataset", "teacher", "student", "student_alone"), output="onnx",
     configure=lambda p: p.export, run=run,
     headline=lambda m: f"student parity max|diff| {m['parity']['student']['max_abs_diff']:.1e}, "
                        f"top-1 {m['parity']['student']['top1_agreement']:.0%}",

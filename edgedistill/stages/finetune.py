@@ -13,7 +13,7 @@ from ..config import ModelPreset, Strict, TeacherConfig, load_preset, model_size
 from ..data import Dataset
 from ..errors import ConfigError, DataError
 from ..runner import Context, Stage
-from ..train import accuracy, fit, predict
+from ..train import fit, test_and_save
 
 
 class FinetuneConfig(Strict):
@@ -84,9 +84,7 @@ def run(cfg: FinetuneConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
     result = fit(model, train, (val, val.labels), cfg=t, param_groups=groups, seed=cfg.seed,
                  checkpoint=ctx.work / "checkpoint.pt", desc="finetune", epoch_start=epoch_start, progress=ctx.progress,
                  loss_fn=lambda logits, x, y, idx: F.cross_entropy(logits, y, label_smoothing=t.label_smoothing))
-    test = ds.split("test", t.image_size)
-    test_acc = accuracy(predict(model, test), test.labels)
-    models.save_trained(model, cfg.model, num_classes, in_channels, out, image_size=test.spec["height"])
+    test_acc = test_and_save(model, cfg.model, ds, t.image_size, out)
     return {"val_accuracy": result.val_accuracy, "test_accuracy": test_acc, "params": models.num_params(model),
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "train_images": int(len(labeled)),

@@ -1,15 +1,19 @@
 """quantize: ONNX Runtime post-training quantization of the student that never ships a worse model.
 
 mode auto (default): every recipe in quantize.recipes is applied and measured (validation accuracy
-with ONNX Runtime, p90 latency at batch 1 with the benchmark's threads, in a child process). The
-fastest candidate within max_accuracy_drop of FP32 that is at least min_speedup faster than FP32 is
-chosen. If no recipe is accurate enough, the nodes that add the most quantization error are left in
+with ONNX Runtime, p90 latency at batch 1 with the benchmark's threads, in a child process). Each
+candidate's accuracy drop against FP32 is paired (the same images) and comes with a 95% bootstrap
+interval and its top-1 agreement with FP32 (edgedistill.stats). The rule: a candidate is within
+tolerance when the upper end of that interval is at most max_accuracy_drop. The fastest candidate
+within tolerance that is at least min_speedup faster than FP32 is chosen. If no recipe is accurate enough, the nodes that add the most quantization error are left in
 float, a few at a time, until one is (mixed precision). If nothing qualifies, FP32 ships, and the
 metrics say why. Every candidate tried goes into the metrics (and from there into the bundle's report).
 
 mode fixed: the configured quantization, applied once.
 
-Calibration images come from the training split and are streamed to ONNX Runtime in batches.
+Calibration images come from the training split and are streamed to ONNX Runtime in batches. The
+test split is looked at once, after the choice: the shipped model's drop on it, with its interval,
+is `test_drop` (quantization.test_drop in the bundle's report, gated by max_quantization_drop).
 """
 from __future__ import annotations
 
@@ -29,7 +33,11 @@ from ..data import Dataset, read_preprocess, to_model_input
 from ..errors import StageError
 from ..onnx_utils import bench_in_child, ort_predict
 from ..runner import Context, Stage
+from ..stats import LEVEL, paired_drop, resolution
 from ..train import accuracy
+
+RULE = (f"within tolerance: the upper end of the {LEVEL:.0%} bootstrap interval of the validation accuracy drop "
+        f"against FP32 (paired, same images) is at most max_accuracy_drop")
 
 QUANT_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
 CALIBRATION = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -109,16 +117,27 @@ class Candidate:
     size_bytes: int | None = None
     excluded_nodes: list[str] = field(default_factory=list)
     error: str | None = None
+    val_drop: dict | None = None
+    """Paired drop against FP32 on validation, its interval and agreement (stats.paired_drop)."""
     path: Path | None = None
+    preds: np.ndarray | None = None
+    """Predicted class of every validation image."""
 
     def report(self) -> dict:
         d = asdict(self)
         d.pop("path")
+        d.pop("preds")
         return d
 
 
 def within_tolerance(fp32: Candidate, c: Candidate, max_drop: float) -> bool:
-    return c.error is None and fp32.val_accuracy - c.val_accuracy <= max_drop + 1e-9
+    """The rule (RULE): the upper end of the candidate's drop interval within max_drop."""
+    return c.error is None and c.val_drop["ci_high"] <= max_drop + 1e-9
+
+
+def describe_drop(d: dict) -> str:
+    return (f"{d['drop']:.2f} pt below FP32 ({d['level']:.0%} interval {d['ci_low']:.2f} to {d['ci_high']:.2f}, "
+            f"{d['images']} images), top-1 agreement {d['agreement']:.1f}%")
 
 
 def choose(fp32: Candidate, tried: list[Candidate], max_drop: float, min_speedup: float) -> tuple[Candidate | None, str]:
@@ -128,15 +147,16 @@ def choose(fp32: Candidate, tried: list[Candidate], max_drop: float, min_speedup
     if not ok:
         measured = [c for c in tried if c.error is None]
         best = max(measured, key=lambda c: c.val_accuracy, default=None)
-        detail = f" (best: {best.name}, {fp32.val_accuracy - best.val_accuracy:.2f} pt lower)" if best else ""
-        return None, f"no quantized configuration kept validation accuracy within {max_drop:g} pt of FP32{detail}"
+        detail = f" (best: {best.name}, {describe_drop(best.val_drop)})" if best else ""
+        return None, (f"no quantized configuration kept validation accuracy within {max_drop:g} pt of FP32 at the upper end of "
+                      f"its {LEVEL:.0%} interval{detail}")
     fast = [c for c in ok if c.latency_ms_p90 * min_speedup <= fp32.latency_ms_p90]
     if not fast:
         best = min(ok, key=lambda c: c.latency_ms_p90)
         return None, (f"no accurate-enough quantized configuration was at least {min_speedup:g}x faster than FP32 "
                       f"(best: {best.name}, {fp32.latency_ms_p90 / best.latency_ms_p90:.2f}x)")
     best = min(fast, key=lambda c: (c.latency_ms_p90, -c.val_accuracy))
-    return best, (f"{best.name}: {fp32.val_accuracy - best.val_accuracy:.2f} pt below FP32 (limit {max_drop:g}), "
+    return best, (f"{best.name}: {describe_drop(best.val_drop)}; limit {max_drop:g} on the interval's upper end; "
                   f"p90 {best.latency_ms_p90:.3f} ms vs {fp32.latency_ms_p90:.3f} ms "
                   f"({fp32.latency_ms_p90 / best.latency_ms_p90:.2f}x faster)")
 
@@ -188,13 +208,20 @@ class Selection:
     best: Candidate
     """The chosen candidate, or (FP32 chosen) the most accurate quantized one, for the report."""
 
-    def metrics(self, mode: str, calibration_samples: int) -> dict:
+    def metrics(self, mode: str, calibration_samples: int, max_drop: float) -> dict:
+        res = resolution(self.best.val_drop, max_drop)
         return {
             "mode": mode,
             "choice": "fp32" if self.chosen is None else "quantized",
             "recipe": self.best.name,
             "excluded_nodes": self.best.excluded_nodes,
             "reason": self.reason,
+            "rule": RULE,
+            "val_drop": self.best.val_drop,
+            "val_resolution": dict(res, note=None if res["resolved"] else (
+                f"validation ({res['images']} images) cannot resolve a {max_drop:g}-point tolerance: the interval is "
+                f"+-{res['half_width']:.2f} points; about {res['images_needed']:,} images would be needed"
+                if res["images_needed"] else f"a tolerance of 0 points cannot be resolved with any number of images")),
             "candidates": [c.report() for c in [self.fp32, *self.tried]],
             "val_accuracy_fp32": self.fp32.val_accuracy,
             "val_accuracy_int8": self.best.val_accuracy,
@@ -206,7 +233,7 @@ class Selection:
 
 def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibration: Callable[[], CalibrationDataReader],
            rank_calibration: Callable[[], CalibrationDataReader], val: tuple[Any, np.ndarray], work: Path,
-           log: Callable[[str], None] = lambda m: None, progress: bool = False) -> Selection:
+           log: Callable[[str], None] = lambda m: None, progress: bool = False, seed: int = 0) -> Selection:
     """Quantize fp32_path as q says (mode fixed: once; auto: every recipe, then mixed precision if
     needed) and decide what should ship. Candidate models are written to work/."""
     source = fp32_path
@@ -221,7 +248,9 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
         try:
             if qc is not None:
                 quantize_model(source, c.path, qc, calibration, exclude)
-            c.val_accuracy = accuracy(ort_predict(c.path, x_val), y_val)
+            c.preds = ort_predict(c.path, x_val).argmax(axis=1)
+            c.val_accuracy = float((c.preds == np.asarray(y_val)).mean() * 100.0)
+            c.val_drop = paired_drop(y_val, fp32.preds if qc is not None else c.preds, c.preds, seed=seed)
             c.latency_ms_p90 = bench_in_child(c.path, latency)["latency_ms"]["p90"]
             c.size_bytes = c.path.stat().st_size
         except Exception as e:  # a recipe ONNX Runtime cannot apply or run here is a result, not a crash
@@ -230,7 +259,8 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
             c.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
             log(f"{name}: failed ({c.error})")
             return c
-        log(f"{name}: val accuracy {c.val_accuracy:.2f}%, p90 {c.latency_ms_p90:.3f} ms, {c.size_bytes / 1024:.0f} KiB"
+        drop = "" if qc is None else f" (drop {c.val_drop['drop']:.2f} [{c.val_drop['ci_low']:.2f}, {c.val_drop['ci_high']:.2f}])"
+        log(f"{name}: val accuracy {c.val_accuracy:.2f}%{drop}, p90 {c.latency_ms_p90:.3f} ms, {c.size_bytes / 1024:.0f} KiB"
             + (f", {len(exclude)} node(s) in float" if exclude else ""))
         return c
 
@@ -284,10 +314,19 @@ def run(cfg: QuantizeStageConfig, inputs: dict[str, Path], out: Path, ctx: Conte
     sel = select(inputs["onnx"] / "student.onnx", q, cfg.latency,
                  calibration=lambda: image_reader(calibration, spec, progress=ctx.progress),
                  rank_calibration=lambda: image_reader(calibration[:64], spec),
-                 val=(val, val.labels), work=ctx.work, log=ctx.log, progress=ctx.progress)
+                 val=(val, val.labels), work=ctx.work, log=ctx.log, progress=ctx.progress, seed=cfg.seed)
     # the best quantized model goes into the result even when FP32 ships, so it is benchmarked and reported
     shutil.copy2(sel.best.path, out / OUTPUT)
-    return sel.metrics(q.mode, int(len(calibration)) if uses_calibration(q) else 0)
+    metrics = sel.metrics(q.mode, int(len(calibration)) if uses_calibration(q) else 0, q.max_accuracy_drop)
+    # the test split, once, after the choice: the drop of the quantized model in the result (the one
+    # that ships unless FP32 does)
+    test = ds.split("test", spec["height"])
+    metrics["test_drop"] = paired_drop(test.labels, ort_predict(inputs["onnx"] / "student.onnx", test).argmax(axis=1),
+                                       ort_predict(sel.best.path, test).argmax(axis=1), seed=cfg.seed)
+    ctx.log(f"on test, once: {sel.best.name} {describe_drop(metrics['test_drop'])}")
+    if metrics["val_resolution"]["note"]:
+        ctx.log(f"warning: {metrics['val_resolution']['note']}")
+    return metrics
 
 
 def latency_settings(bench: BenchmarkConfig, q: QuantizeConfig) -> BenchmarkConfig:
@@ -298,7 +337,7 @@ def latency_settings(bench: BenchmarkConfig, q: QuantizeConfig) -> BenchmarkConf
 
 
 STAGE = Stage(
-    name="quantize", version=4, inputs=("dataset", "onnx"), output="quantized",
+    name="quantize", version=5, inputs=("dataset", "onnx"), output="quantized",
     configure=lambda p: QuantizeStageConfig(quantize=p.quantize, latency=latency_settings(p.benchmark, p.quantize), seed=p.seed),
     run=run,
     headline=lambda m: f"ships {'FP32' if m['choice'] == 'fp32' else m['recipe']}; val acc FP32 {m['val_accuracy_fp32']:.2f}% "

@@ -1,0 +1,52 @@
+"""The paired accuracy drop, its bootstrap interval, and when a validation split is too small."""
+import numpy as np
+import pytest
+
+from edgedistill.stats import paired_drop, resolution
+
+
+def example(n=100, lost=10, gained=4):
+    """n images, all labeled 0: the reference gets every one right except `gained` of them, which the
+    model gets right; the model gets `lost` of the reference's right ones wrong."""
+    labels = np.zeros(n, dtype=np.int64)
+    reference, model = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    model[:lost] = 1
+    reference[lost:lost + gained] = 1
+    return labels, reference, model
+
+
+def test_paired_drop_matches_a_hand_worked_example():
+    """100 images, 10 lost and 4 gained: per-image differences are ten +1, four -1 and 86 zeros.
+    Drop = (10 - 4) / 100 = 6 points. Their variance is 14/100 - 0.06^2 = 0.1364, the standard error of
+    the mean sqrt(0.1364 / 100) = 0.03693, so the normal 95% interval is 6 +- 1.96 * 3.693 = [-1.24,
+    13.24] points; the percentile bootstrap (whose values move in steps of one image, 1 point) agrees
+    within that step. Agreement: 86 of 100."""
+    d = paired_drop(*example(), seed=0)
+    assert d["drop"] == pytest.approx(6.0) and (d["lost"], d["gained"], d["images"]) == (10, 4, 100)
+    assert d["ci_low"] == pytest.approx(-1.24, abs=1.0) and d["ci_high"] == pytest.approx(13.24, abs=1.0)
+    assert d["agreement"] == pytest.approx(86.0)
+    assert paired_drop(*example(), seed=0) == d  # seeded
+
+
+def test_identical_predictions_have_no_drop_and_full_agreement():
+    labels, reference, _ = example()
+    d = paired_drop(labels, reference, reference.copy())
+    assert (d["drop"], d["ci_low"], d["ci_high"], d["agreement"]) == (0.0, 0.0, 0.0, 100.0)
+
+
+def test_a_small_validation_split_cannot_resolve_the_tolerance():
+    """100 images with 14 disagreements: an interval of about +-7 points cannot tell a 1-point drop from
+    none; the images needed scale with the square of the ratio: 100 * (2 * 7.2 / 1)^2, about 20,000."""
+    r = resolution(paired_drop(*example(), seed=0), tolerance=1.0)
+    assert not r["resolved"] and 15_000 < r["images_needed"] < 27_000
+    # 10,000 images with the same disagreement rates: +-0.72 points resolves a 2-point tolerance
+    big = resolution(paired_drop(*example(10_000, 1000, 400), seed=0), tolerance=2.0)
+    assert big["resolved"] and big["images_needed"] == 10_000
+    # no disagreement on 100 images: one image (1 point) is the resolution, too coarse for 1 point
+    labels, reference, _ = example()
+    assert not resolution(paired_drop(labels, reference, reference), tolerance=1.0)["resolved"]
+
+
+def test_mismatched_inputs_are_refused():
+    with pytest.raises(ValueError):
+        paired_drop(np.zeros(3), np.zeros(3), np.zeros(2))
