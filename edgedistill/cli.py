@@ -107,7 +107,12 @@ def _run(a: argparse.Namespace, rank: int) -> int:
           f"student INT8 {acc['student_int8']:.2f}%  (test split){alone}")
     students = bundle_report["distillation"]
     if students["shipped"] == "alone":
-        print("  student: the one trained alone is shipped: it was better on validation than the distilled one")
+        print("  student: the one trained alone is shipped: it was better on validation than the distilled one, "
+              "beyond the split's noise")
+    elif students["alone"] is not None:
+        v = students["val_drop_vs_alone"]
+        print(f"  student: the distilled one is shipped (validation: distilled minus alone {-v['drop']:+.2f} points, "
+              f"95% interval {-v['ci_high']:+.2f} to {-v['ci_low']:+.2f})")
     if students["warning"]:
         print(f"  warning: {students['warning']}")
     quant = bundle_report["quantization"]

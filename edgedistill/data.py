@@ -434,7 +434,7 @@ def resize_spec(cfg: DataConfig) -> dict:
     shorter = shorter_side(cfg)
     if shorter is None:
         return {"rule": "stretch", "size": size, "interpolation": "bilinear", "antialias": True,
-                "text": "resize the whole image to height x width (aspect ratio not kept), no crop"}
+                "text": f"resize the whole image to {cfg.image_size}x{cfg.image_size} (aspect ratio not kept), no crop"}
     return {"rule": "shorter_side_center_crop", "shorter_side": shorter, "size": size, "interpolation": "bilinear",
             "antialias": True,
             "text": f"resize so the shorter side is {shorter} px (longer side: int({shorter} * long / short)), then "

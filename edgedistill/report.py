@@ -138,10 +138,13 @@ def distillation_text(report: dict) -> str:
     if d["alone"] is None:
         return (f"Distilled student shipped; no student-alone baseline was trained (distill.baseline: false). "
                 f"Validation: teacher {d['teacher_val_accuracy']:.2f}%, distilled student {d['distilled']['val_accuracy']:.2f}%.")
-    shipped = "the distilled student" if d["shipped"] == "distilled" else "the student trained alone (better on validation)"
+    shipped = ("the distilled student" if d["shipped"] == "distilled"
+               else "the student trained alone (better on validation, beyond its noise)")
+    v = d["val_drop_vs_alone"]
     text = (f"Shipped: {shipped}. Validation: teacher {d['teacher_val_accuracy']:.2f}%, distilled student "
-            f"{d['distilled']['val_accuracy']:.2f}%, student alone {d['alone']['val_accuracy']:.2f}%. Test (PyTorch): distilled "
-            f"{d['distilled']['test_accuracy']:.2f}%, alone {d['alone']['test_accuracy']:.2f}%.")
+            f"{d['distilled']['val_accuracy']:.2f}%, student alone {d['alone']['val_accuracy']:.2f}% (distilled minus alone: "
+            f"{-v['drop']:+.2f} points, 95% interval {-v['ci_high']:+.2f} to {-v['ci_low']:+.2f}; {d['rule']}). "
+            f"Test (PyTorch): distilled {d['distilled']['test_accuracy']:.2f}%, alone {d['alone']['test_accuracy']:.2f}%.")
     return text + (f" Warning: {d['warning']}." if d["warning"] else "")
 
 

@@ -205,18 +205,19 @@ def test_dist_response_loss_from_the_yaml(tiny_store_copy):
 
 
 def test_choose_student_rule():
+    """The student alone ships only when the distilled one is worse beyond the validation split's noise."""
     from edgedistill.stages.export import choose_student
 
     teacher, distilled = {"val_accuracy": 90.0}, {"val_accuracy": 85.0, "test_accuracy": 84.0}
-    alone = {"enabled": True, "val_accuracy": 85.0, "test_accuracy": 86.0}
-    tie = choose_student(teacher, distilled, alone)
-    assert tie["shipped"] == "distilled" and tie["warning"] is None and tie["alone"]["test_accuracy"] == 86.0
-    better = choose_student(teacher, distilled, dict(alone, val_accuracy=85.5))
-    assert better["shipped"] == "alone"
-    weak = choose_student({"val_accuracy": 85.5}, distilled, dict(alone, val_accuracy=85.5))
-    assert "teacher (85.50% on validation) is not better than the student trained alone (85.50%)" in weak["warning"]
+    alone = {"enabled": True, "val_accuracy": 85.4, "test_accuracy": 86.0}
+    noise = {"drop": 0.4, "ci_low": -0.5, "ci_high": 1.3}  # the distilled student's drop against the alone one
+    kept = choose_student(teacher, distilled, alone, noise)
+    assert kept["shipped"] == "distilled" and kept["warning"] is None and kept["alone"]["test_accuracy"] == 86.0
+    assert choose_student(teacher, distilled, alone, dict(noise, ci_low=0.1))["shipped"] == "alone"
+    weak = choose_student({"val_accuracy": 85.4}, distilled, alone, noise)
+    assert "teacher (85.40% on validation) is not better than the student trained alone (85.40%)" in weak["warning"]
     assert "teacher.image_size" in weak["warning"]
-    off = choose_student(teacher, distilled, {"enabled": False})
+    off = choose_student(teacher, distilled, {"enabled": False}, None)
     assert off["shipped"] == "distilled" and off["alone"] is None and off["warning"] is None
 
 

@@ -1,7 +1,7 @@
 """baseline: the student trained alone, on the labels only (no teacher), with distillation's seed,
-data, input size and schedule. export ships whichever student, distilled or alone, is better on
-validation, so distillation never ships a student worse than one trained without it; the report shows
-both. Its own stage, so that changing the teacher or the distillation terms never retrains it.
+data, input size and schedule. export ships it instead of the distilled student when it is better on
+validation beyond the split's noise, so distillation never ships a student worse than one trained
+without it; the report shows both. Its own stage, so that changing the teacher or the distillation terms never retrains it.
 With distill.baseline false it trains nothing and says so."""
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ def run(cfg: PrepareConfig, inputs: dict[str, Path], out: Path, ctx: Context) ->
 
 
 STAGE = Stage(
-    name="prepare", version=3, inputs=(), output="dataset",
+    name="prepare", version=4, inputs=(), output="dataset",
     configure=lambda p: PrepareConfig(data=p.data.model_copy(update={"image_size": stored_size(p)}), seed=p.seed),
     run=run,
     sources=lambda cfg: data.sources(cfg.data),
