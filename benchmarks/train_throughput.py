@@ -39,13 +39,17 @@ def stage_seconds(inputs: dict, epochs: int, stored: bool) -> float:
     pipeline = load_pipeline(ROOT / "pipelines/quickstart.yaml",
                              [f"distill.epochs={epochs}", "distill.precise_bn_batches=0",
                               f"distill.use_stored_teacher_outputs={str(stored).lower()}"])
-    cfg = distill.STAGE.configure(pipeline)
+    return timed_stage(distill.run, distill.STAGE.configure(pipeline), inputs)
+
+
+def timed_stage(run, cfg, inputs: dict) -> float:
+    """Seconds of one stage function, run into a fresh output and work folder (kept out of the time)."""
     with tempfile.TemporaryDirectory() as tmp:
         out, work = Path(tmp) / "out", Path(tmp) / "work"
         out.mkdir()
         work.mkdir()
         started = time.perf_counter()
-        distill.run(cfg, inputs, out, Context(work=work, progress=False))
+        run(cfg, inputs, out, Context(work=work, progress=False))
         return time.perf_counter() - started
 
 

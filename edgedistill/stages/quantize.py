@@ -34,7 +34,6 @@ from ..errors import StageError
 from ..onnx_utils import bench_in_child, ort_predict
 from ..runner import Context, Stage
 from ..stats import LEVEL, paired_drop, resolution
-from ..train import accuracy
 
 RULE = (f"within tolerance: the upper end of the {LEVEL:.0%} bootstrap interval of the validation accuracy drop "
         f"against FP32 (paired, same images) is at most max_accuracy_drop")
@@ -221,7 +220,7 @@ class Selection:
             "val_resolution": dict(res, note=None if res["resolved"] else (
                 f"validation ({res['images']} images) cannot resolve a {max_drop:g}-point tolerance: the interval is "
                 f"+-{res['half_width']:.2f} points; about {res['images_needed']:,} images would be needed"
-                if res["images_needed"] else f"a tolerance of 0 points cannot be resolved with any number of images")),
+                if res["images_needed"] else "a tolerance of 0 points cannot be resolved with any number of images")),
             "candidates": [c.report() for c in [self.fp32, *self.tried]],
             "val_accuracy_fp32": self.fp32.val_accuracy,
             "val_accuracy_int8": self.best.val_accuracy,
