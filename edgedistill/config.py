@@ -137,8 +137,8 @@ class TrainConfig(Strict):
     epoch and step, so this changes speed only; not part of the cache key."""
     augment: Literal["none", "light", "strong"] = "none"
     """Random augmentation of training images (torchvision transforms v2, per image, on the uint8
-    pixels): none; light: random crop (padding 1/8 of the side, or a random resized crop from 64 px
-    up) and, when data.horizontal_flip, mirroring; strong: light plus TrivialAugmentWide. With any
+    pixels, at the stored size: the larger model's): none; light: random crop (padding 1/8 of the side,
+    or a random resized crop from 64 px up) and, when data.horizontal_flip, mirroring; strong: light plus TrivialAugmentWide. With any
     augmentation, distillation runs the teacher on the same augmented view as the student."""
     mixup_alpha: float = Field(0.0, ge=0)
     """MixUp (torchvision v2.MixUp) with Beta(alpha, alpha) mixing weights; 0: off. Typical: 0.2."""

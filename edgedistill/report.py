@@ -83,6 +83,7 @@ def render_html(report: dict, labels: list[str]) -> str:
         f"<td>{d['latency_ms']['p90']:.3f}</td><td>{num(d.get('peak_rss_mb'), '.1f')}</td></tr>"
         for name, d in report.get("devices", {}).items()) or "<tr><td colspan=5>none ingested yet</td></tr>"
     q, dev = report["quantization"], report["device"]
+    sizes = report.get("image_size") or {"teacher": "?", "student": "?"}  # bundles before per-model sizes
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(report['pipeline'])}: edgedistill report</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}}
@@ -90,7 +91,7 @@ table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;paddi
 td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}</style></head><body>
 <h1>{e(report['pipeline'])}</h1>
 <p>Shipped: <b>{e(report['shipped'])}</b> (<code>model.onnx</code>, {report['size_bytes']:,} bytes), {len(labels)} classes,
-input {report['image_size']['student']} px (teacher {report['image_size']['teacher']} px).
+input {sizes['student']} px (teacher {sizes['teacher']} px).
 Test accuracy {report['accuracy'][report['shipped']]:.2f}% (teacher {report['accuracy']['teacher']:.2f}%), latency p90
 {report['latency_ms']['p90']:.3f} ms at batch 1 on {e(dev['cpu'])}, {dev['threads']} thread(s), onnxruntime {e(dev['onnxruntime'])}.</p>
 <h2>Models (test split)</h2>
@@ -160,7 +161,7 @@ def md(text: object) -> str:
 
 def model_card(report: dict, labels: list[str], pre: dict) -> str:
     acc, lat, dev, quant = report["accuracy"], report["latency_ms"], report["device"], report["quantization"]
-    size = report["image_size"]
+    size = report.get("image_size") or {"teacher": "?", "student": "?"}  # bundles before per-model sizes
     num = lambda v, f: "-" if v is None else format(v, f)
     tp = report.get("throughput")
     throughput = f"Throughput at batch {tp['batch']}: {tp['images_per_s']:,.0f} images/s.\n" if tp else ""

@@ -6,6 +6,12 @@ offers as one call: each image's difference (reference right minus model right) 
 resample of n images is a multinomial draw of n over those three outcomes, and its mean is
 (count(+1) - count(-1)) / n. Drawing the counts is the same distribution as resampling the images, in
 constant memory for any n.
+
+One adjustment: the resampling probabilities carry Agresti and Min's (2005) half count in each cell of
+the paired 2x2 table (n + 2 images, lost + 0.5, gained + 0.5). Without it a split on which the two models
+never disagree gets the interval [0, 0], which claims certainty that n images cannot give (measured: the
+quickstart's INT8 student agreed with FP32 on all 750 validation images and lost -0.13 points on test,
+outside [0, 0]); with it that interval is about one image wide on each side.
 """
 from __future__ import annotations
 
@@ -28,7 +34,8 @@ def paired_drop(labels: np.ndarray, reference: np.ndarray, model: np.ndarray, se
         raise ValueError(f"paired_drop needs the same non-empty set of images ({n}, {len(reference)}, {len(model)})")
     ref_right, model_right = reference == labels, model == labels
     lost, gained = int((ref_right & ~model_right).sum()), int((~ref_right & model_right).sum())
-    counts = np.random.default_rng(seed).multinomial(n, [lost / n, gained / n, 1 - (lost + gained) / n], size=resamples)
+    p_lost, p_gained = (lost + 0.5) / (n + 2), (gained + 0.5) / (n + 2)  # Agresti-Min half counts
+    counts = np.random.default_rng(seed).multinomial(n, [p_lost, p_gained, 1 - p_lost - p_gained], size=resamples)
     boot = 100.0 * (counts[:, 0] - counts[:, 1]) / n
     tail = 100.0 * (1 - level) / 2
     low, high = np.percentile(boot, [tail, 100 - tail])

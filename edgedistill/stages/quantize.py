@@ -336,7 +336,7 @@ def latency_settings(bench: BenchmarkConfig, q: QuantizeConfig) -> BenchmarkConf
 
 
 STAGE = Stage(
-    name="quantize", version=5, inputs=("dataset", "onnx"), output="quantized",
+    name="quantize", version=6, inputs=("dataset", "onnx"), output="quantized",
     configure=lambda p: QuantizeStageConfig(quantize=p.quantize, latency=latency_settings(p.benchmark, p.quantize), seed=p.seed),
     run=run,
     headline=lambda m: f"ships {'FP32' if m['choice'] == 'fp32' else m['recipe']}; val acc FP32 {m['val_accuracy_fp32']:.2f}% "

@@ -1,0 +1,118 @@
+"""Does the quantization loss measured on validation predict the loss on test? For each seed of the split
+and each calibration setting: the shipped model's validation drop against FP32 with its 95% interval
+(what `quantize.mode: auto` decided on), and its drop on the test split, measured once afterwards, with
+its interval. Targets (issue 9): the test drop within max_accuracy_drop on every seed, and the
+validation interval containing the test drop on at least 2 of 3 seeds.
+
+Cases:
+  quickstart  the quickstart's distilled student (small CNN, 32 px): the pipeline up to quantize, with
+              the calibration setting as quantize overrides;
+  teacher224  the quickstart's MobileNetV2 teacher at 224 px (ImageNet weights, a one-epoch linear
+              probe on MNIST-5k), exported to ONNX and quantized by the same auto mode (quantize.select).
+
+    python benchmarks/quantization_fidelity.py [--case quickstart] [--seeds 0 1 2] [--store DIR]
+
+Run it alone: the latencies that rank candidates are taken on this machine.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from edgedistill.config import BenchmarkConfig, load_pipeline  # noqa: E402
+from edgedistill.data import Dataset  # noqa: E402
+from edgedistill.models import load_trained  # noqa: E402
+from edgedistill.onnx_utils import ort_predict  # noqa: E402
+from edgedistill.runner import Runner  # noqa: E402
+from edgedistill.stages import STAGES, export, quantize  # noqa: E402
+from edgedistill.stats import paired_drop  # noqa: E402
+from edgedistill.store import Store  # noqa: E402
+
+PIPELINE = ROOT / "pipelines" / "quickstart.yaml"
+
+CALIBRATION = {
+    "minmax, 256 images (default)": [],
+    "entropy, 256 images": ["quantize.calibrate_method=entropy"],
+    "percentile, 256 images": ["quantize.calibrate_method=percentile"],
+    "minmax, 64 images": ["quantize.calibration_samples=64"],
+    "minmax, 1024 images": ["quantize.calibration_samples=1024"],
+    "minmax, no quant_pre_process": ["quantize.pre_process=false"],
+}
+
+
+def interval(d: dict) -> str:
+    return f"{d['drop']:.2f} [{d['ci_low']:.2f}, {d['ci_high']:.2f}]"
+
+
+def quickstart(store: Store, seed: int, extra: list[str]) -> dict:
+    report = Runner(store, STAGES, progress=False).run(load_pipeline(PIPELINE, [f"seed={seed}", *extra]), until="quantize")
+    return report.result("quantize").meta["metrics"]
+
+
+def teacher224(store: Store, seed: int, extra: list[str], work: Path) -> dict:
+    """The teacher at 224 px, quantized by auto mode on validation, then measured once on test."""
+    sets = [f"seed={seed}", "teacher.image_size=224", "teacher.strategy=linear_probe", "teacher.epochs=1",
+            "teacher.precise_bn_batches=0"]
+    pipeline = load_pipeline(PIPELINE, sets + extra)
+    report = Runner(store, STAGES, progress=False).run(pipeline, until="finetune")
+    ds = Dataset.load(report.result("prepare").path)
+    fp32 = work / f"teacher224_{seed}.onnx"
+    if not fp32.is_file():
+        val = ds.split("val", 224)
+        export.export_onnx(load_trained(report.result("finetune").path), torch.from_numpy(val.inputs(slice(0, 2))), fp32, 18)
+    q = pipeline.quantize
+    x_train = ds.splits["train"][0]
+    calibration = x_train[np.sort(np.random.default_rng(seed).permutation(len(x_train))[: q.calibration_samples])]
+    spec = ds.split("val", 224).spec
+    val = ds.split("val", 224)
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        sel = quantize.select(fp32, q, quantize.latency_settings(BenchmarkConfig(threads=1), q),
+                              calibration=lambda: quantize.image_reader(calibration, spec),
+                              rank_calibration=lambda: quantize.image_reader(calibration[:64], spec),
+                              val=(val, val.labels), work=Path(tmp), seed=seed)
+        metrics = sel.metrics(q.mode, len(calibration), q.max_accuracy_drop)
+        test = ds.split("test", 224)
+        metrics["test_drop"] = paired_drop(test.labels, ort_predict(fp32, test).argmax(1),
+                                           ort_predict(sel.best.path, test).argmax(1), seed=seed)
+    return metrics
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--case", choices=["quickstart", "teacher224"], default="quickstart")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--settings", nargs="+", choices=list(CALIBRATION), default=list(CALIBRATION))
+    ap.add_argument("--store", type=Path, default=Path(tempfile.gettempdir()) / "edgedistill_quantization_fidelity")
+    a = ap.parse_args()
+    started = time.time()
+    store = Store(a.store / a.case)
+    work = a.store / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    print("| case | calibration | seed | shipped | validation drop [95% CI] | test drop [95% CI] | "
+          "val interval holds test drop | test drop within limit |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in a.settings:
+        for seed in a.seeds:
+            extra = CALIBRATION[name]
+            m = quickstart(store, seed, extra) if a.case == "quickstart" else teacher224(store, seed, extra, work)
+            val, test = m["val_drop"], m["test_drop"]
+            limit = load_pipeline(PIPELINE, extra).quantize.max_accuracy_drop
+            shipped = "FP32" if m["choice"] == "fp32" else m["recipe"]
+            print(f"| {a.case} | {name} | {seed} | {shipped} | {interval(val)} | {interval(test)} | "
+                  f"{'yes' if val['ci_low'] <= test['drop'] <= val['ci_high'] else 'no'} | "
+                  f"{'yes' if test['drop'] <= limit else 'no'} |", flush=True)
+            if m["val_resolution"]["note"]:
+                print(f"<!-- {name}, seed {seed}: {m['val_resolution']['note']} -->", flush=True)
+    print(f"\n{time.time() - started:.0f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
