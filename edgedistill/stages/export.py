@@ -61,8 +61,8 @@ def choose_student(teacher: dict, distilled: dict, alone: dict, val_drop: dict |
     The student alone ships when it is better on validation beyond the split's noise: when the 95%
     interval of the distilled student's drop lies above zero. A difference of a few images, which the
     interval cannot tell from none, keeps the distilled student. A warning says when the teacher is not
-    better than the student alone on validation (its soft targets can then only pull the student toward
-    its own mistakes)."""
+    better than the student alone on validation (its soft targets then add little beyond the labels,
+    and can pull the student toward the teacher's mistakes)."""
     out = {"shipped": "distilled", "teacher_val_accuracy": teacher["val_accuracy"],
            "distilled": {k: distilled[k] for k in ("val_accuracy", "test_accuracy")},
            "alone": {k: alone[k] for k in ("val_accuracy", "test_accuracy")} if alone.get("enabled") else None,
@@ -75,9 +75,10 @@ def choose_student(teacher: dict, distilled: dict, alone: dict, val_drop: dict |
         out["shipped"] = "alone"
     if teacher["val_accuracy"] <= alone["val_accuracy"]:
         out["warning"] = (f"the fine-tuned teacher ({teacher['val_accuracy']:.2f}% on validation) is not better than the "
-                          f"student trained alone ({alone['val_accuracy']:.2f}%), so distillation cannot help; what usually "
-                          f"helps: a higher teacher resolution (teacher.image_size), more teacher epochs, or a stronger "
-                          f"teacher (preset, or strategy full)")
+                          f"student trained alone ({alone['val_accuracy']:.2f}%): its soft targets teach little beyond the "
+                          f"labels (unlabeled transfer images may still help); what usually helps: a higher teacher "
+                          f"resolution (teacher.image_size), more teacher epochs, or a stronger teacher (preset, or "
+                          f"strategy full)")
     return out
 
 
@@ -117,7 +118,7 @@ def run(cfg: ExportConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> 
 
 
 STAGE = Stage(
-    name="export", version=5, inputs=("dataset", "teacher", "student", "student_alone"), output="onnx",
+    name="export", version=6, inputs=("dataset", "teacher", "student", "student_alone"), output="onnx",
     configure=lambda p: p.export, run=run,
     headline=lambda m: f"student parity max|diff| {m['parity']['student']['max_abs_diff']:.1e}, "
                        f"top-1 {m['parity']['student']['top1_agreement']:.0%}",

@@ -5,15 +5,17 @@ with ONNX Runtime, p90 latency at batch 1 with the benchmark's threads, in a chi
 candidate's accuracy drop against FP32 is paired (the same images) and comes with a 95% bootstrap
 interval and its top-1 agreement with FP32 (edgedistill.stats). The rule: a candidate is within
 tolerance when the upper end of that interval is at most max_accuracy_drop. The fastest candidate
-within tolerance that is at least min_speedup faster than FP32 is chosen. If no recipe is accurate enough, the nodes that add the most quantization error are left in
-float, a few at a time, until one is (mixed precision). If nothing qualifies, FP32 ships, and the
+within tolerance that is at least min_speedup faster than FP32 is chosen. If no recipe is accurate
+enough, the nodes that add the most quantization error are left in float, a few at a time, until one
+is (mixed precision). If nothing qualifies, FP32 ships, and the
 metrics say why. Every candidate tried goes into the metrics (and from there into the bundle's report).
 
 mode fixed: the configured quantization, applied once.
 
 Calibration images come from the training split and are streamed to ONNX Runtime in batches. The
-test split is looked at once, after the choice: the shipped model's drop on it, with its interval,
-is `test_drop` (quantization.test_drop in the bundle's report, gated by max_quantization_drop).
+test split is looked at once, after the choice: the drop of the quantized model in the result (the
+one that ships unless FP32 does) on it, with its interval, is `test_drop` (quantization.test_drop in
+the bundle's report when it ships, gated by max_quantization_drop).
 """
 from __future__ import annotations
 
@@ -249,7 +251,7 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
                 quantize_model(source, c.path, qc, calibration, exclude)
             c.preds = ort_predict(c.path, x_val).argmax(axis=1)
             c.val_accuracy = float((c.preds == np.asarray(y_val)).mean() * 100.0)
-            c.val_drop = paired_drop(y_val, fp32.preds if qc is not None else c.preds, c.preds, seed=seed)
+            c.val_drop = None if qc is None else paired_drop(y_val, fp32.preds, c.preds, seed=seed)
             c.latency_ms_p90 = bench_in_child(c.path, latency)["latency_ms"]["p90"]
             c.size_bytes = c.path.stat().st_size
         except Exception as e:  # a recipe ONNX Runtime cannot apply or run here is a result, not a crash
@@ -336,7 +338,7 @@ def latency_settings(bench: BenchmarkConfig, q: QuantizeConfig) -> BenchmarkConf
 
 
 STAGE = Stage(
-    name="quantize", version=6, inputs=("dataset", "onnx"), output="quantized",
+    name="quantize", version=7, inputs=("dataset", "onnx"), output="quantized",
     configure=lambda p: QuantizeStageConfig(quantize=p.quantize, latency=latency_settings(p.benchmark, p.quantize), seed=p.seed),
     run=run,
     headline=lambda m: f"ships {'FP32' if m['choice'] == 'fp32' else m['recipe']}; val acc FP32 {m['val_accuracy_fp32']:.2f}% "
