@@ -305,8 +305,9 @@ class QuantizeConfig(Strict):
     mode: Literal["auto", "fixed"] = "auto"
     """auto: try each of `recipes`, measure validation accuracy and latency (benchmark.threads, batch 1),
     keep the fastest whose accuracy drop is within max_accuracy_drop and that is at least min_speedup
-    faster than FP32; if none is accurate enough, leave the nodes that add the most quantization error
-    in float (up to max_excluded_nodes); if nothing qualifies, ship FP32 and say why.
+    faster than FP32; if none is accurate enough, calibrate the fastest static QDQ recipe again with
+    retry_calibration, then leave the nodes that add the most quantization error in float (up to
+    max_excluded_nodes), within search_budget_s; if nothing qualifies, ship FP32 and say why.
     fixed: quantize once with the fields below, as given."""
     recipes: list[str] = Field(default_factory=lambda: ["qdq_u8s8", "qdq_s8s8", "qoperator_u8s8", "qdq_u8s8_no_elementwise",
                                                         "qdq_u8s8_per_tensor_no_elementwise", "dynamic_s8"])
@@ -320,6 +321,14 @@ class QuantizeConfig(Strict):
     (1.05: 5% faster), so measurement noise never trades accuracy for no speed."""
     max_excluded_nodes: int = Field(8, ge=0)
     """auto: most nodes left in float (mixed precision) when no recipe is accurate enough. 0: never."""
+    retry_calibration: list[Literal["minmax", "entropy", "percentile"]] = Field(default_factory=lambda: ["percentile"])
+    """auto: when no recipe is accurate enough, the fastest static QDQ recipe is calibrated again with
+    each of these methods before any node is left in float (benchmarks/RESULTS.md, "Quantization
+    fidelity", says which paid where). []: never."""
+    search_budget_s: float = Field(900.0, ge=0)
+    """auto: wall-clock seconds for the search beyond the recipes (the retried calibrations, then mixed
+    precision). The recipes are always tried; when the budget is spent the search stops where it is,
+    and the reason says so."""
     latency_runs: int = Field(200, ge=10)
     """auto: minimum timed runs per candidate (after 20 warm-up runs)."""
     latency_min_duration_s: float = Field(0.5, ge=0)

@@ -126,20 +126,19 @@ def test_rank_nodes_names_weight_nodes_of_the_graph(tiny_run, tmp_path):
     assert [e for _, e in ranking] == sorted((e for _, e in ranking), reverse=True)
 
 
+def stub_accuracy(monkeypatch, wrong):
+    """Models whose file name `wrong` accepts answer wrongly; FP32 is slow, every candidate fast."""
+    real_predict = quantize.ort_predict
+    monkeypatch.setattr(quantize, "ort_predict", lambda path, x: np.roll(real_predict(path, x), 1, axis=1)
+                        if wrong(path.name) else real_predict(path, x))
+    monkeypatch.setattr(quantize, "bench_in_child", lambda path, *a, **k: {"latency_ms": {"p90": 2.0 if path.name == "student.onnx" else 1.0}})
+
+
 def test_auto_leaves_the_worst_nodes_in_float_when_int8_is_not_accurate_enough(tiny_run, tmp_path, monkeypatch):
     """Simulated: fully quantized models lose 20 points, mixed-precision ones none; FP32 is slow.
     The real ranking, requantization and control flow run; accuracy and latency are stubbed."""
     _, store = tiny_run
-    real_predict = quantize.ort_predict
-
-    def predict(path, x):
-        logits = real_predict(path, x)
-        if path.name.startswith("qdq_u8s8") and "+float" not in path.name:
-            logits = np.roll(logits, 1, axis=1)  # wrong answers
-        return logits
-
-    monkeypatch.setattr(quantize, "ort_predict", predict)
-    monkeypatch.setattr(quantize, "bench_in_child", lambda path, *a, **k: {"latency_ms": {"p90": 2.0 if path.name == "student.onnx" else 1.0}})
+    stub_accuracy(monkeypatch, lambda name: name.startswith("qdq_u8s8") and "+float" not in name)
     metrics, model = run_stage(store, tmp_path, recipes=["qdq_u8s8"], max_accuracy_drop=1.0)
     # one node in float, then two, ...: the first whose drop interval stays within 1 point ships
     k = len(metrics["excluded_nodes"])
@@ -154,6 +153,27 @@ def test_auto_leaves_the_worst_nodes_in_float_when_int8_is_not_accurate_enough(t
         assert target.input[1] in float_weights  # its weight stayed a float initializer, no DequantizeLinear
     others = [n for n in graph.node if n.op_type in ("Conv", "Gemm") and n.name not in metrics["excluded_nodes"]]
     assert others and all(n.input[1] not in float_weights for n in others)  # the rest are quantized
+
+
+def test_auto_calibrates_again_before_leaving_nodes_in_float(tiny_run, tmp_path, monkeypatch):
+    """Simulated: MinMax calibration loses 20 points, percentile none. The re-calibrated recipe ships,
+    and no node is left in float."""
+    _, store = tiny_run
+    stub_accuracy(monkeypatch, lambda name: name == "qdq_u8s8.onnx")
+    metrics, model = run_stage(store, tmp_path, recipes=["qdq_u8s8"], retry_calibration=["minmax", "percentile"],
+                               max_accuracy_drop=3.0)  # wide: the tiny validation split resolves little
+    assert [c["name"] for c in metrics["candidates"]] == ["fp32", "qdq_u8s8", "qdq_u8s8_percentile"]
+    assert metrics["choice"] == "quantized" and metrics["recipe"] == "qdq_u8s8_percentile" and not metrics["excluded_nodes"]
+    assert model.is_file()
+
+
+def test_the_search_stops_when_its_budget_is_spent(tiny_run, tmp_path, monkeypatch):
+    """search_budget_s 0: the recipes are tried, nothing beyond them, and the reason says why."""
+    _, store = tiny_run
+    stub_accuracy(monkeypatch, lambda name: name.startswith("qdq_u8s8"))
+    metrics, _ = run_stage(store, tmp_path, recipes=["qdq_u8s8"], search_budget_s=0)
+    assert [c["name"] for c in metrics["candidates"]] == ["fp32", "qdq_u8s8"]
+    assert metrics["choice"] == "fp32" and "budget (quantize.search_budget_s) ran out" in metrics["reason"]
 
 
 def test_calibration_reader_streams_batches(tiny_run):

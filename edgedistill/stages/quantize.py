@@ -6,9 +6,10 @@ candidate's accuracy drop against FP32 is paired (the same images) and comes wit
 interval and its top-1 agreement with FP32 (edgedistill.stats). The rule: a candidate is within
 tolerance when the upper end of that interval is at most max_accuracy_drop. The fastest candidate
 within tolerance that is at least min_speedup faster than FP32 is chosen. If no recipe is accurate
-enough, the nodes that add the most quantization error are left in float, a few at a time, until one
-is (mixed precision). If nothing qualifies, FP32 ships, and the
-metrics say why. Every candidate tried goes into the metrics (and from there into the bundle's report).
+enough, the fastest static QDQ recipe is calibrated again with other methods (retry_calibration), then
+the nodes that add the most quantization error are left in float, a few at a time, until one is
+(mixed precision); that search stops when search_budget_s is spent. If nothing qualifies, FP32 ships,
+and the metrics say why. Every candidate tried goes into the metrics (and from there into the bundle's report).
 
 mode fixed: the configured quantization, applied once.
 
@@ -20,6 +21,7 @@ the bundle's report when it ships, gated by max_quantization_drop).
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -274,25 +276,56 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
         chosen, reason = tried[0], "quantize.mode is fixed"
     else:
         chosen, reason = choose(fp32, tried, q.max_accuracy_drop, q.min_speedup)
-        # none accurate enough: leave the worst nodes of the fastest static QDQ recipe in float
-        qdq = [(c, name) for c, name in zip(tried, configs) if c.error is None
-               and configs[name].method == "static" and configs[name].format == "qdq"]
-        none_accurate = not any(within_tolerance(fp32, c, q.max_accuracy_drop) for c in tried)
-        if chosen is None and none_accurate and qdq and q.max_excluded_nodes > 0:
-            base, base_name = min(qdq, key=lambda t: t[0].latency_ms_p90)
-            ranking = rank_nodes_by_error(source, base.path, rank_calibration, work)
-            log("nodes adding the most quantization error (dB): " + ", ".join(f"{n} {e:.1f}" for n, e in ranking[:5]))
-            k = 1
-            while chosen is None and k <= min(q.max_excluded_nodes, len(ranking)):
-                tried.append(attempt(f"{base_name}+float{k}", configs[base_name], [n for n, _ in ranking[:k]]))
-                chosen, reason = choose(fp32, tried, q.max_accuracy_drop, q.min_speedup)
-                k *= 2
+        if chosen is None:
+            chosen, reason = search(fp32, tried, configs, q, attempt, source, rank_calibration, work, log)
     log(f"ships {'FP32: ' if chosen is None else ''}{reason}")
     measured = [c for c in tried if c.error is None]
     best = chosen or max(measured, key=lambda c: (c.val_accuracy, -c.latency_ms_p90), default=None)
     if best is None:
         raise StageError("no quantization recipe could be applied here; see the errors above")
     return Selection(fp32, tried, chosen, reason, best)
+
+
+def search(fp32: Candidate, tried: list[Candidate], configs: dict[str, QuantizeConfig], q: QuantizeConfig,
+           attempt: Callable[..., Candidate], source: Path, rank_calibration: Callable[[], CalibrationDataReader],
+           work: Path, log: Callable[[str], None]) -> tuple[Candidate | None, str]:
+    """Auto mode's search when no recipe qualified and none is accurate enough: the fastest static QDQ
+    recipe calibrated again with each of quantize.retry_calibration, then the nodes that add the most
+    quantization error left in float (1, 2, 4... of them) on the most accurate of those, within
+    quantize.search_budget_s. Appends what it tries to `tried`; returns choose()'s answer."""
+    chosen, reason = choose(fp32, tried, q.max_accuracy_drop, q.min_speedup)
+    qdq = [(c, name) for c, name in zip(tried, configs) if c.error is None
+           and configs[name].method == "static" and configs[name].format == "qdq"]
+    if any(within_tolerance(fp32, c, q.max_accuracy_drop) for c in tried) or not qdq:
+        return chosen, reason  # accurate enough but too slow (more float nodes would not help), or nothing to refine
+    deadline = time.monotonic() + q.search_budget_s
+    out_of_time = f"; the search stopped when its {q.search_budget_s:g}-s budget (quantize.search_budget_s) ran out"
+    base, base_name = min(qdq, key=lambda t: t[0].latency_ms_p90)
+    family = [(base, configs[base_name])]
+    for method in q.retry_calibration:
+        if method == configs[base_name].calibrate_method:
+            continue
+        if time.monotonic() >= deadline:
+            return chosen, reason + out_of_time
+        qc = configs[base_name].model_copy(update={"calibrate_method": method})
+        family.append((attempt(f"{base_name}_{method}", qc), qc))
+        tried.append(family[-1][0])
+        chosen, reason = choose(fp32, tried, q.max_accuracy_drop, q.min_speedup)
+        if chosen is not None:
+            return chosen, reason
+    if q.max_excluded_nodes == 0:
+        return chosen, reason
+    base, base_qc = max((t for t in family if t[0].error is None), key=lambda t: t[0].val_accuracy)
+    ranking = rank_nodes_by_error(source, base.path, rank_calibration, work)
+    log("nodes adding the most quantization error (dB): " + ", ".join(f"{n} {e:.1f}" for n, e in ranking[:5]))
+    k = 1
+    while chosen is None and k <= min(q.max_excluded_nodes, len(ranking)):
+        if time.monotonic() >= deadline:
+            return chosen, reason + out_of_time
+        tried.append(attempt(f"{base.name}+float{k}", base_qc, [n for n, _ in ranking[:k]]))
+        chosen, reason = choose(fp32, tried, q.max_accuracy_drop, q.min_speedup)
+        k *= 2
+    return chosen, reason
 
 
 def recipe_configs(q: QuantizeConfig) -> dict[str, QuantizeConfig]:
@@ -338,7 +371,7 @@ def latency_settings(bench: BenchmarkConfig, q: QuantizeConfig) -> BenchmarkConf
 
 
 STAGE = Stage(
-    name="quantize", version=7, inputs=("dataset", "onnx"), output="quantized",
+    name="quantize", version=8, inputs=("dataset", "onnx"), output="quantized",
     configure=lambda p: QuantizeStageConfig(quantize=p.quantize, latency=latency_settings(p.benchmark, p.quantize), seed=p.seed),
     run=run,
     headline=lambda m: f"ships {'FP32' if m['choice'] == 'fp32' else m['recipe']}; val acc FP32 {m['val_accuracy_fp32']:.2f}% "
