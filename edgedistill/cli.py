@@ -190,9 +190,13 @@ def cmd_verify(a: argparse.Namespace) -> int:
     from .store import Store, bundle_problem, verify_bundle
     from .table import text_table
 
+    if a.target and not a.bundle:
+        raise ConfigError("--target needs a bundle folder: edgedistill verify BUNDLE --target aarch64")
     if a.bundle:
         manifest = verify_bundle(Path(a.bundle))
         print(f"bundle {a.bundle}: all {len(manifest['files'])} files match manifest.json")
+        if a.target:
+            return verify_on_targets(a)
         return 0
     store = Store(a.store)
     if not store.root.is_dir():
@@ -205,6 +209,34 @@ def cmd_verify(a: argparse.Namespace) -> int:
         raise IntegrityError(f"{len(damaged)} of {len(rows)} items in store '{store.root}' are damaged ({', '.join(damaged[:3])}"
                              f"{' ...' if len(damaged) > 3 else ''}); `edgedistill run` sets them aside and recomputes them")
     print(f"\nstore '{store.root}': {len(rows)} results and bundles, every file matches its record")
+    return 0
+
+
+def verify_on_targets(a: argparse.Namespace) -> int:
+    """verify BUNDLE --target aarch64[:CPU]: the bundle's answers on emulated ARM cores against this
+    machine's, recorded in its report (devices.<name>, emulated) unless --no-record."""
+    from . import targets
+    from .devices import record, verify_emulated
+    from .table import text_table
+
+    cpus = list(dict.fromkeys(cpu for t in a.target for cpu in targets.parse_target(t)))  # every --target checked first
+    entries = verify_emulated(Path(a.bundle), cpus, a.root, a.images, log=lambda m: print(m, file=sys.stderr))
+    rows = [(name, e["images"], f"{e['top1_agreement']:.2f}", f"{e['max_abs_diff']:.2e}", f"{e['accuracy']:.2f}",
+             f"{e['host_accuracy']:.2f}") for name, e in entries.items()]
+    print(text_table(("target (emulated)", "images", "top-1 agreement %", "max |logit diff|", "accuracy %", "here %"), rows))
+    if not a.no_record:
+        for name, entry in entries.items():
+            record(Path(a.bundle), name, entry)
+        print(f"recorded {', '.join(entries)} in {Path(a.bundle) / 'report.json'} (emulated: correctness only, no latency)")
+    return 0
+
+
+def cmd_target(a: argparse.Namespace) -> int:
+    from . import targets
+
+    if a.action == "setup":
+        targets.setup(a.root, log=lambda m: print(m, file=sys.stderr), force=a.force)
+    print(json.dumps(targets.status(a.root), indent=2))
     return 0
 
 
@@ -432,7 +464,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", parents=[common], help="check a bundle against its manifest, or (no bundle) every "
                        "result and bundle in the store against their records; exit 2 naming what differs")
     p.add_argument("bundle", nargs="?", help="bundle folder (default: check the whole store)")
+    p.add_argument("--target", action="append", default=[], metavar="aarch64[:CPU]",
+                   help="also run the bundle on an emulated ARM CPU (cortex-a53, cortex-a72, cortex-a76, neoverse-n1, max; "
+                        "plain aarch64: the first four) and compare its answers with this machine's; repeatable")
+    p.add_argument("--images", type=count, metavar="N", help="verify on the first N shipped test inputs (default: all)")
+    p.add_argument("--root", type=Path, metavar="DIR", help="the aarch64 target folder (default: ~/.cache/edgedistill/targets/aarch64)")
+    p.add_argument("--no-record", action="store_true", help="do not record the result in the bundle's report")
     p.set_defaults(fn=cmd_verify)
+    p = sub.add_parser("target", parents=[common], help="build or show the emulated ARM target that verify --target runs on")
+    p.add_argument("action", choices=["setup", "show"])
+    p.add_argument("arch", choices=["aarch64"])
+    p.add_argument("--root", type=Path, metavar="DIR", help="where to build it (default: ~/.cache/edgedistill/targets/aarch64)")
+    p.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    p.set_defaults(fn=cmd_target)
     p = sub.add_parser("gc", parents=[common], help="remove results and checkpoints that no published bundle and no "
                        "latest run of a pipeline needs; bundles are never removed")
     p.add_argument("--keep", type=count, default=1, metavar="N",

@@ -412,6 +412,13 @@ class BundleConfig(Strict):
     ship: Literal["auto", "quantized", "fp32"] = "auto"
     """Which student goes into the bundle as model.onnx. auto: the quantize stage's choice (in fixed
     mode: the quantized model). quantized / fp32: that one, whatever the choice."""
+    include_test_set: int = Field(256, ge=0)
+    """Preprocessed test inputs shipped as test_inputs.npy and test_labels.npy (the first N of the test
+    split, at most test_set_max_mb): `bench.py --inputs test_inputs.npy --labels test_labels.npy`
+    measures accuracy on the device, and `edgedistill verify --target` compares its answers with this
+    machine's. 0: none."""
+    test_set_max_mb: float = Field(16.0, gt=0)
+    """Most MiB of shipped test inputs (float32): a 224-px RGB image takes 0.57 MiB, so 16 MiB holds 27."""
 
 
 class Pipeline(Strict):

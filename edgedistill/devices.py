@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Literal
@@ -14,7 +15,7 @@ from .errors import ConfigError
 from .store import read_json, update_bundle, verify_bundle
 
 DEVICE_FIELDS = ("latency_ms", "peak_rss_mb", "load_ms", "cold_start_ms", "throughput", "top_ops", "runs",
-                 "duration_s", "protocol", "settings", "device")
+                 "duration_s", "protocol", "settings", "device", "accuracy", "eval_samples")
 DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_RESULT_BYTES = 16 * 2**20  # a bench.py result is a few KB
 
@@ -78,6 +79,9 @@ class BenchResult(_Schema):
     throughput: Throughput | None = None
     top_ops: list[TopOp] = []
     protocol: Literal["ci", "mlperf"] | None = None
+    accuracy: Annotated[float, Field(strict=True, ge=0, le=100, allow_inf_nan=False)] | None = None
+    """With --inputs and --labels (the bundle's test_inputs.npy, test_labels.npy): accuracy on the device."""
+    eval_samples: Count | None = None
     settings: Settings
     device: Device
 
@@ -128,6 +132,13 @@ def ingest(result_path: Path, bundle: Path, name: str | None = None) -> tuple[st
     measured = result.model_dump(mode="json")
     entry = {k: measured[k] for k in DEVICE_FIELDS if measured.get(k) is not None}
     entry["ingested"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    record(bundle, name, entry)
+    return name, entry
+
+
+def record(bundle: Path, name: str, entry: dict) -> None:
+    """Put a device's entry into report.json under devices.<name>; report.json, MODEL_CARD.md,
+    report.html and manifest.json are replaced together, all or nothing."""
     report = read_json(bundle / "report.json")
     report.setdefault("devices", {})[name] = entry
     # the documents that show the report follow it; everything is rendered before anything is replaced
@@ -139,4 +150,54 @@ def ingest(result_path: Path, bundle: Path, name: str | None = None) -> tuple[st
         "MODEL_CARD.md": model_card(report, labels, read_json(bundle / "preprocess.json")),
         "report.html": render_html(report, labels),
     }, {"devices": sorted(report["devices"])})
-    return name, entry
+
+
+def verify_emulated(bundle: Path, cpus: list[str], root: Path | None = None, images: int | None = None,
+                    log=print) -> dict[str, dict]:
+    """Run the bundle's model.onnx and model.ort on emulated aarch64 CPUs (edgedistill.targets) on the
+    bundle's own test inputs, and compare with ONNX Runtime on this machine: top-1 agreement, max abs
+    logit difference, accuracy. Returns {device name: entry}; no latency (emulated)."""
+    import numpy as np
+
+    from . import ortbench, targets
+
+    bundle = Path(bundle)
+    manifest = verify_bundle(bundle)
+    if "test_inputs.npy" not in manifest["files"]:
+        raise ConfigError(f"bundle '{bundle}' carries no test inputs (test_inputs.npy); rebuild it with "
+                          f"bundle.include_test_set > 0 (the default, 256)")
+    info = targets.status(root)
+    x, y = np.load(bundle / "test_inputs.npy", mmap_mode="r"), np.load(bundle / "test_labels.npy")
+    n = len(y) if images is None else max(1, min(images, len(y)))
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs, labels = Path(tmp) / "inputs.npy", Path(tmp) / "labels.npy"
+        np.save(inputs, np.ascontiguousarray(x[:n]))
+        np.save(labels, y[:n])
+        models = [m for m in ("model.onnx", "model.ort") if m in manifest["files"]]
+        host = {m: ortbench.predict(str(bundle / m), np.load(inputs), y[:n], str(Path(tmp) / f"host_{m}.npy"))
+                for m in models}
+        host_logits = {m: np.load(Path(tmp) / f"host_{m}.npy") for m in models}
+        entries = {}
+        for cpu in cpus:
+            per_model = {}
+            for m in models:
+                started = time.time()
+                logits, result = targets.predict(root or targets.default_root(), cpu, bundle / "bench.py", bundle / m, inputs, labels)
+                ref = host_logits[m]
+                per_model[m] = {"top1_agreement": 100.0 * float((logits.argmax(1) == ref.argmax(1)).mean()),
+                                "max_abs_diff": float(np.abs(logits - ref).max()), "accuracy": result["accuracy"],
+                                "host_accuracy": host[m]["accuracy"]}
+                log(f"{targets.device_name(cpu)} {m}: top-1 agreement {per_model[m]['top1_agreement']:.2f}%, "
+                    f"max |diff| {per_model[m]['max_abs_diff']:.2e}, accuracy {result['accuracy']:.2f}% "
+                    f"(here {host[m]['accuracy']:.2f}%), {time.time() - started:.0f} s")
+            entries[targets.device_name(cpu)] = {
+                "emulated": True, "target": f"{targets.ARCH}:{cpu}", "images": int(n),
+                "top1_agreement": min(v["top1_agreement"] for v in per_model.values()),
+                "max_abs_diff": max(v["max_abs_diff"] for v in per_model.values()),
+                "accuracy": per_model["model.onnx"]["accuracy"], "host_accuracy": per_model["model.onnx"]["host_accuracy"],
+                "models": per_model,
+                "device": {"cpu": f"{cpu} (QEMU, emulated)", "machine": info["machine"], "onnxruntime": info["onnxruntime"],
+                           "host_onnxruntime": host["model.onnx"]["device"]["onnxruntime"], "qemu": info["qemu"]},
+                "verified": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+    return entries

@@ -23,6 +23,12 @@ class DeviceBudgets(Strict):
     """Largest peak resident memory on that device, in MiB."""
     max_cold_start_ms: float | None = Field(None, gt=0)
     """Largest session creation plus first inference on that device, in milliseconds."""
+    min_top1_agreement: float | None = Field(None, ge=0, le=100)
+    """Smallest top-1 agreement with the build host on the shipped test inputs, in percent
+    (`edgedistill verify BUNDLE --target aarch64:CPU` records it, emulated)."""
+    min_accuracy: float | None = Field(None, ge=0, le=100)
+    """Smallest accuracy on the device on the shipped test inputs, in percent (verify --target, or a
+    bench.py result run with --inputs test_inputs.npy --labels test_labels.npy)."""
 
 
 class RegressionBudgets(Strict):
@@ -58,8 +64,8 @@ class Budgets(Strict):
     regression: RegressionBudgets = RegressionBudgets()
     """Thresholds for `gate --baseline` (defaults: +10% latency, +10% size, -0.5 pt accuracy, +20% memory)."""
     devices: dict[str, DeviceBudgets] = Field(default_factory=dict)
-    """Per target device (name as ingested), e.g. {pi4: {max_latency_ms_p90: 40}}. A device with
-    budgets but no ingested result fails."""
+    """Per target device (name as ingested or verified), e.g. {pi4: {max_latency_ms_p90: 40},
+    aarch64-a72: {min_top1_agreement: 99.5}}. A device with budgets but no result fails."""
 
     @model_validator(mode="after")
     def _not_empty(self) -> "Budgets":
@@ -131,19 +137,32 @@ def _check(report: dict, budgets: Budgets) -> list[Check]:
         rows.append(Check("peak_rss_mb", f"<= {b.max_peak_rss_mb:g}", f"{rss:.1f}", rss <= b.max_peak_rss_mb))
     for name, db in sorted(b.devices.items()):
         measured = report.get("devices", {}).get(name)
-        for metric, budget, actual in (
-            ("latency_ms_p90", db.max_latency_ms_p90, lambda m: m["latency_ms"]["p90"]),
-            ("peak_rss_mb", db.max_peak_rss_mb, lambda m: m["peak_rss_mb"]),
-            ("cold_start_ms", db.max_cold_start_ms, lambda m: m["cold_start_ms"]),
+        for metric, budget, op in (
+            ("latency_ms_p90", db.max_latency_ms_p90, "<="), ("peak_rss_mb", db.max_peak_rss_mb, "<="),
+            ("cold_start_ms", db.max_cold_start_ms, "<="), ("top1_agreement", db.min_top1_agreement, ">="),
+            ("accuracy", db.min_accuracy, ">="),
         ):
             if budget is None:
                 continue
-            if measured is None:
-                rows.append(Check(f"{name}.{metric}", f"<= {budget:g}", "no result (ingest one)", False))
+            value = None if measured is None else DEVICE_METRICS[metric](measured)
+            if value is None:
+                how = "verify --target" if metric == "top1_agreement" else "ingest or verify --target"
+                what = "no result" if measured is None else "not in its result (emulated: no latency)" if measured.get("emulated") else "not in its result"
+                rows.append(Check(f"{name}.{metric}", f"{op} {budget:g}", f"{what} ({how})", False))
             else:
-                value = actual(measured)
-                rows.append(Check(f"{name}.{metric}", f"<= {budget:g}", f"{value:.3f}", value <= budget))
+                rows.append(Check(f"{name}.{metric}", f"{op} {budget:g}", f"{value:.3f}",
+                                  value <= budget if op == "<=" else value >= budget))
     return rows
+
+
+DEVICE_METRICS = {
+    "latency_ms_p90": lambda m: (m.get("latency_ms") or {}).get("p90"),
+    "peak_rss_mb": lambda m: m.get("peak_rss_mb"),
+    "cold_start_ms": lambda m: m.get("cold_start_ms"),
+    "top1_agreement": lambda m: m.get("top1_agreement"),
+    "accuracy": lambda m: m.get("accuracy"),
+}
+"""How each device budget reads its number from a devices.<name> entry (None: not measured there)."""
 
 
 def _check_regression(report: dict, baseline: dict, r: RegressionBudgets) -> list[Check]:

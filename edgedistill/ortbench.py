@@ -8,6 +8,8 @@ resident memory) and on a target device (phone, board, Pi), where every bundle c
     python3 bench.py                      # in a bundle folder: benchmarks model.onnx, prints JSON
     python3 bench.py model.onnx --threads 1 --runs 300 --min-seconds 1 --name pi4 --out pi4.json
     python3 bench.py --mlperf ...         # MLPerf single-stream minimums: 1024 runs and 600 s
+    python3 bench.py --inputs test_inputs.npy --labels test_labels.npy --logits out.npy
+                                          # verify: logits and accuracy on the shipped test inputs, no timing
 
 Protocol: session creation is timed (load), then the first inference (cold start = both), then
 `warmup` untimed runs, then timed runs at batch 1 until both `runs` and `min-seconds` are reached.
@@ -185,6 +187,25 @@ def benchmark(model: str, threads: int = 1, warmup: int = 20, runs: int = 300, m
     return result
 
 
+def predict(model: str, inputs: np.ndarray, labels: np.ndarray | None, logits_out: str, threads: int = 1,
+            opt_level: str = "all", name: str | None = None, eval_batch: int = 64) -> dict:
+    """The verify protocol: the model's logits on every input, saved to logits_out (.npy), and no timing.
+    Used where latency means nothing (an emulated CPU) or is not the question (does this device give
+    the same answers?)."""
+    session = ort.InferenceSession(model, session_options(threads, 1, opt_level), providers=["CPUExecutionProvider"])
+    meta = session.get_inputs()[0]
+    logits = np.concatenate([session.run(None, {meta.name: np.ascontiguousarray(inputs[i:i + eval_batch], dtype=np.float32)})[0]
+                             for i in range(0, len(inputs), eval_batch)])
+    np.save(logits_out, logits)
+    cpu, flags = cpu_info()
+    result = {"model": os.path.basename(model), "sha256": sha256(model), "images": int(len(inputs)),
+              "device": {"name": name or platform.node(), "cpu": cpu, "flags": flags, "machine": platform.machine(),
+                         "threads": threads, "onnxruntime": ort.__version__, "python": platform.python_version()}}
+    if labels is not None:
+        result["accuracy"] = 100.0 * float((logits.argmax(axis=1) == labels).mean())
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", nargs="?", default="model.onnx", help="ONNX model (default: model.onnx, as in a bundle)")
@@ -201,15 +222,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--labels", help=".npy of int labels, for accuracy")
     ap.add_argument("--name", help="device name recorded in the result (default: the host name)")
     ap.add_argument("--out", help="write the JSON here instead of stdout")
+    ap.add_argument("--logits", help="verify instead of benchmark: save the logits on --inputs to this .npy; no timing")
     a = ap.parse_args(argv)
     if not os.path.isfile(a.model):
         ap.error(f"no model file '{a.model}'")
+    if a.logits and not a.inputs:
+        ap.error("--logits needs --inputs")
     runs, seconds = (max(a.runs, MLPERF_MIN_RUNS), max(a.min_seconds, MLPERF_MIN_SECONDS)) if a.mlperf else (a.runs, a.min_seconds)
     inputs = np.load(a.inputs, mmap_mode="r") if a.inputs else None
     labels = np.load(a.labels) if a.labels else None
-    result = benchmark(a.model, a.threads, a.warmup, runs, seconds, inputs, labels, a.inter_threads, a.opt_level,
-                       a.throughput_batch, a.profile_runs, a.name)
-    result["protocol"] = "mlperf" if a.mlperf else "ci"
+    if a.logits:
+        result = predict(a.model, inputs, labels, a.logits, a.threads, a.opt_level, a.name)
+    else:
+        result = benchmark(a.model, a.threads, a.warmup, runs, seconds, inputs, labels, a.inter_threads, a.opt_level,
+                           a.throughput_batch, a.profile_runs, a.name)
+        result["protocol"] = "mlperf" if a.mlperf else "ci"
     text = json.dumps(result, indent=2)
     if a.out:
         with open(a.out, "w") as f:

@@ -78,10 +78,8 @@ def render_html(report: dict, labels: list[str]) -> str:
         f"<td>{num(c.get('val_drop') and c['val_drop']['agreement'], '.1f')}</td><td>{num(c['latency_ms_p90'], '.3f')}</td>"
         f"<td>{num(c['size_bytes'] and c['size_bytes'] / 1024, '.1f')}</td><td>{len(c['excluded_nodes'])}</td>"
         f"<td>{e(c['error'] or '')}</td></tr>" for c in report["quantization"]["candidates"])
-    devices = "".join(
-        f"<tr><td>{e(name)}</td><td>{e(d['device'].get('cpu', ''))}</td><td>{d['latency_ms']['p50']:.3f}</td>"
-        f"<td>{d['latency_ms']['p90']:.3f}</td><td>{num(d.get('peak_rss_mb'), '.1f')}</td></tr>"
-        for name, d in report.get("devices", {}).items()) or "<tr><td colspan=5>none ingested yet</td></tr>"
+    devices = "".join("<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>"
+                      for row in device_rows(report)) or "<tr><td colspan=7>none measured yet</td></tr>"
     q, dev = report["quantization"], report["device"]
     sizes = report.get("image_size") or {"teacher": "?", "student": "?"}  # bundles before per-model sizes
     return f"""<!doctype html>
@@ -106,7 +104,7 @@ Test accuracy {report['accuracy'][report['shipped']]:.2f}% (teacher {report['acc
 <h2>Training</h2>
 <img src="training.png" alt="training loss and validation accuracy per epoch">
 <h2>Target devices</h2>
-<table><tr><th>device</th><th>CPU</th><th>p50 ms</th><th>p90 ms</th><th>peak RSS MiB</th></tr>{devices}</table>
+<table><tr>{"".join(f"<th>{e(h)}</th>" for h in DEVICE_COLUMNS)}</tr>{devices}</table>
 <p>All numbers: <code>report.json</code>. Provenance: <code>manifest.json</code>.</p>
 </body></html>
 """
@@ -152,6 +150,24 @@ def distillation_text(report: dict) -> str:
 _MARKDOWN = re.compile(r"([\\`*_\[\]|~])")
 
 
+DEVICE_COLUMNS = ("device", "CPU", "p50 ms", "p90 ms", "peak RSS MiB", "top-1 agreement with build host %", "accuracy %")
+
+
+def device_rows(report: dict) -> list[tuple[str, ...]]:
+    """One row of DEVICE_COLUMNS per device in report.json: a latency measured on a device (ingested
+    bench.py results), or (edgedistill verify --target, emulated) the answers compared with the build
+    host's on the shipped test inputs; an emulated CPU's latency means nothing and is never shown."""
+    num = lambda v, f: "-" if v is None else format(v, f)
+    rows = []
+    for name, d in sorted(report.get("devices", {}).items()):
+        lat = d.get("latency_ms") or {}
+        rows.append((name, d["device"].get("cpu", ""), num(lat.get("p50"), ".3f"), num(lat.get("p90"), ".3f"),
+                     num(d.get("peak_rss_mb"), ".1f"), num(d.get("top1_agreement"), ".2f"),
+                     num(d.get("accuracy"), ".2f") + (f" (build host {d['host_accuracy']:.2f}, {d['images']} images)"
+                                                      if "host_accuracy" in d else "")))
+    return rows
+
+
 def md(text: object) -> str:
     """Text from the data or a device (class names, CPU strings, error messages), inert in Markdown:
     one line, HTML characters as entities, and the characters that make tables, links, code and
@@ -166,11 +182,10 @@ def model_card(report: dict, labels: list[str], pre: dict) -> str:
     tp = report.get("throughput")
     throughput = f"Throughput at batch {tp['batch']}: {tp['images_per_s']:,.0f} images/s.\n" if tp else ""
     ops = ", ".join(f"{md(o['op_type'])} {o['share']:.0%}" for o in report["top_ops"][:5]) or "not profiled"
-    measured = report.get("devices", {})
-    devices = ("## Target devices (bench.py results, ingested)\n\n| device | CPU | p50 ms | p90 ms | peak RSS MiB |\n"
-               "|---|---|---|---|---|\n" + "".join(
-                   f"| {md(name)} | {md(d['device'].get('cpu', ''))} | {d['latency_ms']['p50']:.3f} | {d['latency_ms']['p90']:.3f} | "
-                   f"{d.get('peak_rss_mb', float('nan')):.1f} |\n" for name, d in sorted(measured.items())) + "\n") if measured else ""
+    rows = device_rows(report)
+    devices = ("## Target devices (bench.py results, ingested; emulated: answers only, no latency)\n\n"
+               f"| {' | '.join(DEVICE_COLUMNS)} |\n|{'---|' * len(DEVICE_COLUMNS)}\n"
+               + "".join(f"| {' | '.join(md(c) for c in row)} |\n" for row in rows) + "\n") if rows else ""
     tried = "\n".join(
         f"| {md(c['name'])} | {num(c['val_accuracy'], '.2f')} | {interval(c.get('val_drop'))} | "
         f"{num(c.get('val_drop') and c['val_drop']['agreement'], '.1f')} | {num(c['latency_ms_p90'], '.3f')} | "
@@ -222,7 +237,9 @@ Export parity (PyTorch vs ONNX Runtime, FP32 student): max abs logit difference
 {report['parity']['max_abs_diff']:.2e}, top-1 agreement {report['parity']['top1_agreement']:.2%}.
 
 {devices}On a target device: copy this folder, run `python3 bench.py --name DEVICE --out DEVICE.json` (needs
-only numpy and onnxruntime), then `edgedistill ingest DEVICE.json BUNDLE` records it in report.json.
+only numpy and onnxruntime; add `--inputs test_inputs.npy --labels test_labels.npy` for accuracy on the
+shipped test images), then `edgedistill ingest DEVICE.json BUNDLE` records it in report.json. Without a
+device, `edgedistill verify BUNDLE --target aarch64` checks the answers on emulated ARM cores.
 
 Provenance: manifest.json lists the sha256 of every file and the stage results this bundle came from.
 """

@@ -1,5 +1,6 @@
 """bundle: the folder that ships to the device: model.onnx, model.ort and its operator config, labels.json,
-preprocess.json, report.json, MODEL_CARD.md, report.html with its plots, and bench.py. The runner publishes it as
+preprocess.json, report.json, MODEL_CARD.md, report.html with its plots, bench.py, and (bundle.include_test_set)
+test_inputs.npy / test_labels.npy. The runner publishes it as
 bundles/<name>/v<N>/ with manifest.json."""
 from __future__ import annotations
 
@@ -101,6 +102,17 @@ def check_ort_format(out: Path, x: np.ndarray, max_abs_diff: float) -> dict:
     return {"max_abs_diff": diff, "top1_agreement": agreement, "samples": int(len(x))}
 
 
+def write_test_set(test, out: Path, n: int, max_mb: float) -> int:
+    """test_inputs.npy (float32, as the model takes them) and test_labels.npy (int64): the first n test
+    images, fewer where n would pass max_mb. Returns how many."""
+    per_image = 4 * int(np.prod(test.inputs(slice(0, 1)).shape[1:]))
+    n = min(n, len(test.labels), int(max_mb * 2**20) // per_image)
+    if n > 0:
+        np.save(out / "test_inputs.npy", np.ascontiguousarray(test.inputs(slice(0, n)), dtype=np.float32))
+        np.save(out / "test_labels.npy", np.asarray(test.labels[:n], dtype=np.int64))
+    return n
+
+
 def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
     quant = read_json(inputs["quantized"] / METRICS)
     role = shipped_role(cfg.bundle.ship, quant)
@@ -109,7 +121,11 @@ def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context
     shutil.copy2(ortbench.__file__, out / "bench.py")  # benchmark on the device: python3 bench.py --name pi4
     to_ort_format(out / "model.onnx", out, cfg.bundle.ort_target_platform, ctx.work)
     pre = read_json(inputs["onnx"] / "student_preprocess.json")  # the student's input, which the bundle takes
-    x_test = Dataset.load(inputs["dataset"]).split("test", pre["height"]).inputs(slice(0, 128))
+    test = Dataset.load(inputs["dataset"]).split("test", pre["height"])
+    x_test = test.inputs(slice(0, 128))
+    shipped_test = write_test_set(test, out, cfg.bundle.include_test_set, cfg.bundle.test_set_max_mb)
+    if shipped_test:
+        ctx.log(f"test_inputs.npy: the first {shipped_test} test images, preprocessed")
     ort_parity = check_ort_format(out, x_test, cfg.bundle.ort_max_abs_diff)
     ctx.log(f"model.ort ({cfg.bundle.ort_target_platform}): max abs diff to model.onnx {ort_parity['max_abs_diff']:.1e}")
     labels = read_json(inputs["dataset"] / "classes.json")
@@ -132,7 +148,7 @@ def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context
 
 
 STAGE = Stage(
-    name="bundle", version=7, inputs=("dataset", "teacher", "student", "student_alone", "onnx", "quantized", "benchmark"),
+    name="bundle", version=8, inputs=("dataset", "teacher", "student", "student_alone", "onnx", "quantized", "benchmark"),
     output="bundle",
     configure=lambda p: BundleStageConfig(bundle=p.bundle, name=p.name), run=run,
     headline=lambda m: f"{m['size_bytes'] / 1024:.0f} KiB, p90 {m['latency_ms']['p90']:.3f} ms",

@@ -1,0 +1,105 @@
+"""ARM targets: bundles carry their test inputs, and `edgedistill verify BUNDLE --target aarch64:CPU` runs
+them with ONNX Runtime for aarch64 under QEMU, records the answers and the gate reads them."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from edgedistill import targets
+from edgedistill.cli import main
+from edgedistill.store import sha256_file
+
+
+@pytest.fixture
+def bundle(tiny_run, tmp_path):
+    _, store = tiny_run
+    copy = tmp_path / "v1"
+    shutil.copytree(store / "bundles" / "tiny" / "v1", copy)
+    return copy
+
+
+@pytest.fixture(scope="session")
+def aarch64():
+    """The emulated aarch64 target, built once (about a minute; cached in ~/.cache/edgedistill/targets).
+    Skipped, saying why, only where this machine cannot build or run one; a build that fails here fails."""
+    root = targets.default_root()
+    if not (root / "target.json").is_file():
+        missing = [tool for tool in ("qemu-aarch64-static", "debootstrap", "dpkg-deb") if not shutil.which(tool)]
+        if missing:
+            pytest.skip(f"no emulated aarch64 target: {', '.join(missing)} not installed (.ci/run installs qemu-user-static "
+                        f"and debootstrap with apt)")
+        if os.geteuid() != 0:
+            pytest.skip("no emulated aarch64 target: building one needs root once (`sudo edgedistill target setup aarch64`)")
+        targets.setup(root, log=lambda m: None)
+    return root
+
+
+def test_a_bundle_carries_its_test_inputs_and_bench_py_measures_accuracy_on_them(bundle, tmp_path):
+    x, y = np.load(bundle / "test_inputs.npy"), np.load(bundle / "test_labels.npy")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert {"test_inputs.npy", "test_labels.npy"} <= set(manifest["files"])
+    pre = json.loads((bundle / "preprocess.json").read_text())
+    assert x.dtype == np.float32 and x.shape[1:] == (pre["channels"], pre["height"], pre["width"]) and len(x) == len(y) > 0
+    proc = subprocess.run([sys.executable, "-I", "bench.py", "--inputs", "test_inputs.npy", "--labels", "test_labels.npy",
+                           "--logits", str(tmp_path / "logits.npy"), "--out", str(tmp_path / "r.json")],
+                          cwd=bundle, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    result, logits = json.loads((tmp_path / "r.json").read_text()), np.load(tmp_path / "logits.npy")
+    assert "latency_ms" not in result and result["images"] == len(y)  # verify mode times nothing
+    assert result["accuracy"] == pytest.approx(100 * (logits.argmax(1) == y).mean())
+
+
+def test_no_test_inputs_when_include_test_set_is_0(tiny_store_copy, capsys):
+    pipeline, store = tiny_store_copy
+    assert main(["run", str(pipeline), "--store", str(store), "--set", "bundle.include_test_set=0"]) == 0
+    v2 = store / "bundles" / "tiny" / "v2"
+    assert not (v2 / "test_inputs.npy").exists()
+    assert main(["verify", str(v2), "--target", "aarch64", "--no-record"]) == 2
+    assert "carries no test inputs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target, message", [("aarch64:cortex-a75", "did you mean 'cortex-a76'"),
+                                             ("x86_64", "unknown target 'x86_64'")])
+def test_unknown_targets_are_clear_errors(bundle, capsys, target, message):
+    assert main(["verify", str(bundle), "--target", target]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_missing_target_says_how_to_build_it(bundle, tmp_path, capsys):
+    assert main(["verify", str(bundle), "--target", "aarch64:cortex-a72", "--root", str(tmp_path / "none")]) == 2
+    assert "edgedistill target setup aarch64" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_verify_on_emulated_aarch64_records_the_answers_and_the_gate_reads_them(bundle, aarch64, tmp_path, capsys):
+    version = json.loads((bundle / "manifest.json").read_text())["content_sha256"]
+    assert main(["verify", str(bundle), "--target", "aarch64:cortex-a53", "--target", "aarch64:cortex-a76",
+                 "--root", str(aarch64)]) == 0
+    out = capsys.readouterr().out
+    assert "aarch64-a53" in out and "aarch64-a76" in out
+    report = json.loads((bundle / "report.json").read_text())
+    for name in ("aarch64-a53", "aarch64-a76"):
+        d = report["devices"][name]
+        assert d["emulated"] is True and d["device"]["machine"] == "aarch64" and "latency_ms" not in d
+        assert set(d["models"]) == {"model.onnx", "model.ort"} and d["images"] == len(np.load(bundle / "test_labels.npy"))
+        assert 0 <= d["top1_agreement"] <= 100 and d["max_abs_diff"] >= 0 and 0 <= d["accuracy"] <= 100
+        # the integer kernels of the two cores and of this machine give the same top-1 on this model
+        assert d["top1_agreement"] >= 95.0, d
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert all(sha256_file(bundle / f) == digest for f, digest in manifest["files"].items())
+    assert manifest["content_sha256"] == version  # a verification is recorded, the bundle's content is unchanged
+    card = (bundle / "MODEL_CARD.md").read_text()
+    assert "| aarch64-a53 | cortex-a53 (QEMU, emulated) | - | - |" in card
+    budgets = tmp_path / "b.yaml"
+    budgets.write_text(yaml.safe_dump({"devices": {"aarch64-a53": {"min_top1_agreement": 95.0, "min_accuracy": 10.0}}}))
+    assert main(["gate", str(bundle), "--budgets", str(budgets)]) == 0
+    budgets.write_text(yaml.safe_dump({"devices": {"aarch64-a53": {"max_latency_ms_p90": 100.0},
+                                                   "aarch64-a72": {"min_top1_agreement": 99.5}}}))
+    assert main(["gate", str(bundle), "--budgets", str(budgets)]) == 1
+    out = capsys.readouterr().out
+    assert "emulated: no latency" in out and "aarch64-a72.top1_agreement" in out and "no result" in out
