@@ -213,21 +213,20 @@ def cmd_verify(a: argparse.Namespace) -> int:
 
 
 def verify_on_targets(a: argparse.Namespace) -> int:
-    """verify BUNDLE --target aarch64[:CPU]: the bundle's answers on emulated ARM cores against this
-    machine's, recorded in its report (devices.<name>, emulated) unless --no-record."""
-    from . import targets
-    from .devices import record, verify_emulated
+    """verify BUNDLE --target aarch64[:CPU] | ssh://...: the bundle's answers there against this
+    machine's, recorded in its report (devices.<name>) unless --no-record."""
+    from . import devices
     from .table import text_table
 
-    cpus = list(dict.fromkeys(cpu for t in a.target for cpu in targets.parse_target(t)))  # every --target checked first
-    entries = verify_emulated(Path(a.bundle), cpus, a.root, a.images, log=lambda m: print(m, file=sys.stderr))
-    rows = [(name, e["images"], f"{e['top1_agreement']:.2f}", f"{e['max_abs_diff']:.2e}", f"{e['accuracy']:.2f}",
-             f"{e['host_accuracy']:.2f}") for name, e in entries.items()]
-    print(text_table(("target (emulated)", "images", "top-1 agreement %", "max |logit diff|", "accuracy %", "here %"), rows))
+    chosen = devices.verify_targets(a.target, a.root, a.name, a.remote_python)  # every --target checked first
+    entries = devices.verify_on_targets(Path(a.bundle), chosen, a.images, log=lambda m: print(m, file=sys.stderr))
+    rows = [(name, "yes" if e["emulated"] else "no", e["images"], f"{e['top1_agreement']:.2f}", f"{e['max_abs_diff']:.2e}",
+             f"{e['accuracy']:.2f}", f"{e['host_accuracy']:.2f}") for name, e in entries.items()]
+    print(text_table(("target", "emulated", "images", "top-1 agreement %", "max |logit diff|", "accuracy %", "here %"), rows))
     if not a.no_record:
         for name, entry in entries.items():
-            record(Path(a.bundle), name, entry)
-        print(f"recorded {', '.join(entries)} in {Path(a.bundle) / 'report.json'} (emulated: correctness only, no latency)")
+            devices.record(Path(a.bundle), name, entry)
+        print(f"recorded {', '.join(entries)} in {Path(a.bundle) / 'report.json'}")
     return 0
 
 
@@ -464,9 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", parents=[common], help="check a bundle against its manifest, or (no bundle) every "
                        "result and bundle in the store against their records; exit 2 naming what differs")
     p.add_argument("bundle", nargs="?", help="bundle folder (default: check the whole store)")
-    p.add_argument("--target", action="append", default=[], metavar="aarch64[:CPU]",
-                   help="also run the bundle on an emulated ARM CPU (cortex-a53, cortex-a72, cortex-a76, neoverse-n1, max; "
-                        "plain aarch64: the first four) and compare its answers with this machine's; repeatable")
+    p.add_argument("--target", action="append", default=[], metavar="aarch64[:CPU] | ssh://user@host[:port][/dir]",
+                   help="also run the bundle there and compare its answers with this machine's: an emulated ARM CPU "
+                        "(cortex-a53, cortex-a72, cortex-a76, neoverse-n1, max; plain aarch64: the first four) or a device "
+                        "over SSH; repeatable")
+    p.add_argument("--name", help="device name for an ssh:// target (default: its host)")
+    p.add_argument("--remote-python", default="python3", help="interpreter on an ssh:// target (needs numpy and onnxruntime)")
     p.add_argument("--images", type=count, metavar="N", help="verify on the first N shipped test inputs (default: all)")
     p.add_argument("--root", type=Path, metavar="DIR", help="the aarch64 target folder (default: ~/.cache/edgedistill/targets/aarch64)")
     p.add_argument("--no-record", action="store_true", help="do not record the result in the bundle's report")

@@ -5,8 +5,9 @@ import json
 import re
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -152,52 +153,90 @@ def record(bundle: Path, name: str, entry: dict) -> None:
     }, {"devices": sorted(report["devices"])})
 
 
-def verify_emulated(bundle: Path, cpus: list[str], root: Path | None = None, images: int | None = None,
-                    log=print) -> dict[str, dict]:
-    """Run the bundle's model.onnx and model.ort on emulated aarch64 CPUs (edgedistill.targets) on the
-    bundle's own test inputs, and compare with ONNX Runtime on this machine: top-1 agreement, max abs
-    logit difference, accuracy. Returns {device name: entry}; no latency (emulated)."""
+@dataclass
+class VerifyTarget:
+    """Where `verify --target` runs a bundle: an emulated aarch64 CPU or a device over SSH."""
+
+    name: str
+    """devices.<name> in report.json."""
+    spec: str
+    """aarch64:cortex-a72 or ssh://user@host..."""
+    predict: Callable[[Path, str, Path, Path], tuple]
+    """(bundle, model file name, inputs.npy, labels.npy) -> (logits, bench.py's verify JSON)."""
+    emulated: bool
+
+
+def verify_targets(specs: list[str], root: Path | None = None, name: str | None = None,
+                   remote_python: str = "python3") -> list[VerifyTarget]:
+    """--target values -> targets, every one checked before anything runs."""
+    from . import remote, targets
+
+    out: list[VerifyTarget] = []
+    for spec in specs:
+        if spec.startswith("ssh://"):
+            remote.parse_target(spec)
+            device = check_device_name(name or remote.parse_target(spec)[0].rpartition("@")[2])
+            out.append(VerifyTarget(device, spec, lambda b, m, x, y, spec=spec, device=device: remote.predict_over_ssh(
+                b, spec, m, x, y, device, remote_python), emulated=False))
+            continue
+        for cpu in targets.parse_target(spec):
+            out.append(VerifyTarget(targets.device_name(cpu), f"{targets.ARCH}:{cpu}", lambda b, m, x, y, cpu=cpu: targets.predict(
+                root or targets.default_root(), cpu, b / "bench.py", b / m, x, y), emulated=True))
+    if any(t.emulated for t in out):
+        targets.status(root or targets.default_root())
+    names = [t.name for t in out]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"--target names a device twice ({', '.join(names)}); give each once")
+    return out
+
+
+def verify_on_targets(bundle: Path, chosen: list[VerifyTarget], images: int | None = None, log=print) -> dict[str, dict]:
+    """Run the bundle's model.onnx and model.ort with its own bench.py (verify mode: logits, no timing)
+    on each target, on the bundle's test inputs, and compare with ONNX Runtime on this machine: top-1
+    agreement, max abs logit difference, accuracy. Returns {device name: entry}. An emulated target
+    has no latency, ever; a device's latency comes from `bench --target`."""
     import numpy as np
 
-    from . import ortbench, targets
+    from . import ortbench
 
     bundle = Path(bundle)
     manifest = verify_bundle(bundle)
     if "test_inputs.npy" not in manifest["files"]:
         raise ConfigError(f"bundle '{bundle}' carries no test inputs (test_inputs.npy); rebuild it with "
                           f"bundle.include_test_set > 0 (the default, 256)")
-    info = targets.status(root)
     x, y = np.load(bundle / "test_inputs.npy", mmap_mode="r"), np.load(bundle / "test_labels.npy")
     n = len(y) if images is None else max(1, min(images, len(y)))
+    models = [m for m in ("model.onnx", "model.ort") if m in manifest["files"]]
+    entries = {}
     with tempfile.TemporaryDirectory() as tmp:
-        inputs, labels = Path(tmp) / "inputs.npy", Path(tmp) / "labels.npy"
+        inputs, labels = Path(tmp) / "test_inputs.npy", Path(tmp) / "test_labels.npy"
         np.save(inputs, np.ascontiguousarray(x[:n]))
         np.save(labels, y[:n])
-        models = [m for m in ("model.onnx", "model.ort") if m in manifest["files"]]
-        host = {m: ortbench.predict(str(bundle / m), np.load(inputs), y[:n], str(Path(tmp) / f"host_{m}.npy"))
-                for m in models}
+        host = {m: ortbench.predict(str(bundle / m), np.load(inputs), y[:n], str(Path(tmp) / f"host_{m}.npy")) for m in models}
         host_logits = {m: np.load(Path(tmp) / f"host_{m}.npy") for m in models}
-        entries = {}
-        for cpu in cpus:
-            per_model = {}
+        for t in chosen:
+            per_model, device = {}, {}
             for m in models:
                 started = time.time()
-                logits, result = targets.predict(root or targets.default_root(), cpu, bundle / "bench.py", bundle / m, inputs, labels)
+                logits, result = t.predict(bundle, m, inputs, labels)
                 ref = host_logits[m]
+                if logits.shape != ref.shape:
+                    raise ConfigError(f"{t.spec}: {m} gave logits of shape {logits.shape}, here {ref.shape}")
                 per_model[m] = {"top1_agreement": 100.0 * float((logits.argmax(1) == ref.argmax(1)).mean()),
                                 "max_abs_diff": float(np.abs(logits - ref).max()), "accuracy": result["accuracy"],
                                 "host_accuracy": host[m]["accuracy"]}
-                log(f"{targets.device_name(cpu)} {m}: top-1 agreement {per_model[m]['top1_agreement']:.2f}%, "
-                    f"max |diff| {per_model[m]['max_abs_diff']:.2e}, accuracy {result['accuracy']:.2f}% "
-                    f"(here {host[m]['accuracy']:.2f}%), {time.time() - started:.0f} s")
-            entries[targets.device_name(cpu)] = {
-                "emulated": True, "target": f"{targets.ARCH}:{cpu}", "images": int(n),
+                device = result["device"]
+                log(f"{t.name} {m}: top-1 agreement {per_model[m]['top1_agreement']:.2f}%, max |diff| "
+                    f"{per_model[m]['max_abs_diff']:.2e}, accuracy {result['accuracy']:.2f}% (here {host[m]['accuracy']:.2f}%), "
+                    f"{time.time() - started:.0f} s")
+            if t.emulated:
+                device = dict(device, cpu=f"{t.spec.partition(':')[2]} (QEMU, emulated)")
+            entries[t.name] = {
+                "emulated": t.emulated, "target": t.spec, "images": int(n),
                 "top1_agreement": min(v["top1_agreement"] for v in per_model.values()),
                 "max_abs_diff": max(v["max_abs_diff"] for v in per_model.values()),
                 "accuracy": per_model["model.onnx"]["accuracy"], "host_accuracy": per_model["model.onnx"]["host_accuracy"],
-                "models": per_model,
-                "device": {"cpu": f"{cpu} (QEMU, emulated)", "machine": info["machine"], "onnxruntime": info["onnxruntime"],
-                           "host_onnxruntime": host["model.onnx"]["device"]["onnxruntime"], "qemu": info["qemu"]},
+                "models": per_model, "device": dict(device, host_onnxruntime=host["model.onnx"]["device"]["onnxruntime"]),
                 "verified": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
     return entries

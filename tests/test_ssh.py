@@ -1,4 +1,5 @@
-"""`edgedistill bench BUNDLE --target ssh://...` against an sshd on loopback that the test starts."""
+"""`edgedistill bench BUNDLE --target ssh://...` and `verify BUNDLE --target ssh://...` against an sshd on
+loopback that the test starts."""
 import json
 import os
 import shutil
@@ -88,3 +89,19 @@ def test_unreachable_target_is_one_clear_error(tiny_run, tmp_path, sshd, capsys)
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("edgedistill: error: creating the remote folder on nobody@127.0.0.1 failed") and "\n" not in err
+
+
+def test_verify_over_ssh_compares_the_answers_and_records_them(tiny_run, tmp_path, sshd, capsys):
+    port, remote = sshd
+    _, store = tiny_run
+    bundle = tmp_path / "v1"
+    shutil.copytree(store / "bundles" / "tiny" / "v1", bundle)
+    user = os.environ.get("USER") or __import__("getpass").getuser()
+    code = main(["verify", str(bundle), "--target", f"ssh://{user}@127.0.0.1:{port}{remote}", "--name", "lab-board",
+                 "--remote-python", sys.executable, "--images", "40"])
+    assert code == 0, capsys.readouterr().err
+    assert (remote / "logits.npy").is_file() and (remote / "test_inputs.npy").is_file()  # it ran over there
+    entry = json.loads((bundle / "report.json").read_text())["devices"]["lab-board"]
+    # the same machine on both ends: the same answers, bit for bit
+    assert entry["emulated"] is False and entry["images"] == 40 and set(entry["models"]) == {"model.onnx", "model.ort"}
+    assert entry["top1_agreement"] == 100.0 and entry["max_abs_diff"] == 0.0 and entry["accuracy"] == entry["host_accuracy"]
