@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .registry import Registry, did_you_mean
@@ -299,6 +299,19 @@ QUANT_RECIPES.register("qdq_u8s8_per_tensor_no_elementwise")({"method": "static"
                                                               "op_types": NO_ELEMENTWISE_OPS})
 QUANT_RECIPES.register("dynamic_s8")({"method": "dynamic", "weight_type": "int8", "per_channel": True})
 QUANT_RECIPES.register("fp16")({"method": "fp16"})
+QUANT_RECIPES.register("qdq_s8s8_per_tensor")({"method": "static", "format": "qdq", "activation_type": "int8", "weight_type": "int8",
+                                              "per_channel": False})
+QUANT_RECIPES.register("qdq_s8s8_no_elementwise")({"method": "static", "format": "qdq", "activation_type": "int8",
+                                                  "weight_type": "int8", "per_channel": True, "op_types": NO_ELEMENTWISE_OPS})
+# Named sets for quantize.recipes. x86: what measured best here (U8S8 first: VNNI's native pairing).
+# arm: S8S8 QDQ, which ONNX Runtime's quantization guide recommends as the default on ARM64 (its
+# NEON and dot-product kernels take signed activations), per channel and per tensor, without the
+# elementwise ops, then U8S8 and dynamic for comparison. Choose latency on the device with
+# quantize.target: ssh://... (an emulated core's latency means nothing).
+RECIPE_SETS = {
+    "x86": ["qdq_u8s8", "qdq_s8s8", "qoperator_u8s8", "qdq_u8s8_no_elementwise", "qdq_u8s8_per_tensor_no_elementwise", "dynamic_s8"],
+    "arm": ["qdq_s8s8", "qdq_s8s8_per_tensor", "qdq_s8s8_no_elementwise", "qdq_u8s8", "dynamic_s8"],
+}
 
 
 class QuantizeConfig(Strict):
@@ -309,11 +322,11 @@ class QuantizeConfig(Strict):
     retry_calibration, then leave the nodes that add the most quantization error in float (up to
     max_excluded_nodes), within search_budget_s; if nothing qualifies, ship FP32 and say why.
     fixed: quantize once with the fields below, as given."""
-    recipes: list[str] = Field(default_factory=lambda: ["qdq_u8s8", "qdq_s8s8", "qoperator_u8s8", "qdq_u8s8_no_elementwise",
-                                                        "qdq_u8s8_per_tensor_no_elementwise", "dynamic_s8"])
+    recipes: list[str] = Field(default_factory=lambda: list(RECIPE_SETS["x86"]))
     """auto: the recipes tried (names in QUANT_RECIPES: qdq_u8s8, qdq_s8s8, qdq_u8u8, qoperator_u8s8,
-    qdq_u8s8_no_elementwise, qdq_u8s8_per_tensor_no_elementwise, dynamic_s8, fp16). A recipe that names
-    op_types replaces quantize.op_types."""
+    qdq_u8s8_no_elementwise, qdq_u8s8_per_tensor_no_elementwise, qdq_s8s8_per_tensor,
+    qdq_s8s8_no_elementwise, dynamic_s8, fp16), or a named set: x86 (the default) or arm. A recipe that
+    names op_types replaces quantize.op_types."""
     max_accuracy_drop: float = Field(1.0, ge=0)
     """auto: largest FP32-minus-quantized validation accuracy drop accepted, in percentage points."""
     min_speedup: float = Field(1.05, ge=1.0)
@@ -360,6 +373,16 @@ class QuantizeConfig(Strict):
     """Node names left in float, always (names as in the exported ONNX graph)."""
     pre_process: bool = True
     """Run onnxruntime.quantization.quant_pre_process (shape inference, graph optimization) first."""
+
+    @field_validator("recipes", mode="before")
+    @classmethod
+    def _named_set(cls, v):
+        if isinstance(v, str):
+            if v not in RECIPE_SETS:
+                raise ValueError(f"unknown recipe set '{v}'{did_you_mean(v, list(RECIPE_SETS))}; named sets: "
+                                 f"{', '.join(RECIPE_SETS)}, or a list of recipes")
+            return list(RECIPE_SETS[v])
+        return v
 
     @model_validator(mode="after")
     def _known_recipes(self) -> "QuantizeConfig":

@@ -239,3 +239,20 @@ def test_standalone_quantize_from_an_image_folder(tiny_run, tmp_path):
     assert main(["quantize", str(stage_inputs(store)["onnx"] / "student.onnx"), "--calib", str(tmp_path / "imgs"),
                  "--preprocess", str(bundle / "preprocess.json"), "--mode", "fixed", "--out", str(out)]) == 0
     assert out.is_file()
+
+
+def test_the_arm_recipe_set_quantizes_with_signed_activations(tiny_run, tmp_path):
+    """quantize.recipes: arm names S8S8 QDQ first (ONNX Runtime's recommendation on ARM64); every recipe
+    applies, and the S8S8 models carry int8 activations."""
+    from edgedistill.config import RECIPE_SETS, load_pipeline
+
+    pipeline, store = tiny_run
+    assert load_pipeline(pipeline, ["quantize.recipes=arm"]).quantize.recipes == RECIPE_SETS["arm"]
+    metrics, _ = run_stage(store, tmp_path, recipes="arm", retry_calibration=[], max_excluded_nodes=0)
+    tried = {c["name"]: c for c in metrics["candidates"][1:]}
+    assert list(tried) == RECIPE_SETS["arm"] and all(c["error"] is None for c in tried.values())
+    for name in ("qdq_s8s8", "qdq_s8s8_per_tensor"):
+        graph = onnx.load(str(tmp_path / f"{name}.onnx")).graph
+        zero_points = {i.name: i.data_type for i in graph.initializer}
+        activation_zp = [zero_points[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+        assert activation_zp and set(activation_zp) == {onnx.TensorProto.INT8}
