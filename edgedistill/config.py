@@ -373,6 +373,12 @@ class QuantizeConfig(Strict):
     """Node names left in float, always (names as in the exported ONNX graph)."""
     pre_process: bool = True
     """Run onnxruntime.quantization.quant_pre_process (shape inference, graph optimization) first."""
+    target: str = Field("host", pattern=r"^(host|ssh://\S+)$")
+    """auto: where candidates are timed. host: this machine. ssh://user@host[:port][/dir]: the device,
+    with bench.py over SSH (as `edgedistill bench --target`), so the recipe that ships is the fastest
+    there; the report names where every latency came from."""
+    target_python: str = "python3"
+    """auto, ssh target: the interpreter there (needs numpy and onnxruntime)."""
 
     @field_validator("recipes", mode="before")
     @classmethod

@@ -126,6 +126,8 @@ def quantization_text(q: dict) -> str:
     parts.append("FP32 ships: nothing is lost to quantization." if test is None else
                  f"Measured once on test ({test['images']} images), after the choice: drop {interval(test)} points "
                  f"({test['level']:.0%} interval), top-1 agreement with FP32 {test['agreement']:.1f}%.")
+    if q.get("latency_from"):
+        parts.append(f"Candidates' latencies measured on {q['latency_from']}.")
     return " ".join(parts)
 
 

@@ -105,3 +105,21 @@ def test_verify_over_ssh_compares_the_answers_and_records_them(tiny_run, tmp_pat
     # the same machine on both ends: the same answers, bit for bit
     assert entry["emulated"] is False and entry["images"] == 40 and set(entry["models"]) == {"model.onnx", "model.ort"}
     assert entry["top1_agreement"] == 100.0 and entry["max_abs_diff"] == 0.0 and entry["accuracy"] == entry["host_accuracy"]
+
+
+def test_quantize_target_times_the_candidates_on_the_device(tiny_store_copy, sshd, capsys):
+    """quantize.target: ssh://...: auto mode ranks candidates by bench.py's latency over there."""
+    port, remote = sshd
+    pipeline, store = tiny_store_copy
+    user = os.environ.get("USER") or __import__("getpass").getuser()
+    target = f"ssh://{user}@127.0.0.1:{port}{remote}"
+    code = main(["run", str(pipeline), "--store", str(store), "--set", "quantize.mode=auto", "--set", f"quantize.target={target}",
+                 "--set", f"quantize.target_python={sys.executable}", "--set", "quantize.recipes=[qdq_u8s8,dynamic_s8]",
+                 "--set", "quantize.latency_runs=10", "--set", "quantize.latency_min_duration_s=0"])
+    assert code in (0, 1), capsys.readouterr().err  # 1: the tiny budgets may fail; the bundle is made either way
+    assert (remote / "bench.py").is_file() and (remote / "result.json").is_file()  # timed over there
+    bundle = store / "bundles" / "tiny" / "v2"  # v1: the tiny run's, timed here
+    report = json.loads((bundle / "report.json").read_text())
+    assert report["quantization"]["latency_from"] == f"{target} (bench.py over SSH)"
+    assert all(c["latency_ms_p90"] > 0 for c in report["quantization"]["candidates"])
+    assert f"measured on {target}" in (bundle / "MODEL_CARD.md").read_text().replace("\\", "")  # Markdown escapes

@@ -40,7 +40,7 @@ def build_report(name: str, shipped_role: str, bench: dict, export: dict, quant:
         "pipeline": name,
         "shipped": shipped_role,
         "quantization": dict({k: quant[k] for k in ("mode", "choice", "recipe", "excluded_nodes", "reason", "rule", "val_drop",
-                                                    "val_resolution", "candidates")},
+                                                    "val_resolution", "candidates", "latency_from") if k in quant},
                              # the shipped model's loss to quantization on test (None: FP32 ships, nothing lost)
                              test_drop=quant["test_drop"] if shipped_role == "student_int8" else None),
         "accuracy": accuracy,

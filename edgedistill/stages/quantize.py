@@ -21,6 +21,7 @@ the bundle's report when it ships, gated by max_quantization_drop).
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -210,6 +211,8 @@ class Selection:
     reason: str
     best: Candidate
     """The chosen candidate, or (FP32 chosen) the most accurate quantized one, for the report."""
+    latency_from: str = "this machine"
+    """Where the candidates' latencies were measured."""
 
     def metrics(self, mode: str, calibration_samples: int, max_drop: float) -> dict:
         res = resolution(self.best.val_drop, max_drop)
@@ -226,6 +229,7 @@ class Selection:
                 f"+-{res['half_width']:.2f} points; about {res['images_needed']:,} images would be needed"
                 if res["images_needed"] else "a tolerance of 0 points cannot be resolved with any number of images")),
             "candidates": [c.report() for c in [self.fp32, *self.tried]],
+            "latency_from": self.latency_from,
             "val_accuracy_fp32": self.fp32.val_accuracy,
             "val_accuracy_int8": self.best.val_accuracy,
             "size_bytes_fp32": self.fp32.size_bytes,
@@ -239,6 +243,8 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
            log: Callable[[str], None] = lambda m: None, progress: bool = False, seed: int = 0) -> Selection:
     """Quantize fp32_path as q says (mode fixed: once; auto: every recipe, then mixed precision if
     needed) and decide what should ship. Candidate models are written to work/."""
+    p90, latency_from = latency_meter(q, latency)
+    log(f"candidates are timed on {latency_from}")
     source = fp32_path
     if q.pre_process:
         source = work / "preprocessed.onnx"
@@ -254,7 +260,7 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
             c.preds = ort_predict(c.path, x_val).argmax(axis=1)
             c.val_accuracy = float((c.preds == np.asarray(y_val)).mean() * 100.0)
             c.val_drop = None if qc is None else paired_drop(y_val, fp32.preds, c.preds, seed=seed)
-            c.latency_ms_p90 = bench_in_child(c.path, latency)["latency_ms"]["p90"]
+            c.latency_ms_p90 = p90(c.path)
             c.size_bytes = c.path.stat().st_size
         except Exception as e:  # a recipe ONNX Runtime cannot apply or run here is a result, not a crash
             if qc is None:
@@ -283,7 +289,24 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
     best = chosen or max(measured, key=lambda c: (c.val_accuracy, -c.latency_ms_p90), default=None)
     if best is None:
         raise StageError("no quantization recipe could be applied here; see the errors above")
-    return Selection(fp32, tried, chosen, reason, best)
+    return Selection(fp32, tried, chosen, reason, best, latency_from)
+
+
+def latency_meter(q: QuantizeConfig, latency: BenchmarkConfig) -> tuple[Callable[[Path], float], str]:
+    """p90 latency of a candidate model where quantize.target says, and a line naming where."""
+    from .. import ortbench
+    from ..remote import bench_over_ssh
+
+    if q.target == "host":
+        return (lambda path: bench_in_child(path, latency)["latency_ms"]["p90"]), f"this machine ({ortbench.cpu_info()[0]})"
+
+    def over_ssh(path: Path) -> float:
+        with tempfile.TemporaryDirectory() as tmp:  # a one-model bundle: what bench_over_ssh copies
+            shutil.copy2(path, Path(tmp) / "model.onnx")
+            shutil.copy2(ortbench.__file__, Path(tmp) / "bench.py")
+            return bench_over_ssh(Path(tmp), q.target, latency, remote_python=q.target_python)["latency_ms"]["p90"]
+
+    return over_ssh, f"{q.target} (bench.py over SSH)"
 
 
 def search(fp32: Candidate, tried: list[Candidate], configs: dict[str, QuantizeConfig], q: QuantizeConfig,
@@ -371,7 +394,7 @@ def latency_settings(bench: BenchmarkConfig, q: QuantizeConfig) -> BenchmarkConf
 
 
 STAGE = Stage(
-    name="quantize", version=8, inputs=("dataset", "onnx"), output="quantized",
+    name="quantize", version=9, inputs=("dataset", "onnx"), output="quantized",
     configure=lambda p: QuantizeStageConfig(quantize=p.quantize, latency=latency_settings(p.benchmark, p.quantize), seed=p.seed),
     run=run,
     headline=lambda m: f"ships {'FP32' if m['choice'] == 'fp32' else m['recipe']}; val acc FP32 {m['val_accuracy_fp32']:.2f}% "
