@@ -190,12 +190,12 @@ def cmd_verify(a: argparse.Namespace) -> int:
     from .store import Store, bundle_problem, verify_bundle
     from .table import text_table
 
-    if a.target and not a.bundle:
-        raise ConfigError("--target needs a bundle folder: edgedistill verify BUNDLE --target aarch64")
+    if (a.target or a.device) and not a.bundle:
+        raise ConfigError("--target and --device need a bundle folder: edgedistill verify BUNDLE --target aarch64")
     if a.bundle:
         manifest = verify_bundle(Path(a.bundle))
         print(f"bundle {a.bundle}: all {len(manifest['files'])} files match manifest.json")
-        if a.target:
+        if a.target or a.device:
             return verify_on_targets(a)
         return 0
     store = Store(a.store)
@@ -218,7 +218,8 @@ def verify_on_targets(a: argparse.Namespace) -> int:
     from . import devices
     from .table import text_table
 
-    chosen = devices.verify_targets(a.target, a.root, a.name, a.remote_python)  # every --target checked first
+    chosen = devices.verify_targets(a.target, a.root, a.name, a.remote_python, a.device,
+                                    devices.devices_file(a.devices))  # every --target and --device checked first
     entries = devices.verify_on_targets(Path(a.bundle), chosen, a.images, log=lambda m: print(m, file=sys.stderr))
     rows = [(name, "yes" if e["emulated"] else "no", e["images"], f"{e['top1_agreement']:.2f}", f"{e['max_abs_diff']:.2e}",
              f"{e['accuracy']:.2f}", f"{e['host_accuracy']:.2f}") for name, e in entries.items()]
@@ -267,8 +268,12 @@ def cmd_gc(a: argparse.Namespace) -> int:
 def cmd_gate(a: argparse.Namespace) -> int:
     from .gate import check, enforce, format_table, load_budgets, load_report, to_json, write_junit
 
+    from .devices import devices_file
+    from .gate import check_device_names
+
     budgets = load_budgets(Path(a.budgets))
     report = load_report(Path(a.bundle))
+    check_device_names(budgets, report, devices_file(a.devices))
     rows = check(report, budgets, load_report(Path(a.baseline)) if a.baseline else None, bundle=a.bundle)
     print(json.dumps(to_json(rows, a.bundle, a.budgets), indent=2) if a.json else format_table(rows))
     if a.junit:
@@ -285,6 +290,18 @@ def cmd_bench(a: argparse.Namespace) -> int:
     from .table import text_table
 
     # every argument is checked before a benchmark (minutes, or hours on a device) starts
+    if a.device:
+        from .devices import devices_file, find_device
+
+        if a.remote:
+            raise ConfigError("give --device NAME or --target ssh://..., not both")
+        d = find_device(a.device, devices_file(a.devices))
+        if d.emulated:
+            raise ConfigError(f"device '{a.device}' is emulated ({d.target}): latency under emulation means nothing; "
+                              f"check its answers with `edgedistill verify BUNDLE --device {a.device}`")
+        a.remote, a.name, a.remote_python = d.target, a.name or a.device, d.python
+        a.threads = d.threads if a.threads is None else a.threads
+    a.threads = 1 if a.threads is None else a.threads
     target = Path(a.target)
     model = target / "model.onnx" if target.is_dir() else target
     if not model.is_file():
@@ -432,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="show tracebacks")
         p.add_argument("--store", type=Path, default=default,
                        help="artifact store folder (default: $EDGEDISTILL_STORE or ./artifacts)")
+        p.add_argument("--devices", type=Path, default=default, metavar="FILE",
+                       help="devices file: name -> target, threads, arch, python, notes (default: $EDGEDISTILL_DEVICES, "
+                            "or ./devices.yaml)")
         p.add_argument("--trust-code", action="append", metavar="MODULE", default=default if default is argparse.SUPPRESS else [],
                        help="let python:<module>:<function> architectures import this module (or its sub-modules); "
                             "repeatable; also $EDGEDISTILL_TRUST_CODE=mod1,mod2. Configs never run code on their own")
@@ -469,6 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "over SSH; repeatable")
     p.add_argument("--name", help="device name for an ssh:// target (default: its host)")
     p.add_argument("--remote-python", default="python3", help="interpreter on an ssh:// target (needs numpy and onnxruntime)")
+    p.add_argument("--device", action="append", default=[], metavar="NAME",
+                   help="a device of the devices file (its target, recorded under its name); repeatable")
     p.add_argument("--images", type=count, metavar="N", help="verify on the first N shipped test inputs (default: all)")
     p.add_argument("--root", type=Path, metavar="DIR", help="the aarch64 target folder (default: ~/.cache/edgedistill/targets/aarch64)")
     p.add_argument("--no-record", action="store_true", help="do not record the result in the bundle's report")
@@ -496,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_gate)
     p = sub.add_parser("bench", parents=[common], help="benchmark an .onnx model or a bundle with ONNX Runtime on this CPU")
     p.add_argument("target", help="model.onnx or a bundle folder")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default 1, or the device's)")
     p.add_argument("--runs", type=int, default=300, help="minimum timed runs (default 300)")
     p.add_argument("--min-seconds", type=float, default=1.0, help="minimum timed duration (default 1)")
     p.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
@@ -508,6 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the bundle's bench.py on this device over SSH (options: $EDGEDISTILL_SSH_OPTIONS)")
     p.add_argument("--remote-python", default="python3", help="interpreter on the target (needs numpy and onnxruntime)")
     p.add_argument("--ingest", action="store_true", help="record the result in the bundle's report.json")
+    p.add_argument("--device", metavar="NAME", help="a device of the devices file: its ssh target, threads and python, "
+                   "recorded under its name")
     p.set_defaults(fn=cmd_bench)
     p = sub.add_parser("quantize", parents=[common], help="quantize an existing ONNX model (auto: never worse than FP32)")
     p.add_argument("model", help="FP32 ONNX model")

@@ -373,10 +373,11 @@ class QuantizeConfig(Strict):
     """Node names left in float, always (names as in the exported ONNX graph)."""
     pre_process: bool = True
     """Run onnxruntime.quantization.quant_pre_process (shape inference, graph optimization) first."""
-    target: str = Field("host", pattern=r"^(host|ssh://\S+)$")
+    target: str = Field("host", pattern=r"^(host|ssh://\S+|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
     """auto: where candidates are timed. host: this machine. ssh://user@host[:port][/dir]: the device,
     with bench.py over SSH (as `edgedistill bench --target`), so the recipe that ships is the fastest
-    there; the report names where every latency came from."""
+    there; or a device name of the devices file (its target, threads and python). The report names
+    where every latency came from."""
     target_python: str = "python3"
     """auto, ssh target: the interpreter there (needs numpy and onnxruntime)."""
 
@@ -465,12 +466,15 @@ class Pipeline(Strict):
     bundle: BundleConfig = BundleConfig()
     budgets: PathField | None = None
     """Budgets file the bundle is gated on at the end of `run` (path). None: no gate."""
+    devices: PathField | None = None
+    """Devices file (path) that quantize.target may name a device of. None: $EDGEDISTILL_DEVICES or
+    ./devices.yaml."""
 
 
 # Keys whose values are paths: relative values are resolved against the pipeline file's folder
 # (or the current directory for --set).
-PATH_KEYS = ("data.train_dir", "data.val_dir", "data.test_dir", "data.unlabeled_dir", "budgets", "teacher.preset",
-             "student.preset")
+PATH_KEYS = ("data.train_dir", "data.val_dir", "data.test_dir", "data.unlabeled_dir", "budgets", "devices",
+             "teacher.preset", "student.preset")
 #: Lists of mappings with a path field: (list key, field).
 PATH_LIST_KEYS = (("distill.extra_teachers", "model"),)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 import time
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .config import format_validation_error
 from .errors import ConfigError
@@ -19,6 +20,73 @@ DEVICE_FIELDS = ("latency_ms", "peak_rss_mb", "load_ms", "cold_start_ms", "throu
                  "duration_s", "protocol", "settings", "device", "accuracy", "eval_samples")
 DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_RESULT_BYTES = 16 * 2**20  # a bench.py result is a few KB
+
+# ---- devices.yaml: the team's target devices by name ---------------------------------------------
+class DeviceSpec(BaseModel):
+    """One device in a devices file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    target: str
+    """Where it is: ssh://user@host[:port][/dir] (a real device) or aarch64[:CPU] (emulated, answers only)."""
+    threads: int = Field(1, ge=1)
+    """Threads bench.py and quantize.target time with there (what the app gives the model)."""
+    arch: Literal["aarch64", "armv7l", "x86_64"] = "aarch64"
+    python: str = "python3"
+    """The interpreter there (needs numpy and onnxruntime)."""
+    notes: str = ""
+
+    @property
+    def emulated(self) -> bool:
+        return not self.target.startswith("ssh://")
+
+    @model_validator(mode="after")
+    def _target(self) -> "DeviceSpec":
+        from . import remote, targets
+
+        try:
+            remote.parse_target(self.target) if self.target.startswith("ssh://") else targets.parse_target(self.target)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+
+def devices_file(explicit: Path | None = None) -> Path | None:
+    """The devices file: --devices, else $EDGEDISTILL_DEVICES, else ./devices.yaml if there is one."""
+    if explicit is not None:
+        return Path(explicit)
+    if os.environ.get("EDGEDISTILL_DEVICES"):
+        return Path(os.environ["EDGEDISTILL_DEVICES"])
+    return Path("devices.yaml") if Path("devices.yaml").is_file() else None
+
+
+def load_devices(path: Path) -> dict[str, DeviceSpec]:
+    """name -> DeviceSpec, every entry checked (names as device names, targets parsed)."""
+    from .config import read_yaml, validate
+
+    tree = read_yaml(Path(path), "devices file")
+    out = {}
+    for name, entry in tree.items():
+        if not isinstance(name, str) or not DEVICE_NAME.fullmatch(name):
+            raise ConfigError(f"devices file '{path}': '{str(name)[:40]}' is not a usable device name (letters, digits, '_', '.', '-')")
+        if not isinstance(entry, dict):
+            raise ConfigError(f"devices file '{path}': {name} must be a mapping with target, threads, arch, python, notes")
+        out[name] = validate(DeviceSpec, entry, f"devices file '{path}', device {name}")
+    return out
+
+
+def find_device(name: str, path: Path | None) -> DeviceSpec:
+    """A device by name from the devices file; an unknown name is an error naming the nearest ones."""
+    from .registry import did_you_mean
+
+    if path is None:
+        raise ConfigError(f"device '{name}' needs a devices file: give --devices FILE, set $EDGEDISTILL_DEVICES, "
+                          f"or put devices.yaml in this folder")
+    known = load_devices(path)
+    if name not in known:
+        raise ConfigError(f"unknown device '{name}' in devices file '{path}'{did_you_mean(name, list(known))}; "
+                          f"known: {', '.join(known) or 'none'}")
+    return known[name]
+
 
 # ---- the schema of a bench.py (ortbench.py) result: what ingest accepts --------------------------
 Number = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
@@ -167,20 +235,25 @@ class VerifyTarget:
 
 
 def verify_targets(specs: list[str], root: Path | None = None, name: str | None = None,
-                   remote_python: str = "python3") -> list[VerifyTarget]:
-    """--target values -> targets, every one checked before anything runs."""
+                   remote_python: str = "python3", devices: list[str] = (), devices_path: Path | None = None) -> list[VerifyTarget]:
+    """--target values and --device names -> targets, every one checked before anything runs."""
     from . import remote, targets
 
+    items = [(spec, name, remote_python) for spec in specs]
+    for device in devices:
+        d = find_device(device, devices_path)
+        items.append((d.target, device, d.python))
     out: list[VerifyTarget] = []
-    for spec in specs:
+    for spec, given, python in items:
         if spec.startswith("ssh://"):
-            remote.parse_target(spec)
-            device = check_device_name(name or remote.parse_target(spec)[0].rpartition("@")[2])
-            out.append(VerifyTarget(device, spec, lambda b, m, x, y, spec=spec, device=device: remote.predict_over_ssh(
-                b, spec, m, x, y, device, remote_python), emulated=False))
+            device = check_device_name(given or remote.parse_target(spec)[0].rpartition("@")[2])
+            out.append(VerifyTarget(device, spec, lambda b, m, x, y, spec=spec, device=device, python=python:
+                                    remote.predict_over_ssh(b, spec, m, x, y, device, python), emulated=False))
             continue
-        for cpu in targets.parse_target(spec):
-            out.append(VerifyTarget(targets.device_name(cpu), f"{targets.ARCH}:{cpu}", lambda b, m, x, y, cpu=cpu: targets.predict(
+        cpus = targets.parse_target(spec)
+        for cpu in cpus:
+            device = given if given and len(cpus) == 1 else targets.device_name(cpu)
+            out.append(VerifyTarget(device, f"{targets.ARCH}:{cpu}", lambda b, m, x, y, cpu=cpu: targets.predict(
                 root or targets.default_root(), cpu, b / "bench.py", b / m, x, y), emulated=True))
     if any(t.emulated for t in out):
         targets.status(root or targets.default_root())

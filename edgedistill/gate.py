@@ -208,6 +208,23 @@ def write_junit(rows: list[Check], bundle: Path, path: Path) -> None:
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
 
 
+def check_device_names(budgets: Budgets, report: dict, devices_path: Path | None) -> None:
+    """With a devices file, every device a budget names must be one of its devices, one the report
+    already has, or an emulated core (aarch64-a72...): a misspelt name is an error (exit 2) naming the
+    nearest, not a budget that fails for want of a result."""
+    if devices_path is None or not budgets.devices:
+        return
+    from . import targets
+    from .devices import load_devices
+    from .registry import did_you_mean
+
+    known = [*load_devices(devices_path), *report.get("devices", {}), *(targets.device_name(c) for c in targets.CPUS)]
+    for name in budgets.devices:
+        if name not in known:
+            raise ConfigError(f"budgets name device '{name}', which is not in devices file '{devices_path}'"
+                              f"{did_you_mean(name, known)}; known: {', '.join(dict.fromkeys(known))}")
+
+
 def enforce(rows: list[Check]) -> None:
     """Raise GateFailed (exit code 1) naming the budgets that do not hold."""
     failed = [r.metric for r in rows if not r.passed]

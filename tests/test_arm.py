@@ -78,12 +78,15 @@ def test_a_missing_target_says_how_to_build_it(bundle, tmp_path, capsys):
 @pytest.mark.slow
 def test_verify_on_emulated_aarch64_records_the_answers_and_the_gate_reads_them(bundle, aarch64, tmp_path, capsys):
     version = json.loads((bundle / "manifest.json").read_text())["content_sha256"]
-    assert main(["verify", str(bundle), "--target", "aarch64:cortex-a53", "--target", "aarch64:cortex-a76",
+    devices = tmp_path / "devices.yaml"  # a device of the devices file, recorded under its own name
+    devices.write_text(yaml.safe_dump({"phone": {"target": "aarch64:cortex-a76", "notes": "a Cortex-A76 phone, emulated"}}))
+    assert main(["verify", str(bundle), "--target", "aarch64:cortex-a53", "--device", "phone", "--devices", str(devices),
                  "--root", str(aarch64)]) == 0
     out = capsys.readouterr().out
-    assert "aarch64-a53" in out and "aarch64-a76" in out
+    assert "aarch64-a53" in out and "phone" in out
     report = json.loads((bundle / "report.json").read_text())
-    for name in ("aarch64-a53", "aarch64-a76"):
+    assert report["devices"]["phone"]["target"] == "aarch64:cortex-a76"
+    for name in ("aarch64-a53", "phone"):
         d = report["devices"][name]
         assert d["emulated"] is True and d["device"]["machine"] == "aarch64" and "latency_ms" not in d
         assert set(d["models"]) == {"model.onnx", "model.ort"} and d["images"] == len(np.load(bundle / "test_labels.npy"))

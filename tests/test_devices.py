@@ -90,3 +90,47 @@ def test_ingest_refuses_what_is_not_a_bench_result(bundle, tmp_path, capsys):
         assert "is not a bench.py result" in capsys.readouterr().err
     assert main(["ingest", str(tmp_path / "missing.json"), str(bundle)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.fixture
+def devices_yaml(tmp_path):
+    path = tmp_path / "devices.yaml"
+    path.write_text(yaml.safe_dump({
+        "pi4": {"target": "ssh://pi@pi4.local", "threads": 4, "notes": "Raspberry Pi 4, 4 GB"},
+        "pi4-emulated": {"target": "aarch64:cortex-a72"},
+    }))
+    return path
+
+
+def test_a_devices_file_names_the_devices_and_a_wrong_name_is_a_clear_error(bundle, devices_yaml, tmp_path, capsys):
+    from edgedistill.devices import find_device, load_devices
+
+    assert set(load_devices(devices_yaml)) == {"pi4", "pi4-emulated"} and find_device("pi4", devices_yaml).threads == 4
+    assert main(["verify", str(bundle), "--device", "pi-4", "--devices", str(devices_yaml)]) == 2
+    assert "unknown device 'pi-4'" in (err := capsys.readouterr().err) and "did you mean 'pi4'" in err
+    # bench needs a real device: an emulated one has no latency worth recording
+    assert main(["bench", str(bundle), "--device", "pi4-emulated", "--devices", str(devices_yaml)]) == 2
+    assert "latency under emulation means nothing" in capsys.readouterr().err
+    # the gate refuses a budget for a device nobody knows (a typo), instead of failing it for want of a result
+    budgets = tmp_path / "b.yaml"
+    budgets.write_text(yaml.safe_dump({"devices": {"pi5": {"max_latency_ms_p90": 10}}}))
+    assert main(["gate", str(bundle), "--budgets", str(budgets), "--devices", str(devices_yaml)]) == 2
+    assert "not in devices file" in (err := capsys.readouterr().err) and "did you mean 'pi4'" in err
+    # a target that is neither ssh:// nor an emulated core
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"board": {"target": "telnet://board"}}))
+    assert main(["verify", str(bundle), "--device", "board", "--devices", str(bad)]) == 2
+    assert "devices file" in capsys.readouterr().err
+
+
+def test_quantize_target_can_name_a_device_but_not_an_emulated_one(tiny_run, devices_yaml, capsys):
+    pipeline, _ = tiny_run
+    assert main(["plan", str(pipeline), "--set", "quantize.target=pi4-emulated", "--set", f"devices={devices_yaml}"]) == 2
+    assert "latency under emulation means nothing" in capsys.readouterr().err
+    assert main(["plan", str(pipeline), "--set", "quantize.target=pi_4", "--set", f"devices={devices_yaml}"]) == 2
+    assert "did you mean 'pi4'" in capsys.readouterr().err
+    from edgedistill.config import load_pipeline
+    from edgedistill.stages import quantize
+
+    cfg = quantize.configure(load_pipeline(pipeline, ["quantize.target=pi4", f"devices={devices_yaml}"]))
+    assert cfg.quantize.target == "ssh://pi@pi4.local" and cfg.latency.threads == 4  # the device's, in the cache key

@@ -97,8 +97,9 @@ def test_verify_over_ssh_compares_the_answers_and_records_them(tiny_run, tmp_pat
     bundle = tmp_path / "v1"
     shutil.copytree(store / "bundles" / "tiny" / "v1", bundle)
     user = os.environ.get("USER") or __import__("getpass").getuser()
-    code = main(["verify", str(bundle), "--target", f"ssh://{user}@127.0.0.1:{port}{remote}", "--name", "lab-board",
-                 "--remote-python", sys.executable, "--images", "40"])
+    devices = tmp_path / "devices.yaml"  # the device by name, from a devices file
+    devices.write_text(json.dumps({"lab-board": {"target": f"ssh://{user}@127.0.0.1:{port}{remote}", "python": sys.executable}}))
+    code = main(["verify", str(bundle), "--device", "lab-board", "--devices", str(devices), "--images", "40"])
     assert code == 0, capsys.readouterr().err
     assert (remote / "logits.npy").is_file() and (remote / "test_inputs.npy").is_file()  # it ran over there
     entry = json.loads((bundle / "report.json").read_text())["devices"]["lab-board"]

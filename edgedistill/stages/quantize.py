@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from ..config import BenchmarkConfig, QuantizeConfig, Strict
 from ..data import Dataset, read_preprocess, to_model_input
-from ..errors import StageError
+from ..errors import ConfigError, StageError
 from ..onnx_utils import bench_in_child, ort_predict
 from ..runner import Context, Stage
 from ..stats import LEVEL, paired_drop, resolution
@@ -386,6 +386,22 @@ def run(cfg: QuantizeStageConfig, inputs: dict[str, Path], out: Path, ctx: Conte
     return metrics
 
 
+def configure(p) -> QuantizeStageConfig:
+    """The stage's config; a quantize.target that names a device becomes that device's ssh target,
+    python and threads (so the cache key follows the device, not its name)."""
+    q, bench = p.quantize, p.benchmark
+    if q.target != "host" and not q.target.startswith("ssh://"):
+        from ..devices import devices_file, find_device
+
+        d = find_device(q.target, p.devices or devices_file())
+        if d.emulated:
+            raise ConfigError(f"quantize.target '{q.target}' is emulated ({d.target}): latency under emulation means "
+                              f"nothing; name a real device (ssh://) or host")
+        q = q.model_copy(update={"target": d.target, "target_python": d.python})
+        bench = bench.model_copy(update={"threads": d.threads})
+    return QuantizeStageConfig(quantize=q, latency=latency_settings(bench, q), seed=p.seed)
+
+
 def latency_settings(bench: BenchmarkConfig, q: QuantizeConfig) -> BenchmarkConfig:
     """Only what changes a latency ranking: threads and graph optimization, not the release protocol."""
     return BenchmarkConfig(threads=bench.threads, inter_op_threads=bench.inter_op_threads,
@@ -395,7 +411,7 @@ def latency_settings(bench: BenchmarkConfig, q: QuantizeConfig) -> BenchmarkConf
 
 STAGE = Stage(
     name="quantize", version=9, inputs=("dataset", "onnx"), output="quantized",
-    configure=lambda p: QuantizeStageConfig(quantize=p.quantize, latency=latency_settings(p.benchmark, p.quantize), seed=p.seed),
+    configure=configure,
     run=run,
     headline=lambda m: f"ships {'FP32' if m['choice'] == 'fp32' else m['recipe']}; val acc FP32 {m['val_accuracy_fp32']:.2f}% "
                        f"vs {m['recipe']} {m['val_accuracy_int8']:.2f}%, {m['size_bytes_fp32'] / 1024:.0f} -> {m['size_bytes_int8'] / 1024:.0f} KiB",
