@@ -54,6 +54,15 @@ def tiny_run(tmp_path_factory):
 
 
 @pytest.fixture
+def bundle(tiny_run, tmp_path):
+    """A private copy of the tiny run's bundle (v1), free to change."""
+    _, store = tiny_run
+    copy = tmp_path / "v1"
+    shutil.copytree(store / "bundles" / "tiny" / "v1", copy)
+    return copy
+
+
+@pytest.fixture
 def tiny_store_copy(tiny_run, tmp_path):
     """A private copy of the tiny run's store and pipeline folder, free to change."""
     pipeline, store = tiny_run

@@ -15,14 +15,6 @@ from edgedistill.cli import main
 from edgedistill.store import sha256_file
 
 
-@pytest.fixture
-def bundle(tiny_run, tmp_path):
-    _, store = tiny_run
-    copy = tmp_path / "v1"
-    shutil.copytree(store / "bundles" / "tiny" / "v1", copy)
-    return copy
-
-
 @pytest.fixture(scope="session")
 def aarch64():
     """The emulated aarch64 target, built once (about a minute; cached in ~/.cache/edgedistill/targets).

@@ -1,6 +1,5 @@
 """Target devices: bench.py from a bundle, `edgedistill bench`, `ingest`, per-device budgets."""
 import json
-import shutil
 import subprocess
 import sys
 
@@ -9,14 +8,6 @@ import yaml
 
 from edgedistill.cli import main
 from edgedistill.store import sha256_file
-
-
-@pytest.fixture
-def bundle(tiny_run, tmp_path):
-    _, store = tiny_run
-    copy = tmp_path / "v1"
-    shutil.copytree(store / "bundles" / "tiny" / "v1", copy)
-    return copy
 
 
 def device_run(bundle, tmp_path, name="pi4"):

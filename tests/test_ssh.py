@@ -60,20 +60,17 @@ PidFile {keys / 'sshd.pid'}
         time.sleep(0.1)
     os.environ["EDGEDISTILL_SSH_OPTIONS"] = (f"-i {keys / 'client'} -o StrictHostKeyChecking=no "
                                              f"-o UserKnownHostsFile={keys / 'known_hosts'}")
-    yield port, tmp_path / "remote"
+    user = os.environ.get("USER") or __import__("getpass").getuser()
+    yield f"ssh://{user}@127.0.0.1:{port}{tmp_path / 'remote'}", tmp_path / "remote"
     os.environ.pop("EDGEDISTILL_SSH_OPTIONS", None)
     proc.terminate()
     proc.wait(timeout=10)
 
 
-def test_bench_over_ssh_copies_runs_fetches_and_ingests(tiny_run, tmp_path, sshd, capsys):
-    port, remote = sshd
-    _, store = tiny_run
-    bundle = tmp_path / "v1"
-    shutil.copytree(store / "bundles" / "tiny" / "v1", bundle)
-    user = os.environ.get("USER") or __import__("getpass").getuser()
+def test_bench_over_ssh_copies_runs_fetches_and_ingests(bundle, tmp_path, sshd, capsys):
+    target, remote = sshd
     out = tmp_path / "lab.json"
-    code = main(["bench", str(bundle), "--target", f"ssh://{user}@127.0.0.1:{port}{remote}", "--name", "lab-board",
+    code = main(["bench", str(bundle), "--target", target, "--name", "lab-board",
                  "--remote-python", sys.executable, "--runs", "10", "--min-seconds", "0", "--out", str(out), "--ingest"])
     assert code == 0, capsys.readouterr().err
     assert (remote / "bench.py").is_file() and (remote / "result.json").is_file()  # it ran over there
@@ -91,14 +88,10 @@ def test_unreachable_target_is_one_clear_error(tiny_run, tmp_path, sshd, capsys)
     assert err.startswith("edgedistill: error: creating the remote folder on nobody@127.0.0.1 failed") and "\n" not in err
 
 
-def test_verify_over_ssh_compares_the_answers_and_records_them(tiny_run, tmp_path, sshd, capsys):
-    port, remote = sshd
-    _, store = tiny_run
-    bundle = tmp_path / "v1"
-    shutil.copytree(store / "bundles" / "tiny" / "v1", bundle)
-    user = os.environ.get("USER") or __import__("getpass").getuser()
+def test_verify_over_ssh_compares_the_answers_and_records_them(bundle, tmp_path, sshd, capsys):
+    target, remote = sshd
     devices = tmp_path / "devices.yaml"  # the device by name, from a devices file
-    devices.write_text(json.dumps({"lab-board": {"target": f"ssh://{user}@127.0.0.1:{port}{remote}", "python": sys.executable}}))
+    devices.write_text(json.dumps({"lab-board": {"target": target, "python": sys.executable}}))
     code = main(["verify", str(bundle), "--device", "lab-board", "--devices", str(devices), "--images", "40"])
     assert code == 0, capsys.readouterr().err
     assert (remote / "logits.npy").is_file() and (remote / "test_inputs.npy").is_file()  # it ran over there
@@ -110,10 +103,8 @@ def test_verify_over_ssh_compares_the_answers_and_records_them(tiny_run, tmp_pat
 
 def test_quantize_target_times_the_candidates_on_the_device(tiny_store_copy, sshd, capsys):
     """quantize.target: ssh://...: auto mode ranks candidates by bench.py's latency over there."""
-    port, remote = sshd
+    target, remote = sshd
     pipeline, store = tiny_store_copy
-    user = os.environ.get("USER") or __import__("getpass").getuser()
-    target = f"ssh://{user}@127.0.0.1:{port}{remote}"
     code = main(["run", str(pipeline), "--store", str(store), "--set", "quantize.mode=auto", "--set", f"quantize.target={target}",
                  "--set", f"quantize.target_python={sys.executable}", "--set", "quantize.recipes=[qdq_u8s8,dynamic_s8]",
                  "--set", "quantize.latency_runs=10", "--set", "quantize.latency_min_duration_s=0"])
