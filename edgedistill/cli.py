@@ -266,10 +266,8 @@ def cmd_gc(a: argparse.Namespace) -> int:
 
 
 def cmd_gate(a: argparse.Namespace) -> int:
-    from .gate import check, enforce, format_table, load_budgets, load_report, to_json, write_junit
-
     from .devices import devices_file
-    from .gate import check_device_names
+    from .gate import check, check_device_names, enforce, format_table, load_budgets, load_report, to_json, write_junit
 
     budgets = load_budgets(Path(a.budgets))
     report = load_report(Path(a.bundle))

@@ -277,6 +277,8 @@ def verify_on_targets(bundle: Path, chosen: list[VerifyTarget], images: int | No
     if "test_inputs.npy" not in manifest["files"]:
         raise ConfigError(f"bundle '{bundle}' carries no test inputs (test_inputs.npy); rebuild it with "
                           f"bundle.include_test_set > 0 (the default, 256)")
+    if "--logits" not in (bundle / "bench.py").read_text():
+        raise ConfigError(f"bundle '{bundle}' has a bench.py from before verify mode (no --logits); rebuild the bundle")
     x, y = np.load(bundle / "test_inputs.npy", mmap_mode="r"), np.load(bundle / "test_labels.npy")
     n = len(y) if images is None else max(1, min(images, len(y)))
     models = [m for m in ("model.onnx", "model.ort") if m in manifest["files"]]
