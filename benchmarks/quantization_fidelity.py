@@ -11,6 +11,8 @@ Cases:
               probe on MNIST-5k), exported to ONNX and quantized by the same auto mode (quantize.select).
 
     python benchmarks/quantization_fidelity.py [--case quickstart] [--seeds 0 1 2] [--store DIR]
+    python benchmarks/quantization_fidelity.py --case teacher224 --extra quantize.mode=fixed
+        (each calibration setting on the default recipe, qdq_u8s8 per channel: no search, one model each)
 
 Run it alone: the latencies that rank candidates are taken on this machine.
 """
@@ -90,6 +92,9 @@ def main() -> None:
     ap.add_argument("--case", choices=["quickstart", "teacher224"], default="quickstart")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--settings", nargs="+", choices=list(CALIBRATION), default=list(CALIBRATION))
+    ap.add_argument("--extra", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="more pipeline overrides for every run, e.g. quantize.mode=fixed (one model per setting: "
+                         "the calibration settings compared on the same recipe)")
     ap.add_argument("--store", type=Path, default=Path(tempfile.gettempdir()) / "edgedistill_quantization_fidelity")
     a = ap.parse_args()
     started = time.time()
@@ -101,7 +106,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for name in a.settings:
         for seed in a.seeds:
-            extra = CALIBRATION[name]
+            extra = CALIBRATION[name] + a.extra
             m = quickstart(store, seed, extra) if a.case == "quickstart" else teacher224(store, seed, extra, work)
             val, test = m["val_drop"], m["test_drop"]
             limit = load_pipeline(PIPELINE, extra).quantize.max_accuracy_drop
