@@ -6,9 +6,9 @@ candidate's accuracy drop against FP32 is paired (the same images) and comes wit
 interval and its top-1 agreement with FP32 (edgedistill.stats). The rule: a candidate is within
 tolerance when the upper end of that interval is at most max_accuracy_drop. The fastest candidate
 within tolerance that is at least min_speedup faster than FP32 is chosen. If no recipe is accurate
-enough, the fastest static QDQ recipe is calibrated again with other methods (retry_calibration), then
-the nodes that add the most quantization error are left in float, a few at a time, until one is
-(mixed precision); that search stops when search_budget_s is spent. If nothing qualifies, FP32 ships,
+enough, the fastest static QDQ recipe is calibrated again with other methods (retry_calibration, none by
+default), then the nodes that add the most quantization error are left in float, a few at a time,
+until one is (mixed precision); that search stops when search_budget_s is spent. If nothing qualifies, FP32 ships,
 and the metrics say why. Every candidate tried goes into the metrics (and from there into the bundle's report).
 
 mode fixed: the configured quantization, applied once.
