@@ -256,7 +256,7 @@ def verify_targets(specs: list[str], root: Path | None = None, name: str | None 
             out.append(VerifyTarget(device, f"{targets.ARCH}:{cpu}", lambda b, m, x, y, cpu=cpu: targets.predict(
                 root or targets.default_root(), cpu, b / "bench.py", b / m, x, y), emulated=True))
     if any(t.emulated for t in out):
-        targets.status(root or targets.default_root())
+        targets.status(root or targets.default_root(), same_versions=True)
     names = [t.name for t in out]
     if len(set(names)) < len(names):
         raise ConfigError(f"--target names a device twice ({', '.join(names)}); give each once")

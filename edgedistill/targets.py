@@ -77,14 +77,25 @@ def qemu() -> str:
     return found
 
 
-def status(root: Path | None = None) -> dict:
-    """target.json of a built target, or a clear error saying how to build one."""
+def status(root: Path | None = None, same_versions: bool = False) -> dict:
+    """target.json of a built target, or a clear error saying how to build one. same_versions: also
+    require the onnxruntime and numpy of this machine, so that a comparison is of the CPU, not of two
+    releases."""
     root = Path(root or default_root())
     try:
         info = json.loads((root / "target.json").read_text())
     except (OSError, ValueError):
         raise ConfigError(f"no {ARCH} target in '{root}'; build it once with `edgedistill target setup {ARCH}` "
                           f"(or `make {ARCH}`)") from None
+    if same_versions:
+        import numpy
+        import onnxruntime
+
+        here = {"onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__}
+        differ = [f"{k} {info.get(k)} there, {v} here" for k, v in here.items() if info.get(k) != v]
+        if differ:
+            raise ConfigError(f"the {ARCH} target in '{root}' was built for other versions ({'; '.join(differ)}); "
+                              f"rebuild it: `edgedistill target setup {ARCH} --force`")
     return info
 
 
@@ -119,7 +130,10 @@ def setup(root: Path | None = None, log=print, force: bool = False) -> dict:
 
     root = Path(root or default_root())
     if not force and (root / "target.json").is_file():
-        return status(root)
+        try:
+            return status(root, same_versions=True)
+        except ConfigError:
+            log(f"the {ARCH} target in '{root}' was built for other onnxruntime/numpy versions: rebuilding it")
     for tool, package in (("debootstrap", "debootstrap"), ("dpkg-deb", "dpkg")):
         if not shutil.which(tool):
             raise ConfigError(f"'{tool}' is not installed: `apt-get install {package}` (Debian/Ubuntu), then run again")

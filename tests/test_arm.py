@@ -12,6 +12,7 @@ import yaml
 
 from edgedistill import targets
 from edgedistill.cli import main
+from edgedistill.errors import ConfigError
 from edgedistill.store import sha256_file
 
 
@@ -20,7 +21,9 @@ def aarch64():
     """The emulated aarch64 target, built once (about a minute; cached in ~/.cache/edgedistill/targets).
     Skipped, saying why, only where this machine cannot build or run one; a build that fails here fails."""
     root = targets.default_root()
-    if not (root / "target.json").is_file():
+    try:
+        targets.status(root, same_versions=True)
+    except ConfigError:
         missing = [tool for tool in ("qemu-aarch64-static", "debootstrap", "dpkg-deb") if not shutil.which(tool)]
         if missing:
             pytest.skip(f"no emulated aarch64 target: {', '.join(missing)} not installed (.ci/run installs qemu-user-static "
@@ -65,6 +68,16 @@ def test_unknown_targets_are_clear_errors(bundle, capsys, target, message):
 def test_a_missing_target_says_how_to_build_it(bundle, tmp_path, capsys):
     assert main(["verify", str(bundle), "--target", "aarch64:cortex-a72", "--root", str(tmp_path / "none")]) == 2
     assert "edgedistill target setup aarch64" in capsys.readouterr().err
+
+
+def test_a_target_built_for_other_versions_is_refused(bundle, tmp_path, capsys):
+    """A comparison must be of the CPU, not of two onnxruntime releases."""
+    root = tmp_path / "aarch64"
+    root.mkdir()
+    (root / "target.json").write_text(json.dumps({"arch": "aarch64", "onnxruntime": "1.0.0", "numpy": "1.0.0"}))
+    assert main(["verify", str(bundle), "--target", "aarch64:cortex-a72", "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "built for other versions (onnxruntime 1.0.0 there" in err and "target setup aarch64 --force" in err
 
 
 @pytest.mark.slow
