@@ -90,12 +90,53 @@ def session_options(threads: int, inter_threads: int, opt_level: str) -> ort.Ses
     return opts
 
 
-def make_input(meta, inputs: np.ndarray | None, batch: int) -> np.ndarray:
+DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+          "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8,
+          "tensor(bool)": np.bool_}
+
+
+def as_feed(session, inputs) -> dict:
+    """inputs -> {input name: array}: a dict (an .npz: one array per input name) as it is, a single
+    array for a model with one input."""
+    metas = session.get_inputs()
+    if isinstance(inputs, dict) or hasattr(inputs, "files"):
+        missing = [m.name for m in metas if m.name not in inputs]
+        if missing:
+            raise SystemExit(f"bench.py: --inputs has no array for input(s) {', '.join(missing)} of the model")
+        return {m.name: inputs[m.name] for m in metas}
+    if len(metas) != 1:
+        raise SystemExit(f"bench.py: the model takes {len(metas)} inputs ({', '.join(m.name for m in metas)}); "
+                         f"give --inputs as an .npz with one array per input name")
+    return {metas[0].name: inputs}
+
+
+def feed_rows(session, data: dict, rows) -> dict:
+    """Rows of every input (rows: a slice or an index array), contiguous and in the model's dtype."""
+    return {m.name: np.ascontiguousarray(data[m.name][rows], dtype=DTYPES.get(m.type, np.float32)) for m in session.get_inputs()}
+
+
+def make_feed(session, inputs, batch: int, sequence_length: int = 128) -> dict:
+    """One batch for timing: rows of the given inputs (repeated when batch > their count), or made up
+    from the model's input types: float inputs random normal; integer inputs as a text model takes
+    them, at sequence_length where the axis is dynamic (token ids in [1000, 2000), which every
+    BERT-family vocabulary holds; 1 for an attention mask, 0 for token type ids)."""
     if inputs is not None:
-        rows = np.resize(np.arange(len(inputs)), batch)  # repeat samples when batch > len(inputs)
-        return np.ascontiguousarray(inputs[rows], dtype=np.float32)
-    shape = [batch if i == 0 else (d if isinstance(d, int) else 1) for i, d in enumerate(meta.shape)]
-    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        data = as_feed(session, inputs)
+        first = next(iter(data.values()))
+        return feed_rows(session, data, np.resize(np.arange(len(first)), batch))  # repeat samples when batch > N
+    rng, feed = np.random.default_rng(0), {}
+    for m in session.get_inputs():
+        dtype = DTYPES.get(m.type, np.float32)
+        if np.issubdtype(dtype, np.floating):
+            shape = [batch if i == 0 else (d if isinstance(d, int) else 1) for i, d in enumerate(m.shape)]
+            feed[m.name] = rng.standard_normal(shape).astype(dtype)
+            continue
+        shape = [batch if i == 0 else (d if isinstance(d, int) else sequence_length) for i, d in enumerate(m.shape)]
+        name = m.name.lower()
+        value = (np.ones(shape) if "mask" in name else np.zeros(shape) if "type" in name
+                 else rng.integers(1000, 2000, size=shape))
+        feed[m.name] = value.astype(dtype)
+    return feed
 
 
 def top_operators(model: str, opts: ort.SessionOptions, feed: dict, runs: int, top: int = 8) -> list[dict]:
@@ -121,13 +162,13 @@ def top_operators(model: str, opts: ort.SessionOptions, feed: dict, runs: int, t
 def benchmark(model: str, threads: int = 1, warmup: int = 20, runs: int = 300, min_seconds: float = 1.0,
               inputs: np.ndarray | None = None, labels: np.ndarray | None = None, inter_threads: int = 1,
               opt_level: str = "all", throughput_batch: int = 8, profile_runs: int = 50, name: str | None = None,
-              eval_batch: int = 64) -> dict:
+              eval_batch: int = 64, sequence_length: int = 128) -> dict:
     opts = session_options(threads, inter_threads, opt_level)
     t0 = time.perf_counter()
     session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     load_ms = (time.perf_counter() - t0) * 1e3
     meta = session.get_inputs()[0]
-    feed = {meta.name: make_input(meta, inputs, 1)}
+    feed = make_feed(session, inputs, 1, sequence_length)
 
     t0 = time.perf_counter()
     session.run(None, feed)
@@ -167,8 +208,10 @@ def benchmark(model: str, threads: int = 1, warmup: int = 20, runs: int = 300, m
             "providers": session.get_providers(), "python": platform.python_version(),
         },
     }
+    if inputs is None and any(not np.issubdtype(DTYPES.get(m.type, np.float32), np.floating) for m in session.get_inputs()):
+        result["sequence_length"] = sequence_length  # made-up token ids: the length they were timed at
     if throughput_batch > 1 and (not isinstance(meta.shape[0], int)):
-        big = {meta.name: make_input(meta, inputs, throughput_batch)}
+        big = make_feed(session, inputs, throughput_batch, sequence_length)
         session.run(None, big)
         n, t0 = 0, time.perf_counter()
         while n < 20 or time.perf_counter() - t0 < min(min_seconds, 2.0):
@@ -178,9 +221,9 @@ def benchmark(model: str, threads: int = 1, warmup: int = 20, runs: int = 300, m
     if profile_runs > 0:
         result["top_ops"] = top_operators(model, session_options(threads, inter_threads, opt_level), feed, profile_runs)
     if inputs is not None and labels is not None:
-        correct = 0
-        for i in range(0, len(inputs), eval_batch):
-            logits = session.run(None, {meta.name: np.ascontiguousarray(inputs[i:i + eval_batch], dtype=np.float32)})[0]
+        data, correct = as_feed(session, inputs), 0
+        for i in range(0, len(labels), eval_batch):
+            logits = session.run(None, feed_rows(session, data, slice(i, i + eval_batch)))[0]
             correct += int((logits.argmax(axis=1) == labels[i:i + eval_batch]).sum())
         result["accuracy"] = 100.0 * correct / len(labels)
         result["eval_samples"] = int(len(labels))
@@ -193,12 +236,13 @@ def predict(model: str, inputs: np.ndarray, labels: np.ndarray | None, logits_ou
     Used where latency means nothing (an emulated CPU) or is not the question (does this device give
     the same answers?)."""
     session = ort.InferenceSession(model, session_options(threads, 1, opt_level), providers=["CPUExecutionProvider"])
-    meta = session.get_inputs()[0]
-    logits = np.concatenate([session.run(None, {meta.name: np.ascontiguousarray(inputs[i:i + eval_batch], dtype=np.float32)})[0]
-                             for i in range(0, len(inputs), eval_batch)])
+    data = as_feed(session, inputs)
+    n = len(next(iter(data.values())))
+    logits = np.concatenate([session.run(None, feed_rows(session, data, slice(i, i + eval_batch)))[0]
+                             for i in range(0, n, eval_batch)])
     np.save(logits_out, logits)
     cpu, flags = cpu_info()
-    result = {"model": os.path.basename(model), "sha256": sha256(model), "images": int(len(inputs)),
+    result = {"model": os.path.basename(model), "sha256": sha256(model), "images": int(n),
               "device": {"name": name or platform.node(), "cpu": cpu, "flags": flags, "machine": platform.machine(),
                          "threads": threads, "onnxruntime": ort.__version__, "python": platform.python_version()}}
     if labels is not None:
@@ -218,7 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mlperf", action="store_true", help=f"at least {MLPERF_MIN_RUNS} runs and {MLPERF_MIN_SECONDS:g} s")
     ap.add_argument("--throughput-batch", type=int, default=8, help="batch for the throughput figure (0: skip)")
     ap.add_argument("--profile-runs", type=int, default=50, help="runs under ONNX Runtime's profiler (0: skip)")
-    ap.add_argument("--inputs", help=".npy of preprocessed float32 inputs (N, C, H, W); random when absent")
+    ap.add_argument("--inputs", help=".npy of preprocessed inputs (N, C, H, W), or .npz with one array per input name "
+                                     "(a text model's input_ids, attention_mask); made up when absent")
+    ap.add_argument("--sequence-length", type=int, default=128,
+                    help="made-up integer (token id) inputs: this length on a dynamic axis (default 128)")
     ap.add_argument("--labels", help=".npy of int labels, for accuracy")
     ap.add_argument("--name", help="device name recorded in the result (default: the host name)")
     ap.add_argument("--out", help="write the JSON here instead of stdout")
@@ -229,13 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.logits and not a.inputs:
         ap.error("--logits needs --inputs")
     runs, seconds = (max(a.runs, MLPERF_MIN_RUNS), max(a.min_seconds, MLPERF_MIN_SECONDS)) if a.mlperf else (a.runs, a.min_seconds)
-    inputs = np.load(a.inputs, mmap_mode="r") if a.inputs else None
+    inputs = (dict(np.load(a.inputs)) if a.inputs.endswith(".npz") else np.load(a.inputs, mmap_mode="r")) if a.inputs else None
     labels = np.load(a.labels) if a.labels else None
     if a.logits:
         result = predict(a.model, inputs, labels, a.logits, a.threads, a.opt_level, a.name)
     else:
         result = benchmark(a.model, a.threads, a.warmup, runs, seconds, inputs, labels, a.inter_threads, a.opt_level,
-                           a.throughput_batch, a.profile_runs, a.name)
+                           a.throughput_batch, a.profile_runs, a.name, sequence_length=a.sequence_length)
         result["protocol"] = "mlperf" if a.mlperf else "ci"
     text = json.dumps(result, indent=2)
     if a.out:

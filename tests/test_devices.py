@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -125,3 +126,61 @@ def test_quantize_target_can_name_a_device_but_not_an_emulated_one(tiny_run, dev
 
     cfg = quantize.configure(load_pipeline(pipeline, ["quantize.target=pi4", f"devices={devices_yaml}"]))
     assert cfg.quantize.target == "ssh://pi@pi4.local" and cfg.latency.threads == 4  # the device's, in the cache key
+
+
+def text_model(path):
+    """A tiny text classifier as ONNX (token embeddings, masked mean, linear head), inputs input_ids and
+    attention_mask (int64, dynamic batch and sequence): what an exported transformers model takes."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    emb, head = rng.standard_normal((3000, 8)).astype(np.float32), rng.standard_normal((8, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Gather", ["emb", "input_ids"], ["tok"]),
+        helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["maskf", "axis2"], ["mask3"]),
+        helper.make_node("Mul", ["tok", "mask3"], ["masked"]),
+        helper.make_node("ReduceSum", ["masked", "axis1"], ["summed"], keepdims=0),
+        helper.make_node("ReduceSum", ["mask3", "axis1"], ["count"], keepdims=0),
+        helper.make_node("Div", ["summed", "count"], ["pooled"]),
+        helper.make_node("MatMul", ["pooled", "head"], ["logits"]),
+    ]
+    ints = lambda name: helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "sequence"])
+    graph = helper.make_graph(nodes, "text", [ints("input_ids"), ints("attention_mask")],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
+                              [numpy_helper.from_array(emb, "emb"), numpy_helper.from_array(head, "head"),
+                               numpy_helper.from_array(np.array([2]), "axis2"), numpy_helper.from_array(np.array([1]), "axis1")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return emb, head
+
+
+def test_bench_py_runs_a_text_model_with_int64_inputs(tmp_path):
+    """bench.py makes up token ids and masks at --sequence-length, or reads them from an .npz by input
+    name; accuracy and verify mode work on them as on images."""
+    import numpy as np
+
+    emb, head = text_model(tmp_path / "text.onnx")
+    bench = [sys.executable, "-I", str(Path(__file__).parents[1] / "edgedistill" / "ortbench.py"), str(tmp_path / "text.onnx")]
+    proc = subprocess.run([*bench, "--runs", "10", "--min-seconds", "0", "--profile-runs", "0", "--sequence-length", "32"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    timed = json.loads(proc.stdout)
+    assert timed["latency_ms"]["p90"] > 0 and timed["sequence_length"] == 32
+    rng = np.random.default_rng(1)
+    ids, mask = rng.integers(0, 3000, size=(20, 12)), (rng.random((20, 12)) < 0.8).astype(np.int64)
+    mask[:, 0] = 1  # right padding: every sentence has a first token
+    np.savez(tmp_path / "test.npz", input_ids=ids, attention_mask=mask)
+    expected = ((emb[ids] * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)) @ head
+    labels = expected.argmax(1)
+    labels[:5] = (labels[:5] + 1) % 3  # 15 of 20 right
+    np.save(tmp_path / "labels.npy", labels)
+    proc = subprocess.run([*bench, "--inputs", str(tmp_path / "test.npz"), "--labels", str(tmp_path / "labels.npy"),
+                           "--logits", str(tmp_path / "logits.npy")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["accuracy"] == 75.0
+    np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), expected, rtol=1e-4, atol=1e-5)
+    np.save(tmp_path / "ids.npy", ids)  # one array for a two-input model: a clear error
+    proc = subprocess.run([*bench, "--inputs", str(tmp_path / "ids.npy")], capture_output=True, text=True)
+    assert proc.returncode != 0 and "give --inputs as an .npz with one array per input name" in proc.stderr
