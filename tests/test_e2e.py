@@ -21,7 +21,8 @@ def test_bundle_has_every_file_and_number(tiny_run):
     assert version == 1
     names = {p.name for p in path.iterdir()}
     assert names == {"model.onnx", "model.ort", "model.required_operators.config", "labels.json", "preprocess.json",
-                     "report.json", "manifest.json", "MODEL_CARD.md", "bench.py", "report.html", "tradeoffs.png", "training.png"}
+                     "report.json", "manifest.json", "MODEL_CARD.md", "bench.py", "report.html", "tradeoffs.png", "training.png",
+                     "test_inputs.npy", "test_labels.npy"}
     page = (path / "report.html").read_text()
     assert 'src="tradeoffs.png"' in page and 'src="training.png"' in page and "Quantization (fixed)" in page
     for png in ("tradeoffs.png", "training.png"):
