@@ -218,6 +218,7 @@ def verify_on_targets(a: argparse.Namespace) -> int:
     from . import devices
     from .table import text_table
 
+    devices.verifiable(Path(a.bundle))  # the bundle's own problems first, then the targets'
     chosen = devices.verify_targets(a.target, a.root, a.name, a.remote_python, a.device,
                                     devices.devices_file(a.devices))  # every --target and --device checked first
     entries = devices.verify_on_targets(Path(a.bundle), chosen, a.images, log=lambda m: print(m, file=sys.stderr))

@@ -263,6 +263,17 @@ def verify_targets(specs: list[str], root: Path | None = None, name: str | None 
     return out
 
 
+def verifiable(bundle: Path) -> dict:
+    """The bundle's manifest, once the bundle matches it and carries what verify needs."""
+    manifest = verify_bundle(bundle)
+    if "test_inputs.npy" not in manifest["files"]:
+        raise ConfigError(f"bundle '{bundle}' carries no test inputs (test_inputs.npy); rebuild it with "
+                          f"bundle.include_test_set > 0 (the default, 256)")
+    if "--logits" not in (Path(bundle) / "bench.py").read_text():
+        raise ConfigError(f"bundle '{bundle}' has a bench.py from before verify mode (no --logits); rebuild the bundle")
+    return manifest
+
+
 def verify_on_targets(bundle: Path, chosen: list[VerifyTarget], images: int | None = None, log=print) -> dict[str, dict]:
     """Run the bundle's model.onnx and model.ort with its own bench.py (verify mode: logits, no timing)
     on each target, on the bundle's test inputs, and compare with ONNX Runtime on this machine: top-1
@@ -273,12 +284,7 @@ def verify_on_targets(bundle: Path, chosen: list[VerifyTarget], images: int | No
     from . import ortbench
 
     bundle = Path(bundle)
-    manifest = verify_bundle(bundle)
-    if "test_inputs.npy" not in manifest["files"]:
-        raise ConfigError(f"bundle '{bundle}' carries no test inputs (test_inputs.npy); rebuild it with "
-                          f"bundle.include_test_set > 0 (the default, 256)")
-    if "--logits" not in (bundle / "bench.py").read_text():
-        raise ConfigError(f"bundle '{bundle}' has a bench.py from before verify mode (no --logits); rebuild the bundle")
+    manifest = verifiable(bundle)
     x, y = np.load(bundle / "test_inputs.npy", mmap_mode="r"), np.load(bundle / "test_labels.npy")
     n = len(y) if images is None else max(1, min(images, len(y)))
     models = [m for m in ("model.onnx", "model.ort") if m in manifest["files"]]
