@@ -180,11 +180,10 @@ def setup(root: Path | None = None, log=print, force: bool = False) -> dict:
 
 
 def predict(root: Path, cpu: str, bench_py: Path, model: Path, inputs: Path, labels: Path | None, timeout_s: float = 3600) -> tuple:
-    """Run a bundle's bench.py in verify mode (logits, no timing) on an emulated CPU. Returns (logits,
-    its JSON result)."""
+    """Run a bundle's bench.py in verify mode (logits, no timing) on an emulated CPU (a target that
+    status() accepted: verify_targets checks it once). Returns (logits, its JSON result)."""
     import numpy as np
 
-    status(root)
     with tempfile.TemporaryDirectory() as tmp:
         out, logits = Path(tmp) / "result.json", Path(tmp) / "logits.npy"
         args = [str(bench_py), str(model), "--inputs", str(inputs), "--logits", str(logits), "--name", device_name(cpu),
