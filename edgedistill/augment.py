@@ -126,7 +126,7 @@ class Batches:
 
 def resize_float(x: torch.Tensor, size: int) -> torch.Tensor:
     """Model inputs (N, C, H, W) resized to size x size, bilinear and antialiased (as resize_uint8)."""
-    if x.shape[-1] == size and x.shape[-2] == size:
+    if size is None or (x.shape[-1] == size and x.shape[-2] == size):  # None: no size (text)
         return x
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 

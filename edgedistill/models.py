@@ -4,6 +4,8 @@ Architecture names (FAMILIES):
   torchvision:<name>          any torchvision classification model (torchvision.models.list_models)
   timm:<name>                 any timm model (timm.list_models), when timm is installed
   efficientnet_lite:<name>    efficientnet-lite0..4 of the efficientnet-lite-pytorch package
+  transformers:auto           a Hugging Face transformers sequence classifier (AutoModelForSequenceClassification)
+                              from its weights source, optionally keeping a subset of its layers (text)
   python:<module>:<function>  your own: function(num_classes=..., [in_channels=...], **kwargs) -> nn.Module
   edgedistill:<name>          the small students defined here (ARCHS)
 """
@@ -46,6 +48,122 @@ def small_cnn(num_classes: int, in_channels: int = 3, width: int = 32, grid: int
     )
 
 
+@ARCHS.register("text_cnn")
+def text_cnn(num_classes: int, in_channels: int = 1, vocab_size: int = 30522, embed_dim: int = 128, filters: int = 128,
+             widths: str = "3,4,5", pad_id: int = 0, dropout: float = 0.2) -> nn.Module:
+    """A 1-D CNN over token ids for the smallest devices (Kim, 2014; as a distillation student of
+    BERT after Tang et al., 2019): embeddings, parallel convolutions of the given widths, max-pooled
+    over the tokens that are not padding, a linear head. ~4.0M parameters at the defaults, 3.9M of
+    them the embedding table of a 30,522-token vocabulary."""
+    return TextCNN(num_classes, vocab_size, embed_dim, filters, [int(w) for w in str(widths).split(",")], pad_id, dropout)
+
+
+class TextCNN(nn.Module):
+    def __init__(self, num_classes: int, vocab_size: int, embed_dim: int, filters: int, widths: list[int], pad_id: int,
+                 dropout: float):
+        super().__init__()
+        self.pad_id = pad_id
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.convs = nn.ModuleList([nn.Conv1d(embed_dim, filters, w, padding="same") for w in widths])
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(filters * len(widths), num_classes)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        pad = (input_ids == self.pad_id).unsqueeze(1)
+        x = self.embed(input_ids).transpose(1, 2)
+        pooled = [torch.relu(conv(x)).masked_fill(pad, float("-inf")).amax(dim=2) for conv in self.convs]
+        return self.head(self.dropout(torch.cat(pooled, dim=1)))
+
+
+class HFClassifier(nn.Module):
+    """A transformers sequence classifier that takes token ids alone, (N, L) int64 right-padded: its
+    attention mask is ids != pad id, which is what the tokenizer's mask is for such input. One input
+    keeps the training loop, predict and the taps the same for every model. Export goes through
+    optimum on the inner model (self.hf), whose graph takes input_ids, attention_mask and
+    token_type_ids as a device sends them."""
+
+    def __init__(self, hf: nn.Module):
+        super().__init__()
+        self.hf = hf
+        self.pad_id = hf.config.pad_token_id if hf.config.pad_token_id is not None else 0
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.hf(input_ids=input_ids, attention_mask=(input_ids != self.pad_id).long()).logits
+
+    def backbone_blocks(self) -> list[nn.Module]:
+        """The embeddings, then every transformer layer: what partial and gradual fine-tuning unfreeze."""
+        base = getattr(self.hf, self.hf.base_model_prefix)
+        return [base.embeddings, *base.encoder.layer]
+
+
+def hf_source(spec: WeightsSpec) -> str | None:
+    """The folder or hub id a transformers model (and its tokenizer) loads from; None if spec names none."""
+    if spec.hf is not None:
+        return spec.hf
+    if spec.package is not None:
+        package, _, rel = spec.package.partition(":")
+        return str(package_file(package, rel, f"--no-deps {package.replace('_', '-')}", ConfigError, folder=True))
+    if spec.file is not None and Path(spec.file).is_dir():
+        return str(spec.file)
+    return None
+
+
+def layer_subset(total: int, keep: int | str) -> list[int]:
+    """Which of a transformer's `total` layers a student keeps: an explicit list ("0,2,4"), or a
+    count spread evenly from the first layer (round(i * total / keep)): 3 of 6 -> 0, 2, 4 and
+    6 of 12 -> 0, 2, ..., 10, DistilBERT's every other layer."""
+    if isinstance(keep, str):
+        try:
+            layers = [int(v) for v in keep.split(",")]
+        except ValueError:
+            raise ConfigError(f"layers '{keep}' must be comma-separated layer numbers, e.g. 0,2,4") from None
+    else:
+        if not 1 <= keep <= total:
+            raise ConfigError(f"num_layers {keep}: the model has {total} layers; keep 1 to {total}")
+        layers = [round(i * total / keep) for i in range(keep)]
+    if not layers or any(not 0 <= i < total for i in layers) or len(set(layers)) != len(layers):
+        raise ConfigError(f"layers {layers}: give distinct layer numbers from 0 to {total - 1}")
+    return layers
+
+
+def _transformers(name: str, kwargs: dict, num_classes: int, in_channels: int, weights: WeightsSpec | None,
+                  pretrained: bool) -> nn.Module:
+    """transformers:auto: AutoModelForSequenceClassification from the weights' folder or hub id, with a
+    new num_classes head. kwargs: num_layers (keep that many layers, evenly spaced) or layers ("0,2,4"),
+    each initialised from the pretrained layer of that number (DistilBERT's initialisation)."""
+    _import("transformers", "'transformers==4.57.6' 'optimum-onnx==0.1.0' (or pip install -e '.[text]')")
+    import transformers
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    if name != "auto":
+        raise ConfigError(f"arch 'transformers:{name}': the only name is 'auto' (the model comes from the weights)")
+    source = hf_source(weights) if weights is not None else None
+    if source is None:
+        raise ConfigError("arch 'transformers:auto' needs weights: hf (a hub id), package (a folder in a package) or "
+                          "file (a local model folder)")
+    unknown = set(kwargs) - {"num_layers", "layers"}
+    if unknown:
+        raise ConfigError(f"arch 'transformers:auto' takes kwargs num_layers or layers, not {', '.join(sorted(unknown))}")
+    transformers.logging.set_verbosity_error()  # "newly initialized classifier": that is the point
+    try:
+        config = AutoConfig.from_pretrained(source, num_labels=num_classes)
+        keep = kwargs.get("layers", kwargs.get("num_layers"))
+        layers = layer_subset(config.num_hidden_layers, keep) if keep is not None else None
+        if not pretrained:
+            if layers is not None:
+                config.num_hidden_layers = len(layers)
+            return HFClassifier(AutoModelForSequenceClassification.from_config(config))
+        hf = AutoModelForSequenceClassification.from_pretrained(source, config=config)
+    except OSError as e:  # offline and not in the cache, or not a model folder
+        raise ConfigError(f"cannot load transformers model '{source}' ({str(e).splitlines()[0][:120]}); give a local "
+                          f"model folder or a hub id in the Hugging Face cache") from None
+    if layers is not None:
+        encoder = getattr(hf, hf.base_model_prefix).encoder
+        encoder.layer = nn.ModuleList([encoder.layer[i] for i in layers])
+        hf.config.num_hidden_layers = len(layers)
+    return HFClassifier(hf)
+
+
 def _torchvision_name(name: str) -> str:
     import torchvision
 
@@ -56,14 +174,15 @@ def _torchvision_name(name: str) -> str:
 
 
 def weights_file(spec: WeightsSpec) -> Path | None:
-    """The local file the weights come from (None for torchvision names: torchvision resolves them)."""
+    """The local file (or, for transformers models, folder) the weights come from (None for torchvision
+    names and hub ids: their own loaders resolve them). Its content is part of the cache key."""
     if spec.file is not None:
-        if not Path(spec.file).is_file():
+        if not Path(spec.file).exists():
             raise ConfigError(f"weights file '{spec.file}' does not exist")
         return Path(spec.file)
     if spec.package is not None:
         package, _, rel = spec.package.partition(":")
-        return package_file(package, rel, f"--no-deps {package.replace('_', '-')}", ConfigError)
+        return package_file(package, rel, f"--no-deps {package.replace('_', '-')}", ConfigError, folder=None)
     return None
 
 
@@ -110,6 +229,7 @@ def last_linear(model: nn.Module) -> str:
 # task's head directly.
 Constructor = Callable[[str, dict, int, int, "WeightsSpec | None"], nn.Module]
 FAMILIES: Registry[Constructor] = Registry("architecture family")
+FAMILIES.register("transformers")(_transformers)  # type: ignore[arg-type]  (build() calls it with `pretrained`)
 
 
 @FAMILIES.register("edgedistill")
@@ -210,6 +330,11 @@ def build(preset: ModelPreset, num_classes: int, in_channels: int, pretrained: b
         raise ConfigError(f"arch '{preset.arch}' must be '<family>:<name>' with a family of {', '.join(FAMILIES.names())}"
                           f"{did_you_mean(family, FAMILIES.names())}")
     weights = preset.weights
+    if family == "transformers":  # loads its own weights and config, and builds its own head
+        model = _transformers(name, dict(preset.kwargs), num_classes, in_channels, weights, pretrained)
+        return model, preset.head or last_linear(model)
+    if weights is not None and weights.hf is not None:
+        raise ConfigError(f"weights.hf names Hugging Face transformers weights; '{preset.arch}' is not a transformers: model")
     if weights is not None and weights.torchvision is not None and family != "torchvision":
         raise ConfigError(f"weights.torchvision names torchvision weights; '{preset.arch}' is not a torchvision model")
     if weights is not None and weights.timm is not None and family != "timm":
@@ -324,7 +449,9 @@ class Taps:
         if use_input:
             hook = module.register_forward_pre_hook(lambda m, args: self.values.__setitem__(name, args[0]))
         else:
-            hook = module.register_forward_hook(lambda m, args, out: self.values.__setitem__(name, out))
+            # a transformer layer returns a tuple: its first element is the hidden states
+            hook = module.register_forward_hook(
+                lambda m, args, out: self.values.__setitem__(name, out[0] if isinstance(out, tuple) else out))
         self._handles.append(hook)
 
     def remove(self) -> None:

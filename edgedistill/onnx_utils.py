@@ -25,15 +25,63 @@ def session(path: Path, threads: int = 0) -> ort.InferenceSession:
         raise DataError(f"'{path}' is not a model ONNX Runtime can load: {str(e).splitlines()[0][:150]}") from None
 
 
-def ort_predict(path: Path, x, batch: int = 64) -> np.ndarray:
-    """Logits of an ONNX model for all of x: float32 NCHW inputs, or a data.Split / InputSet
-    (converted to float one batch at a time)."""
-    from .data import input_batches
+def feed(sess: ort.InferenceSession, inputs) -> dict:
+    """{input name: array} for a session: inputs is a dict of arrays by name (a modality's feeds;
+    arrays the model does not take are left out, a lone array renamed to the model's lone input), or
+    one array for a one-input model. Arrays are made contiguous in the model's dtype."""
+    from .ortbench import DTYPES
 
+    metas = sess.get_inputs()
+    if isinstance(inputs, dict):
+        if len(metas) == 1 and len(inputs) == 1:
+            inputs = {metas[0].name: next(iter(inputs.values()))}
+        missing = [m.name for m in metas if m.name not in inputs]
+        if missing:
+            raise AssertionError(f"no array for model input(s) {', '.join(missing)} (have {', '.join(inputs)})")
+    else:
+        inputs = {metas[0].name: inputs}
+    return {m.name: np.ascontiguousarray(inputs[m.name], dtype=DTYPES.get(m.type, np.float32)) for m in metas}
+
+
+def ort_predict(path: Path, x, batch: int = 64) -> np.ndarray:
+    """Logits of an ONNX model for all of x: an array of model inputs (float32 NCHW for images), or a
+    split (data.Split, a text split, an InputSet) converted one batch at a time to the model's feeds."""
     sess = session(path)
-    name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: np.ascontiguousarray(chunk, dtype=np.float32)})[0]
-                           for chunk in input_batches(x, batch)])
+    return np.concatenate([sess.run(None, feed(sess, chunk))[0] for chunk in feed_batches(x, batch)])
+
+
+def feed_batches(x, batch: int):
+    """Batches of x as ONNX feeds: a split's feeds(rows) (a dict by input name), or rows of an array."""
+    for i in range(0, len(x), batch):
+        rows = slice(i, i + batch)
+        yield x.feeds(rows) if hasattr(x, "feeds") else x.inputs(rows) if hasattr(x, "inputs") else x[rows]
+
+
+def export_onnx(model, example, path: Path, opset: int, input_name: str = "input",
+                dynamic: tuple[str, ...] = ("batch",)) -> None:
+    """torch.export-based exporter (dynamo=True), weights inside the file, one input named input_name
+    whose leading axes are dynamic as named (batch; batch and sequence for token ids), one output
+    named logits. The ONNX checker runs on the result."""
+    import contextlib
+    import io
+    import warnings
+
+    import onnx
+    import torch
+
+    from .errors import StageError
+
+    shapes = {i: torch.export.Dim(name, min=1, max=4096) for i, name in enumerate(dynamic)}
+    quiet = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(quiet), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model.eval(), (torch.as_tensor(example),), str(path), input_names=[input_name],
+                              output_names=["logits"], opset_version=opset, dynamic_shapes=(shapes,), dynamo=True,
+                              external_data=False)
+    except Exception as e:  # the exporter raises many types; all mean the same to the user
+        raise StageError(f"torch.onnx.export failed for {type(model).__name__}: {str(e).splitlines()[0]}") from e
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
 def bench_in_child(model: Path, settings: "BenchmarkConfig", inputs: Path | None = None, labels: Path | None = None,

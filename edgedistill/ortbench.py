@@ -208,8 +208,9 @@ def benchmark(model: str, threads: int = 1, warmup: int = 20, runs: int = 300, m
             "providers": session.get_providers(), "python": platform.python_version(),
         },
     }
-    if inputs is None and any(not np.issubdtype(DTYPES.get(m.type, np.float32), np.floating) for m in session.get_inputs()):
-        result["sequence_length"] = sequence_length  # made-up token ids: the length they were timed at
+    tokens = [m.name for m in session.get_inputs() if not np.issubdtype(DTYPES.get(m.type, np.float32), np.floating)]
+    if tokens and feed[tokens[0]].ndim > 1:
+        result["sequence_length"] = int(feed[tokens[0]].shape[1])  # token ids: the length they were timed at
     if throughput_batch > 1 and (not isinstance(meta.shape[0], int)):
         big = make_feed(session, inputs, throughput_batch, sequence_length)
         session.run(None, big)

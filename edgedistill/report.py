@@ -89,7 +89,7 @@ table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;paddi
 td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}</style></head><body>
 <h1>{e(report['pipeline'])}</h1>
 <p>Shipped: <b>{e(report['shipped'])}</b> (<code>model.onnx</code>, {report['size_bytes']:,} bytes), {len(labels)} classes,
-input {sizes['student']} px (teacher {sizes['teacher']} px).
+input {px(sizes['student'])} (teacher {px(sizes['teacher'])}).
 Test accuracy {report['accuracy'][report['shipped']]:.2f}% (teacher {report['accuracy']['teacher']:.2f}%), latency p90
 {report['latency_ms']['p90']:.3f} ms at batch 1 on {e(dev['cpu'])}, {dev['threads']} thread(s), onnxruntime {e(dev['onnxruntime'])}.</p>
 <h2>Models (test split)</h2>
@@ -177,7 +177,14 @@ def md(text: object) -> str:
     return _MARKDOWN.sub(r"\\\1", html.escape(" ".join(str(text).split()), quote=False))
 
 
+def px(size) -> str:
+    """An input size as the card says it: pixels, or token ids for text (no size)."""
+    return "token-id" if size is None else f"{size} px"
+
+
 def model_card(report: dict, labels: list[str], pre: dict) -> str:
+    from .modalities import for_spec
+
     acc, lat, dev, quant = report["accuracy"], report["latency_ms"], report["device"], report["quantization"]
     size = report.get("image_size") or {"teacher": "?", "student": "?"}  # bundles before per-model sizes
     num = lambda v, f: "-" if v is None else format(v, f)
@@ -200,13 +207,11 @@ def model_card(report: dict, labels: list[str], pre: dict) -> str:
     return f"""# {report['pipeline']}: model card
 
 Shipped model: `model.onnx` = **{report['shipped']}**, {report['params']['student']:,} parameters,
-{size['student']} px input (teacher: {report['params']['teacher']:,} parameters, {size['teacher']} px).
+{px(size['student'])} input (teacher: {report['params']['teacher']:,} parameters, {px(size['teacher'])}).
 
 ## Task
 {len(labels)} classes: {', '.join(md(label) for label in labels[:20])}{' ...' if len(labels) > 20 else ''}.
-Input `{pre['input_name']}`: {pre['dtype']} {pre['layout']} 1x{pre['channels']}x{pre['height']}x{pre['width']},
-{pre['color']} image: {pre['resize'].get('text', 'resized to height x width')}; then `{pre['formula']}`
-with scale {pre['scale']:.6f}, mean {pre['mean']}, std {pre['std']} (see preprocess.json).
+{for_spec(pre).describe_input(pre)}
 
 ## Accuracy (test split, {report['test_samples']} images, ONNX Runtime)
 teacher {acc['teacher']:.2f}%, student FP32 {acc['student_fp32']:.2f}%, student INT8 {acc['student_int8']:.2f}%.

@@ -59,7 +59,7 @@ def test_and_save(model: nn.Module, preset: Any, ds: Any, image_size: int, out: 
 
     test = ds.split("test", image_size)
     test_acc = accuracy(predict(model, test), test.labels)
-    models.save_trained(model, preset, len(ds.classes), ds.spec["channels"], out, image_size=image_size)
+    models.save_trained(model, preset, len(ds.classes), ds.channels, out, image_size=image_size)
     return test_acc
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from .. import models
-from ..augment import Batches
 from ..config import ModelPreset, Pipeline, Strict, TrainConfig, model_sizes
 from ..data import Dataset
 from ..errors import DataError
@@ -28,8 +27,8 @@ class BaselineConfig(Strict):
     model: ModelPreset
     """The resolved student preset."""
     seed: int
-    image_size: int
-    """The student's input size in pixels."""
+    image_size: int | None
+    """The student's input size in pixels (None: text)."""
     horizontal_flip: bool = False
 
 
@@ -44,13 +43,13 @@ def run(cfg: BaselineConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
         return {"enabled": False}
     ds = Dataset.load(inputs["dataset"])
     t = cfg.train
-    student, _ = models.build(cfg.model, len(ds.classes), ds.spec["channels"], pretrained=True, seed=cfg.seed)
-    images, labels = ds.splits["train"]
+    student, _ = models.build(cfg.model, len(ds.classes), ds.channels, pretrained=True, seed=cfg.seed)
+    labels = ds.splits["train"][1]
     rows = np.flatnonzero(labels >= 0)  # without a teacher, an image without a label teaches nothing
     if not len(rows):
         raise DataError("the training split has no labeled image; the student alone needs labels")
-    train = Batches(images, labels, ds.spec, t, cfg.horizontal_flip, len(ds.classes), rows=rows, seed=cfg.seed,
-                    size=cfg.image_size)
+    train = ds.modality.batches(ds, t, rows=rows, seed=cfg.seed, size=cfg.image_size, teacher_size=None,
+                                horizontal_flip=cfg.horizontal_flip)
     val = ds.split("val", cfg.image_size)
     result = fit(student, train, (val, val.labels), cfg=t, param_groups=[{"params": list(student.parameters()), "lr": t.lr}],
                  loss_fn=lambda logits, x, y, idx: cross_entropy(logits, y, t.label_smoothing), seed=cfg.seed,

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..config import BenchmarkConfig
-from ..data import Dataset, NpyWriter, read_preprocess
+from ..data import Dataset, read_preprocess
 from ..onnx_utils import bench_in_child
 from ..runner import Context, Stage
 
@@ -26,13 +26,9 @@ def run(cfg: BenchmarkConfig, inputs: dict[str, Path], out: Path, ctx: Context) 
     y_path = ctx.work / "test_labels.npy"
     np.save(y_path, ds.splits["test"][1])
     x_paths: dict[str, Path] = {}
-    for model in ("teacher", "student"):  # each model's test inputs at its own size
-        test = ds.split("test", read_preprocess(inputs["onnx"] / f"{model}_preprocess.json")["height"])
-        x_paths[model] = ctx.work / f"{model}_test_inputs.npy"
-        # the benchmark child reads these memory-mapped; written a batch at a time
-        with NpyWriter(x_paths[model], np.float32, (len(test), *test.inputs(slice(0, 1)).shape[1:])) as x:
-            for i in range(0, len(test), 256):
-                x.write(test.inputs(slice(i, i + 256)))
+    for model in ("teacher", "student"):  # each model's test inputs at its own size (text: data.max_length tokens)
+        test = ds.split("test", read_preprocess(inputs["onnx"] / f"{model}_preprocess.json").get("height"))
+        x_paths[model] = test.save_inputs(ctx.work / f"{model}_test_inputs")
     results = {}
     for role, (artifact, filename, model) in tqdm(MODELS.items(), desc="benchmark", unit="model", disable=not ctx.progress,
                                                   leave=False):
@@ -46,7 +42,7 @@ def run(cfg: BenchmarkConfig, inputs: dict[str, Path], out: Path, ctx: Context) 
 
 
 STAGE = Stage(
-    name="benchmark", version=5, inputs=("dataset", "onnx", "quantized"), output="benchmark",
+    name="benchmark", version=6, inputs=("dataset", "onnx", "quantized"), output="benchmark",
     configure=lambda p: p.benchmark, run=run,
     headline=lambda m: f"p90 teacher {m['teacher']['latency_ms_p90']:.2f} ms, student FP32 "
                        f"{m['student_fp32']['latency_ms_p90']:.2f} ms, INT8 {m['student_int8']['latency_ms_p90']:.2f} ms",

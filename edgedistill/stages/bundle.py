@@ -79,7 +79,8 @@ def to_ort_format(model: Path, out: Path, platform: str, work: Path) -> None:
     shutil.rmtree(conv, ignore_errors=True)
     conv.mkdir(parents=True)
     shutil.copy2(model, conv / "model.onnx")
-    logging.getLogger("ort_format_model").setLevel(logging.WARNING)  # its INFO lines go to the real stderr
+    for name in ("ort_format_model", "ort_format_model.utils"):  # its INFO lines go to the real stderr
+        logging.getLogger(name).setLevel(logging.WARNING)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         convert_onnx_models_to_ort(conv / "model.onnx", output_dir=conv / "out",
                                    optimization_styles=[OptimizationStyle.Fixed], target_platform=platform)
@@ -102,13 +103,15 @@ def check_ort_format(out: Path, x: np.ndarray, max_abs_diff: float) -> dict:
     return {"max_abs_diff": diff, "top1_agreement": agreement, "samples": int(len(x))}
 
 
-def write_test_set(test, out: Path, n: int, max_mb: float) -> int:
-    """test_inputs.npy (float32, as the model takes them) and test_labels.npy (int64): the first n test
-    images, fewer where n would pass max_mb. Returns how many."""
-    per_image = 4 * int(np.prod(test.inputs(slice(0, 1)).shape[1:]))
-    n = min(n, len(test.labels), int(max_mb * 2**20) // per_image)
+def write_test_set(test, out: Path, n: int, max_mb: float, work: Path) -> int:
+    """test_inputs (as the model takes them: .npy of float32 images, or .npz of token ids and masks by
+    input name) and test_labels.npy (int64): the first n test examples, fewer where n would pass
+    max_mb. Returns how many."""
+    probe = test.save_inputs(work / "probe", slice(0, 1))
+    per_example = probe.stat().st_size
+    n = min(n, len(test.labels), int(max_mb * 2**20) // per_example)
     if n > 0:
-        np.save(out / "test_inputs.npy", np.ascontiguousarray(test.inputs(slice(0, n)), dtype=np.float32))
+        test.save_inputs(out / "test_inputs", slice(0, n))
         np.save(out / "test_labels.npy", np.asarray(test.labels[:n], dtype=np.int64))
     return n
 
@@ -121,12 +124,13 @@ def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context
     shutil.copy2(ortbench.__file__, out / "bench.py")  # benchmark on the device: python3 bench.py --name pi4
     to_ort_format(out / "model.onnx", out, cfg.bundle.ort_target_platform, ctx.work)
     pre = read_json(inputs["onnx"] / "student_preprocess.json")  # the student's input, which the bundle takes
-    test = Dataset.load(inputs["dataset"]).split("test", pre["height"])
-    x_test = test.inputs(slice(0, 128))
-    shipped_test = write_test_set(test, out, cfg.bundle.include_test_set, cfg.bundle.test_set_max_mb)
+    ds = Dataset.load(inputs["dataset"])
+    test = ds.split("test", pre.get("height"))
+    shipped_test = write_test_set(test, out, cfg.bundle.include_test_set, cfg.bundle.test_set_max_mb, ctx.work)
     if shipped_test:
-        ctx.log(f"test_inputs.npy: the first {shipped_test} test images, preprocessed")
-    ort_parity = check_ort_format(out, x_test, cfg.bundle.ort_max_abs_diff)
+        ctx.log(f"test inputs: the first {shipped_test} test examples, preprocessed")
+    ort_parity = check_ort_format(out, test.subset(slice(0, 128)), cfg.bundle.ort_max_abs_diff)
+    extra = ds.modality.bundle_files(inputs["dataset"], test, out / "model.onnx", out)
     ctx.log(f"model.ort ({cfg.bundle.ort_target_platform}): max abs diff to model.onnx {ort_parity['max_abs_diff']:.1e}")
     labels = read_json(inputs["dataset"] / "classes.json")
     (out / "labels.json").write_text(json.dumps({str(i): name for i, name in enumerate(labels)}, indent=2) + "\n")
@@ -134,6 +138,8 @@ def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context
     report = build_report(cfg.name, role, read_json(inputs["benchmark"] / "benchmark.json"), read_json(inputs["onnx"] / METRICS), quant)
     report["ort_format"] = dict(ort_parity, target_platform=cfg.bundle.ort_target_platform,
                                 size_bytes=(out / "model.ort").stat().st_size)
+    if extra:
+        report["input_files"] = extra
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "MODEL_CARD.md").write_text(model_card(report, labels, pre))
     histories = {"teacher (finetune)": read_json(inputs["teacher"] / METRICS)["history"],
@@ -148,7 +154,7 @@ def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context
 
 
 STAGE = Stage(
-    name="bundle", version=8, inputs=("dataset", "teacher", "student", "student_alone", "onnx", "quantized", "benchmark"),
+    name="bundle", version=9, inputs=("dataset", "teacher", "student", "student_alone", "onnx", "quantized", "benchmark"),
     output="bundle",
     configure=lambda p: BundleStageConfig(bundle=p.bundle, name=p.name), run=run,
     headline=lambda m: f"{m['size_bytes'] / 1024:.0f} KiB, p90 {m['latency_ms']['p90']:.3f} ms",

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .. import models
-from ..augment import Batches, resize_float
+from ..augment import resize_float
 from ..config import (DistillConfig, ModelPreset, Pipeline, Strict, check_trusted, load_preset, model_sizes,
                       teacher_sources)
 from ..data import Dataset
@@ -31,8 +31,8 @@ class DistillStageConfig(Strict):
     model: ModelPreset
     """The resolved student preset."""
     seed: int
-    image_size: int
-    """The student's input size in pixels (student.image_size, or data.image_size). The teacher takes
+    image_size: int | None
+    """The student's input size in pixels (None: text) (student.image_size, or data.image_size). The teacher takes
     the size it was fine-tuned at (its model.json)."""
     horizontal_flip: bool = False
     """data.horizontal_flip: whether augmentation may mirror images."""
@@ -53,15 +53,15 @@ class Distillee(nn.Module):
 def make_adapter(i: int, s: torch.Tensor, t: torch.Tensor) -> nn.Module:
     if s.dim() == 4 and t.dim() == 4:
         return nn.Conv2d(s.shape[1], t.shape[1], 1, bias=False)
-    if s.dim() == 2 and t.dim() == 2:
-        return nn.Linear(s.shape[1], t.shape[1], bias=False)
+    if s.dim() in (2, 3) and t.dim() == s.dim():  # vectors, or token sequences (N, L, hidden)
+        return nn.Linear(s.shape[-1], t.shape[-1], bias=False)
     raise ConfigError(f"distill.hints[{i}]: student output {tuple(s.shape)} and teacher output {tuple(t.shape)} "
                       f"cannot be matched; pick two feature maps or two vectors")
 
 
 def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
     ds = Dataset.load(inputs["dataset"])
-    num_classes, in_channels = len(ds.classes), ds.spec["channels"]
+    num_classes, in_channels = len(ds.classes), ds.channels
     d = cfg.distill
     device = resolve_device(d.device)
     teacher = models.load_trained(inputs["teacher"]).to(device)
@@ -83,14 +83,14 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
         s_taps.add("embedding", d.rkd_student_layer or student_head, use_input=d.rkd_student_layer is None)
         t_taps.add("embedding", d.rkd_teacher_layer or models.head_path(teacher, teacher_preset),
                    use_input=d.rkd_teacher_layer is None)
-    images, labels = ds.splits["train"]
+    labels = ds.splits["train"][1]
     # alpha 0 has no distillation term: images without a label would teach nothing
     rows = np.flatnonzero(labels >= 0) if d.alpha == 0 else np.arange(len(labels))
     # the teacher sees its own view (at the size it was fine-tuned at) of the student's augmented images
-    teacher_size = models.input_size(inputs["teacher"], ds.spec["height"])
+    teacher_size = models.input_size(inputs["teacher"], ds.size)
     extra_sizes = [models.input_size(Path(e.model), teacher_size) for e in d.extra_teachers]
-    train = Batches(images, labels, ds.spec, d, cfg.horizontal_flip, num_classes, rows=rows, seed=cfg.seed,
-                    size=cfg.image_size, teacher_size=teacher_size)
+    train = ds.modality.batches(ds, d, rows=rows, seed=cfg.seed, size=cfg.image_size, teacher_size=teacher_size,
+                                horizontal_flip=cfg.horizontal_flip)
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         teacher(torch.from_numpy(ds.split("train", teacher_size).inputs(np.arange(2))).to(device))

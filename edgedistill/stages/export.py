@@ -7,44 +7,26 @@ better on validation beyond the split's noise (choose_student), so distillation 
 student than training without it."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
-import torch
 
 from ..config import ExportConfig
 from ..data import Dataset
 from ..errors import StageError
 from ..models import input_size, load_trained, num_params
-from ..onnx_utils import ort_predict
+from ..onnx_utils import export_onnx, ort_predict  # noqa: F401  (export_onnx: used by tests and benchmarks)
 from ..runner import Context, Stage
 from ..stats import paired_drop
 from ..store import METRICS, read_json
 from ..train import predict
 
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
-def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> None:
-    """torch.export-based exporter (dynamo=True), batch axis dynamic, weights inside the file."""
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    quiet = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(quiet), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model.eval(), (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              opset_version=opset, dynamic_shapes=({0: batch},), dynamo=True, external_data=False)
-    except Exception as e:  # the exporter raises many types; all mean the same to the user
-        raise StageError(f"torch.onnx.export failed for {type(model).__name__}: {str(e).splitlines()[0]}") from e
-    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
-
-
-def parity(model: torch.nn.Module, path: Path, x: np.ndarray) -> dict:
+def parity(model, path: Path, x) -> dict:
+    """PyTorch against ONNX Runtime on x (an array of inputs, or a split: its feeds for ONNX Runtime,
+    as a device sends them, e.g. right-padded token ids with their attention mask)."""
     torch_logits = predict(model, x).numpy()
     ort_logits = ort_predict(path, x)
     return {
@@ -52,6 +34,19 @@ def parity(model: torch.nn.Module, path: Path, x: np.ndarray) -> dict:
         "top1_agreement": float((torch_logits.argmax(1) == ort_logits.argmax(1)).mean()),
         "samples": int(len(x)),
     }
+
+
+def with_inputs(spec: dict, path: Path) -> dict:
+    """preprocess.json of an exported model: the data's rule, with the inputs the graph takes (name,
+    dtype, shape with its dynamic axes named), so an app knows exactly what to feed."""
+    from ..onnx_utils import session
+
+    inputs = [{"name": m.name, "dtype": m.type.removeprefix("tensor(").rstrip(")"), "shape": list(m.shape)}
+              for m in session(path).get_inputs()]
+    spec = dict(spec, model_inputs=inputs)
+    if len(inputs) == 1:
+        spec["input_name"] = inputs[0]["name"]
+    return spec
 
 
 def choose_student(teacher: dict, distilled: dict, alone: dict, val_drop: dict | None) -> dict:
@@ -87,7 +82,7 @@ def run(cfg: ExportConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> 
     teacher, distilled, alone = (read_json(inputs[a] / METRICS) for a in ("teacher", "student", "student_alone"))
     val_drop = None
     if alone.get("enabled"):  # both students on the same validation images
-        val = ds.split("val", input_size(inputs["student"], ds.spec["height"]))
+        val = ds.split("val", input_size(inputs["student"], ds.size))
         preds = [predict(load_trained(inputs[a]), val).argmax(1).numpy() for a in ("student_alone", "student")]
         val_drop = paired_drop(val.labels, *preds)
     choice = choose_student(teacher, distilled, alone, val_drop)
@@ -99,13 +94,12 @@ def run(cfg: ExportConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> 
     folders = {"teacher": inputs["teacher"], "student": inputs["student_alone" if choice["shipped"] == "alone" else "student"]}
     metrics = {}
     for role, folder in folders.items():
-        test = ds.split("test", input_size(folder, ds.spec["height"]))
-        (out / f"{role}_preprocess.json").write_text(json.dumps(test.spec, indent=2) + "\n")
-        x = test.inputs(slice(0, cfg.parity_samples))
+        test = ds.split("test", input_size(folder, ds.size))
         model = load_trained(folder)
         path = out / f"{role}.onnx"
-        export_onnx(model, torch.from_numpy(x[:2]), path, cfg.opset)
-        p = parity(model, path, x)
+        done = ds.modality.export(model, test.inputs(slice(0, 2)), path, cfg.opset, log=ctx.log)
+        (out / f"{role}_preprocess.json").write_text(json.dumps(with_inputs(test.spec, path), indent=2) + "\n")
+        p = parity(model, path, test.subset(slice(0, cfg.parity_samples)))
         ctx.log(f"{role}: max |torch - onnxruntime| = {p['max_abs_diff']:.2e}, top-1 agreement {p['top1_agreement']:.2%}")
         if p["max_abs_diff"] > cfg.parity_max_abs_diff or p["top1_agreement"] < cfg.parity_min_top1_agreement:
             raise StageError(
@@ -113,12 +107,13 @@ def run(cfg: ExportConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> 
                 f"(limit {cfg.parity_max_abs_diff:.0e}), top-1 agreement {p['top1_agreement']:.2%} "
                 f"(limit {cfg.parity_min_top1_agreement:.2%}); raise export.parity_* only if the difference is understood"
             )
-        metrics[role] = dict(p, size_bytes=path.stat().st_size, params=num_params(model), image_size=test.spec["height"])
+        metrics[role] = dict(p, **done, size_bytes=path.stat().st_size, params=num_params(model),
+                             image_size=test.spec.get("height"))
     return {"parity": metrics, "opset": cfg.opset, "student": choice}
 
 
 STAGE = Stage(
-    name="export", version=6, inputs=("dataset", "teacher", "student", "student_alone"), output="onnx",
+    name="export", version=7, inputs=("dataset", "teacher", "student", "student_alone"), output="onnx",
     configure=lambda p: p.export, run=run,
     headline=lambda m: f"student parity max|diff| {m['parity']['student']['max_abs_diff']:.1e}, "
                        f"top-1 {m['parity']['student']['top1_agreement']:.0%}",

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import models
-from ..augment import Batches
 from ..config import ModelPreset, Strict, TeacherConfig, load_preset, model_sizes
 from ..data import Dataset
 from ..errors import ConfigError, DataError
@@ -27,10 +26,13 @@ class FinetuneConfig(Strict):
 
 
 def backbone_blocks(model: nn.Module, head_name: str, path: str | None) -> list[nn.Module]:
-    """The backbone's blocks in order: the children of `path`, of the model's `features` Sequential
-    (torchvision MobileNets, EfficientNets), or of the model itself without its head."""
+    """The backbone's blocks in order: the children of `path`, the model's own list (a transformer:
+    embeddings, then its layers), the children of its `features` Sequential (torchvision MobileNets,
+    EfficientNets), or of the model itself without its head."""
     if path is not None:
         return list(models.find_module(model, path, "teacher").children())
+    if hasattr(model, "backbone_blocks"):
+        return model.backbone_blocks()
     features = getattr(model, "features", None)
     if isinstance(features, nn.Sequential):
         return list(features.children())
@@ -39,7 +41,7 @@ def backbone_blocks(model: nn.Module, head_name: str, path: str | None) -> list[
 
 def run(cfg: FinetuneConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
     ds = Dataset.load(inputs["dataset"])
-    num_classes, in_channels = len(ds.classes), ds.spec["channels"]
+    num_classes, in_channels = len(ds.classes), ds.channels
     model, head_name = models.build(cfg.model, num_classes, in_channels, pretrained=True, seed=cfg.seed)
     head = model.get_submodule(head_name)
     t = cfg.teacher
@@ -49,7 +51,7 @@ def run(cfg: FinetuneConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
     # more and more blocks from the top down (gradual)
     blocks = backbone_blocks(model, head_name, t.blocks) if t.strategy in ("partial", "gradual") else []
     if t.strategy == "full":
-        trainable = [m for n, m in model.named_children() if n != head_name.split(".")[0]]
+        trainable = [model]
     elif t.strategy == "partial":
         trainable = blocks[-t.trainable_blocks:]
     elif t.strategy == "gradual":
@@ -79,7 +81,8 @@ def run(cfg: FinetuneConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
     labeled = np.flatnonzero(y >= 0)  # the teacher learns from labeled images only; the rest is distill's transfer set
     if not len(labeled):
         raise DataError("the training split has no labeled image; the teacher needs labels to fine-tune")
-    train = Batches(x, y, ds.spec, t, cfg.horizontal_flip, num_classes, rows=labeled, seed=cfg.seed, size=t.image_size)
+    train = ds.modality.batches(ds, t, rows=labeled, seed=cfg.seed, size=t.image_size, teacher_size=None,
+                                horizontal_flip=cfg.horizontal_flip)
     val = ds.split("val", t.image_size)
     result = fit(model, train, (val, val.labels), cfg=t, param_groups=groups, seed=cfg.seed,
                  checkpoint=ctx.work / "checkpoint.pt", desc="finetune", epoch_start=epoch_start, progress=ctx.progress,

@@ -34,7 +34,8 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from tqdm.auto import tqdm
 
 from ..config import BenchmarkConfig, QuantizeConfig, Strict
-from ..data import Dataset, read_preprocess, to_model_input
+from ..config import RECIPE_SETS
+from ..data import Dataset, read_preprocess
 from ..errors import ConfigError, StageError
 from ..onnx_utils import bench_in_child, ort_predict
 from ..runner import Context, Stage
@@ -63,21 +64,23 @@ class BatchReader(CalibrationDataReader):
     """Feeds calibration inputs to ONNX Runtime batch by batch: only one batch is ever converted
     (decoded, preprocessed) into memory, so calibration sets larger than memory work.
 
-    items: anything sliceable: uint8 images, a memory-mapped .npy of inputs, a list of image paths.
-    to_input: turns one slice of items into the model's float32 input batch.
+    n: how many samples; feeds(rows) turns a slice of them into the model's {input name: array}
+    (a split's feeds, or one float32 input batch); names: the model's inputs (feeds may hold more).
     """
 
-    def __init__(self, items: Sequence, input_name: str, to_input: Callable[[Sequence], np.ndarray], batch: int = 32,
+    def __init__(self, n: int, feeds: Callable[[slice], dict], names: Sequence[str], batch: int = 32,
                  progress: bool = False):
-        self.items, self.input_name, self.to_input, self.batch, self.progress = items, input_name, to_input, batch, progress
+        self.n, self.feeds, self.names, self.batch, self.progress = n, feeds, list(names), batch, progress
         self._it = self._batches()
 
     def _batches(self) -> Iterator[dict]:
-        bar = tqdm(total=len(self.items), desc="calibrate", unit="img", disable=not self.progress, leave=False)
-        for i in range(0, len(self.items), self.batch):
-            chunk = self.items[i:i + self.batch]
-            bar.update(len(chunk))
-            yield {self.input_name: np.ascontiguousarray(self.to_input(chunk), dtype=np.float32)}
+        bar = tqdm(total=self.n, desc="calibrate", unit="sample", disable=not self.progress, leave=False)
+        for i in range(0, self.n, self.batch):
+            feeds = self.feeds(slice(i, min(i + self.batch, self.n)))
+            if len(self.names) == 1 and len(feeds) == 1:
+                feeds = {self.names[0]: next(iter(feeds.values()))}
+            bar.update(len(next(iter(feeds.values()))))
+            yield {name: np.ascontiguousarray(feeds[name]) for name in self.names}
         bar.close()
 
     def get_next(self) -> dict | None:
@@ -87,9 +90,16 @@ class BatchReader(CalibrationDataReader):
         self._it = self._batches()
 
 
-def image_reader(images: np.ndarray, spec: dict, batch: int = 32, progress: bool = False) -> BatchReader:
-    """Calibration from uint8 images (N, H, W, C) preprocessed as preprocess.json says."""
-    return BatchReader(images, spec["input_name"], lambda chunk: to_model_input(chunk, spec), batch, progress)
+def split_reader(split: Any, model: Path, progress: bool = False) -> BatchReader:
+    """Calibration from a split (or a subset of one): its feeds, converted a batch at a time."""
+    return BatchReader(len(split), split.feeds, input_names(model), progress=progress)
+
+
+def input_names(model: Path) -> list[str]:
+    """The graph inputs of an ONNX model (not its initializers)."""
+    graph = onnx.load(str(model), load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    return [i.name for i in graph.input if i.name not in weights]
 
 
 def quantize_model(src: Path, dst: Path, q: QuantizeConfig, reader: Callable[[], CalibrationDataReader],
@@ -363,21 +373,22 @@ def uses_calibration(q: QuantizeConfig) -> bool:
 def run(cfg: QuantizeStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
     q = cfg.quantize
     ds = Dataset.load(inputs["dataset"])
-    x_train, _ = ds.splits["train"]
-    # the chosen rows are read from the memory-mapped split: calibration_samples images in memory
-    calibration = x_train[np.sort(np.random.default_rng(cfg.seed).permutation(len(x_train))[: q.calibration_samples])]
-    spec = read_preprocess(inputs["onnx"] / "student_preprocess.json")  # the student's input size and rule
-    val = ds.split("val", spec["height"])
-    sel = select(inputs["onnx"] / "student.onnx", q, cfg.latency,
-                 calibration=lambda: image_reader(calibration, spec, progress=ctx.progress),
-                 rank_calibration=lambda: image_reader(calibration[:64], spec),
+    size = read_preprocess(inputs["onnx"] / "student_preprocess.json").get("height")  # the student's input size
+    train = ds.split("train", size)
+    # the chosen rows are read from the memory-mapped split: calibration_samples examples in memory
+    calibration = train.subset(np.sort(np.random.default_rng(cfg.seed).permutation(len(train))[: q.calibration_samples]))
+    val = ds.split("val", size)
+    fp32 = inputs["onnx"] / "student.onnx"
+    sel = select(fp32, q, cfg.latency,
+                 calibration=lambda: split_reader(calibration, fp32, progress=ctx.progress),
+                 rank_calibration=lambda: split_reader(calibration.subset(slice(0, 64)), fp32),
                  val=(val, val.labels), work=ctx.work, log=ctx.log, progress=ctx.progress, seed=cfg.seed)
     # the best quantized model goes into the result even when FP32 ships, so it is benchmarked and reported
     shutil.copy2(sel.best.path, out / OUTPUT)
     metrics = sel.metrics(q.mode, int(len(calibration)) if uses_calibration(q) else 0, q.max_accuracy_drop)
     # the test split, once, after the choice: the drop of the quantized model in the result (the one
     # that ships unless FP32 does)
-    test = ds.split("test", spec["height"])
+    test = ds.split("test", size)
     metrics["test_drop"] = paired_drop(test.labels, ort_predict(inputs["onnx"] / "student.onnx", test).argmax(axis=1),
                                        ort_predict(sel.best.path, test).argmax(axis=1), seed=cfg.seed)
     ctx.log(f"on test, once: {sel.best.name} {describe_drop(metrics['test_drop'])}")
@@ -389,7 +400,11 @@ def run(cfg: QuantizeStageConfig, inputs: dict[str, Path], out: Path, ctx: Conte
 def configure(p) -> QuantizeStageConfig:
     """The stage's config; a quantize.target that names a device becomes that device's ssh target,
     python and threads (so the cache key follows the device, not its name)."""
+    from ..modalities import for_kind
+
     q, bench = p.quantize, p.benchmark
+    if "recipes" not in q.model_fields_set:  # the modality's sane set: CNN recipes for images, transformer ones for text
+        q = q.model_copy(update={"recipes": list(RECIPE_SETS[for_kind(p.data.kind).recipes])})
     if q.target != "host" and not q.target.startswith("ssh://"):
         from ..devices import devices_file, find_device
 
@@ -410,7 +425,7 @@ def latency_settings(bench: BenchmarkConfig, q: QuantizeConfig) -> BenchmarkConf
 
 
 STAGE = Stage(
-    name="quantize", version=9, inputs=("dataset", "onnx"), output="quantized",
+    name="quantize", version=10, inputs=("dataset", "onnx"), output="quantized",
     configure=configure,
     run=run,
     headline=lambda m: f"ships {'FP32' if m['choice'] == 'fp32' else m['recipe']}; val acc FP32 {m['val_accuracy_fp32']:.2f}% "

@@ -28,7 +28,7 @@ def run(cfg: TeachConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> d
     ds = Dataset.load(inputs["dataset"])
 
     def logits(model: Path) -> np.ndarray:  # each teacher at its own input size, converted to float per batch
-        return predict(load_trained(model), ds.split("train", input_size(model, ds.spec["height"]))).numpy().astype(np.float32)
+        return predict(load_trained(model), ds.split("train", input_size(model, ds.size))).numpy().astype(np.float32)
 
     teacher_logits = logits(inputs["teacher"])
     np.save(out / "train_logits.npy", teacher_logits)

