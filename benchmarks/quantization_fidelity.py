@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 from edgedistill.config import BenchmarkConfig, load_pipeline  # noqa: E402
 from edgedistill.data import Dataset  # noqa: E402
 from edgedistill.models import load_trained  # noqa: E402
-from edgedistill.onnx_utils import ort_predict  # noqa: E402
+from edgedistill.onnx_utils import export_onnx, ort_predict  # noqa: E402
 from edgedistill.runner import Runner  # noqa: E402
-from edgedistill.stages import STAGES, export, quantize  # noqa: E402
+from edgedistill.stages import STAGES, quantize  # noqa: E402
 from edgedistill.stats import paired_drop  # noqa: E402
 from edgedistill.store import Store  # noqa: E402
 
@@ -69,7 +69,7 @@ def teacher224(store: Store, seed: int, extra: list[str], work: Path) -> dict:
     fp32 = work / f"teacher224_{seed}.onnx"
     if not fp32.is_file():
         val = ds.split("val", 224)
-        export.export_onnx(load_trained(report.result("finetune").path), torch.from_numpy(val.inputs(slice(0, 2))), fp32, 18)
+        export_onnx(load_trained(report.result("finetune").path), torch.from_numpy(val.inputs(slice(0, 2))), fp32, 18)
     q = pipeline.quantize
     x_train = ds.splits["train"][0]
     calibration = x_train[np.sort(np.random.default_rng(seed).permutation(len(x_train))[: q.calibration_samples])]

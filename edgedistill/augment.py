@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import torch.utils.data
 
 from .config import TrainConfig
-from .data import UNLABELED, to_model_input, view_spec
+from .data import UNLABELED, MapsByName, to_model_input, view_spec
 
 if TYPE_CHECKING:
     from torchvision.transforms import v2
@@ -41,7 +41,7 @@ def image_transform(preset: str, size: int, horizontal_flip: bool) -> v2.Transfo
     return v2.Compose(steps)
 
 
-class Batches:
+class Batches(MapsByName):
     """Training batches of a split: batch(idx) -> (model input, targets, teacher's view or None).
 
     Targets are class indices (UNLABELED where an image has none), or, with MixUp/CutMix, mixed
@@ -56,6 +56,7 @@ class Batches:
     def __init__(self, images: np.ndarray, labels: np.ndarray, spec: dict, cfg: TrainConfig,
                  horizontal_flip: bool, num_classes: int, rows: np.ndarray | None = None, seed: int = 0,
                  size: int | None = None, teacher_size: int | None = None):
+        self.mapped = ("images",)
         self.num_classes, self.seed = num_classes, seed
         self.stored_spec, self.spec = spec, view_spec(spec, size)
         self.teacher_spec = view_spec(spec, teacher_size) if teacher_size not in (None, self.spec["height"]) else None
@@ -72,18 +73,6 @@ class Batches:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-    def __getstate__(self) -> dict:
-        """Worker processes started by spawn get the memory-mapped split by file name, not a copy of it."""
-        state = dict(self.__dict__)
-        if isinstance(self.images, np.memmap) and self.images.filename:
-            state["images"] = ("memmap", self.images.filename)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        if isinstance(state["images"], tuple):
-            state["images"] = np.load(state["images"][1], mmap_mode="r")
-        self.__dict__.update(state)
 
     @property
     def random(self) -> bool:

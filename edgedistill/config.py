@@ -251,6 +251,16 @@ class DistillConfig(TrainConfig):
     """Module whose output is the teacher's embedding for RKD; None: the input of its classifier head."""
     rkd_student_layer: str | None = None
     """Module whose output is the student's embedding for RKD; None: the input of its classifier head."""
+    relation_weight: float = Field(0.0, ge=0)
+    """Transformer students (text): weight of MiniLM's self-attention transfer (Wang et al., 2020): the
+    KL divergence between the teacher's and the student's attention distributions and value
+    relations, per head, in one layer of each (relation_teacher_layer, relation_student_layer).
+    The two models need the same number of attention heads. 0: off."""
+    relation_teacher_layer: str | None = None
+    """relation_weight: module path of the teacher's self-attention module (with query, key and value
+    children), e.g. hf.bert.encoder.layer.5.attention.self; None: its last layer's (MiniLM's choice)."""
+    relation_student_layer: str | None = None
+    """relation_weight: the same in the student; None: its last layer's."""
     use_stored_teacher_outputs: bool = True
     """Response-only KD reads the teacher's logits stored by the teach stage instead of running the
     teacher every step. False: always run it (hints, RKD and augmentation always do)."""
@@ -453,6 +463,13 @@ class BenchmarkConfig(Strict):
     protocol: Literal["ci", "mlperf"] = "ci"
     """ci: runs and min_duration_s as given. mlperf: at least MLPerf Inference's single-stream
     minimums (1024 runs and 600 s per model), for release numbers."""
+    sequence_length: int | None = Field(None, ge=1, le=4096)
+    """Text models: the token length of made-up inputs where no test inputs are fed (quantize's
+    candidate timing, bench.py over SSH). None: data.max_length, the length of the test inputs."""
+    sequence_lengths: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [32, 128])
+    """Text models: their latency is also timed on made-up token ids of each of these lengths (the
+    main figures use the test inputs at data.max_length). Phones see short messages and long ones;
+    attention's cost grows with the square of the length."""
     throughput_batch: int = Field(8, ge=0)
     """Batch size of the throughput figure (images per second). 0: skip."""
     profile_runs: int = Field(50, ge=0)
@@ -464,6 +481,8 @@ class BenchmarkConfig(Strict):
                 "--opt-level", self.graph_optimization, "--warmup", str(self.warmup), "--runs", str(self.runs),
                 "--min-seconds", str(self.min_duration_s), "--throughput-batch", str(self.throughput_batch),
                 "--profile-runs", str(self.profile_runs)]
+        if self.sequence_length is not None:
+            args += ["--sequence-length", str(self.sequence_length)]
         return args + (["--mlperf"] if self.protocol == "mlperf" else [])
 
 

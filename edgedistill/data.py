@@ -527,6 +527,27 @@ def to_model_input(images: np.ndarray, spec: dict) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
+class MapsByName:
+    """Pickled (for DataLoader workers started by spawn) with its memory-mapped arrays by file name,
+    not as a copy of their data. The attributes in `mapped` are the arrays."""
+
+    mapped: tuple[str, ...] = ()
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        for name in self.mapped:
+            value = state[name]
+            if isinstance(value, np.memmap) and value.filename:
+                state[name] = ("memmap", value.filename)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        for name in state.get("mapped", ()):
+            if isinstance(state[name], tuple):
+                state[name] = np.load(state[name][1], mmap_mode="r")
+        self.__dict__.update(state)
+
+
 @dataclass
 class Split:
     """One split as a model sees it, converted to float one batch at a time: len(), labels, inputs(rows)."""

@@ -108,3 +108,33 @@ def rkd_angle_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> torc
     with torch.no_grad():
         ta = _angles(teacher_emb.flatten(1))
     return F.smooth_l1_loss(_angles(student_emb.flatten(1)), ta)
+
+
+def _relation(a: torch.Tensor, b: torch.Tensor, heads: int, keys: torch.Tensor) -> torch.Tensor:
+    """Per head, log softmax(a b^T / sqrt(d)) over the keys that are not padding: (N, heads, L, L)."""
+    n, length, hidden = a.shape
+    d = hidden // heads
+    a = a.view(n, length, heads, d).transpose(1, 2)
+    b = b.view(n, length, heads, d).transpose(1, 2)
+    scores = a @ b.transpose(-1, -2) / d ** 0.5
+    # a large finite value, not -inf: padded keys get probability ~0 in both models, and no inf - inf
+    return F.log_softmax(scores.masked_fill(~keys[:, None, None, :], -1e9), dim=-1)
+
+
+def minilm_relation_loss(student: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                         teacher: tuple[torch.Tensor, torch.Tensor, torch.Tensor], heads: int,
+                         mask: torch.Tensor) -> torch.Tensor:
+    """MiniLM (Wang et al., 2020) deep self-attention transfer for one layer of each model: the KL
+    divergence from the teacher's self-attention distributions softmax(Q K^T / sqrt(d)) to the
+    student's, plus the same for the value relation softmax(V V^T / sqrt(d)), per head, averaged over
+    the tokens that are not padding. student, teacher: the (query, key, value) projections, each
+    (N, L, hidden); the hidden sizes may differ, the number of heads may not. mask: (N, L), True on
+    tokens. Written here: torch and transformers have no such loss."""
+    loss = student[0].new_zeros(())
+    queries = mask[:, None, :].expand(-1, heads, -1)  # (N, heads, L): the rows that are tokens
+    for (sa, sb), (ta, tb) in (((student[0], student[1]), (teacher[0], teacher[1])),   # attention: Q K^T
+                               ((student[2], student[2]), (teacher[2], teacher[2]))):  # value relation: V V^T
+        log_s, log_t = _relation(sa, sb, heads, mask), _relation(ta, tb, heads, mask)
+        kl = (log_t.exp() * (log_t - log_s)).sum(-1)  # KL(teacher || student) per query row
+        loss = loss + kl[queries].mean()
+    return loss

@@ -95,6 +95,11 @@ class HFClassifier(nn.Module):
         base = getattr(self.hf, self.hf.base_model_prefix)
         return [base.embeddings, *base.encoder.layer]
 
+    def last_attention(self) -> str:
+        """Module path of the last layer's self-attention (its query, key and value projections)."""
+        prefix = self.hf.base_model_prefix
+        return f"hf.{prefix}.encoder.layer.{len(getattr(self.hf, prefix).encoder.layer) - 1}.attention.self"
+
 
 def hf_source(spec: WeightsSpec) -> str | None:
     """The folder or hub id a transformers model (and its tokenizer) loads from; None if spec names none."""

@@ -90,7 +90,7 @@ def export_onnx(model, example, path: Path, opset: int, input_name: str = "input
 
 
 def bench_in_child(model: Path, settings: "BenchmarkConfig", inputs: Path | None = None, labels: Path | None = None,
-                   name: str | None = None) -> dict:
+                   name: str | None = None, sequence_length: int | None = None) -> dict:
     """ortbench.py in a child process that imports only numpy and ONNX Runtime (so torch's memory
     and threads do not count). Returns its JSON result."""
     from . import ortbench
@@ -101,6 +101,8 @@ def bench_in_child(model: Path, settings: "BenchmarkConfig", inputs: Path | None
         cmd += ["--inputs", str(inputs), "--labels", str(labels)]
     if name:
         cmd += ["--name", name]
+    if sequence_length:
+        cmd += ["--sequence-length", str(sequence_length)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"

@@ -39,7 +39,7 @@ def export_and_check(model: torch.nn.Module, x: torch.Tensor, path: Path, max_di
         ids = x.numpy()
         p = export.parity(model, path, TextSplit(ids, np.zeros(len(ids), dtype=np.int64), {"pad_token_id": 0}))
     else:
-        export.export_onnx(model, x[:2], path, opset=18)
+        onnx_utils.export_onnx(model, x[:2], path, opset=18)
         p = export.parity(model, path, x.numpy())
     assert p["max_abs_diff"] < max_diff and p["top1_agreement"] == 1.0
 

@@ -31,7 +31,8 @@ def text_pipeline(folder: Path, **sections) -> Path:
         "teacher": {"preset": "minilm_l6", "epochs": 1, "batch_size": 16, "lr": 0.0003, "precise_bn_batches": 0},
         "student": {"preset": "minilm_l3"},
         "distill": {"epochs": 1, "batch_size": 16, "lr": 0.0003, "precise_bn_batches": 0,
-                    "hints": [{"teacher": "hf.bert.encoder.layer.5", "student": "hf.bert.encoder.layer.2", "weight": 0.1}]},
+                    "hints": [{"teacher": "hf.bert.encoder.layer.5", "student": "hf.bert.encoder.layer.2", "weight": 0.1}],
+                    "relation_weight": 1.0},
         "quantize": {"recipes": ["dynamic_s8"], "latency_runs": 10, "latency_min_duration_s": 0.0, "calibration_samples": 16},
         "benchmark": {"threads": 1, "warmup": 2, "runs": 10, "min_duration_s": 0.0, "profile_runs": 0, "throughput_batch": 0},
         "bundle": {"include_test_set": 8},
@@ -161,6 +162,27 @@ def test_text_cnn_exports_with_dynamic_batch_and_sequence(tmp_path):
         assert torch.allclose(model(torch.from_numpy(ids[1:2, :7])), model(torch.from_numpy(ids[1:2])), atol=1e-5)
 
 
+def test_minilm_relation_loss_is_zero_on_itself_and_ignores_padding():
+    import torch
+
+    from edgedistill.losses import minilm_relation_loss
+
+    g = torch.Generator().manual_seed(0)
+    t = tuple(torch.randn(2, 6, 24, generator=g) for _ in range(3))
+    s = tuple(torch.randn(2, 6, 12, generator=g, requires_grad=True) for _ in range(3))  # another hidden size
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    assert minilm_relation_loss(t, t, 4, mask).abs() < 1e-6
+    loss = minilm_relation_loss(s, t, 4, mask)
+    assert loss > 0
+    loss.backward()
+    assert all(torch.isfinite(x.grad).all() for x in s)
+    # what sits in padded positions changes nothing
+    t2 = tuple(x.clone() for x in t)
+    for x in t2:
+        x[0, 4:] = 100.0
+    assert torch.allclose(minilm_relation_loss(s, t2, 4, mask), loss)
+
+
 def test_missing_fusions_names_what_the_optimizer_did_not_fuse():
     assert missing_fusions({"Attention": 3, "SkipLayerNormalization": 6, "BiasGelu": 3}) == []
     assert missing_fusions({"MultiHeadAttention": 2, "SkipLayerNormalization": 4, "FastGelu": 2}) == []
@@ -256,6 +278,7 @@ def test_text_export_is_fused_and_matches_pytorch(text_run):
     assert export["parity"]["student"]["fused_operators"]["Attention"] == 3
     distill = json.loads(next((text_run / "results" / "distill").glob("*/metrics.json")).read_text())
     assert "hint:hf.bert.encoder.layer.5->hf.bert.encoder.layer.2" in distill["losses"]
+    assert "minilm_relations" in distill["losses"]
 
 
 def test_text_cnn_student_runs_in_the_pipeline(text_run, tmp_path):
@@ -266,7 +289,7 @@ def test_text_cnn_student_runs_in_the_pipeline(text_run, tmp_path):
     store = tmp_path / "store"
     shutil.copytree(text_run, store)
     pipeline = text_pipeline(tmp_path / "p", student={"preset": "text_cnn"},
-                             distill={"hints": [], "epochs": 2, "lr": 0.003})
+                             distill={"hints": [], "relation_weight": 0.0, "epochs": 2, "lr": 0.003})
     assert main(["run", str(pipeline), "--store", str(store), "--until", "quantize"]) == 0
     export = json.loads(max((store / "results" / "export").glob("*/metrics.json"),
                             key=lambda p: p.stat().st_mtime).read_text())

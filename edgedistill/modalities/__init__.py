@@ -85,4 +85,7 @@ def for_spec(spec: dict) -> Modality:
 
 
 def _load() -> None:
-    from . import image, text  # noqa: F401  (registration)
+    import importlib
+
+    for module in ("image", "text"):  # importing registers them
+        importlib.import_module(f"{__name__}.{module}")

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data import DATASETS, SOURCES, SPLITS, NpyWriter, RawData
+from ..data import DATASETS, SOURCES, SPLITS, MapsByName, NpyWriter, RawData
 from ..errors import ConfigError, DataError, StageError
 from ..packages import package_file
 from . import MODALITIES
@@ -281,13 +281,14 @@ class TextSplit:
         return path
 
 
-class TextBatches:
+class TextBatches(MapsByName):
     """Training batches of token ids: batch(idx) -> (ids cut to the batch's longest, labels, None).
     No random augmentation: the same example gives the same input every epoch."""
 
     random = False
 
     def __init__(self, ids: np.ndarray, labels: np.ndarray, pad: int, rows: np.ndarray | None = None):
+        self.mapped = ("ids",)  # worker processes open the memory map by name
         self.ids, self.pad = ids, pad
         self.rows = np.arange(len(labels)) if rows is None else np.asarray(rows)
         import torch
@@ -296,17 +297,6 @@ class TextBatches:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-    def __getstate__(self) -> dict:  # worker processes open the memory map by name
-        state = dict(self.__dict__)
-        if isinstance(self.ids, np.memmap) and self.ids.filename:
-            state["ids"] = ("memmap", self.ids.filename)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        if isinstance(state["ids"], tuple):
-            state["ids"] = np.load(state["ids"][1], mmap_mode="r")
-        self.__dict__.update(state)
 
     def clean(self, idx):
         import torch

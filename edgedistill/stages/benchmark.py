@@ -34,7 +34,13 @@ def run(cfg: BenchmarkConfig, inputs: dict[str, Path], out: Path, ctx: Context) 
                                                   leave=False):
         r = bench_in_child(inputs[artifact] / filename, cfg, x_paths[model], y_path)
         ctx.log(f"{role}: p50 {r['latency_ms']['p50']:.3f} ms, p90 {r['latency_ms']['p90']:.3f} ms, "
-                f"{r['size_bytes'] / 1024:.0f} KiB, peak RSS {r['peak_rss_mb']:.0f} MiB, test acc {r['accuracy']:.2f}%")
+                f"{r['size_bytes'] / 1024:.0f} KiB, peak RSS {r['peak_rss_mb']:.0f} MiB, test acc {r['accuracy']:.2f}%"
+                + (f" ({r['sequence_length']} tokens)" if "sequence_length" in r else ""))
+        if not ds.modality.sized:  # text: the latency at other lengths too, on made-up token ids
+            timing = cfg.model_copy(update={"throughput_batch": 0, "profile_runs": 0})
+            r["latency_ms_by_length"] = {str(n): bench_in_child(inputs[artifact] / filename, timing, sequence_length=n)["latency_ms"]
+                                         for n in cfg.sequence_lengths}
+            ctx.log("    " + ", ".join(f"{n} tokens p50 {v['p50']:.3f} ms" for n, v in r["latency_ms_by_length"].items()))
         results[role] = r
     (out / "benchmark.json").write_text(json.dumps(results, indent=2))
     return {role: {"latency_ms_p90": r["latency_ms"]["p90"], "accuracy": r["accuracy"], "size_bytes": r["size_bytes"]}

@@ -21,7 +21,7 @@ from ..config import (DistillConfig, ModelPreset, Pipeline, Strict, check_truste
                       teacher_sources)
 from ..data import Dataset
 from ..errors import ConfigError
-from ..losses import dist_loss, hint_loss, kd_loss, rkd_angle_loss, rkd_distance_loss
+from ..losses import dist_loss, hint_loss, kd_loss, minilm_relation_loss, rkd_angle_loss, rkd_distance_loss
 from ..runner import Context, Stage
 from ..train import fit, resolve_device, test_and_save
 
@@ -83,6 +83,10 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
         s_taps.add("embedding", d.rkd_student_layer or student_head, use_input=d.rkd_student_layer is None)
         t_taps.add("embedding", d.rkd_teacher_layer or models.head_path(teacher, teacher_preset),
                    use_input=d.rkd_teacher_layer is None)
+    heads = relation_heads(teacher, student, d) if d.relation_weight > 0 else 0
+    for taps, model, path in ((s_taps, student, d.relation_student_layer), (t_taps, teacher, d.relation_teacher_layer)):
+        for part in ("query", "key", "value") if heads else ():
+            taps.add(f"relation_{part}", f"{path or model.last_attention()}.{part}")
     labels = ds.splits["train"][1]
     # alpha 0 has no distillation term: images without a label would teach nothing
     rows = np.flatnonzero(labels >= 0) if d.alpha == 0 else np.arange(len(labels))
@@ -102,7 +106,7 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
     # Response-only KD on fixed images reads the teachers' stored logits. Hints and RKD need the
     # teacher's layers, and augmented images need the teacher to see the same view as the student
     # (consistent teaching): then the teachers run on every batch.
-    online = bool(d.hints) or use_rkd or train.random or not d.use_stored_teacher_outputs
+    online = bool(d.hints) or use_rkd or heads > 0 or train.random or not d.use_stored_teacher_outputs
     stored = []
     if not online:  # memory-mapped: a batch reads its own rows
         stored = [np.load(inputs["teacher_outputs"] / "train_logits.npy", mmap_mode="r")]
@@ -128,6 +132,10 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
             loss = loss + d.rkd_distance_weight * rkd_distance_loss(s_taps.values["embedding"], t_taps.values["embedding"])
         if d.rkd_angle_weight > 0:
             loss = loss + d.rkd_angle_weight * rkd_angle_loss(s_taps.values["embedding"], t_taps.values["embedding"])
+        if heads:  # token ids: the teacher's input is the student's; the mask is what is not padding
+            qkv = lambda taps: tuple(taps.values[f"relation_{p}"] for p in ("query", "key", "value"))
+            loss = loss + d.relation_weight * minilm_relation_loss(qkv(s_taps), qkv(t_taps), heads,
+                                                                   teacher_x != ds.spec["pad_token_id"])
         return loss
 
     val = ds.split("val", cfg.image_size)
@@ -140,12 +148,26 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
     teacher_params = models.num_params(teacher)
     params = models.num_params(student)
     losses = [d.response if d.alpha > 0 else "ce"] + [f"hint:{h.teacher}->{h.student}" for h in d.hints] + \
-             (["rkd_distance"] if d.rkd_distance_weight > 0 else []) + (["rkd_angle"] if d.rkd_angle_weight > 0 else [])
+             (["rkd_distance"] if d.rkd_distance_weight > 0 else []) + (["rkd_angle"] if d.rkd_angle_weight > 0 else []) + \
+             (["minilm_relations"] if heads else [])
     return {"val_accuracy": result.val_accuracy, "test_accuracy": test_acc, "params": params,
             "teacher_params": teacher_params, "params_ratio": params / teacher_params, "losses": losses,
             "teacher": "online" if online else "cached", "teachers": 1 + len(extra),
             "train_images": int(len(rows)), "unlabeled_train_images": int((labels[rows] < 0).sum()),
             "history": result.history, "best_epoch": result.best_epoch, "final_epoch": result.final_epoch}
+
+
+def relation_heads(teacher: nn.Module, student: nn.Module, d: DistillConfig) -> int:
+    """The number of attention heads MiniLM's relation transfer compares: both models must be
+    transformers (models.HFClassifier) with the same number."""
+    if not all(isinstance(m, models.HFClassifier) for m in (teacher, student)):
+        raise ConfigError("distill.relation_weight transfers self-attention: the teacher and the student must both be "
+                          "transformers (transformers:auto presets)")
+    heads = [m.hf.config.num_attention_heads for m in (teacher, student)]
+    if heads[0] != heads[1]:
+        raise ConfigError(f"distill.relation_weight: the teacher has {heads[0]} attention heads, the student {heads[1]}; "
+                          f"MiniLM's relation transfer needs the same number")
+    return heads[0]
 
 
 def check(p: Pipeline) -> None:
@@ -177,7 +199,7 @@ def student_preset(p: Pipeline) -> ModelPreset:
 
 
 STAGE = Stage(
-    name="distill", version=7, inputs=("dataset", "teacher", "teacher_outputs"), output="student",
+    name="distill", version=8, inputs=("dataset", "teacher", "teacher_outputs"), output="student",
     configure=lambda p: DistillStageConfig(distill=p.distill, model=student_preset(p), seed=p.seed,
                                            image_size=model_sizes(p)[1], horizontal_flip=p.data.horizontal_flip),
     run=run, key_exclude={"distill": {"device", "channels_last", "compile", "workers", "baseline"}}, distributed=True,

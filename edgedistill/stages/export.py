@@ -16,7 +16,7 @@ from ..config import ExportConfig
 from ..data import Dataset
 from ..errors import StageError
 from ..models import input_size, load_trained, num_params
-from ..onnx_utils import export_onnx, ort_predict  # noqa: F401  (export_onnx: used by tests and benchmarks)
+from ..onnx_utils import ort_predict
 from ..runner import Context, Stage
 from ..stats import paired_drop
 from ..store import METRICS, read_json

@@ -254,7 +254,8 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
     """Quantize fp32_path as q says (mode fixed: once; auto: every recipe, then mixed precision if
     needed) and decide what should ship. Candidate models are written to work/."""
     p90, latency_from = latency_meter(q, latency)
-    log(f"candidates are timed on {latency_from}")
+    log(f"candidates are timed on {latency_from}"
+        + (f", at {latency.sequence_length} tokens" if latency.sequence_length else ""))
     source = fp32_path
     if q.pre_process:
         source = work / "preprocessed.onnx"
@@ -407,8 +408,11 @@ def configure(p) -> QuantizeStageConfig:
     from ..modalities import for_kind
 
     q, bench = p.quantize, p.benchmark
+    modality = for_kind(p.data.kind)
     if "recipes" not in q.model_fields_set:  # the modality's sane set: CNN recipes for images, transformer ones for text
-        q = q.model_copy(update={"recipes": list(RECIPE_SETS[for_kind(p.data.kind).recipes])})
+        q = q.model_copy(update={"recipes": list(RECIPE_SETS[modality.recipes])})
+    if not modality.sized and bench.sequence_length is None:  # text: candidates timed at the stored length
+        bench = bench.model_copy(update={"sequence_length": p.data.max_length})
     if q.target != "host" and not q.target.startswith("ssh://"):
         from ..devices import devices_file, find_device
 
@@ -424,7 +428,8 @@ def configure(p) -> QuantizeStageConfig:
 def latency_settings(bench: BenchmarkConfig, q: QuantizeConfig) -> BenchmarkConfig:
     """Only what changes a latency ranking: threads and graph optimization, not the release protocol."""
     return BenchmarkConfig(threads=bench.threads, inter_op_threads=bench.inter_op_threads,
-                           graph_optimization=bench.graph_optimization, warmup=20, runs=q.latency_runs,
+                           graph_optimization=bench.graph_optimization, sequence_length=bench.sequence_length,
+                           warmup=20, runs=q.latency_runs,
                            min_duration_s=q.latency_min_duration_s, throughput_batch=0, profile_runs=0)
 
 
