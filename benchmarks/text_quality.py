@@ -69,14 +69,17 @@ def latency(model: Path, tokens: int) -> dict:
 
 def optimum_dynamic(fp32: Path, work: Path) -> Path:
     """optimum's ORTQuantizer, AutoQuantizationConfig.avx512_vnni(is_static=False) (per tensor, its default)."""
-    import shutil
-
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
+    from onnxruntime.quantization import quant_pre_process
+
     folder = work / "optimum_in"
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(fp32, folder / "model.onnx")
+    # the same FP32 graph with ONNX Runtime's symbolic shape inference run on it (what our quantize stage
+    # does first): onnx's own shape inference, which the quantizer uses otherwise, does not type the
+    # fused contrib operators (Attention, SkipLayerNormalization) and ORTQuantizer fails on them
+    quant_pre_process(str(fp32), str(folder / "model.onnx"))
     quantizer = ORTQuantizer.from_pretrained(folder, file_name="model.onnx")
     quantizer.quantize(save_dir=work / "optimum_out", quantization_config=AutoQuantizationConfig.avx512_vnni(is_static=False))
     return next((work / "optimum_out").glob("*quantized*.onnx"))

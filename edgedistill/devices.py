@@ -263,12 +263,16 @@ def verify_targets(specs: list[str], root: Path | None = None, name: str | None 
     return out
 
 
+TEST_INPUTS = ("test_inputs.npy", "test_inputs.npz")
+"""A bundle's shipped test inputs: float images (.npy), or token ids and masks by input name (.npz)."""
+
+
 def verifiable(bundle: Path) -> dict:
     """The bundle's manifest, once the bundle matches it and carries what verify needs."""
     manifest = verify_bundle(bundle)
-    if "test_inputs.npy" not in manifest["files"]:
-        raise ConfigError(f"bundle '{bundle}' carries no test inputs (test_inputs.npy); rebuild it with "
-                          f"bundle.include_test_set > 0 (the default, 256)")
+    if not any(f in manifest["files"] for f in TEST_INPUTS):
+        raise ConfigError(f"bundle '{bundle}' carries no test inputs (test_inputs.npy, or .npz for text); rebuild it "
+                          f"with bundle.include_test_set > 0 (the default, 256)")
     if "--logits" not in (Path(bundle) / "bench.py").read_text():
         raise ConfigError(f"bundle '{bundle}' has a bench.py from before verify mode (no --logits); rebuild the bundle")
     return manifest
@@ -285,15 +289,22 @@ def verify_on_targets(bundle: Path, chosen: list[VerifyTarget], images: int | No
 
     bundle = Path(bundle)
     manifest = verifiable(bundle)
-    x, y = np.load(bundle / "test_inputs.npy", mmap_mode="r"), np.load(bundle / "test_labels.npy")
+    name = next(f for f in TEST_INPUTS if f in manifest["files"])
+    y = np.load(bundle / "test_labels.npy")
     n = len(y) if images is None else max(1, min(images, len(y)))
     models = [m for m in ("model.onnx", "model.ort") if m in manifest["files"]]
     entries = {}
     with tempfile.TemporaryDirectory() as tmp:
-        inputs, labels = Path(tmp) / "test_inputs.npy", Path(tmp) / "test_labels.npy"
-        np.save(inputs, np.ascontiguousarray(x[:n]))
+        inputs, labels = Path(tmp) / name, Path(tmp) / "test_labels.npy"
+        if name.endswith(".npz"):  # text: one array per input name
+            with np.load(bundle / name) as z:
+                x = {k: z[k][:n] for k in z.files}
+            np.savez(inputs, **x)
+        else:
+            x = np.ascontiguousarray(np.load(bundle / name, mmap_mode="r")[:n])
+            np.save(inputs, x)
         np.save(labels, y[:n])
-        host = {m: ortbench.predict(str(bundle / m), np.load(inputs), y[:n], str(Path(tmp) / f"host_{m}.npy")) for m in models}
+        host = {m: ortbench.predict(str(bundle / m), x, y[:n], str(Path(tmp) / f"host_{m}.npy")) for m in models}
         host_logits = {m: np.load(Path(tmp) / f"host_{m}.npy") for m in models}
         for t in chosen:
             per_model, device = {}, {}

@@ -332,3 +332,27 @@ def test_read_text_file_strips_and_checks(tmp_path):
     (tmp_path / "b.txt").write_text(" \n\t", encoding="utf-8")
     with pytest.raises(DataError, match="is empty"):
         read_text_file(tmp_path / "b.txt")
+
+
+def test_verify_runs_a_text_bundle_with_its_own_bench_py(text_run, tmp_path):
+    """verify's device path on a text bundle: its bench.py in verify mode reads the shipped
+    test_inputs.npz by input name; here the "device" is a child process on this machine."""
+    import shutil
+    import subprocess
+    import sys
+
+    from edgedistill.devices import VerifyTarget, verify_on_targets
+
+    bundle = tmp_path / "v1"
+    shutil.copytree(text_run / "bundles" / "tinytext" / "v1", bundle)
+
+    def local(b, model, inputs, labels):
+        out = tmp_path / f"{model}.npy"
+        proc = subprocess.run([sys.executable, str(b / "bench.py"), str(b / model), "--inputs", str(inputs), "--labels",
+                               str(labels), "--logits", str(out), "--name", "here"], capture_output=True, text=True, check=True)
+        return np.load(out), json.loads(proc.stdout)
+
+    entries = verify_on_targets(bundle, [VerifyTarget("here", "local", local, emulated=False)], images=5, log=lambda m: None)
+    e = entries["here"]
+    assert e["images"] == 5 and e["top1_agreement"] == 100.0 and e["max_abs_diff"] == 0.0
+    assert e["accuracy"] == e["host_accuracy"]
