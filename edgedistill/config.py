@@ -65,7 +65,8 @@ class DataConfig(Strict):
     right-padded. The benchmark feeds this many tokens (a device pads to it). Training and evaluation
     cut every batch to its longest example (dynamic padding), which changes no logit."""
     tokenizer: str | None = None
-    """Text: a Hugging Face tokenizer folder or hub id. None: the teacher preset's own (its weights)."""
+    """Text: a Hugging Face tokenizer folder, hub id, or package:<name>:<folder inside it>. None: the
+    teacher preset's own (where its weights come from)."""
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     """Share of the labeled pool held out for validation (stratified, seeded), when not given as a folder."""
     test_fraction: float = Field(0.15, gt=0, lt=0.5)

