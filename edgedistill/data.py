@@ -7,6 +7,9 @@ each batch resized to its size (``view_spec``). The images are written increment
 memory-mapped, so memory follows the batch, never the data set. ``to_model_input`` turns a batch of
 such images into the float tensor the model takes; the same rule is written to the bundle's
 preprocess.json so it can be reimplemented on the device.
+
+The split and the dataset registry serve every modality; text (token ids instead of pixels) lives
+in edgedistill.modalities.text, which registers its own dataset kinds here.
 """
 from __future__ import annotations
 
@@ -30,8 +33,8 @@ from .registry import Registry
 @dataclass
 class RawData:
     """A dataset as listed: items and labels, either one labeled pool to split, or given splits. Items
-    are decoded uint8 images (N, H, W, C) for the small built-in datasets, or image file paths
-    (decoded only when a split is written, in worker processes)."""
+    are decoded uint8 images (N, H, W, C) for the small built-in datasets, image file paths (decoded
+    only when a split is written, in worker processes), or texts (an object array of str)."""
 
     classes: list[str]
     pool: tuple[np.ndarray, np.ndarray] | None = None
