@@ -460,14 +460,17 @@ class TextModality:
             shutil.copy2(dataset / "tokenizer" / name, out / name)
         texts = json.loads((dataset / "test_texts.json").read_text())[:GOLDEN]
         golden_split = test.subset(slice(0, len(texts)))
-        logits = ort_predict(onnx_path, golden_split)
         ids = np.asarray(golden_split.ids)
         pad = test.spec["pad_token_id"]
+        # as a device sends them: one at a time, padded to max_length (a dynamic INT8 model's answers
+        # depend on the batch and the padding: its activation ranges are taken over the whole tensor)
+        logits = ort_predict(onnx_path, text_feeds(ids, pad), batch=1)
         golden = [{"text": t, "input_ids": [int(v) for v in row[row != pad]], "logits": [float(v) for v in lg],
                    "label": int(lab)} for t, row, lg, lab in zip(texts, ids, logits, golden_split.labels)]
         (out / "golden.json").write_text(json.dumps({"max_length": test.spec["max_length"], "pad_token_id": pad,
-                                                     "note": "input_ids without padding; attention_mask is 1 for each of "
-                                                             "them; logits of model.onnx",
+                                                     "note": "input_ids without padding; logits of model.onnx for "
+                                                             "them right-padded to max_length, attention_mask 1 on "
+                                                             "the ids and 0 on the padding, one sentence at a time",
                                                      "examples": golden}, indent=2, ensure_ascii=False) + "\n")
         return {"golden_examples": len(golden), "tokenizer_files": TOKENIZER_FILES}
 

@@ -154,7 +154,7 @@ def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context
 
 
 STAGE = Stage(
-    name="bundle", version=9, inputs=("dataset", "teacher", "student", "student_alone", "onnx", "quantized", "benchmark"),
+    name="bundle", version=10, inputs=("dataset", "teacher", "student", "student_alone", "onnx", "quantized", "benchmark"),
     output="bundle",
     configure=lambda p: BundleStageConfig(bundle=p.bundle, name=p.name), run=run,
     headline=lambda m: f"{m['size_bytes'] / 1024:.0f} KiB, p90 {m['latency_ms']['p90']:.3f} ms",
