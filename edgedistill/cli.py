@@ -367,8 +367,7 @@ def cmd_quantize(a: argparse.Namespace) -> int:
     calib = open_inputs(Path(a.calib), spec)
     names = [session(model).get_inputs()[0].name]
     n = min(len(calib.items), q.calibration_samples)
-    feeds = lambda rows: {names[0]: calib.inputs(rows)}
-    reader = lambda: quantize.BatchReader(n, feeds, names, progress=_progress())
+    reader = lambda: quantize.BatchReader(n, calib.inputs, names, progress=_progress())
     out = Path(a.out) if a.out else model.with_name(f"{model.stem}_quantized.onnx")
     if a.val is None:
         if q.mode == "auto":
@@ -383,7 +382,7 @@ def cmd_quantize(a: argparse.Namespace) -> int:
     latency = quantize.latency_settings(BenchmarkConfig(threads=a.threads), q)
     with tempfile.TemporaryDirectory() as work:
         sel = quantize.select(model, q, latency, calibration=reader,
-                              rank_calibration=lambda: quantize.BatchReader(min(n, 64), feeds, names),
+                              rank_calibration=lambda: quantize.BatchReader(min(n, 64), calib.inputs, names),
                               val=(val, val.labels), work=Path(work), log=lambda m: print(f"    {m}", file=sys.stderr))
         num = lambda v, f: "-" if v is None else format(v, f)
         interval = lambda d: "-" if d is None else f"{d['drop']:.2f} [{d['ci_low']:.2f}, {d['ci_high']:.2f}]"

@@ -463,8 +463,10 @@ def resize_spec(cfg: DataConfig) -> dict:
 
 
 def read_preprocess(path: Path) -> dict:
-    """A preprocess.json (every bundle has one), checked to hold what to_model_input reads."""
+    """A preprocess.json (every bundle has one), checked by its modality to hold what its splits read."""
     import json
+
+    from .modalities import for_spec
 
     try:
         spec = json.loads(Path(path).read_text())
@@ -472,11 +474,14 @@ def read_preprocess(path: Path) -> dict:
         raise DataError(f"preprocess file '{path}' does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"preprocess file '{path}' is not JSON ({type(e).__name__})") from None
-    if isinstance(spec, dict) and spec.get("modality", "image") != "image":
-        from .modalities import for_spec
+    if not isinstance(spec, dict):
+        raise DataError(f"'{path}' is not a preprocess.json as bundles hold it (a JSON object)")
+    return for_spec(spec).check_spec(spec, path)
 
-        return for_spec(spec).check_spec(spec, path)
-    ok = (isinstance(spec, dict) and all(isinstance(spec.get(k), int) and spec[k] > 0 for k in ("height", "width"))
+
+def check_image_spec(spec: dict, path: Path) -> dict:
+    """An image preprocess.json, checked to hold what to_model_input reads."""
+    ok = (all(isinstance(spec.get(k), int) and spec[k] > 0 for k in ("height", "width"))
           and spec.get("channels") in (1, 3) and spec.get("color") in ("grayscale", "rgb")
           and isinstance(spec.get("scale"), (int, float))
           and all(isinstance(spec.get(k), list) and len(spec[k]) == spec["channels"]

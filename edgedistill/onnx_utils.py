@@ -26,21 +26,11 @@ def session(path: Path, threads: int = 0) -> ort.InferenceSession:
 
 
 def feed(sess: ort.InferenceSession, inputs) -> dict:
-    """{input name: array} for a session: inputs is a dict of arrays by name (a modality's feeds;
-    arrays the model does not take are left out, a lone array renamed to the model's lone input), or
-    one array for a one-input model. Arrays are made contiguous in the model's dtype."""
-    from .ortbench import DTYPES
+    """{input name: array} for a session: inputs is a dict of arrays by name (a modality's feeds) or
+    one array for a one-input model (ortbench.select), each contiguous in the model's dtype."""
+    from .ortbench import feed_rows, select
 
-    metas = sess.get_inputs()
-    if isinstance(inputs, dict):
-        if len(metas) == 1 and len(inputs) == 1:
-            inputs = {metas[0].name: next(iter(inputs.values()))}
-        missing = [m.name for m in metas if m.name not in inputs]
-        if missing:
-            raise AssertionError(f"no array for model input(s) {', '.join(missing)} (have {', '.join(inputs)})")
-    else:
-        inputs = {metas[0].name: inputs}
-    return {m.name: np.ascontiguousarray(inputs[m.name], dtype=DTYPES.get(m.type, np.float32)) for m in metas}
+    return feed_rows(sess, select([m.name for m in sess.get_inputs()], inputs), slice(None))
 
 
 def ort_predict(path: Path, x, batch: int = 64) -> np.ndarray:

@@ -95,19 +95,30 @@ DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(do
           "tensor(bool)": np.bool_}
 
 
-def as_feed(session, inputs) -> dict:
-    """inputs -> {input name: array}: a dict (an .npz: one array per input name) as it is, a single
-    array for a model with one input."""
-    metas = session.get_inputs()
+def select(names: list, inputs) -> dict:
+    """{input name: array} for a model whose inputs are `names`: from a dict (an .npz: one array per
+    input name; arrays the model does not take are left out; a lone array goes to a one-input model
+    whatever its name), or from a single array for a one-input model. ValueError when one is missing."""
     if isinstance(inputs, dict) or hasattr(inputs, "files"):
-        missing = [m.name for m in metas if m.name not in inputs]
+        keys = list(inputs.files if hasattr(inputs, "files") else inputs)
+        if len(names) == 1 and len(keys) == 1:
+            return {names[0]: inputs[keys[0]]}
+        missing = [n for n in names if n not in keys]
         if missing:
-            raise SystemExit(f"bench.py: --inputs has no array for input(s) {', '.join(missing)} of the model")
-        return {m.name: inputs[m.name] for m in metas}
-    if len(metas) != 1:
-        raise SystemExit(f"bench.py: the model takes {len(metas)} inputs ({', '.join(m.name for m in metas)}); "
-                         f"give --inputs as an .npz with one array per input name")
-    return {metas[0].name: inputs}
+            raise ValueError(f"--inputs has no array for input(s) {', '.join(missing)} of the model")
+        return {n: inputs[n] for n in names}
+    if len(names) != 1:
+        raise ValueError(f"the model takes {len(names)} inputs ({', '.join(names)}); give --inputs as an .npz with "
+                         f"one array per input name")
+    return {names[0]: inputs}
+
+
+def as_feed(session, inputs) -> dict:
+    """inputs -> {input name: array} for the session's model (select), or bench.py stops saying why."""
+    try:
+        return select([m.name for m in session.get_inputs()], inputs)
+    except ValueError as e:
+        raise SystemExit(f"bench.py: {e}") from None
 
 
 def feed_rows(session, data: dict, rows) -> dict:

@@ -26,9 +26,10 @@ TINY = {
 TINY_BUDGETS = {"max_size_mb": 1.0, "max_latency_ms_p90": 1000.0, "min_accuracy": 50.0, "max_accuracy_drop": 40.0}
 
 
-def write_pipeline(folder: Path, **sections) -> Path:
-    """A tiny digits pipeline in folder (with its budgets file); sections override TINY's."""
-    tree = yaml.safe_load(yaml.safe_dump(TINY))
+def write_pipeline(folder: Path, base: dict = TINY, **sections) -> Path:
+    """A tiny pipeline in folder (with the budgets file TINY names): base (default: TINY, digits) with
+    sections overriding its keys, a section's mapping merged into base's."""
+    tree = yaml.safe_load(yaml.safe_dump(base))
     for k, v in sections.items():
         if isinstance(v, dict) and isinstance(tree.get(k), dict):
             tree[k].update(v)

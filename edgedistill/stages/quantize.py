@@ -33,11 +33,11 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       quant_pre_process, quantize_dynamic, quantize_static)
 from tqdm.auto import tqdm
 
-from ..config import BenchmarkConfig, QuantizeConfig, Strict
-from ..config import RECIPE_SETS
+from ..config import RECIPE_SETS, BenchmarkConfig, QuantizeConfig, Strict
 from ..data import Dataset, read_preprocess
 from ..errors import ConfigError, StageError
 from ..onnx_utils import bench_in_child, ort_predict
+from ..ortbench import select as select_inputs
 from ..runner import Context, Stage
 from ..stats import LEVEL, paired_drop, resolution
 
@@ -64,8 +64,9 @@ class BatchReader(CalibrationDataReader):
     """Feeds calibration inputs to ONNX Runtime batch by batch: only one batch is ever converted
     (decoded, preprocessed) into memory, so calibration sets larger than memory work.
 
-    n: how many samples; feeds(rows) turns a slice of them into the model's {input name: array}
-    (a split's feeds, or one float32 input batch); names: the model's inputs (feeds may hold more).
+    n: how many samples; feeds(rows) turns a slice of them into the model's inputs: {input name:
+    array} (a split's feeds, which may hold more than the model takes) or one array for a one-input
+    model (ortbench.select); names: the model's inputs.
     """
 
     def __init__(self, n: int, feeds: Callable[[slice], dict], names: Sequence[str], batch: int = 32,
@@ -76,11 +77,9 @@ class BatchReader(CalibrationDataReader):
     def _batches(self) -> Iterator[dict]:
         bar = tqdm(total=self.n, desc="calibrate", unit="sample", disable=not self.progress, leave=False)
         for i in range(0, self.n, self.batch):
-            feeds = self.feeds(slice(i, min(i + self.batch, self.n)))
-            if len(self.names) == 1 and len(feeds) == 1:
-                feeds = {self.names[0]: next(iter(feeds.values()))}
+            feeds = select_inputs(self.names, self.feeds(slice(i, min(i + self.batch, self.n))))
             bar.update(len(next(iter(feeds.values()))))
-            yield {name: np.ascontiguousarray(feeds[name]) for name in self.names}
+            yield {name: np.ascontiguousarray(a) for name, a in feeds.items()}
         bar.close()
 
     def get_next(self) -> dict | None:
@@ -90,9 +89,9 @@ class BatchReader(CalibrationDataReader):
         self._it = self._batches()
 
 
-def split_reader(split: Any, model: Path, batch: int = 32, progress: bool = False) -> BatchReader:
-    """Calibration from a split (or a subset of one) for this model: its feeds, a batch at a time."""
-    return BatchReader(len(split), split.feeds, input_names(model), batch=batch, progress=progress)
+def split_reader(split: Any, names: list[str], batch: int = 32, progress: bool = False) -> BatchReader:
+    """Calibration from a split (or a subset of one) for a model with these inputs: its feeds, a batch at a time."""
+    return BatchReader(len(split), split.feeds, names, batch=batch, progress=progress)
 
 
 def input_names(model: Path) -> list[str]:
@@ -384,9 +383,10 @@ def run(cfg: QuantizeStageConfig, inputs: dict[str, Path], out: Path, ctx: Conte
     calibration = train.subset(np.sort(np.random.default_rng(cfg.seed).permutation(len(train))[: q.calibration_samples]))
     val = ds.split("val", size)
     fp32 = inputs["onnx"] / "student.onnx"
+    names = input_names(fp32)
     sel = select(fp32, q, cfg.latency,
-                 calibration=lambda: split_reader(calibration, fp32, progress=ctx.progress),
-                 rank_calibration=lambda: split_reader(calibration.subset(slice(0, 64)), fp32),
+                 calibration=lambda: split_reader(calibration, names, progress=ctx.progress),
+                 rank_calibration=lambda: split_reader(calibration.subset(slice(0, 64)), names),
                  val=(val, val.labels), work=ctx.work, log=ctx.log, progress=ctx.progress, seed=cfg.seed)
     # the best quantized model goes into the result even when FP32 ships, so it is benchmarked and reported
     shutil.copy2(sel.best.path, out / OUTPUT)
