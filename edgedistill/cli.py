@@ -285,6 +285,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
     from .config import BenchmarkConfig, validate
     from .devices import check_device_name
     from .onnx_utils import bench_in_child
+    from .ortbench import describe
     from .store import verify_bundle
     from .table import text_table
 
@@ -322,10 +323,15 @@ def cmd_bench(a: argparse.Namespace) -> int:
         raise ConfigError(f"--out '{a.out}': folder '{Path(a.out).parent}' does not exist")
     if target.is_dir():
         verify_bundle(target)
+    if a.inputs is not None and not Path(a.inputs).is_file():
+        raise ConfigError(f"--inputs '{a.inputs}' does not exist")
     if a.remote:
+        if a.inputs or a.shape:
+            raise ConfigError("--inputs and --shape time on this machine; with --target the bundle's model is timed as "
+                              "its preprocess.json says")
         result = bench_over_ssh(target, a.remote, settings, name=a.name, remote_python=a.remote_python)
     else:
-        result = bench_in_child(model, settings, name=a.name)
+        result = bench_in_child(model, settings, inputs=a.inputs, name=a.name, shapes=a.shape)
     if a.ingest:
         from .devices import ingest
 
@@ -343,6 +349,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
     print(text_table(("metric", "value"), [
         ("model", f"{model} ({result['size_bytes'] / 1024:.1f} KiB)"),
         ("device", f"{result['device']['cpu']}, {result['device']['threads']} thread(s), onnxruntime {result['device']['onnxruntime']}"),
+        ("input timed", ", ".join(f"{k} {describe(v)}" for k, v in result.get("input_shapes", {}).items())
+         + f" ({result.get('inputs', 'made up')})"),
         ("latency ms p50 / p90 / p99", f"{lat['p50']:.3f} / {lat['p90']:.3f} / {lat['p99']:.3f} ({result['runs']} runs, {result['duration_s']:.1f} s)"),
         ("cold start ms (load + first)", f"{result['cold_start_ms']:.1f}"),
         ("peak RSS MiB", f"{result['peak_rss_mb']:.1f}"),
@@ -354,7 +362,10 @@ def cmd_bench(a: argparse.Namespace) -> int:
 def cmd_quantize(a: argparse.Namespace) -> int:
     from .config import BenchmarkConfig, QuantizeConfig, parse_overrides, validate
     from .data import open_inputs, read_preprocess
-    from .onnx_utils import session
+    import numpy as np
+
+    from .onnx_utils import write_model
+    from .ortbench import describe, model_size
     from .stages import quantize
     from .table import text_table
 
@@ -364,39 +375,49 @@ def cmd_quantize(a: argparse.Namespace) -> int:
     overrides = dict(parse_overrides(a.set), mode=a.mode)
     q = validate(QuantizeConfig, overrides, "edgedistill quantize --set")
     spec = read_preprocess(Path(a.preprocess)) if a.preprocess else None
+    if q.mode == "auto" and a.val is None:
+        raise ConfigError("--mode auto measures accuracy: give --val (an .npz with x and y, or an image folder), "
+                          "or use --mode fixed")
     calib = open_inputs(Path(a.calib), spec)
-    names = [session(model).get_inputs()[0].name]
-    n = min(len(calib.items), q.calibration_samples)
-    reader = lambda: quantize.BatchReader(n, calib.inputs, names, progress=_progress())
-    out = Path(a.out) if a.out else model.with_name(f"{model.stem}_quantized.onnx")
-    if a.val is None:
-        if q.mode == "auto":
-            raise ConfigError("--mode auto measures accuracy: give --val (an .npz with x and y, or an image folder), "
-                              "or use --mode fixed")
-        quantize.quantize_model(model, out, q, reader)
-        print(f"wrote {out} ({out.stat().st_size / 1024:.1f} KiB; fixed mode, accuracy not measured)")
-        return 0
-    val = open_inputs(Path(a.val), spec)
-    if val.labels is None:
+    val = open_inputs(Path(a.val), spec) if a.val is not None else None
+    if val is not None and val.labels is None:
         raise ConfigError(f"--val '{a.val}' has no labels (an .npz needs an array y)")
-    latency = quantize.latency_settings(BenchmarkConfig(threads=a.threads), q)
-    with tempfile.TemporaryDirectory() as work:
+    inputs = quantize.model_inputs(model)
+    n = min(len(calib.items), q.calibration_samples)
+    what = f"--calib '{a.calib}'"
+    reader = lambda: quantize.BatchReader(n, calib.inputs, inputs, progress=_progress(), what=what)
+    out = Path(a.out) if a.out else model.with_name(f"{model.stem}_quantized.onnx")
+    log = lambda m: print(f"    {m}", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if val is None:
+            reader().get_next()  # calibration data that does not fit the model is named before anything runs
+            quantize.quantize_model(quantize.prepare_source(model, q, reader, work, log), work / "quantized.onnx", q, reader)
+            write_model(work / "quantized.onnx", out)
+            print(f"wrote {out} ({model_size(str(out)) / 1024:.1f} KiB; fixed mode, accuracy not measured)")
+            return 0
+        timing = work / "timing_input.npy"  # candidates are timed on a real input: its shape is the data's
+        np.save(timing, val.inputs(slice(0, 1)))
+        latency = quantize.latency_settings(BenchmarkConfig(threads=a.threads), q)
         sel = quantize.select(model, q, latency, calibration=reader,
-                              rank_calibration=lambda: quantize.BatchReader(min(n, 64), calib.inputs, names),
-                              val=(val, val.labels), work=Path(work), log=lambda m: print(f"    {m}", file=sys.stderr))
+                              rank_calibration=lambda: quantize.BatchReader(min(n, 64), calib.inputs, inputs, what=what),
+                              val=(val, val.labels), work=work, log=log, timing_inputs=timing)
         num = lambda v, f: "-" if v is None else format(v, f)
         interval = lambda d: "-" if d is None else f"{d['drop']:.2f} [{d['ci_low']:.2f}, {d['ci_high']:.2f}]"
         print(text_table(("configuration", "val acc %", "drop pt [95% CI]", "agree %", "p90 ms", "size KiB", "in float", "error"), [
             (c.name, num(c.val_accuracy, ".2f"), interval(c.val_drop), num(c.val_drop and c.val_drop["agreement"], ".1f"),
              num(c.latency_ms_p90, ".3f"), num(c.size_bytes and c.size_bytes / 1024, ".1f"),
              str(len(c.excluded_nodes)), c.error or "") for c in [sel.fp32, *sel.tried]]))
+        fixed = reader().fixed
+        print(f"latency: p90 over runs of one validation input, shape {describe([fixed or 1, *np.load(timing).shape[1:]])}"
+              f"{' (the batch the model is fixed to)' if fixed else ''}")
         res = sel.metrics(q.mode, n, q.max_accuracy_drop)["val_resolution"]
         if res["note"]:
             print(f"warning: {res['note']}", file=sys.stderr)
         if sel.chosen is None:
             print(f"\nkept FP32: {sel.reason}; nothing written (the FP32 model is the better one to ship)")
             return 0
-        shutil.copy2(sel.chosen.path, out)
+        write_model(sel.chosen.path, out)
     print(f"\nwrote {out}: {sel.reason}")
     if a.report:
         Path(a.report).write_text(json.dumps(sel.metrics(q.mode, n, q.max_accuracy_drop), indent=2) + "\n")
@@ -522,6 +543,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-seconds", type=float, default=1.0, help="minimum timed duration (default 1)")
     p.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
     p.add_argument("--mlperf", action="store_true", help="MLPerf single-stream minimums: 1024 runs and 600 s")
+    p.add_argument("--inputs", metavar="FILE", help="time on the first of these inputs (.npy of preprocessed inputs, or "
+                   ".npz with one array per input name) instead of made-up ones")
+    p.add_argument("--shape", action="append", default=[], metavar="[NAME=]1x3x224x224",
+                   help="made-up inputs: the shape to time an input with dynamic dimensions at, e.g. height and width "
+                        "(repeatable); the batch is always 1, or the model's fixed batch")
     p.add_argument("--name", help="device name recorded in the result (default: host name)")
     p.add_argument("--json", action="store_true", help="print the full JSON result")
     p.add_argument("--out", metavar="FILE", help="also write the JSON result here (for edgedistill ingest)")

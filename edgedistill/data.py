@@ -18,7 +18,8 @@ import functools
 import math
 import multiprocessing
 import os
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -39,6 +40,8 @@ class RawData:
     classes: list[str]
     pool: tuple[np.ndarray, np.ndarray] | None = None
     splits: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+    notes: list[str] = field(default_factory=list)
+    """What the listing left out and why (files that are not images, blank CSV rows): said by prepare."""
 
 
 Loader = Callable[[DataConfig], RawData]
@@ -82,23 +85,93 @@ def _imagefolder_dirs(cfg: DataConfig) -> dict[str, Path]:
     return {name: Path(d) for name, d in dirs.items() if d is not None}
 
 
-def _image_folder(root: Path):
-    from torchvision.datasets import ImageFolder
+SYSTEM_FILES = ("thumbs.db", "desktop.ini", ".ds_store")
+"""Files operating systems leave in folders (lower case): never images, skipped with a note."""
+
+
+def _decodable(fmt: str | None) -> bool:
+    """Whether Pillow has a real decoder for this format (not a stub plugin that needs a handler:
+    BUFR, GRIB, HDF5, WMF outside Windows)."""
+    from PIL import Image, ImageFile
+
+    factory = Image.OPEN.get(fmt or "", (None,))[0]
+    return factory is not None and not (isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile))
+
+
+@functools.lru_cache(maxsize=1)
+def image_extensions() -> frozenset[str]:
+    """File extensions of every format this Pillow can decode (.gif, .jfif, .webp, .avif... included;
+    stub plugins left out). Wider than torchvision's IMG_EXTENSIONS, which misses .gif and .jfif."""
+    from PIL import Image
+
+    Image.init()
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if _decodable(fmt))
+
+
+def _is_image(path: str) -> str | None:
+    """None when path is an image file to use, else why it is skipped. A known image extension is
+    enough (a damaged file fails when decoded, naming it); any other file is used when Pillow reads
+    its header as a format it decodes (a JPEG saved without an extension), so no readable image is lost."""
+    name = os.path.basename(path)
+    if name.startswith("._"):
+        return "macOS metadata (AppleDouble)"
+    if name.lower() in SYSTEM_FILES:
+        return "system file"
+    if os.path.splitext(name)[1].lower() in image_extensions():
+        return None
+    from PIL import Image
 
     try:
-        return ImageFolder(str(root), loader=lambda p: p)  # list files only; decoding is ours
-    except (FileNotFoundError, RuntimeError) as e:
-        raise DataError(f"'{root}': {e}") from None
+        with Image.open(path) as im:
+            return None if _decodable(im.format) else "not an image Pillow can decode"
+    except Exception:  # Pillow raises many types for what is not an image
+        return "not an image Pillow can decode"
 
 
-def _read_imagefolder(root: Path, classes: list[str] | None) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Class names, image paths and labels of a folder (nothing decoded)."""
-    folder = _image_folder(root)
-    if classes is not None and folder.classes != classes:
-        raise DataError(f"'{root}' has classes {folder.classes}, but the training folder has {classes}")
-    if not folder.samples:
+class FileListing:
+    """Image files found under folders (sorted, as torchvision's ImageFolder orders them), and the
+    files left out with the reason (said once, by prepare, instead of being dropped without a word)."""
+
+    def __init__(self) -> None:
+        self.skipped: list[tuple[str, str]] = []
+
+    def valid(self, path: str) -> bool:
+        why = _is_image(path)
+        if why is not None:
+            self.skipped.append((path, why))
+        return why is None
+
+    def notes(self, root: Path | None = None) -> list[str]:
+        """One line per reason: how many files, and the first few named."""
+        by_reason: dict[str, list[str]] = {}
+        for path, why in self.skipped:
+            by_reason.setdefault(why, []).append(os.path.relpath(path, root) if root else path)
+        return [f"skipped {len(paths)} file(s) under '{root}' ({why}): {', '.join(paths[:5])}{' ...' if len(paths) > 5 else ''}"
+                for why, paths in by_reason.items()]
+
+
+def _read_imagefolder(root: Path, classes: list[str] | None, notes: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Class names (sub-folders, sorted; hidden ones such as .ipynb_checkpoints left out), image paths
+    and labels of a folder, nothing decoded. Every readable image is listed (image_extensions, or a
+    header Pillow reads); what is skipped is added to notes with the reason."""
+    from torchvision.datasets.folder import make_dataset
+
+    try:
+        found = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    except OSError as e:
+        raise DataError(f"cannot list '{root}': {e.strerror}") from None
+    if classes is not None and found != classes:
+        raise DataError(f"'{root}' has classes {found}, but the training folder has {classes}")
+    listing = FileListing()
+    samples = make_dataset(str(root), {c: i for i, c in enumerate(found)}, is_valid_file=listing.valid, allow_empty=True)
+    notes.extend(listing.notes(root))
+    if not samples:
         raise DataError(f"'{root}' holds no image files; give a folder with one sub-folder of images per class")
-    return folder.classes, np.asarray([p for p, _ in folder.samples], dtype=object), np.asarray(folder.targets, dtype=np.int64)
+    labels = np.asarray([c for _, c in samples], dtype=np.int64)
+    empty = [found[i] for i in np.flatnonzero(np.bincount(labels, minlength=len(found)) == 0)]
+    if empty:
+        raise DataError(f"'{root}': class folder(s) {', '.join(empty[:5])} hold no image file; add images or remove the folder")
+    return found, np.asarray([p for p, _ in samples], dtype=object), labels
 
 
 DEFAULT_MAX_PIXELS = DataConfig.model_fields["max_image_pixels"].default
@@ -121,13 +194,50 @@ def center_box(height: int, width: int, size: int) -> tuple[int, int]:
     return int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
 
 
+DECODE_RULES = {
+    "frame": "the first frame of an animated image (GIF, APNG, WebP)",
+    "orientation": "the EXIF Orientation tag applied: the picture upright, as a phone's gallery shows it",
+    "bit_depth": "16-bit samples reduced to 8 bits by their high byte (v >> 8), as Pillow reads 16-bit RGB",
+    "transparency": "transparent pixels composited over white (255), as a viewer on a white page shows them",
+    "color": "converted to RGB, or to grayscale as L = (299 R + 587 G + 114 B) / 1000 (ITU-R 601-2), by Pillow",
+}
+"""How a file becomes the pixels a person sees, before any resize: written to preprocess.json (decode)
+so an app decodes its camera frames and files the same way."""
+
+
+def as_viewed(im, channels: int):
+    """A PIL image as a viewer shows it (DECODE_RULES): first frame, upright by its EXIF orientation,
+    16-bit samples scaled to 8 bits instead of clipped, transparency over white, then RGB or L.
+    Raises DataError for pixels with no standard display range (32-bit integer or float)."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    if im.getexif().get(0x0112, 1) != 1:  # Orientation; most files have none: no copy then
+        im = ImageOps.exif_transpose(im)
+    if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit grayscale (PNG, TIFF, PGM); convert("L") clips it
+        a = np.asarray(im)
+        if im.mode == "I" and a.size and (a.min() < 0 or a.max() > 65535):
+            raise DataError(f"image '{getattr(im, 'filename', '')}' holds 32-bit integer pixels (range {a.min()} to "
+                            f"{a.max()}); save it as an 8- or 16-bit image")
+        im = Image.fromarray((a.astype(np.uint32) >> 8).astype(np.uint8), "L")
+    elif im.mode == "F":
+        raise DataError(f"image '{getattr(im, 'filename', '')}' holds floating-point pixels, which have no standard "
+                        f"display range; save it as an 8- or 16-bit image")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return im.convert("RGB" if channels == 3 else "L")
+
+
 def decode_image(path: str | Path, size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS,
                  shorter: int | None = None) -> np.ndarray:
-    """One image file to uint8 (size, size, channels): RGB or grayscale, resized bilinear (PIL's bilinear
-    is antialiased when shrinking, like torchvision's antialias=True): the whole image to size x size,
-    or (shorter given) the shorter side to `shorter` and then the central size x size square, exactly
-    as torchvision's Resize(shorter) + CenterCrop(size) do on a PIL image. An image of more than
-    max_pixels pixels fails before it is decoded (Image.open reads only the header)."""
+    """One image file to uint8 (size, size, channels), decoded as a viewer shows it (as_viewed: first
+    frame, EXIF orientation, 16-bit depth, transparency, colour mode), then resized bilinear (PIL's
+    bilinear is antialiased when shrinking, like torchvision's antialias=True): the whole image to
+    size x size, or (shorter given) the shorter side to `shorter` and then the central size x size
+    square, exactly as torchvision's Resize(shorter) + CenterCrop(size) do on a PIL image. An image of
+    more than max_pixels pixels fails before it is decoded (Image.open reads only the header).
+    Raises DataError naming the file when it cannot be read."""
     import warnings
 
     from PIL import Image
@@ -141,7 +251,7 @@ def decode_image(path: str | Path, size: int, channels: int, max_pixels: int = D
             with Image.open(path) as im:
                 if im.width * im.height > max_pixels:
                     raise DataError(too_big)
-                im = im.convert("RGB" if channels == 3 else "L")
+                im = as_viewed(im, channels)
                 if shorter is None:
                     im = im.resize((size, size), Image.Resampling.BILINEAR)
                 else:
@@ -155,21 +265,23 @@ def decode_image(path: str | Path, size: int, channels: int, max_pixels: int = D
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise DataError(too_big) from None
     except Exception as e:  # Pillow raises many types for a bad file
-        raise DataError(f"cannot read image '{path}': {e.__class__.__name__}; fix or remove the file") from None
+        why = str(e).splitlines()[0][:80] if str(e) else ""
+        raise DataError(f"cannot read image '{path}': {e.__class__.__name__}{': ' + why if why else ''}; "
+                        f"fix or remove the file") from None
 
 
 @DATASETS.register("imagefolder")
 def load_imagefolder(cfg: DataConfig) -> RawData:
     """Your images, one sub-folder per class, read with torchvision's ImageFolder conventions."""
-    dirs = _imagefolder_dirs(cfg)
-    classes, x, y = _read_imagefolder(dirs["train"], None)
+    dirs, notes = _imagefolder_dirs(cfg), []
+    classes, x, y = _read_imagefolder(dirs["train"], None, notes)
     if "val" not in dirs and "test" not in dirs:
-        return RawData(classes, pool=(x, y))
+        return RawData(classes, pool=(x, y), notes=notes)
     splits = {"train": (x, y)}
     for name in ("val", "test"):
         if name in dirs:
-            splits[name] = _read_imagefolder(dirs[name], classes)[1:]
-    return RawData(classes, splits=splits)
+            splits[name] = _read_imagefolder(dirs[name], classes, notes)[1:]
+    return RawData(classes, splits=splits, notes=notes)
 
 
 SOURCES.update(mnist5k=_mnist5k_file, digits=_digits_file, imagefolder=_imagefolder_dirs)
@@ -210,20 +322,24 @@ def resize_uint8(x: np.ndarray, size: int, shorter: int | None = None) -> np.nda
 SPLITS = ("train", "val", "test")
 
 
-def prepare(cfg: DataConfig, seed: int, out: Path, workers: int = 1, progress: bool = False) -> tuple[list[str], dict[str, np.ndarray]]:
+def prepare(cfg: DataConfig, seed: int, out: Path, workers: int = 1, progress: bool = False,
+            log: Callable[[str], None] = lambda m: None) -> tuple[list[str], dict[str, np.ndarray]]:
     """Load, cap, split (stratified, seeded), then have the data's modality write each split into out
     (images: <split>_x.npy uint8 at the model's size, decoded by `workers` processes and written as
     they come, never a whole split in memory; text: token ids) and <split>_y.npy, and its
-    preprocess.json. Returns class names and labels."""
+    preprocess.json. What the listing left out (files that are not images, blank rows) goes to log.
+    Returns class names and labels."""
     from .modalities import for_kind
 
     modality = for_kind(cfg.kind)
     raw = DATASETS.get(cfg.kind)(cfg)
     classes, segments, labels = split(raw, cfg, seed)
     if cfg.unlabeled_dir is not None:
-        extra = modality.list_unlabeled(Path(cfg.unlabeled_dir))
+        extra = modality.list_unlabeled(Path(cfg.unlabeled_dir), raw.notes)
         segments["train"].append(extra)
         labels["train"] = np.concatenate([labels["train"], np.full(len(extra), UNLABELED, np.int64)])
+    for note in raw.notes:
+        log(note)
     modality.write_splits(cfg, segments, labels, out, workers=workers, progress=progress)
     return classes, labels
 
@@ -276,7 +392,7 @@ def write_image_splits(cfg: DataConfig, segments: dict[str, list[np.ndarray]], l
         for name in SPLITS:
             write_images(out / f"{name}_x.npy", segments[name], cfg, channels, pool, f"prepare {name}", progress)
             np.save(out / f"{name}_y.npy", labels[name])
-    (out / "preprocess.json").write_text(json.dumps(preprocess_spec(cfg, channels), indent=2))
+    (out / "preprocess.json").write_text(json.dumps(preprocess_spec(cfg, channels, from_files=first.dtype != np.uint8), indent=2))
 
 
 @functools.lru_cache(maxsize=None)
@@ -414,24 +530,26 @@ def _hide_labels(y: np.ndarray, keep_per_class: int, rng: np.random.Generator) -
     return out
 
 
-def list_unlabeled(root: Path) -> np.ndarray:
-    """Every image file under root (sorted paths, any depth): decoded and resized like the rest when
-    the training split is written (channels: those of the labeled images)."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-
+def list_unlabeled(root: Path, notes: list[str]) -> np.ndarray:
+    """Every image file under root (sorted paths, any depth; what is not an image goes into notes with
+    the reason): decoded and resized like the rest when the training split is written (channels:
+    those of the labeled images)."""
     if not root.is_dir():
         raise DataError(f"data.unlabeled_dir '{root}' is not a folder")
-    paths = sorted(str(p) for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+    listing = FileListing()
+    paths = sorted(str(p) for p in root.rglob("*") if p.is_file() and listing.valid(str(p)))
+    notes.extend(listing.notes(root))
     if not paths:
-        raise DataError(f"data.unlabeled_dir '{root}' holds no image files ({', '.join(IMG_EXTENSIONS)})")
+        raise DataError(f"data.unlabeled_dir '{root}' holds no image files")
     return np.asarray(paths, dtype=object)
 
 
 # ---- the model's input -------------------------------------------------------------------------
 
-def preprocess_spec(cfg: DataConfig, source_channels: int) -> dict:
-    """preprocess.json: enough to feed the model without edgedistill."""
-    return {
+def preprocess_spec(cfg: DataConfig, source_channels: int, from_files: bool = True) -> dict:
+    """preprocess.json: enough to feed the model without edgedistill (from_files: the images were
+    decoded from files, by DECODE_RULES, which it then states)."""
+    spec = {
         "input_name": "input",
         "layout": "NCHW",
         "dtype": "float32",
@@ -446,6 +564,9 @@ def preprocess_spec(cfg: DataConfig, source_channels: int) -> dict:
         "std": list(cfg.std),
         "formula": "x = (pixel * scale - mean[c]) / std[c]",
     }
+    if from_files:
+        spec["decode"] = dict(DECODE_RULES)
+    return spec
 
 
 def resize_spec(cfg: DataConfig) -> dict:
@@ -664,13 +785,16 @@ def open_inputs(path: Path, spec: dict | None) -> InputSet:
     if path.is_dir():
         if spec is None:
             raise DataError(f"'{path}' is an image folder: give --preprocess preprocess.json (a bundle has one)")
-        folder = _image_folder(path)
+        notes: list[str] = []
+        _, paths, labels = _read_imagefolder(path, None, notes)
+        for note in notes:
+            print(f"edgedistill: {note}", file=sys.stderr)
         resize = spec.get("resize", {})
         shorter, size = resize.get("shorter_side"), resize.get("size", [spec["height"]])[0]
         channels = 1 if spec["color"] == "grayscale" else 3
         decode = lambda paths: to_model_input(np.stack([decode_image(p, size, channels, shorter=shorter)
                                                         for p in paths]), spec)
-        return InputSet([p for p, _ in folder.samples], decode, np.asarray(folder.targets, dtype=np.int64))
+        return InputSet(list(paths), decode, labels)
     try:
         if path.suffix == ".npy" and path.is_file():
             return InputSet(_model_inputs(np.load(path, mmap_mode="r"), path), np.asarray, None)

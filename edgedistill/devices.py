@@ -13,7 +13,7 @@ from typing import Annotated, Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .config import format_validation_error
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .store import read_json, update_bundle, verify_bundle
 
 DEVICE_FIELDS = ("latency_ms", "peak_rss_mb", "load_ms", "cold_start_ms", "throughput", "top_ops", "runs",
@@ -304,7 +304,10 @@ def verify_on_targets(bundle: Path, chosen: list[VerifyTarget], images: int | No
             x = np.ascontiguousarray(np.load(bundle / name, mmap_mode="r")[:n])
             np.save(inputs, x)
         np.save(labels, y[:n])
-        host = {m: ortbench.predict(str(bundle / m), x, y[:n], str(Path(tmp) / f"host_{m}.npy")) for m in models}
+        try:
+            host = {m: ortbench.predict(str(bundle / m), x, y[:n], str(Path(tmp) / f"host_{m}.npy")) for m in models}
+        except ortbench.InputMismatch as e:  # a bundle whose test inputs do not fit its model (edited by hand)
+            raise DataError(f"bundle '{bundle}': {e}") from None
         host_logits = {m: np.load(Path(tmp) / f"host_{m}.npy") for m in models}
         for t in chosen:
             per_model, device = {}, {}

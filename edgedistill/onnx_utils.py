@@ -25,19 +25,52 @@ def session(path: Path, threads: int = 0) -> ort.InferenceSession:
         raise DataError(f"'{path}' is not a model ONNX Runtime can load: {str(e).splitlines()[0][:150]}") from None
 
 
-def feed(sess: ort.InferenceSession, inputs) -> dict:
-    """{input name: array} for a session: inputs is a dict of arrays by name (a modality's feeds) or
-    one array for a one-input model (ortbench.select), each contiguous in the model's dtype."""
-    from .ortbench import feed_rows, select
+def check_loads(path: Path, what: str) -> None:
+    """StageError unless ONNX Runtime loads the model at path: every model edgedistill writes is
+    checked before anything says it was written (a per-channel QDQ model of an old opset, say, is
+    refused by ONNX Runtime while onnx itself saves it happily)."""
+    from .errors import DataError, StageError
 
-    return feed_rows(sess, select([m.name for m in sess.get_inputs()], inputs), slice(None))
+    try:
+        session(path)
+    except DataError as e:
+        raise StageError(f"{what} was written but ONNX Runtime cannot load it ({str(e).partition(': ')[2]}); "
+                         f"nothing was kept") from None
 
 
-def ort_predict(path: Path, x, batch: int = 64) -> np.ndarray:
-    """Logits of an ONNX model for all of x: an array of model inputs (float32 NCHW for images), or a
-    split (data.Split, a text split, an InputSet) converted one batch at a time to the model's feeds."""
+def write_model(src: Path, dst: Path) -> None:
+    """Copy a model file (one without external data, as edgedistill writes them) to dst and check
+    that ONNX Runtime loads it there (StageError, dst removed, when not)."""
+    import shutil
+
+    shutil.copy2(src, dst)
+    try:
+        check_loads(dst, str(dst))
+    except Exception:
+        Path(dst).unlink(missing_ok=True)
+        raise
+
+
+def ort_predict(path: Path, x, batch: int = 64, what: str = "the data") -> np.ndarray:
+    """Logits of an ONNX model for all of x: an array of model inputs (float32 NCHW for images), a dict
+    of arrays by input name, or a split (data.Split, a text split, an InputSet) converted one batch at
+    a time to the model's feeds. A model whose batch is fixed gets exactly that many rows a run.
+    DataError (naming `what` and both shapes) when x does not fit the model's inputs."""
+    from .errors import DataError
+    from .ortbench import InputMismatch, check_feed, run_rows, select
+
     sess = session(path)
-    return np.concatenate([sess.run(None, feed(sess, chunk))[0] for chunk in feed_batches(x, batch)])
+    names = [m.name for m in sess.get_inputs()]
+    out = []
+    try:
+        for chunk in feed_batches(x, batch):
+            data = select(names, chunk)
+            if not out:
+                check_feed(sess, data, what)
+            out.append(run_rows(sess, data, batch))
+    except InputMismatch as e:
+        raise DataError(str(e)) from None
+    return np.concatenate(out)
 
 
 def feed_batches(x, batch: int):
@@ -80,21 +113,29 @@ def export_onnx(model, example, path: Path, opset: int, input_name: str = "input
 
 
 def bench_in_child(model: Path, settings: "BenchmarkConfig", inputs: Path | None = None, labels: Path | None = None,
-                   name: str | None = None, sequence_length: int | None = None) -> dict:
+                   name: str | None = None, sequence_length: int | None = None, shapes: list[str] = ()) -> dict:
     """ortbench.py in a child process that imports only numpy and ONNX Runtime (so torch's memory
-    and threads do not count). Returns its JSON result."""
+    and threads do not count). Returns its JSON result. inputs: timed on (and, with labels, accuracy
+    measured on) these instead of made-up ones; shapes: --shape values for made-up inputs of a model
+    with dynamic dimensions. DataError when the inputs do not fit the model (bench.py's exit 2)."""
     from . import ortbench
-    from .errors import StageError
+    from .errors import DataError, StageError
 
     cmd = [sys.executable, ortbench.__file__, str(model), *settings.ortbench_args()]
-    if inputs is not None and labels is not None:
-        cmd += ["--inputs", str(inputs), "--labels", str(labels)]
+    if inputs is not None:
+        cmd += ["--inputs", str(inputs)]
+    if labels is not None:
+        cmd += ["--labels", str(labels)]
     if name:
         cmd += ["--name", name]
     if sequence_length:
         cmd += ["--sequence-length", str(sequence_length)]
+    for shape in shapes:
+        cmd += ["--shape", shape]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
+        if proc.returncode == 2:
+            raise DataError(f"{Path(model).name}: {last.removeprefix('bench.py: error: ')}")
         raise StageError(f"benchmark of {Path(model).name} failed: {last}")
     return json.loads(proc.stdout)

@@ -8,11 +8,15 @@ resident memory) and on a target device (phone, board, Pi), where every bundle c
     python3 bench.py                      # in a bundle folder: benchmarks model.onnx, prints JSON
     python3 bench.py model.onnx --threads 1 --runs 300 --min-seconds 1 --name pi4 --out pi4.json
     python3 bench.py --mlperf ...         # MLPerf single-stream minimums: 1024 runs and 600 s
+    python3 bench.py m.onnx --shape 1x3x224x224   # a model with dynamic height and width: the size to time
     python3 bench.py --inputs test_inputs.npy --labels test_labels.npy --logits out.npy
                                           # verify: logits and accuracy on the shipped test inputs, no timing
 
 Protocol: session creation is timed (load), then the first inference (cold start = both), then
-`warmup` untimed runs, then timed runs at batch 1 until both `runs` and `min-seconds` are reached.
+`warmup` untimed runs, then timed runs at batch 1 (or the model's fixed batch) until both `runs` and
+`min-seconds` are reached, on one row of --inputs or on a made-up input of the model's shape (a
+dynamic dimension needs --shape; token ids take --sequence-length); the result says the shape timed
+(input_shapes), and its size and sha256 cover a model's external data files.
 Peak resident memory is read right after, before anything else (throughput at a larger batch, the
 profiler, the accuracy pass) can raise it. Top operators come from ONNX Runtime's own profiler, in a
 separate session so profiling overhead never touches the timed runs.
@@ -74,11 +78,92 @@ def peak_rss_mb() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB elsewhere
 
 
-def sha256(path: str) -> str:
+def _varint(buf, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, i
+        shift += 7
+
+
+def _fields(buf, start: int, end: int):
+    """(field number, start, end) of the length-delimited fields of one protobuf message."""
+    i = start
+    while i < end:
+        key, i = _varint(buf, i)
+        wire = key & 7
+        if wire == 0:
+            i = _varint(buf, i)[1]
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        elif wire == 2:
+            n, i = _varint(buf, i)
+            yield key >> 3, i, i + n
+            i += n
+        else:
+            raise ValueError(f"not an ONNX model (protobuf wire type {wire})")
+
+
+def external_data(model: str) -> list[str]:
+    """Paths (beside the model) of the external data files an ONNX model's tensors live in, in the
+    order first named. Read from the protobuf directly (ModelProto.graph -> initializers, Constant
+    tensors and subgraphs -> TensorProto.external_data 'location'), because bench.py runs where only
+    numpy and onnxruntime are installed; edgedistill's tests check it against onnx's own reading."""
+    with open(model, "rb") as f:
+        buf = memoryview(f.read())
+    found: list[str] = []
+
+    def tensor(start: int, end: int) -> None:
+        for field, a, b in _fields(buf, start, end):
+            if field == 13:  # external_data: StringStringEntryProto {key = 1, value = 2}
+                entry = {k: bytes(buf[x:y]).decode("utf-8", "replace") for k, x, y in _fields(buf, a, b)}
+                if entry.get(1) == "location" and 2 in entry and entry[2] not in found:
+                    found.append(entry[2])
+
+    def graph(start: int, end: int) -> None:
+        for field, a, b in _fields(buf, start, end):
+            if field == 5:  # initializer
+                tensor(a, b)
+            elif field == 1:  # node -> attribute (5) -> t (5), g (6), tensors (10), graphs (11)
+                for nf, na, nb in _fields(buf, a, b):
+                    if nf == 5:
+                        for af, x, y in _fields(buf, na, nb):
+                            if af in (5, 10):
+                                tensor(x, y)
+                            elif af in (6, 11):
+                                graph(x, y)
+
+    for field, a, b in _fields(buf, 0, len(buf)):
+        if field == 7:  # graph
+            graph(a, b)
+    folder = os.path.dirname(os.path.abspath(model))
+    return [os.path.join(folder, name) for name in found]
+
+
+def model_files(model: str) -> list[str]:
+    """The model file and its external data files: what a device needs, and what size and hash cover."""
+    return [model, *external_data(model)]
+
+
+def model_size(model: str) -> int:
+    """Bytes of the model with its external data (a model saved with weights in a .onnx.data file is
+    that file's size, not the few hundred bytes of its graph)."""
+    return sum(os.path.getsize(p) for p in model_files(model))
+
+
+def sha256(model: str) -> str:
+    """sha256 of the model file followed by its external data files, in the order the model names
+    them: for a model without external data, the file's own sha256."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    for path in model_files(model):
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()
 
 
@@ -95,30 +180,72 @@ DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(do
           "tensor(bool)": np.bool_}
 
 
+class InputMismatch(ValueError):
+    """Arrays that do not fit the model's inputs (rank, size, channels, layout, dtype), or a dynamic
+    dimension with no size given: the message names both shapes."""
+
+
 def select(names: list, inputs) -> dict:
     """{input name: array} for a model whose inputs are `names`: from a dict (an .npz: one array per
     input name; arrays the model does not take are left out; a lone array goes to a one-input model
-    whatever its name), or from a single array for a one-input model. ValueError when one is missing."""
+    whatever its name), or from a single array for a one-input model. InputMismatch when one is missing."""
     if isinstance(inputs, dict) or hasattr(inputs, "files"):
         keys = list(inputs.files if hasattr(inputs, "files") else inputs)
         if len(names) == 1 and len(keys) == 1:
             return {names[0]: inputs[keys[0]]}
         missing = [n for n in names if n not in keys]
         if missing:
-            raise ValueError(f"--inputs has no array for input(s) {', '.join(missing)} of the model")
+            raise InputMismatch(f"--inputs has no array for input(s) {', '.join(missing)} of the model")
         return {n: inputs[n] for n in names}
     if len(names) != 1:
-        raise ValueError(f"the model takes {len(names)} inputs ({', '.join(names)}); give --inputs as an .npz with "
-                         f"one array per input name")
+        raise InputMismatch(f"the model takes {len(names)} inputs ({', '.join(names)}); give --inputs as an .npz with "
+                            f"one array per input name")
     return {names[0]: inputs}
 
 
-def as_feed(session, inputs) -> dict:
-    """inputs -> {input name: array} for the session's model (select), or bench.py stops saying why."""
-    try:
-        return select([m.name for m in session.get_inputs()], inputs)
-    except ValueError as e:
-        raise SystemExit(f"bench.py: {e}") from None
+def describe(shape) -> str:
+    """A shape as people write it: (batch, 3, 224, 224); an unnamed dynamic dimension is '?'."""
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+
+
+def fixed_batch(session) -> int | None:
+    """The batch size every input is fixed to (ONNX Model Zoo models often take exactly 1), or None
+    when the first axis is dynamic."""
+    dims = {m.shape[0] for m in session.get_inputs() if m.shape and isinstance(m.shape[0], int) and m.shape[0] > 0}
+    return dims.pop() if len(dims) == 1 else None
+
+
+def check_feed(session, data: dict, what: str = "--inputs") -> None:
+    """InputMismatch unless every array fits its model input: the same rank, the size of every fixed
+    dimension but the batch (a fixed batch is met by feeding that many rows at a time), and a dtype
+    of the same kind (float for float, integer for integer: a cast that keeps the values; uint8
+    pixels for a float input are refused, they need the preprocessing). The message names both
+    shapes and, for channels-last data given to a channels-first model (or back), the transpose."""
+    for m in session.get_inputs():
+        a = data[m.name]
+        want = DTYPES.get(m.type, np.float32)
+        shape, given = list(m.shape), tuple(a.shape)
+        if len(given) != len(shape) or any(isinstance(d, int) and d > 0 and d != g for d, g in zip(shape[1:], given[1:])):
+            hint = ""
+            if len(given) == len(shape) == 4 and all(isinstance(d, int) for d in shape[1:]):
+                if given[1:] == (shape[2], shape[3], shape[1]):
+                    hint = "; the data is channels-last (NHWC), the model channels-first (NCHW): x.transpose(0, 3, 1, 2)"
+                elif given[1:] == (shape[3], shape[1], shape[2]):
+                    hint = "; the data is channels-first (NCHW), the model channels-last (NHWC): x.transpose(0, 2, 3, 1)"
+            raise InputMismatch(f"{what} gives {np.dtype(a.dtype).name} {describe(given)} for input '{m.name}', which "
+                                f"takes {np.dtype(want).name} {describe(shape)}{hint}")
+        kind = lambda t: "f" if np.issubdtype(t, np.floating) else "b" if t == np.bool_ else "i"
+        if kind(np.dtype(a.dtype)) != kind(np.dtype(want)):
+            hint = "; preprocess it as preprocess.json says" if kind(np.dtype(want)) == "f" else ""
+            raise InputMismatch(f"{what} gives {np.dtype(a.dtype).name} {describe(given)} for input '{m.name}', which "
+                                f"takes {np.dtype(want).name} {describe(shape)}{hint}")
+
+
+def as_feed(session, inputs, what: str = "--inputs") -> dict:
+    """inputs -> {input name: array} for the session's model (select), checked to fit (check_feed)."""
+    data = select([m.name for m in session.get_inputs()], inputs)
+    check_feed(session, data, what)
+    return data
 
 
 def feed_rows(session, data: dict, rows) -> dict:
@@ -126,11 +253,76 @@ def feed_rows(session, data: dict, rows) -> dict:
     return {m.name: np.ascontiguousarray(data[m.name][rows], dtype=DTYPES.get(m.type, np.float32)) for m in session.get_inputs()}
 
 
-def make_feed(session, inputs, batch: int, sequence_length: int = 128) -> dict:
+def run_rows(session, data: dict, batch: int = 64) -> np.ndarray:
+    """The first output for every row of data ({input name: array}, checked by check_feed), `batch`
+    rows at a time; a model whose batch is fixed gets exactly that many, the last run padded by
+    repeating its last row (the padding's outputs dropped)."""
+    n = len(next(iter(data.values())))
+    fixed = fixed_batch(session)
+    step = fixed or batch
+    out = []
+    for i in range(0, n, step):
+        feed = feed_rows(session, data, slice(i, i + step))
+        rows = len(next(iter(feed.values())))
+        if fixed and rows < fixed:
+            feed = {k: np.concatenate([v, np.repeat(v[-1:], fixed - rows, axis=0)]) for k, v in feed.items()}
+        out.append(session.run(None, feed)[0][:rows])
+    return np.concatenate(out)
+
+
+def parse_shapes(specs: list[str], names: list[str]) -> dict:
+    """--shape values, NAME=1x3x224x224 (or just 1x3x224x224 for a one-input model) -> {name: dims}."""
+    shapes = {}
+    for spec in specs or []:
+        name, sep, dims = spec.rpartition("=")
+        if not sep:
+            if len(names) != 1:
+                raise InputMismatch(f"--shape '{spec}': the model takes {len(names)} inputs ({', '.join(names)}); "
+                                    f"write NAME=1x3x224x224")
+            name = names[0]
+        if name not in names:
+            raise InputMismatch(f"--shape '{spec}': the model has no input '{name}'; its inputs: {', '.join(names)}")
+        try:
+            shapes[name] = [int(d) for d in dims.replace(",", "x").split("x")]
+        except ValueError:
+            raise InputMismatch(f"--shape '{spec}': write the dimensions as 1x3x224x224") from None
+        if any(d < 1 for d in shapes[name]):
+            raise InputMismatch(f"--shape '{spec}': every dimension must be 1 or more")
+    return shapes
+
+
+def made_up_shape(m, batch: int, shapes: dict, sequence_length: int) -> list[int]:
+    """The shape a made-up input is timed at: the model's fixed dimensions; the batch (`batch`, or the
+    model's fixed one); a dynamic dimension from --shape, or for integer (token id) inputs the
+    sequence length. A float input with a dynamic dimension and no --shape is an InputMismatch:
+    timing a made-up 1x1 image would measure nothing."""
+    dims = list(m.shape)
+    if m.name in shapes:
+        given = shapes[m.name]
+        if len(given) != len(dims) or any(isinstance(d, int) and d > 0 and d != g for d, g in zip(dims[1:], given[1:])):
+            raise InputMismatch(f"--shape {m.name}={'x'.join(map(str, given))} does not fit input '{m.name}' "
+                                f"{describe(dims)}")
+        return [batch, *given[1:]]  # timed at batch 1 (or the model's fixed batch)
+    out = []
+    for i, d in enumerate(dims):
+        if isinstance(d, int) and d > 0:
+            out.append(d)
+        elif i == 0:
+            out.append(batch)
+        elif not np.issubdtype(DTYPES.get(m.type, np.float32), np.floating):
+            out.append(sequence_length)
+        else:
+            raise InputMismatch(f"input '{m.name}' {describe(dims)} has a dynamic dimension '{d or '?'}': give the shape to "
+                                f"time with --shape {m.name}=1x3x224x224, or real inputs with --inputs")
+    return out
+
+
+def make_feed(session, inputs, batch: int, sequence_length: int = 128, shapes: dict | None = None) -> dict:
     """One batch for timing: rows of the given inputs (repeated when batch > their count), or made up
-    from the model's input types: float inputs random normal; integer inputs as a text model takes
-    them, at sequence_length where the axis is dynamic (token ids in [1000, 2000), which every
-    BERT-family vocabulary holds; 1 for an attention mask, 0 for token type ids)."""
+    at made_up_shape: float inputs random normal; integer inputs as a text model takes them (token
+    ids in [1000, 2000), which every BERT-family vocabulary holds; 1 for an attention mask, 0 for
+    token type ids). A model whose batch is fixed is timed at that batch."""
+    batch = fixed_batch(session) or batch
     if inputs is not None:
         data = as_feed(session, inputs)
         first = next(iter(data.values()))
@@ -138,11 +330,10 @@ def make_feed(session, inputs, batch: int, sequence_length: int = 128) -> dict:
     rng, feed = np.random.default_rng(0), {}
     for m in session.get_inputs():
         dtype = DTYPES.get(m.type, np.float32)
+        shape = made_up_shape(m, batch, shapes or {}, sequence_length)
         if np.issubdtype(dtype, np.floating):
-            shape = [batch if i == 0 else (d if isinstance(d, int) else 1) for i, d in enumerate(m.shape)]
             feed[m.name] = rng.standard_normal(shape).astype(dtype)
             continue
-        shape = [batch if i == 0 else (d if isinstance(d, int) else sequence_length) for i, d in enumerate(m.shape)]
         name = m.name.lower()
         value = (np.ones(shape) if "mask" in name else np.zeros(shape) if "type" in name
                  else rng.integers(1000, 2000, size=shape))
@@ -173,13 +364,17 @@ def top_operators(model: str, opts: ort.SessionOptions, feed: dict, runs: int, t
 def benchmark(model: str, threads: int = 1, warmup: int = 20, runs: int = 300, min_seconds: float = 1.0,
               inputs: np.ndarray | None = None, labels: np.ndarray | None = None, inter_threads: int = 1,
               opt_level: str = "all", throughput_batch: int = 8, profile_runs: int = 50, name: str | None = None,
-              eval_batch: int = 64, sequence_length: int = 128) -> dict:
+              eval_batch: int = 64, sequence_length: int = 128, shapes: list[str] = ()) -> dict:
+    """Time the model at batch 1 (or its fixed batch) on one input: a row of `inputs`, or made up at
+    the model's shape (dynamic dimensions from `shapes`, --shape values; the sequence length for token
+    ids; a float input with a dynamic dimension and no shape is an InputMismatch). The result says
+    the shape of every input timed (input_shapes). Raises InputMismatch for inputs that do not fit."""
     opts = session_options(threads, inter_threads, opt_level)
     t0 = time.perf_counter()
     session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     load_ms = (time.perf_counter() - t0) * 1e3
-    meta = session.get_inputs()[0]
-    feed = make_feed(session, inputs, 1, sequence_length)
+    shapes = parse_shapes(list(shapes), [m.name for m in session.get_inputs()])
+    feed = make_feed(session, inputs, 1, sequence_length, shapes)
 
     t0 = time.perf_counter()
     session.run(None, feed)
@@ -196,10 +391,11 @@ def benchmark(model: str, threads: int = 1, warmup: int = 20, runs: int = 300, m
     rss = peak_rss_mb()
     lat = np.asarray(times)
     cpu, flags = cpu_info()
+    files = model_files(model)
     result = {
         "model": os.path.basename(model),
         "sha256": sha256(model),
-        "size_bytes": os.path.getsize(model),
+        "size_bytes": model_size(model),
         "load_ms": round(load_ms, 3),
         "first_inference_ms": round(first_ms, 3),
         "cold_start_ms": round(load_ms + first_ms, 3),
@@ -210,7 +406,9 @@ def benchmark(model: str, threads: int = 1, warmup: int = 20, runs: int = 300, m
         "runs": len(times),
         "duration_s": round(duration, 3),
         "warmup": warmup,
-        "batch": 1,
+        "batch": int(len(next(iter(feed.values())))),
+        "input_shapes": {k: list(v.shape) for k, v in feed.items()},
+        "inputs": "given" if inputs is not None else "made up",
         "peak_rss_mb": round(rss, 2),
         "settings": {"intra_op_threads": threads, "inter_op_threads": inter_threads, "graph_optimization": opt_level},
         "device": {
@@ -219,11 +417,13 @@ def benchmark(model: str, threads: int = 1, warmup: int = 20, runs: int = 300, m
             "providers": session.get_providers(), "python": platform.python_version(),
         },
     }
+    if len(files) > 1:
+        result["files"] = [{"name": os.path.basename(p), "size_bytes": os.path.getsize(p)} for p in files]
     tokens = [m.name for m in session.get_inputs() if not np.issubdtype(DTYPES.get(m.type, np.float32), np.floating)]
     if tokens and feed[tokens[0]].ndim > 1:
         result["sequence_length"] = int(feed[tokens[0]].shape[1])  # token ids: the length they were timed at
-    if throughput_batch > 1 and (not isinstance(meta.shape[0], int)):
-        big = make_feed(session, inputs, throughput_batch, sequence_length)
+    if throughput_batch > 1 and fixed_batch(session) is None:
+        big = make_feed(session, inputs, throughput_batch, sequence_length, shapes)
         session.run(None, big)
         n, t0 = 0, time.perf_counter()
         while n < 20 or time.perf_counter() - t0 < min(min_seconds, 2.0):
@@ -233,11 +433,8 @@ def benchmark(model: str, threads: int = 1, warmup: int = 20, runs: int = 300, m
     if profile_runs > 0:
         result["top_ops"] = top_operators(model, session_options(threads, inter_threads, opt_level), feed, profile_runs)
     if inputs is not None and labels is not None:
-        data, correct = as_feed(session, inputs), 0
-        for i in range(0, len(labels), eval_batch):
-            logits = session.run(None, feed_rows(session, data, slice(i, i + eval_batch)))[0]
-            correct += int((logits.argmax(axis=1) == labels[i:i + eval_batch]).sum())
-        result["accuracy"] = 100.0 * correct / len(labels)
+        logits = run_rows(session, as_feed(session, inputs), eval_batch)
+        result["accuracy"] = 100.0 * float((logits.argmax(axis=1) == labels[:len(logits)]).mean())
         result["eval_samples"] = int(len(labels))
     return result
 
@@ -246,15 +443,12 @@ def predict(model: str, inputs: np.ndarray, labels: np.ndarray | None, logits_ou
             opt_level: str = "all", name: str | None = None, eval_batch: int = 64) -> dict:
     """The verify protocol: the model's logits on every input, saved to logits_out (.npy), and no timing.
     Used where latency means nothing (an emulated CPU) or is not the question (does this device give
-    the same answers?)."""
+    the same answers?). Raises InputMismatch for inputs that do not fit the model."""
     session = ort.InferenceSession(model, session_options(threads, 1, opt_level), providers=["CPUExecutionProvider"])
-    data = as_feed(session, inputs)
-    n = len(next(iter(data.values())))
-    logits = np.concatenate([session.run(None, feed_rows(session, data, slice(i, i + eval_batch)))[0]
-                             for i in range(0, n, eval_batch)])
+    logits = run_rows(session, as_feed(session, inputs), eval_batch)
     np.save(logits_out, logits)
     cpu, flags = cpu_info()
-    result = {"model": os.path.basename(model), "sha256": sha256(model), "images": int(n),
+    result = {"model": os.path.basename(model), "sha256": sha256(model), "images": int(len(logits)),
               "device": {"name": name or platform.node(), "cpu": cpu, "flags": flags, "machine": platform.machine(),
                          "threads": threads, "onnxruntime": ort.__version__, "python": platform.python_version()}}
     if labels is not None:
@@ -276,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile-runs", type=int, default=50, help="runs under ONNX Runtime's profiler (0: skip)")
     ap.add_argument("--inputs", help=".npy of preprocessed inputs (N, C, H, W), or .npz with one array per input name "
                                      "(a text model's input_ids, attention_mask); made up when absent")
+    ap.add_argument("--shape", action="append", default=[], metavar="[NAME=]1x3x224x224",
+                    help="made-up inputs: the shape to time an input with dynamic dimensions at (repeatable); "
+                         "the batch is always 1 (or the model's fixed batch)")
     ap.add_argument("--sequence-length", type=int, default=128,
                     help="made-up integer (token id) inputs: this length on a dynamic axis (default 128)")
     ap.add_argument("--labels", help=".npy of int labels, for accuracy")
@@ -290,12 +487,16 @@ def main(argv: list[str] | None = None) -> int:
     runs, seconds = (max(a.runs, MLPERF_MIN_RUNS), max(a.min_seconds, MLPERF_MIN_SECONDS)) if a.mlperf else (a.runs, a.min_seconds)
     inputs = (dict(np.load(a.inputs)) if a.inputs.endswith(".npz") else np.load(a.inputs, mmap_mode="r")) if a.inputs else None
     labels = np.load(a.labels) if a.labels else None
-    if a.logits:
-        result = predict(a.model, inputs, labels, a.logits, a.threads, a.opt_level, a.name)
-    else:
-        result = benchmark(a.model, a.threads, a.warmup, runs, seconds, inputs, labels, a.inter_threads, a.opt_level,
-                           a.throughput_batch, a.profile_runs, a.name, sequence_length=a.sequence_length)
-        result["protocol"] = "mlperf" if a.mlperf else "ci"
+    try:
+        if a.logits:
+            result = predict(a.model, inputs, labels, a.logits, a.threads, a.opt_level, a.name)
+        else:
+            result = benchmark(a.model, a.threads, a.warmup, runs, seconds, inputs, labels, a.inter_threads, a.opt_level,
+                               a.throughput_batch, a.profile_runs, a.name, sequence_length=a.sequence_length, shapes=a.shape)
+            result["protocol"] = "mlperf" if a.mlperf else "ci"
+    except InputMismatch as e:  # bad input: one line, exit 2 (argparse's convention)
+        print(f"bench.py: error: {e}", file=sys.stderr)
+        return 2
     text = json.dumps(result, indent=2)
     if a.out:
         with open(a.out, "w") as f:

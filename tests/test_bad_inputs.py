@@ -379,8 +379,9 @@ def card_escaped(env):
 
 def class_name_injection(env):
     root = env.images(env.tmp / "imgs", {"a|b": 30, "<img src=x onerror=alert(1)>": 30})
+    # no budgets: two classes of flat gray images teach the tiny models little, and the gate is not the question here
     p = env.pipeline(data={"kind": "imagefolder", "train_dir": str(root), "channels": 1, "mean": [0.5], "std": [0.5]},
-                     quantize={"mode": "fixed", "calibration_samples": 16})
+                     quantize={"mode": "fixed", "calibration_samples": 16}, budgets=None)
     return ["run", str(p), "--store", str(env.tmp / "s")]
 
 

@@ -116,7 +116,7 @@ def test_rank_nodes_names_weight_nodes_of_the_graph(tiny_run, tmp_path):
 
     ds = Dataset.load(inputs["dataset"])
     src = inputs["onnx"] / "student.onnx"
-    reader = lambda: quantize.split_reader(ds.split("train").subset(slice(0, 32)), quantize.input_names(src), batch=16)
+    reader = lambda: quantize.split_reader(ds.split("train").subset(slice(0, 32)), quantize.model_inputs(src), batch=16)
     qdq = tmp_path / "q.onnx"
     quantize.quantize_model(src, qdq, QuantizeConfig(mode="fixed"), reader)
     ranking = quantize.rank_nodes_by_error(src, qdq, reader, tmp_path)
@@ -129,8 +129,8 @@ def test_rank_nodes_names_weight_nodes_of_the_graph(tiny_run, tmp_path):
 def stub_accuracy(monkeypatch, wrong):
     """Models whose file name `wrong` accepts answer wrongly; FP32 is slow, every candidate fast."""
     real_predict = quantize.ort_predict
-    monkeypatch.setattr(quantize, "ort_predict", lambda path, x: np.roll(real_predict(path, x), 1, axis=1)
-                        if wrong(path.name) else real_predict(path, x))
+    monkeypatch.setattr(quantize, "ort_predict", lambda path, x, **k: np.roll(real_predict(path, x, **k), 1, axis=1)
+                        if wrong(path.name) else real_predict(path, x, **k))
     monkeypatch.setattr(quantize, "bench_in_child", lambda path, *a, **k: {"latency_ms": {"p90": 2.0 if path.name == "student.onnx" else 1.0}})
 
 
@@ -181,7 +181,7 @@ def test_calibration_reader_streams_batches(tiny_run):
 
     _, store = tiny_run
     ds = Dataset.load(stage_inputs(store)["dataset"])
-    reader = quantize.split_reader(ds.split("train").subset(slice(0, 70)), ["input"])
+    reader = quantize.split_reader(ds.split("train").subset(slice(0, 70)), quantize.model_inputs(stage_inputs(store)["onnx"] / "student.onnx"))
     shapes = []
     while (item := reader.get_next()) is not None:
         shapes.append(item["input"].shape[0])

@@ -37,8 +37,8 @@ class Modality(Protocol):
     def sources(self, cfg: "DataConfig") -> dict[str, Path]:
         """Files and folders the prepared data is made of: their content is part of prepare's key."""
 
-    def list_unlabeled(self, root: Path) -> np.ndarray:
-        """The items of data.unlabeled_dir."""
+    def list_unlabeled(self, root: Path, notes: list[str]) -> np.ndarray:
+        """The items of data.unlabeled_dir; files left out go into notes with the reason."""
 
     def write_splits(self, cfg: "DataConfig", segments: dict[str, list[np.ndarray]], labels: dict[str, np.ndarray],
                      out: Path, workers: int = 1, progress: bool = False) -> None:

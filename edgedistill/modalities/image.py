@@ -25,8 +25,8 @@ class ImageModality:
     def sources(self, cfg) -> dict[str, Path]:
         return data.sources(cfg)
 
-    def list_unlabeled(self, root: Path) -> np.ndarray:
-        return data.list_unlabeled(root)
+    def list_unlabeled(self, root: Path, notes: list[str]) -> np.ndarray:
+        return data.list_unlabeled(root, notes)
 
     def write_splits(self, cfg, segments, labels, out: Path, workers: int = 1, progress: bool = False) -> None:
         data.write_image_splits(cfg, segments, labels, out, workers=workers, progress=progress)
@@ -35,7 +35,10 @@ class ImageModality:
         return data.check_image_spec(spec, path)
 
     def describe_input(self, pre: dict) -> str:
-        return (f"Input `{pre['input_name']}`: {pre['dtype']} {pre['layout']} 1x{pre['channels']}x{pre['height']}x"
+        decode = pre.get("decode")
+        decoded = ("Decode a file or camera frame as a viewer shows it: " + "; ".join(decode.values()) + ". "
+                   if decode else "")
+        return (f"{decoded}Input `{pre['input_name']}`: {pre['dtype']} {pre['layout']} 1x{pre['channels']}x{pre['height']}x"
                 f"{pre['width']}, {pre['color']} image: {pre['resize'].get('text', 'resized to height x width')}; then "
                 f"`{pre['formula']}` with scale {pre['scale']:.6f}, mean {pre['mean']}, std {pre['std']} (see preprocess.json).")
 

@@ -17,14 +17,17 @@ from __future__ import annotations
 import bz2
 import csv
 import io
+import itertools
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..config import shorten
 from ..data import DATASETS, SOURCES, SPLITS, MapsByName, NpyWriter, RawData
 from ..errors import ConfigError, DataError, StageError
 from ..packages import package_file
@@ -53,22 +56,33 @@ def read_text_file(path: Path, fallback: str | None = None) -> str:
     return text
 
 
-def _text_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*.txt") if p.is_file())
+def _text_files(root: Path, notes: list[str] | None = None) -> list[Path]:
+    """The .txt files under root (any depth, sorted; .TXT too). Other files (and macOS '._' metadata
+    files) are left out, and named in notes when given."""
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    used = [p for p in files if p.suffix.lower() == ".txt" and not p.name.startswith("._")]
+    if notes is not None and len(used) < len(files):
+        keep = set(used)
+        left = [str(p.relative_to(root)) for p in files if p not in keep]
+        notes.append(f"skipped {len(left)} file(s) under '{root}' that are not .txt files (one example a .txt file): "
+                     f"{', '.join(left[:5])}{' ...' if len(left) > 5 else ''}")
+    return used
 
 
-def _read_textfolder(root: Path, classes: list[str] | None, fallback: str | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Class names (sorted sub-folders), texts and labels of a folder of <class>/<example>.txt."""
+def _read_textfolder(root: Path, classes: list[str] | None, fallback: str | None = None,
+                     notes: list[str] | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Class names (sorted sub-folders, hidden ones left out), texts and labels of a folder of
+    <class>/<example>.txt; files that are not .txt are named in notes."""
     if not root.is_dir():
         raise DataError(f"'{root}' is not a folder; give a folder with one sub-folder of .txt files per class")
-    found = sorted(d.name for d in root.iterdir() if d.is_dir() and _text_files(d))
+    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and _text_files(d))
     if classes is not None and found != classes:
         raise DataError(f"'{root}' has classes {found}, but the training folder has {classes}")
     if not found:
         raise DataError(f"'{root}' holds no .txt files in class sub-folders; give one sub-folder of .txt files per class")
     texts, labels = [], []
     for label, name in enumerate(found):
-        for f in _text_files(root / name):
+        for f in _text_files(root / name, notes):
             texts.append(read_text_file(f, fallback))
             labels.append(label)
     return found, np.asarray(texts, dtype=object), np.asarray(labels, dtype=np.int64)
@@ -85,15 +99,15 @@ def _textfolder_dirs(cfg) -> dict[str, Path]:
 @DATASETS.register("textfolder")
 def load_textfolder(cfg) -> RawData:
     """Your text, one sub-folder per class, one UTF-8 .txt file per example."""
-    dirs = _textfolder_dirs(cfg)
-    classes, x, y = _read_textfolder(dirs["train"], None)
+    dirs, notes = _textfolder_dirs(cfg), []
+    classes, x, y = _read_textfolder(dirs["train"], None, notes=notes)
     if "val" not in dirs and "test" not in dirs:
-        return RawData(classes, pool=(x, y))
+        return RawData(classes, pool=(x, y), notes=notes)
     splits = {"train": (x, y)}
     for name in ("val", "test"):
         if name in dirs:
-            splits[name] = _read_textfolder(dirs[name], classes)[1:]
-    return RawData(classes, splits=splits)
+            splits[name] = _read_textfolder(dirs[name], classes, notes=notes)[1:]
+    return RawData(classes, splits=splits, notes=notes)
 
 
 def _csv_file(cfg) -> dict[str, Path]:
@@ -102,31 +116,84 @@ def _csv_file(cfg) -> dict[str, Path]:
     return {"csv": Path(cfg.csv_file)}
 
 
-def read_csv_rows(stream: io.TextIOBase, where: str, text_column: str, label_column: str,
-                  skip: tuple[str, ...] = ()) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(classes sorted, texts, labels) of a CSV with a header row; rows whose label is in skip are left out."""
+CSV_DELIMITERS = (",", ";", "\t", "|")
+"""Delimiters a CSV may use: comma; semicolon (spreadsheets in locales whose decimal mark is a comma);
+tab (.tsv, copies from a spreadsheet); pipe (database exports)."""
+
+
+def _raise_field_limit() -> None:
+    """Python's csv module refuses fields over 131,072 characters; a document-length text field is
+    ordinary (text is cut to data.max_length tokens later). The limit is a C long."""
+    limit = sys.maxsize
+    while True:
+        try:
+            csv.field_size_limit(limit)
+            return
+        except OverflowError:  # a C long narrower than Python's maxsize (Windows)
+            limit //= 2
+
+
+def _delimiter(header: str, columns: tuple[str, ...]) -> str:
+    """The delimiter that splits the header row into fields holding every named column (else the one
+    giving most fields, so the error lists what the header holds)."""
+    split = {d: [f.strip() for f in next(csv.reader([header], delimiter=d), [])] for d in CSV_DELIMITERS}
+    for d, fields in split.items():
+        if all(c in fields for c in columns):
+            return d
+    return max(CSV_DELIMITERS, key=lambda d: len(split[d]))
+
+
+def _class_order(names: set[str]) -> list[str]:
+    """Class names in label order: numerically when every name is an integer (2 before 10), else sorted."""
     try:
-        reader = csv.DictReader(stream)
-        columns = reader.fieldnames or []
+        return sorted(names, key=int)
+    except ValueError:
+        return sorted(names)
+
+
+def read_csv_rows(stream: io.TextIOBase, where: str, text_column: str, label_column: str,
+                  skip: tuple[str, ...] = (), log=None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(classes, texts, labels) of a CSV with a header row, as spreadsheets, pandas and databases
+    write them: any field length, quoted fields with delimiters, doubled quotes and line breaks, a
+    UTF-8 byte-order mark (Excel's "CSV UTF-8"; open the stream with encoding utf-8-sig), CRLF line
+    ends, and comma, semicolon, tab or pipe delimiters (found from the header row). Rows whose label
+    is in skip are left out; rows with every field empty (a spreadsheet's trailing rows) are skipped
+    and counted through log. Errors (DataError) name the line: a row with an empty text or label.
+    Classes are sorted (numerically when every label is an integer)."""
+    _raise_field_limit()
+    header = stream.readline()
+    columns = (text_column, label_column)
+    try:
+        reader = csv.DictReader(itertools.chain([header], stream), delimiter=_delimiter(header, columns))
+        fieldnames = [f.strip() for f in (reader.fieldnames or [])]
+        reader.fieldnames = fieldnames  # "text, label": a space after the delimiter is not part of the name
         for column, key in ((text_column, "text_column"), (label_column, "label_column")):
-            if column not in columns:
-                raise DataError(f"{where} has no column '{column}' (data.{key}); its columns: {', '.join(columns) or 'none'}")
-        texts, names = [], []
-        for i, row in enumerate(reader, start=2):
+            if column not in fieldnames:
+                raise DataError(f"{where} has no column '{column}' (data.{key}); its columns: "
+                                f"{', '.join(shorten(c, 30) for c in fieldnames) or 'none'}")
+        texts, names, blank = [], [], 0
+        for row in reader:
+            line = reader.line_num  # the last physical line of the row (a quoted field may span lines)
+            if all(not (v or "").strip() for k, v in row.items() if k is not None):
+                blank += 1
+                continue
             if row[label_column] in skip:
                 continue
             text = (row[text_column] or "").strip()
             if not text or not (row[label_column] or "").strip():
-                raise DataError(f"{where} line {i}: empty {'text' if not text else 'label'}; fill it in or remove the row")
+                raise DataError(f"{where} line {line}: empty {'text' if not text else 'label'}; fill it in or remove the row")
             texts.append(text)
             names.append(row[label_column].strip())
     except UnicodeDecodeError as e:
-        raise DataError(f"{where} is not UTF-8 (byte {e.start}); convert it (iconv -t UTF-8)") from None
+        raise DataError(f"{where} is not UTF-8 (byte {e.start}); convert it (iconv -t UTF-8, or save as "
+                        f"\"CSV UTF-8\" in a spreadsheet)") from None
     except csv.Error as e:
         raise DataError(f"{where} is not a readable CSV file: {e}") from None
     if not texts:
         raise DataError(f"{where} has no rows; give one row per example under a header row")
-    classes = sorted(set(names))
+    if blank and log is not None:
+        log(f"{where}: skipped {blank} row(s) with every field empty")
+    classes = _class_order(set(names))
     index = {c: i for i, c in enumerate(classes)}
     return classes, np.asarray(texts, dtype=object), np.asarray([index[n] for n in names], dtype=np.int64)
 
@@ -134,10 +201,10 @@ def read_csv_rows(stream: io.TextIOBase, where: str, text_column: str, label_col
 @DATASETS.register("csv")
 def load_csv(cfg) -> RawData:
     """Your text in a CSV file: one row per example, the text and the class name in named columns."""
-    path = _csv_file(cfg)["csv"]
-    with open(path, encoding="utf-8", newline="") as f:
-        classes, x, y = read_csv_rows(f, f"data.csv_file '{path}'", cfg.text_column, cfg.label_column)
-    return RawData(classes, pool=(x, y))
+    path, notes = _csv_file(cfg)["csv"], []
+    with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: Excel's "CSV UTF-8" starts with a byte-order mark
+        classes, x, y = read_csv_rows(f, f"data.csv_file '{path}'", cfg.text_column, cfg.label_column, log=notes.append)
+    return RawData(classes, pool=(x, y), notes=notes)
 
 
 def _rotten_tomatoes_file(cfg) -> dict[str, Path]:
@@ -385,10 +452,10 @@ class TextModality:
             out["tokenizer"] = folder
         return out
 
-    def list_unlabeled(self, root: Path) -> np.ndarray:
+    def list_unlabeled(self, root: Path, notes: list[str]) -> np.ndarray:
         if not root.is_dir():
             raise DataError(f"data.unlabeled_dir '{root}' is not a folder")
-        files = _text_files(root)
+        files = _text_files(root, notes)
         if not files:
             raise DataError(f"data.unlabeled_dir '{root}' holds no .txt files (one example each)")
         return np.asarray([read_text_file(f) for f in files], dtype=object)

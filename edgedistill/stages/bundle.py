@@ -17,7 +17,7 @@ from .. import ortbench
 from ..config import BundleConfig, Strict
 from ..data import Dataset
 from ..errors import StageError
-from ..onnx_utils import ort_predict
+from ..onnx_utils import ort_predict, write_model
 from ..report import model_card, plot_tradeoffs, plot_training, write_html
 from ..runner import Context, Stage
 from ..store import METRICS, read_json
@@ -120,7 +120,7 @@ def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context
     quant = read_json(inputs["quantized"] / METRICS)
     role = shipped_role(cfg.bundle.ship, quant)
     model = inputs["onnx"] / "student.onnx" if role == "student_fp32" else inputs["quantized"] / "student_quantized.onnx"
-    shutil.copy2(model, out / "model.onnx")
+    write_model(model, out / "model.onnx")
     shutil.copy2(ortbench.__file__, out / "bench.py")  # benchmark on the device: python3 bench.py --name pi4
     to_ort_format(out / "model.onnx", out, cfg.bundle.ort_target_platform, ctx.work)
     pre = read_json(inputs["onnx"] / "student_preprocess.json")  # the student's input, which the bundle takes

@@ -16,7 +16,8 @@ from ..config import ExportConfig
 from ..data import Dataset
 from ..errors import StageError
 from ..models import input_size, load_trained, num_params
-from ..onnx_utils import ort_predict
+from ..onnx_utils import check_loads, ort_predict
+from ..ortbench import model_size
 from ..runner import Context, Stage
 from ..stats import paired_drop
 from ..store import METRICS, read_json
@@ -98,6 +99,7 @@ def run(cfg: ExportConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> 
         model = load_trained(folder)
         path = out / f"{role}.onnx"
         done = ds.modality.export(model, test.inputs(slice(0, 2)), path, cfg.opset, log=ctx.log)
+        check_loads(path, f"the exported {role}")
         (out / f"{role}_preprocess.json").write_text(json.dumps(with_inputs(test.spec, path), indent=2) + "\n")
         p = parity(model, path, test.subset(slice(0, cfg.parity_samples)))
         ctx.log(f"{role}: max |torch - onnxruntime| = {p['max_abs_diff']:.2e}, top-1 agreement {p['top1_agreement']:.2%}")
@@ -107,7 +109,7 @@ def run(cfg: ExportConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> 
                 f"(limit {cfg.parity_max_abs_diff:.0e}), top-1 agreement {p['top1_agreement']:.2%} "
                 f"(limit {cfg.parity_min_top1_agreement:.2%}); raise export.parity_* only if the difference is understood"
             )
-        metrics[role] = dict(p, **done, size_bytes=path.stat().st_size, params=num_params(model),
+        metrics[role] = dict(p, **done, size_bytes=model_size(str(path)), params=num_params(model),
                              image_size=test.spec.get("height"))
     return {"parity": metrics, "opset": cfg.opset, "student": choice}
 

@@ -22,7 +22,7 @@ class PrepareConfig(Strict):
 
 def run(cfg: PrepareConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
     workers = cfg.data.workers or data.default_workers()
-    classes, labels = data.prepare(cfg.data, cfg.seed, out, workers=workers, progress=ctx.progress)
+    classes, labels = data.prepare(cfg.data, cfg.seed, out, workers=workers, progress=ctx.progress, log=ctx.log)
     (out / "classes.json").write_text(json.dumps(classes, indent=2))
     counts = {s: int(len(y)) for s, y in labels.items()}
     unlabeled = int((labels["train"] == data.UNLABELED).sum())
@@ -32,7 +32,7 @@ def run(cfg: PrepareConfig, inputs: dict[str, Path], out: Path, ctx: Context) ->
 
 
 STAGE = Stage(
-    name="prepare", version=4, inputs=(), output="dataset",
+    name="prepare", version=5, inputs=(), output="dataset",
     configure=lambda p: PrepareConfig(data=for_kind(p.data.kind).data_config(p), seed=p.seed),
     run=run,
     sources=lambda cfg: for_kind(cfg.data.kind).sources(cfg.data),

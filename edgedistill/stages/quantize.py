@@ -20,6 +20,9 @@ the bundle's report when it ships, gated by max_quantization_drop).
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import math
 import shutil
 import tempfile
 import time
@@ -37,6 +40,7 @@ from ..config import RECIPE_SETS, BenchmarkConfig, QuantizeConfig, Strict
 from ..data import Dataset, read_preprocess
 from ..errors import ConfigError, StageError
 from ..onnx_utils import bench_in_child, ort_predict
+from ..ortbench import model_size
 from ..ortbench import select as select_inputs
 from ..runner import Context, Stage
 from ..stats import LEVEL, paired_drop, resolution
@@ -66,58 +70,173 @@ class BatchReader(CalibrationDataReader):
 
     n: how many samples; feeds(rows) turns a slice of them into the model's inputs: {input name:
     array} (a split's feeds, which may hold more than the model takes) or one array for a one-input
-    model (ortbench.select); names: the model's inputs.
+    model (ortbench.select); inputs: the model's inputs (model_inputs), whose dtypes the arrays are
+    cast to. A model whose batch is fixed gets exactly that many samples a batch (the last one
+    padded by repeating its last sample). The first batch is checked to fit the model (DataError
+    naming both shapes and `what`).
+
+    quantize_model has ONNX Runtime's calibrator collect one batch per call (its CalibStridedMinMax
+    option, which calls set_range): histogram methods (entropy, percentile) then keep histograms,
+    not every activation of every sample (onnxruntime#10503: memory grew with the calibration set),
+    and a smaller last batch is a call of its own (onnxruntime#18792: entropy and percentile failed
+    on a ragged last batch).
     """
 
-    def __init__(self, n: int, feeds: Callable[[slice], dict], names: Sequence[str], batch: int = 32,
-                 progress: bool = False):
-        self.n, self.feeds, self.names, self.batch, self.progress = n, feeds, list(names), batch, progress
-        self._it = self._batches()
+    def __init__(self, n: int, feeds: Callable[[slice], dict], inputs: Sequence, batch: int = 32,
+                 progress: bool = False, what: str = "the calibration data"):
+        from ..ortbench import fixed_batch
 
-    def _batches(self) -> Iterator[dict]:
-        bar = tqdm(total=self.n, desc="calibrate", unit="sample", disable=not self.progress, leave=False)
-        for i in range(0, self.n, self.batch):
-            feeds = select_inputs(self.names, self.feeds(slice(i, min(i + self.batch, self.n))))
-            bar.update(len(next(iter(feeds.values()))))
-            yield {name: np.ascontiguousarray(a) for name, a in feeds.items()}
-        bar.close()
+        self.n, self.feeds, self.inputs, self.progress, self.what = n, feeds, list(inputs), progress, what
+        self.fixed = fixed_batch(_Inputs(self.inputs))
+        self.batch = self.fixed or batch
+        self.batches = math.ceil(n / self.batch)
+        self._bar = None
+        self.set_range(0, self.batches)
+
+    def __len__(self) -> int:
+        """Batches, the unit of set_range."""
+        return self.batches
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Read batches [start_index, end_index) next (ONNX Runtime's strided calibration)."""
+        self._it = self._batches(start_index, min(end_index, self.batches))
+
+    def _batches(self, first: int, last: int) -> Iterator[dict]:
+        from ..errors import DataError
+        from ..ortbench import DTYPES, InputMismatch, check_feed
+
+        for b in range(first, last):
+            rows = slice(b * self.batch, min((b + 1) * self.batch, self.n))
+            try:
+                feeds = select_inputs([m.name for m in self.inputs], self.feeds(rows))
+                if b == 0:
+                    check_feed(_Inputs(self.inputs), feeds, self.what)
+            except InputMismatch as e:
+                raise DataError(str(e)) from None
+            feeds = {m.name: np.ascontiguousarray(feeds[m.name], dtype=DTYPES.get(m.type, np.float32)) for m in self.inputs}
+            size = len(next(iter(feeds.values())))
+            if self.fixed and size < self.fixed:  # the model takes exactly that many: pad the last batch
+                feeds = {k: np.concatenate([v, np.repeat(v[-1:], self.fixed - size, axis=0)]) for k, v in feeds.items()}
+            if self.progress:
+                self._bar = self._bar or tqdm(total=self.n, desc="calibrate", unit="sample", leave=False)
+                self._bar.update(size)
+                if b == self.batches - 1:
+                    self._bar.close()
+                    self._bar = None
+            yield feeds
 
     def get_next(self) -> dict | None:
         return next(self._it, None)
 
     def rewind(self) -> None:
-        self._it = self._batches()
+        self.set_range(0, self.batches)
 
 
-def split_reader(split: Any, names: list[str], batch: int = 32, progress: bool = False) -> BatchReader:
+class _Inputs:
+    """A stand-in session for ortbench's checks: what get_inputs() returns, nothing else."""
+
+    def __init__(self, inputs: Sequence):
+        self._inputs = list(inputs)
+
+    def get_inputs(self) -> list:
+        return self._inputs
+
+
+def split_reader(split: Any, inputs: Sequence, batch: int = 32, progress: bool = False) -> BatchReader:
     """Calibration from a split (or a subset of one) for a model with these inputs: its feeds, a batch at a time."""
-    return BatchReader(len(split), split.feeds, names, batch=batch, progress=progress)
+    return BatchReader(len(split), split.feeds, inputs, batch=batch, progress=progress)
 
 
-def input_names(model: Path) -> list[str]:
-    """The graph inputs of an ONNX model (not its initializers)."""
-    graph = onnx.load(str(model), load_external_data=False).graph
-    weights = {i.name for i in graph.initializer}
-    return [i.name for i in graph.input if i.name not in weights]
+def model_inputs(model: Path) -> list:
+    """The inputs of an ONNX model as ONNX Runtime sees them (name, type, shape)."""
+    from ..onnx_utils import session
+
+    return session(model).get_inputs()
+
+
+MIN_OPSET = 13
+"""ONNX Runtime's quantizer writes per-channel DequantizeLinear with an axis, which opset 13 brought
+(an opset-11 model got a file ONNX Runtime refuses: nncf#1537, onnxruntime#28228)."""
+
+
+def upgrade_opset(src: Path, dst: Path, reader: Callable[[], CalibrationDataReader], log: Callable[[str], None]) -> Path:
+    """src itself when its opset is MIN_OPSET or newer; else src converted with onnx's version
+    converter to MIN_OPSET into dst, checked to load and to give src's outputs on a calibration
+    batch. StageError, before anything is quantized, when it cannot be converted safely."""
+    from onnx import version_converter
+
+    from ..errors import StageError
+    from ..onnx_utils import check_loads, session
+
+    model = onnx.load(str(src))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
+    if opset >= MIN_OPSET:
+        return src
+    why = (f"the model is opset {opset}; ONNX Runtime's quantizer needs opset {MIN_OPSET} or newer (per-channel "
+           f"DequantizeLinear), and onnx's version converter")
+    try:
+        onnx.save(version_converter.convert_version(model, MIN_OPSET), str(dst))
+        check_loads(dst, f"the model converted to opset {MIN_OPSET}")
+    except Exception as e:  # the converter raises many types for operators it cannot convert
+        raise StageError(f"{why} could not convert it ({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}); "
+                         f"export it again at opset {MIN_OPSET} or newer; nothing was written") from None
+    batch = reader().get_next()
+    before, after = (session(p).run(None, batch) for p in (src, dst))
+    diff = max(float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max()) for a, b in zip(before, after))
+    scale = max(float(np.abs(np.asarray(a, np.float64)).max()) for a in before) or 1.0
+    if diff > 1e-4 * max(1.0, scale):
+        raise StageError(f"{why} changed its outputs (max abs diff {diff:.2e}); export it again at opset {MIN_OPSET} "
+                         f"or newer; nothing was written")
+    log(f"the model is opset {opset}: converted to opset {MIN_OPSET} (onnx version converter; outputs unchanged, max "
+        f"abs diff {diff:.1e}) for ONNX Runtime's quantizer")
+    return dst
+
+
+def prepare_source(fp32: Path, q: QuantizeConfig, reader: Callable[[], CalibrationDataReader], work: Path,
+                   log: Callable[[str], None]) -> Path:
+    """The model quantization starts from: fp32 at MIN_OPSET or newer (upgrade_opset), then (quantize.
+    pre_process) through ONNX Runtime's quant_pre_process (shape inference, graph optimization)."""
+    source = upgrade_opset(fp32, work / "opset_upgraded.onnx", reader, log)
+    if not q.pre_process:
+        return source
+    out = work / "preprocessed.onnx"
+    try:
+        quant_pre_process(str(source), str(out))
+    except Exception as e:  # ONNX Runtime's symbolic shape inference misses some graphs (a 1-D CNN's Concat)
+        log(f"quant_pre_process: symbolic shape inference failed ({type(e).__name__}); pre-processing without it")
+        quant_pre_process(str(source), str(out), skip_symbolic_shape=True)
+    return out
 
 
 def quantize_model(src: Path, dst: Path, q: QuantizeConfig, reader: Callable[[], CalibrationDataReader],
                    exclude: list[str] = ()) -> None:
-    """Apply one quantization configuration with ONNX Runtime's own tools."""
-    excluded = [*q.nodes_to_exclude, *exclude]
-    if q.method == "static":
-        quantize_static(str(src), str(dst), reader(), quant_format=FORMATS[q.format], per_channel=q.per_channel,
-                        reduce_range=q.reduce_range, activation_type=QUANT_TYPES[q.activation_type],
-                        weight_type=QUANT_TYPES[q.weight_type], calibrate_method=CALIBRATION[q.calibrate_method],
-                        op_types_to_quantize=q.op_types, nodes_to_exclude=excluded)
-    elif q.method == "dynamic":
-        quantize_dynamic(str(src), str(dst), per_channel=q.per_channel, reduce_range=q.reduce_range,
-                         weight_type=QUANT_TYPES[q.weight_type], op_types_to_quantize=q.op_types, nodes_to_exclude=excluded)
-    else:
-        from onnxruntime.transformers.float16 import convert_float_to_float16
+    """Apply one quantization configuration with ONNX Runtime's own tools, then check that ONNX
+    Runtime loads what was written (StageError, and dst removed, when it does not). Static
+    calibration collects one batch at a time (BatchReader). src: a model prepare_source made."""
+    from ..onnx_utils import check_loads
 
-        model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, node_block_list=excluded or None)
-        onnx.save(model, str(dst))
+    excluded = [*q.nodes_to_exclude, *exclude]
+    # ONNX Runtime prints "Collecting tensor data and making histogram ..." for every batch
+    with contextlib.redirect_stdout(io.StringIO()):
+        if q.method == "static":
+            quantize_static(str(src), str(dst), reader(), quant_format=FORMATS[q.format], per_channel=q.per_channel,
+                            reduce_range=q.reduce_range, activation_type=QUANT_TYPES[q.activation_type],
+                            weight_type=QUANT_TYPES[q.weight_type], calibrate_method=CALIBRATION[q.calibrate_method],
+                            op_types_to_quantize=q.op_types, nodes_to_exclude=excluded,
+                            extra_options={"CalibStridedMinMax": 1})  # one batch per collect: see BatchReader
+        elif q.method == "dynamic":
+            quantize_dynamic(str(src), str(dst), per_channel=q.per_channel, reduce_range=q.reduce_range,
+                             weight_type=QUANT_TYPES[q.weight_type], op_types_to_quantize=q.op_types, nodes_to_exclude=excluded)
+        else:
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+
+            model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, node_block_list=excluded or None)
+            onnx.save(model, str(dst))
+    try:
+        check_loads(dst, f"the quantized model {Path(dst).name}")
+    except Exception:
+        Path(dst).unlink(missing_ok=True)
+        raise
 
 
 @dataclass
@@ -249,21 +368,18 @@ class Selection:
 
 def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibration: Callable[[], CalibrationDataReader],
            rank_calibration: Callable[[], CalibrationDataReader], val: tuple[Any, np.ndarray], work: Path,
-           log: Callable[[str], None] = lambda m: None, progress: bool = False, seed: int = 0) -> Selection:
+           log: Callable[[str], None] = lambda m: None, progress: bool = False, seed: int = 0,
+           timing_inputs: Path | None = None) -> Selection:
     """Quantize fp32_path as q says (mode fixed: once; auto: every recipe, then mixed precision if
-    needed) and decide what should ship. Candidate models are written to work/."""
-    p90, latency_from = latency_meter(q, latency)
+    needed) and decide what should ship. Candidate models are written to work/. timing_inputs: an
+    .npy (or .npz by input name) the candidates are timed on instead of made-up inputs (a model with
+    dynamic height and width). DataError when the validation or calibration data do not fit the model."""
+    p90, latency_from = latency_meter(q, latency, timing_inputs)
     log(f"candidates are timed on {latency_from}"
         + (f", at {latency.sequence_length} tokens" if latency.sequence_length else ""))
-    source = fp32_path
-    if q.pre_process:
-        source = work / "preprocessed.onnx"
-        try:
-            quant_pre_process(str(fp32_path), str(source))
-        except Exception as e:  # ONNX Runtime's symbolic shape inference misses some graphs (a 1-D CNN's Concat)
-            log(f"quant_pre_process: symbolic shape inference failed ({type(e).__name__}); pre-processing without it")
-            quant_pre_process(str(fp32_path), str(source), skip_symbolic_shape=True)
     x_val, y_val = val
+    if uses_calibration(q):
+        calibration().get_next()  # calibration data that does not fit the model is named before anything runs
 
     def attempt(name: str, qc: QuantizeConfig | None, exclude: list[str] = ()) -> Candidate:
         """Quantize (unless qc is None: FP32 itself) and measure; a failure is recorded, not raised."""
@@ -271,11 +387,11 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
         try:
             if qc is not None:
                 quantize_model(source, c.path, qc, calibration, exclude)
-            c.preds = ort_predict(c.path, x_val).argmax(axis=1)
+            c.preds = ort_predict(c.path, x_val, what="the validation data").argmax(axis=1)
             c.val_accuracy = float((c.preds == np.asarray(y_val)).mean() * 100.0)
             c.val_drop = None if qc is None else paired_drop(y_val, fp32.preds, c.preds, seed=seed)
             c.latency_ms_p90 = p90(c.path)
-            c.size_bytes = c.path.stat().st_size
+            c.size_bytes = model_size(str(c.path))
         except Exception as e:  # a recipe ONNX Runtime cannot apply or run here is a result, not a crash
             if qc is None:
                 raise
@@ -287,7 +403,8 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
             + (f", {len(exclude)} node(s) in float" if exclude else ""))
         return c
 
-    fp32 = attempt("fp32", None)
+    fp32 = attempt("fp32", None)  # validation data that does not fit the model fails here, naming both shapes
+    source = prepare_source(fp32_path, q, calibration, work, log)
     configs = recipe_configs(q)
     tried = [attempt(name, qc) for name, qc in tqdm(configs.items(), desc="quantize", disable=not progress, leave=False)]
     if q.mode == "fixed":
@@ -306,13 +423,15 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
     return Selection(fp32, tried, chosen, reason, best, latency_from)
 
 
-def latency_meter(q: QuantizeConfig, latency: BenchmarkConfig) -> tuple[Callable[[Path], float], str]:
-    """p90 latency of a candidate model where quantize.target says, and a line naming where."""
+def latency_meter(q: QuantizeConfig, latency: BenchmarkConfig, inputs: Path | None = None) -> tuple[Callable[[Path], float], str]:
+    """p90 latency of a candidate model where quantize.target says (on `inputs` when given, else on
+    made-up ones), and a line naming where."""
     from .. import ortbench
     from ..remote import bench_over_ssh
 
     if q.target == "host":
-        return (lambda path: bench_in_child(path, latency)["latency_ms"]["p90"]), f"this machine ({ortbench.cpu_info()[0]})"
+        return ((lambda path: bench_in_child(path, latency, inputs=inputs)["latency_ms"]["p90"]),
+                f"this machine ({ortbench.cpu_info()[0]})")
 
     def over_ssh(path: Path) -> float:
         with tempfile.TemporaryDirectory() as tmp:  # a one-model bundle: what bench_over_ssh copies
@@ -383,7 +502,7 @@ def run(cfg: QuantizeStageConfig, inputs: dict[str, Path], out: Path, ctx: Conte
     calibration = train.subset(np.sort(np.random.default_rng(cfg.seed).permutation(len(train))[: q.calibration_samples]))
     val = ds.split("val", size)
     fp32 = inputs["onnx"] / "student.onnx"
-    names = input_names(fp32)
+    names = model_inputs(fp32)
     sel = select(fp32, q, cfg.latency,
                  calibration=lambda: split_reader(calibration, names, progress=ctx.progress),
                  rank_calibration=lambda: split_reader(calibration.subset(slice(0, 64)), names),
