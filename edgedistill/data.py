@@ -517,7 +517,7 @@ def check_splits(classes: list[str], splits: dict[str, tuple[np.ndarray, np.ndar
         if (counts == 0).any():
             missing = [classes[i] for i in np.flatnonzero(counts == 0)]
             raise DataError(f"the {name} split has no example of class {', '.join(missing[:5])}"
-                            f"{' ...' if len(missing) > 5 else ''}; give every class more images "
+                            f"{' ...' if len(missing) > 5 else ''}; give every class more examples "
                             f"(or a larger data.{'val' if name == 'val' else 'test'}_fraction)")
 
 

@@ -75,30 +75,78 @@ class TextCNN(nn.Module):
         return self.head(self.dropout(torch.cat(pooled, dim=1)))
 
 
+# The transformers model types transformers:auto takes: where each keeps its layers (below the base
+# model; None: one layer's weights shared by every layer, ALBERT) and its self-attention (below a layer),
+# with that module's query, key and value projections. Each is tested (tests/test_architectures.py, a
+# tiny random config each): a training step, the head, a layer-subset student, and optimum's export
+# with ONNX Runtime's transformer optimizer fusing Attention, SkipLayerNormalization and Gelu.
+BERT_LAYOUT = ("encoder.layer", "attention.self", ("query", "key", "value"))
+TRANSFORMER_LAYOUTS = {
+    **dict.fromkeys(("bert", "roberta", "xlm-roberta", "camembert", "electra", "data2vec-text", "megatron-bert",
+                     "rembert", "ibert", "big_bird"), BERT_LAYOUT),
+    "distilbert": ("transformer.layer", "attention", ("q_lin", "k_lin", "v_lin")),
+    "albert": (None, "encoder.albert_layer_groups.0.albert_layers.0.attention", ("query", "key", "value")),
+}
+# Model types refused up front, with the reason measured (tests/test_architectures.py keeps it true).
+NO_FUSED_ATTENTION = "ONNX Runtime's transformer optimizer does not fuse its attention, so INT8 kernels would not apply"
+NO_OPTIMUM_EXPORT = "optimum 2.1 has no ONNX export for it"
+TRANSFORMER_REFUSED = {
+    **dict.fromkeys(("deberta", "deberta-v2", "mpnet", "convbert", "mobilebert", "nystromformer", "layoutlm", "markuplm",
+                     "xlm", "flaubert"), NO_FUSED_ATTENTION),
+    **dict.fromkeys(("ernie", "roberta-prelayernorm", "xlm-roberta-xl", "luke", "roc_bert", "canine", "mra", "yoso",
+                     "fnet", "nezha", "mega", "esm"), NO_OPTIMUM_EXPORT),
+}
+
+
+def transformer_layout(model_type: str) -> tuple:
+    """(layers path, attention path, query/key/value names) of a supported model type; ConfigError
+    naming why for the others."""
+    if model_type in TRANSFORMER_LAYOUTS:
+        return TRANSFORMER_LAYOUTS[model_type]
+    why = TRANSFORMER_REFUSED.get(model_type, "it is not among the model types edgedistill is tested with")
+    raise ConfigError(f"transformers model type '{model_type}' cannot be used: {why}; supported: "
+                      f"{', '.join(TRANSFORMER_LAYOUTS)} (BERT-family encoders)")
+
+
 class HFClassifier(nn.Module):
     """A transformers sequence classifier that takes token ids alone, (N, L) int64 right-padded: its
     attention mask is ids != pad id, which is what the tokenizer's mask is for such input. One input
     keeps the training loop, predict and the taps the same for every model. Export goes through
     optimum on the inner model (self.hf), whose graph takes input_ids, attention_mask and
-    token_type_ids as a device sends them."""
+    token_type_ids as a device sends them. Its model type must be one of TRANSFORMER_LAYOUTS."""
 
     def __init__(self, hf: nn.Module):
         super().__init__()
         self.hf = hf
         self.pad_id = hf.config.pad_token_id if hf.config.pad_token_id is not None else 0
+        self.layout = transformer_layout(hf.config.model_type)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.hf(input_ids=input_ids, attention_mask=(input_ids != self.pad_id).long()).logits
 
+    @property
+    def base(self) -> nn.Module:
+        return getattr(self.hf, self.hf.base_model_prefix)
+
+    def layers(self) -> nn.ModuleList | None:
+        """The transformer layers, in order (None: one layer's weights shared by all, as in ALBERT)."""
+        return None if self.layout[0] is None else self.base.get_submodule(self.layout[0])
+
     def backbone_blocks(self) -> list[nn.Module]:
-        """The embeddings, then every transformer layer: what partial and gradual fine-tuning unfreeze."""
-        base = getattr(self.hf, self.hf.base_model_prefix)
-        return [base.embeddings, *base.encoder.layer]
+        """The embeddings, then every transformer layer (ALBERT: its shared encoder): what partial and
+        gradual fine-tuning unfreeze."""
+        layers = self.layers()
+        return [self.base.embeddings, *(layers if layers is not None else [self.base.encoder])]
 
     def last_attention(self) -> str:
         """Module path of the last layer's self-attention (its query, key and value projections)."""
-        prefix = self.hf.base_model_prefix
-        return f"hf.{prefix}.encoder.layer.{len(getattr(self.hf, prefix).encoder.layer) - 1}.attention.self"
+        layers, (where, attention, _) = self.layers(), self.layout
+        prefix = f"hf.{self.hf.base_model_prefix}"
+        return f"{prefix}.{attention}" if layers is None else f"{prefix}.{where}.{len(layers) - 1}.{attention}"
+
+    def attention_projections(self) -> tuple[str, str, str]:
+        """Names of the query, key and value projections inside a self-attention module."""
+        return self.layout[2]
 
 
 def hf_ref(spec: WeightsSpec) -> str | None:
@@ -143,14 +191,13 @@ def layer_subset(total: int, keep: int | str) -> list[int]:
     return layers
 
 
-def _transformers(name: str, kwargs: dict, num_classes: int, in_channels: int, weights: WeightsSpec | None,
-                  pretrained: bool) -> nn.Module:
-    """transformers:auto: AutoModelForSequenceClassification from the weights' folder or hub id, with a
-    new num_classes head. kwargs: num_layers (keep that many layers, evenly spaced) or layers ("0,2,4"),
-    each initialised from the pretrained layer of that number (DistilBERT's initialisation)."""
+def transformer_config(name: str, kwargs: dict, weights: WeightsSpec | None, num_classes: int | None = None):
+    """(source, config, kept layer numbers or None) of a transformers:auto preset, everything checked:
+    the name, the weights source, the kwargs, a supported model type (transformer_layout) and the
+    layer subset. Reads only config.json. ConfigError naming the problem."""
     _import("transformers", "'transformers==4.57.6' 'optimum-onnx==0.1.0' (or pip install -e '.[text]')")
     import transformers
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
     if name != "auto":
         raise ConfigError(f"arch 'transformers:{name}': the only name is 'auto' (the model comes from the weights)")
@@ -163,20 +210,39 @@ def _transformers(name: str, kwargs: dict, num_classes: int, in_channels: int, w
         raise ConfigError(f"arch 'transformers:auto' takes kwargs num_layers or layers, not {', '.join(sorted(unknown))}")
     transformers.logging.set_verbosity_error()  # "newly initialized classifier": that is the point
     try:
-        config = AutoConfig.from_pretrained(source, num_labels=num_classes)
-        keep = kwargs.get("layers", kwargs.get("num_layers"))
-        layers = layer_subset(config.num_hidden_layers, keep) if keep is not None else None
-        if not pretrained:
-            if layers is not None:
-                config.num_hidden_layers = len(layers)
-            return HFClassifier(AutoModelForSequenceClassification.from_config(config))
+        config = AutoConfig.from_pretrained(source, **({} if num_classes is None else {"num_labels": num_classes}))
+    except OSError as e:  # offline and not in the cache, or not a model folder
+        raise ConfigError(f"cannot load transformers model '{source}' ({str(e).splitlines()[0][:120]}); give a local "
+                          f"model folder or a hub id in the Hugging Face cache") from None
+    keep = kwargs.get("layers", kwargs.get("num_layers"))
+    if keep is not None and transformer_layout(config.model_type)[0] is None:
+        raise ConfigError(f"'{config.model_type}' shares one layer's weights across all its layers: a layer subset "
+                          f"(kwargs num_layers, layers) keeps nothing of it; use the whole model")
+    transformer_layout(config.model_type)
+    return source, config, layer_subset(config.num_hidden_layers, keep) if keep is not None else None
+
+
+def _transformers(name: str, kwargs: dict, num_classes: int, in_channels: int, weights: WeightsSpec | None,
+                  pretrained: bool) -> nn.Module:
+    """transformers:auto: AutoModelForSequenceClassification from the weights' folder or hub id, with a
+    new num_classes head. kwargs: num_layers (keep that many layers, evenly spaced) or layers ("0,2,4"),
+    each initialised from the pretrained layer of that number (DistilBERT's initialisation)."""
+    from transformers import AutoModelForSequenceClassification
+
+    source, config, layers = transformer_config(name, kwargs, weights, num_classes)
+    if not pretrained:
+        if layers is not None:
+            config.num_hidden_layers = len(layers)
+        return HFClassifier(AutoModelForSequenceClassification.from_config(config))
+    try:
         hf = AutoModelForSequenceClassification.from_pretrained(source, config=config)
     except OSError as e:  # offline and not in the cache, or not a model folder
         raise ConfigError(f"cannot load transformers model '{source}' ({str(e).splitlines()[0][:120]}); give a local "
                           f"model folder or a hub id in the Hugging Face cache") from None
     if layers is not None:
-        encoder = getattr(hf, hf.base_model_prefix).encoder
-        encoder.layer = nn.ModuleList([encoder.layer[i] for i in layers])
+        parent, _, attr = transformer_layout(config.model_type)[0].rpartition(".")
+        holder = getattr(hf, hf.base_model_prefix).get_submodule(parent)
+        setattr(holder, attr, nn.ModuleList([getattr(holder, attr)[i] for i in layers]))
         hf.config.num_hidden_layers = len(layers)
     return HFClassifier(hf)
 
@@ -234,11 +300,34 @@ def _state_dict(arch_name: str, spec: WeightsSpec) -> dict:
                           f"give a torch.save'd state_dict of tensors") from None
 
 
-def last_linear(model: nn.Module) -> str:
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+def is_head(module: nn.Module) -> bool:
+    """A classifier layer edgedistill can replace: nn.Linear, or a 1x1 nn.Conv2d (SqueezeNet's)."""
+    return isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1)
+                                             and module.groups == 1)
+
+
+def last_head(model: nn.Module) -> str:
+    """Module path of the model's classifier: its last nn.Linear, or for a model without one, its last
+    1x1 nn.Conv2d (torchvision's SqueezeNets classify with a 1x1 convolution)."""
+    modules = list(model.named_modules())
+    names = [n for n, m in modules if isinstance(m, nn.Linear)] or [n for n, m in modules if is_head(m)]
     if not names:
-        raise ConfigError("the model has no nn.Linear head; name the head module in the preset (head: ...)")
+        raise ConfigError("the model has no nn.Linear (or 1x1 nn.Conv2d) classifier; name the head module in the preset "
+                          "(head: ...)")
     return names[-1]
+
+
+def swap_head(model: nn.Module, head: str, num_classes: int, arch: str) -> None:
+    """Replace the classifier at `head` with a new one of the same kind for num_classes classes."""
+    try:
+        old = model.get_submodule(head)
+    except AttributeError:
+        raise ConfigError(f"preset head '{head}' is not a module of {arch}") from None
+    if not is_head(old):
+        raise ConfigError(f"preset head '{head}' is a {type(old).__name__}, not nn.Linear (or a 1x1 nn.Conv2d)")
+    new = (nn.Linear(old.in_features, num_classes) if isinstance(old, nn.Linear)
+           else nn.Conv2d(old.in_channels, num_classes, 1))
+    model.set_submodule(head, new.to(next(old.parameters()).device))
 
 
 # A family builds its model from (name, kwargs, num_classes, in_channels, weights): with weights it keeps
@@ -267,6 +356,13 @@ def _torchvision(name: str, kwargs: dict, num_classes: int, in_channels: int, we
 
     name = _torchvision_name(name)
     _three_channels(f"torchvision:{name}", in_channels)
+    if name in ("googlenet", "inception_v3"):
+        # in training mode these return a named tuple with auxiliary logits (vision#302), and Inception v3's
+        # auxiliary head needs 299 px: built without them, they train on one logits tensor like any model
+        # (torchvision drops them after loading pretrained weights too). transform_input: as torchvision's
+        # builder sets it for its own pretrained weights.
+        kwargs = {"aux_logits": False, "init_weights": True,
+                  "transform_input": weights is not None and weights.torchvision is not None, **kwargs}
     if weights is None:
         return torchvision.models.get_model(name, num_classes=num_classes, **kwargs)
     return torchvision.models.get_model(name, weights=None, **kwargs)
@@ -349,7 +445,7 @@ def build(preset: ModelPreset, num_classes: int, in_channels: int, pretrained: b
     weights = preset.weights
     if family == "transformers":  # loads its own weights and config, and builds its own head
         model = _transformers(name, dict(preset.kwargs), num_classes, in_channels, weights, pretrained)
-        return model, preset.head or last_linear(model)
+        return model, preset.head or last_head(model)
     if weights is not None and weights.hf is not None:
         raise ConfigError(f"weights.hf names Hugging Face transformers weights; '{preset.arch}' is not a transformers: model")
     if weights is not None and weights.torchvision is not None and family != "torchvision":
@@ -363,27 +459,102 @@ def build(preset: ModelPreset, num_classes: int, in_channels: int, pretrained: b
         return model, preset.head or _timm_head(model)
     model = FAMILIES.get(family)(name, dict(preset.kwargs), num_classes, in_channels, weights)
     if weights is None:
-        return model, preset.head or (_timm_head(model) if family == "timm" else last_linear(model))
+        return model, preset.head or (_timm_head(model) if family == "timm" else last_head(model))
     if pretrained:
-        try:
-            model.load_state_dict(_state_dict(name, weights))
-        except RuntimeError as e:
-            raise ConfigError(f"weights do not fit {preset.arch}: {str(e).splitlines()[0]}") from None
-    head = preset.head or last_linear(model)
-    try:
-        old = model.get_submodule(head)
-    except AttributeError:
-        raise ConfigError(f"preset head '{head}' is not a module of {preset.arch}") from None
-    if not isinstance(old, nn.Linear):
-        raise ConfigError(f"preset head '{head}' is a {type(old).__name__}, not nn.Linear")
-    model.set_submodule(head, nn.Linear(old.in_features, num_classes))
+        load_weights(model, _state_dict(name, weights), preset.arch)
+    head = preset.head or last_head(model)
+    swap_head(model, head, num_classes, preset.arch)
     return model, head
+
+
+AUX_HEADS = ("aux1.", "aux2.", "AuxLogits.")
+"""Auxiliary classifiers of torchvision's GoogLeNet (aux1, aux2) and Inception v3 (AuxLogits): their
+pretrained weights exist, but edgedistill builds these models without them (see _torchvision)."""
+
+
+def load_weights(model: nn.Module, state: dict, arch: str) -> None:
+    """Load a pretrained state_dict; the weights of auxiliary classifiers the model is built without
+    are left out, as torchvision's own builders drop them. ConfigError when the weights do not fit."""
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if k in own or not k.startswith(AUX_HEADS)}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ConfigError(f"weights do not fit {arch}: {str(e).splitlines()[0]}") from None
 
 
 def _timm_head(model: nn.Module) -> str:
     """timm names its classifier in the model's pretrained_cfg."""
     name = getattr(model, "pretrained_cfg", {}).get("classifier")
-    return name if name and isinstance(model.get_submodule(name), nn.Linear) else last_linear(model)
+    return name if name and isinstance(model.get_submodule(name), nn.Linear) else last_head(model)
+
+
+CHECK_SIZES = (8, 16, 24, 32, 40, 48, 56, 64, 75, 96, 112, 128, 160, 192, 224, 256, 299, 320, 384, 448, 512)
+"""Input sizes (px) a model that fails at the configured one is tried at, to say which it takes."""
+
+
+def structure(preset: ModelPreset, num_classes: int, in_channels: int) -> nn.Module:
+    """The model a preset builds (head included), without loading weights: on PyTorch's meta device
+    (shapes only: no memory, no compute, even for a 600M-parameter model), or on the CPU for a model
+    whose construction reads values (torchvision's RegNets)."""
+    try:
+        with torch.device("meta"):
+            return build(preset, num_classes, in_channels, pretrained=False)[0]
+    except NotImplementedError:  # "Cannot copy out of meta tensor"
+        return build(preset, num_classes, in_channels, pretrained=False, seed=0)[0]
+
+
+@torch.no_grad()
+def run_problem(model: nn.Module, in_channels: int, size: int, num_classes: int) -> str | None:
+    """Why the model cannot train and predict on a batch of 2 images of size x size, or None: it must
+    return one (2, num_classes) logits tensor in training mode and in evaluation mode."""
+    device = next(model.parameters()).device
+    x = torch.zeros(2, in_channels, size, size, device=device)
+    for training in (True, False):
+        model.train(training)
+        mode = "training" if training else "evaluation"
+        try:
+            out = model(x)
+        except Exception as e:  # shape errors come in many types
+            return f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+        if not isinstance(out, torch.Tensor):
+            return (f"in {mode} mode it returns {type(out).__name__}, not one tensor of logits (auxiliary outputs?); "
+                    f"build it without them (kwargs)")
+        if tuple(out.shape) != (2, num_classes):
+            return f"in {mode} mode its output has shape {tuple(out.shape)}, not (batch, {num_classes} classes)"
+    return None
+
+
+_CHECKED: set[tuple] = set()
+"""check_runs calls that passed in this process: plan checks the student for two stages."""
+
+
+def check_runs(preset: ModelPreset, num_classes: int, in_channels: int, size: int | None, role: str) -> None:
+    """ConfigError, before anything is computed, when the model a preset builds cannot train on inputs
+    of size x size px (too small for its pooling, a fixed-size ViT, auxiliary outputs in training):
+    checked on the meta device, naming the sizes it does take. Text models (size None): the model
+    type is checked (transformer_layout) as the architecture is built."""
+    key = (preset.model_dump_json(), num_classes, in_channels, size)
+    if key in _CHECKED:
+        return
+    _check_runs(preset, num_classes, in_channels, size, role)
+    _CHECKED.add(key)
+
+
+def _check_runs(preset: ModelPreset, num_classes: int, in_channels: int, size: int | None, role: str) -> None:
+    if size is None:
+        family, _, name = preset.arch.partition(":")
+        if family == "transformers":
+            transformer_config(name, dict(preset.kwargs), preset.weights)
+        return
+    model = structure(preset, num_classes, in_channels)
+    problem = run_problem(model, in_channels, size, num_classes)
+    if problem is None:
+        return
+    sizes = [s for s in CHECK_SIZES if run_problem(model, in_channels, s, num_classes) is None]
+    fix = (f"it runs at {', '.join(map(str, sizes[:8]))}{' ...' if len(sizes) > 8 else ''} px: set {role}.image_size "
+           f"(or data.image_size)" if sizes else "no size from 8 to 512 px works with these settings")
+    raise ConfigError(f"the {role} ({preset.arch}) cannot train on {size}x{size} inputs ({problem}); {fix}")
 
 
 def num_params(model: nn.Module) -> int:
@@ -439,7 +610,7 @@ def load_trained(path: Path) -> nn.Module:
 
 
 def head_path(model: nn.Module, preset: ModelPreset) -> str:
-    return preset.head or last_linear(model)
+    return preset.head or last_head(model)
 
 
 def find_module(model: nn.Module, path: str, role: str) -> nn.Module:

@@ -114,6 +114,8 @@ def external_data(model: str) -> list[str]:
     order first named. Read from the protobuf directly (ModelProto.graph -> initializers, Constant
     tensors and subgraphs -> TensorProto.external_data 'location'), because bench.py runs where only
     numpy and onnxruntime are installed; edgedistill's tests check it against onnx's own reading."""
+    if model.endswith(".ort"):  # ONNX Runtime's own format (a flatbuffer) keeps its weights inside
+        return []
     with open(model, "rb") as f:
         buf = memoryview(f.read())
     found: list[str] = []
@@ -138,9 +140,12 @@ def external_data(model: str) -> list[str]:
                             elif af in (6, 11):
                                 graph(x, y)
 
-    for field, a, b in _fields(buf, 0, len(buf)):
-        if field == 7:  # graph
-            graph(a, b)
+    try:
+        for field, a, b in _fields(buf, 0, len(buf)):
+            if field == 7:  # graph
+                graph(a, b)
+    except (ValueError, IndexError):  # not a protobuf ONNX model: ONNX Runtime says so when it loads it
+        return []
     folder = os.path.dirname(os.path.abspath(model))
     return [os.path.join(folder, name) for name in found]
 

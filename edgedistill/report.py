@@ -124,7 +124,7 @@ def quantization_text(q: dict) -> str:
     if q["val_resolution"]["note"]:
         parts.append(f"Warning: {q['val_resolution']['note']}.")
     parts.append("FP32 ships: nothing is lost to quantization." if test is None else
-                 f"Measured once on test ({test['images']} images), after the choice: drop {interval(test)} points "
+                 f"Measured once on test ({test['images']} examples), after the choice: drop {interval(test)} points "
                  f"({test['level']:.0%} interval), top-1 agreement with FP32 {test['agreement']:.1f}%.")
     if q.get("latency_from"):
         parts.append(f"Candidates' latencies measured on {q['latency_from']}.")
@@ -165,7 +165,7 @@ def device_rows(report: dict) -> list[tuple[str, ...]]:
         lat = d.get("latency_ms") or {}
         rows.append((name, d["device"].get("cpu", ""), num(lat.get("p50"), ".3f"), num(lat.get("p90"), ".3f"),
                      num(d.get("peak_rss_mb"), ".1f"), num(d.get("top1_agreement"), ".2f"),
-                     num(d.get("accuracy"), ".2f") + (f" (build host {d['host_accuracy']:.2f}, {d['images']} images)"
+                     num(d.get("accuracy"), ".2f") + (f" (build host {d['host_accuracy']:.2f}, {d['images']} examples)"
                                                       if "host_accuracy" in d else "")))
     return rows
 

@@ -31,7 +31,7 @@ def paired_drop(labels: np.ndarray, reference: np.ndarray, model: np.ndarray, se
     labels, reference, model = (np.asarray(a) for a in (labels, reference, model))
     n = len(labels)
     if n == 0 or not (len(reference) == len(model) == n):
-        raise ValueError(f"paired_drop needs the same non-empty set of images ({n}, {len(reference)}, {len(model)})")
+        raise ValueError(f"paired_drop needs the same non-empty set of examples ({n}, {len(reference)}, {len(model)})")
     ref_right, model_right = reference == labels, model == labels
     lost, gained = int((ref_right & ~model_right).sum()), int((~ref_right & model_right).sum())
     p_lost, p_gained = (lost + 0.5) / (n + 2), (gained + 0.5) / (n + 2)  # Agresti-Min half counts

@@ -281,6 +281,16 @@ def tokenize(tok, texts, max_length: int) -> np.ndarray:
     return np.asarray(enc["input_ids"], dtype=np.int64)
 
 
+def covered_text(tok, text: str, max_length: int) -> str:
+    """The start of text that its first max_length tokens ([CLS] and [SEP] included) cover: what a
+    device's tokenizer needs to give the same ids (a 1 MB document of which 32 tokens are used is
+    not shipped whole). From the fast tokenizer's character offsets."""
+    enc = tok(text, truncation=True, max_length=max_length, return_offsets_mapping=True, return_attention_mask=False,
+              return_token_type_ids=False)
+    end = max((e for s, e in enc["offset_mapping"] if e > s), default=len(text))
+    return text if end >= len(text.rstrip()) else text[:end]
+
+
 def preprocess_spec(tok, max_length: int) -> dict:
     """preprocess.json for text: enough to make the model's input without edgedistill."""
     backend = json.loads(tok.backend_tokenizer.to_str())
@@ -532,12 +542,19 @@ class TextModality:
         # as a device sends them: one at a time, padded to max_length (a dynamic INT8 model's answers
         # depend on the batch and the padding: its activation ranges are taken over the whole tensor)
         logits = ort_predict(onnx_path, text_feeds(ids, pad), batch=1)
-        golden = [{"text": t, "input_ids": [int(v) for v in row[row != pad]], "logits": [float(v) for v in lg],
-                   "label": int(lab)} for t, row, lg, lab in zip(texts, ids, logits, golden_split.labels)]
+        tok = load_tokenizer(str(dataset / "tokenizer"))
+        golden = []
+        for t, row, lg, lab in zip(texts, ids, logits, golden_split.labels):
+            kept = covered_text(tok, t, test.spec["max_length"])
+            golden.append({"text": kept, **({"text_chars": len(t)} if kept != t else {}),
+                           "input_ids": [int(v) for v in row[row != pad]], "logits": [float(v) for v in lg],
+                           "label": int(lab)})
         (out / "golden.json").write_text(json.dumps({"max_length": test.spec["max_length"], "pad_token_id": pad,
-                                                     "note": "input_ids without padding; logits of model.onnx for "
-                                                             "them right-padded to max_length, attention_mask 1 on "
-                                                             "the ids and 0 on the padding, one sentence at a time",
+                                                     "note": "text: the example, or (text_chars: its full length) the "
+                                                             "start of it that its max_length tokens cover; input_ids "
+                                                             "without padding; logits of model.onnx for them "
+                                                             "right-padded to max_length, attention_mask 1 on the ids "
+                                                             "and 0 on the padding, one sentence at a time",
                                                      "examples": golden}, indent=2, ensure_ascii=False) + "\n")
         return {"golden_examples": len(golden), "tokenizer_files": TOKENIZER_FILES}
 

@@ -47,14 +47,14 @@ def run(cfg: BaselineConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
     labels = ds.splits["train"][1]
     rows = np.flatnonzero(labels >= 0)  # without a teacher, an image without a label teaches nothing
     if not len(rows):
-        raise DataError("the training split has no labeled image; the student alone needs labels")
+        raise DataError("the training split has no labeled example; the student alone needs labels")
     train = ds.modality.batches(ds, t, rows=rows, seed=cfg.seed, size=cfg.image_size, teacher_size=None,
                                 horizontal_flip=cfg.horizontal_flip)
     val = ds.split("val", cfg.image_size)
     result = fit(student, train, (val, val.labels), cfg=t, param_groups=[{"params": list(student.parameters()), "lr": t.lr}],
                  loss_fn=lambda logits, x, y, idx: cross_entropy(logits, y, t.label_smoothing), seed=cfg.seed,
                  checkpoint=ctx.work / "checkpoint.pt", desc="baseline", progress=ctx.progress)
-    test_acc = test_and_save(student, cfg.model, ds, cfg.image_size, out)
+    test_acc = test_and_save(student, cfg.model, ds, cfg.image_size, out, batch=t.batch_size)
     return {"enabled": True, "val_accuracy": result.val_accuracy, "test_accuracy": test_acc,
             "params": models.num_params(student), "train_images": int(len(rows)), "history": result.history,
             "best_epoch": result.best_epoch, "final_epoch": result.final_epoch}
@@ -62,6 +62,7 @@ def run(cfg: BaselineConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
 
 STAGE = Stage(
     name="baseline", version=1, inputs=("dataset",), output="student_alone", configure=configure, run=run,
+    check=lambda p: models.check_runs(student_preset(p), 2, p.data.channels, model_sizes(p)[1], "student"),
     key_exclude={"train": {"device", "channels_last", "compile", "workers"}}, distributed=True,
     headline=lambda m: f"student alone test acc {m['test_accuracy']:.2f}%" if m["enabled"] else "off (distill.baseline: false)",
 )

@@ -85,8 +85,8 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
                    use_input=d.rkd_teacher_layer is None)
     heads = relation_heads(teacher, student, d) if d.relation_weight > 0 else 0
     for taps, model, path in ((s_taps, student, d.relation_student_layer), (t_taps, teacher, d.relation_teacher_layer)):
-        for part in ("query", "key", "value") if heads else ():
-            taps.add(f"relation_{part}", f"{path or model.last_attention()}.{part}")
+        for part, name in zip(("query", "key", "value"), model.attention_projections() if heads else ()):
+            taps.add(f"relation_{part}", f"{path or model.last_attention()}.{name}")
     labels = ds.splits["train"][1]
     # alpha 0 has no distillation term: images without a label would teach nothing
     rows = np.flatnonzero(labels >= 0) if d.alpha == 0 else np.arange(len(labels))
@@ -144,7 +144,7 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
                   seed=cfg.seed, checkpoint=ctx.work / "checkpoint.pt", desc="distill", progress=ctx.progress)
     s_taps.remove()
     t_taps.remove()
-    test_acc = test_and_save(student, cfg.model, ds, cfg.image_size, out)
+    test_acc = test_and_save(student, cfg.model, ds, cfg.image_size, out, batch=d.batch_size)
     teacher_params = models.num_params(teacher)
     params = models.num_params(student)
     losses = [d.response if d.alpha > 0 else "ce"] + [f"hint:{h.teacher}->{h.student}" for h in d.hints] + \
@@ -171,10 +171,11 @@ def relation_heads(teacher: nn.Module, student: nn.Module, d: DistillConfig) -> 
 
 
 def check(p: Pipeline) -> None:
-    """Before anything runs: the extra teachers are trained model folders whose code is trusted, and
-    the hint and RKD layer paths exist in the two models (built without weights; the number of
-    classes does not change module paths)."""
+    """Before anything runs: the student trains at its input size (models.check_runs), the extra
+    teachers are trained model folders whose code is trusted, and the hint and RKD layer paths exist
+    in the two models (built without weights; the number of classes does not change module paths)."""
     d = p.distill
+    models.check_runs(student_preset(p), 2, p.data.channels, model_sizes(p)[1], "student")
     for e in d.extra_teachers:
         check_trusted(models.trained_info(Path(e.model))["preset"]["arch"], str(Path(e.model) / "model.json"))
     if not d.hints and not d.rkd_teacher_layer and not d.rkd_student_layer:

@@ -72,7 +72,7 @@ def choose_student(teacher: dict, distilled: dict, alone: dict, val_drop: dict |
     if teacher["val_accuracy"] <= alone["val_accuracy"]:
         out["warning"] = (f"the fine-tuned teacher ({teacher['val_accuracy']:.2f}% on validation) is not better than the "
                           f"student trained alone ({alone['val_accuracy']:.2f}%): its soft targets teach little beyond the "
-                          f"labels (unlabeled transfer images may still help); what usually helps: a higher teacher "
+                          f"labels (unlabeled transfer examples may still help); what usually helps: a higher teacher "
                           f"resolution (teacher.image_size), more teacher epochs, or a stronger teacher (preset, or "
                           f"strategy full)")
     return out

@@ -39,33 +39,27 @@ def backbone_blocks(model: nn.Module, head_name: str, path: str | None) -> list[
     return [m for n, m in model.named_children() if n != head_name.split(".")[0]]
 
 
-def run(cfg: FinetuneConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
-    ds = Dataset.load(inputs["dataset"])
-    num_classes, in_channels = len(ds.classes), ds.channels
-    model, head_name = models.build(cfg.model, num_classes, in_channels, pretrained=True, seed=cfg.seed)
-    head = model.get_submodule(head_name)
-    t = cfg.teacher
-    if t.strategy != "full" and cfg.model.weights is None:
+def strategy(model: nn.Module, head_name: str, t: TeacherConfig, pretrained: bool):
+    """The fine-tuning strategy as optimizer groups and an epoch hook: (param_groups, epoch_start).
+    What trains besides the head: everything (full), the last trainable_blocks backbone blocks
+    (partial), nothing (linear_probe), more and more blocks from the top down (gradual).
+    epoch_start(epoch) sets requires_grad for that epoch and returns the BatchNorm modules that stay in
+    eval mode (frozen layers keep their statistics). ConfigError when the strategy cannot apply."""
+    if t.strategy != "full" and not pretrained:
         raise ConfigError(f"teacher.strategy '{t.strategy}' freezes pretrained layers: it needs a preset with weights")
-    # what trains besides the head: everything (full), the last blocks (partial), nothing (linear_probe),
-    # more and more blocks from the top down (gradual)
+    head = model.get_submodule(head_name)
     blocks = backbone_blocks(model, head_name, t.blocks) if t.strategy in ("partial", "gradual") else []
-    if t.strategy == "full":
-        trainable = [model]
-    elif t.strategy == "partial":
-        trainable = blocks[-t.trainable_blocks:]
-    elif t.strategy == "gradual":
-        trainable = blocks
-    else:
-        trainable = []
+    if t.strategy in ("partial", "gradual") and not blocks:
+        raise ConfigError(f"teacher.strategy '{t.strategy}': the model has no backbone blocks to unfreeze; name their "
+                          f"container with teacher.blocks")
+    trainable = {"full": [model], "partial": blocks[-t.trainable_blocks:], "gradual": blocks}.get(t.strategy, [])
     head_params = {id(p) for p in head.parameters()}
     backbone = [p for m in trainable for p in m.parameters() if id(p) not in head_params]
     groups = [{"params": list(head.parameters()), "lr": t.lr}]
     if backbone:  # a backbone trained from scratch gets the head's learning rate
-        groups.append({"params": backbone, "lr": t.lr * (t.backbone_lr_factor if cfg.model.weights else 1.0)})
+        groups.append({"params": backbone, "lr": t.lr * (t.backbone_lr_factor if pretrained else 1.0)})
 
     def epoch_start(epoch: int) -> tuple[nn.Module, ...]:
-        """Set what trains this epoch; return the modules whose BatchNorm statistics stay frozen."""
         if t.strategy == "gradual":  # epoch 0: the head alone; then one more block every unfreeze_every
             unfrozen = blocks[len(blocks) - min(len(blocks), epoch // t.unfreeze_every):] if epoch else []
         else:
@@ -77,17 +71,26 @@ def run(cfg: FinetuneConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
         return tuple(m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
                      and not any(p.requires_grad for p in m.parameters()))
 
+    return groups, epoch_start
+
+
+def run(cfg: FinetuneConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
+    ds = Dataset.load(inputs["dataset"])
+    num_classes, in_channels = len(ds.classes), ds.channels
+    model, head_name = models.build(cfg.model, num_classes, in_channels, pretrained=True, seed=cfg.seed)
+    t = cfg.teacher
+    groups, epoch_start = strategy(model, head_name, t, pretrained=cfg.model.weights is not None)
     y = ds.splits["train"][1]
-    labeled = np.flatnonzero(y >= 0)  # the teacher learns from labeled images only; the rest is distill's transfer set
+    labeled = np.flatnonzero(y >= 0)  # the teacher learns from labeled examples only; the rest is distill's transfer set
     if not len(labeled):
-        raise DataError("the training split has no labeled image; the teacher needs labels to fine-tune")
+        raise DataError("the training split has no labeled example; the teacher needs labels to fine-tune")
     train = ds.modality.batches(ds, t, rows=labeled, seed=cfg.seed, size=t.image_size, teacher_size=None,
                                 horizontal_flip=cfg.horizontal_flip)
     val = ds.split("val", t.image_size)
     result = fit(model, train, (val, val.labels), cfg=t, param_groups=groups, seed=cfg.seed,
                  checkpoint=ctx.work / "checkpoint.pt", desc="finetune", epoch_start=epoch_start, progress=ctx.progress,
                  loss_fn=lambda logits, x, y, idx: F.cross_entropy(logits, y, label_smoothing=t.label_smoothing))
-    test_acc = test_and_save(model, cfg.model, ds, t.image_size, out)
+    test_acc = test_and_save(model, cfg.model, ds, t.image_size, out, batch=t.batch_size)
     return {"val_accuracy": result.val_accuracy, "test_accuracy": test_acc, "params": models.num_params(model),
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "train_images": int(len(labeled)),
@@ -99,8 +102,13 @@ def _sources(cfg: FinetuneConfig) -> dict[str, Path]:
     return {"weights": path} if path else {}
 
 
+def check(p) -> None:
+    """Before anything runs: the teacher trains at its input size (models.check_runs)."""
+    models.check_runs(load_preset(p.teacher.preset, "teachers"), 2, p.data.channels, model_sizes(p)[0], "teacher")
+
+
 STAGE = Stage(
-    name="finetune", version=6, inputs=("dataset",), output="teacher",
+    name="finetune", version=6, check=check, inputs=("dataset",), output="teacher",
     configure=lambda p: FinetuneConfig(teacher=p.teacher.model_copy(update={"image_size": model_sizes(p)[0]}),
                                        model=load_preset(p.teacher.preset, "teachers"), seed=p.seed,
                                        horizontal_flip=p.data.horizontal_flip),

@@ -46,7 +46,7 @@ from ..runner import Context, Stage
 from ..stats import LEVEL, paired_drop, resolution
 
 RULE = (f"within tolerance: the upper end of the {LEVEL:.0%} bootstrap interval of the validation accuracy drop "
-        f"against FP32 (paired, same images) is at most max_accuracy_drop")
+        f"against FP32 (paired, same examples) is at most max_accuracy_drop")
 
 QUANT_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
 CALIBRATION = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -269,7 +269,7 @@ def within_tolerance(fp32: Candidate, c: Candidate, max_drop: float) -> bool:
 
 def describe_drop(d: dict) -> str:
     return (f"{d['drop']:.2f} pt below FP32 ({d['level']:.0%} interval {d['ci_low']:.2f} to {d['ci_high']:.2f}, "
-            f"{d['images']} images), top-1 agreement {d['agreement']:.1f}%")
+            f"{d['images']} examples), top-1 agreement {d['agreement']:.1f}%")
 
 
 def choose(fp32: Candidate, tried: list[Candidate], max_drop: float, min_speedup: float) -> tuple[Candidate | None, str]:
@@ -353,8 +353,8 @@ class Selection:
             "rule": RULE,
             "val_drop": self.best.val_drop,
             "val_resolution": dict(res, note=None if res["resolved"] else (
-                f"validation ({res['images']} images) cannot resolve a {max_drop:g}-point tolerance: the interval is "
-                f"+-{res['half_width']:.2f} points; about {res['images_needed']:,} images would be needed"
+                f"validation ({res['images']} examples) cannot resolve a {max_drop:g}-point tolerance: the interval is "
+                f"+-{res['half_width']:.2f} points; about {res['images_needed']:,} examples would be needed"
                 if res["images_needed"] else "a tolerance of 0 points cannot be resolved with any number of images")),
             "candidates": [c.report() for c in [self.fp32, *self.tried]],
             "latency_from": self.latency_from,

@@ -22,13 +22,17 @@ from ..train import predict
 class TeachConfig(Strict):
     extra_teachers: list[ExtraTeacher]
     """distill.extra_teachers: their logits are stored too (extra_<i>_train_logits.npy)."""
+    batch_size: int = 64
+    """Examples a forward pass: the teacher's training batch size, so memory stays what fine-tuning
+    needed. Not part of the key: the logits do not depend on it."""
 
 
 def run(cfg: TeachConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
     ds = Dataset.load(inputs["dataset"])
 
     def logits(model: Path) -> np.ndarray:  # each teacher at its own input size, converted to float per batch
-        return predict(load_trained(model), ds.split("train", input_size(model, ds.size))).numpy().astype(np.float32)
+        return predict(load_trained(model), ds.split("train", input_size(model, ds.size)),
+                       batch=cfg.batch_size).numpy().astype(np.float32)
 
     teacher_logits = logits(inputs["teacher"])
     np.save(out / "train_logits.npy", teacher_logits)
@@ -40,8 +44,8 @@ def run(cfg: TeachConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> d
 STAGE = Stage(
     name="teach", version=3, inputs=("dataset", "teacher"), output="teacher_outputs",
     # the weights do not change the stored logits: only the teachers' folders are in the key
-    configure=lambda p: TeachConfig(extra_teachers=p.distill.extra_teachers), run=run,
-    key_exclude={"extra_teachers": {"__all__": {"weight"}}},
+    configure=lambda p: TeachConfig(extra_teachers=p.distill.extra_teachers, batch_size=p.teacher.batch_size), run=run,
+    key_exclude={"extra_teachers": {"__all__": {"weight"}}, "batch_size": True},
     sources=lambda cfg: teacher_sources(cfg.extra_teachers),
-    headline=lambda m: f"logits of {m.get('teachers', 1)} teacher(s) for {m['samples']} training images",
+    headline=lambda m: f"logits of {m.get('teachers', 1)} teacher(s) for {m['samples']} training examples",
 )
