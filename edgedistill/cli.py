@@ -364,8 +364,9 @@ def cmd_quantize(a: argparse.Namespace) -> int:
     from .data import open_inputs, read_preprocess
     import numpy as np
 
+    from .errors import DataError
     from .onnx_utils import write_model
-    from .ortbench import describe, model_size
+    from .ortbench import InputMismatch, check_feed, describe, fixed_batch, model_size, select
     from .stages import quantize
     from .table import text_table
 
@@ -383,6 +384,12 @@ def cmd_quantize(a: argparse.Namespace) -> int:
     if val is not None and val.labels is None:
         raise ConfigError(f"--val '{a.val}' has no labels (an .npz needs an array y)")
     inputs = quantize.model_inputs(model)
+    for given, option in ((calib, "--calib"), (val, "--val")):  # arrays are checked whole (read lazily): their shapes named
+        if given is not None and isinstance(given.items, np.ndarray):
+            try:
+                check_feed(inputs, select([m.name for m in inputs], given.items), f"{option} '{getattr(a, option[2:])}'")
+            except InputMismatch as e:
+                raise DataError(str(e)) from None
     n = min(len(calib.items), q.calibration_samples)
     what = f"--calib '{a.calib}'"
     reader = lambda: quantize.BatchReader(n, calib.inputs, inputs, progress=_progress(), what=what)
@@ -408,7 +415,7 @@ def cmd_quantize(a: argparse.Namespace) -> int:
             (c.name, num(c.val_accuracy, ".2f"), interval(c.val_drop), num(c.val_drop and c.val_drop["agreement"], ".1f"),
              num(c.latency_ms_p90, ".3f"), num(c.size_bytes and c.size_bytes / 1024, ".1f"),
              str(len(c.excluded_nodes)), c.error or "") for c in [sel.fp32, *sel.tried]]))
-        fixed = reader().fixed
+        fixed = fixed_batch(inputs)
         print(f"latency: p90 over runs of one validation input, shape {describe([fixed or 1, *np.load(timing).shape[1:]])}"
               f"{' (the batch the model is fixed to)' if fixed else ''}")
         res = sel.metrics(q.mode, n, q.max_accuracy_drop)["val_resolution"]

@@ -814,9 +814,10 @@ def open_inputs(path: Path, spec: dict | None) -> InputSet:
 
 
 def _model_inputs(x: np.ndarray, path: Path) -> np.ndarray:
-    """Preprocessed inputs must be a non-empty float array (N, C, H, W)."""
-    if x.dtype.kind != "f" or x.ndim != 4 or len(x) == 0:
-        raise DataError(f"'{path}' holds {x.dtype} of shape {x.shape}; preprocessed inputs are float32 (N, C, H, W), "
-                        f"the model's input layout")
+    """Model inputs must be a non-empty numeric array, one row an input; whether they fit the model
+    (rank, sizes, dtype) is checked against the model itself (ortbench.check_feed)."""
+    if x.dtype.kind not in "fiub" or x.ndim == 0 or len(x) == 0:
+        raise DataError(f"'{path}' holds {x.dtype} of shape {x.shape}; model inputs are a numeric array, one row an "
+                        f"input (preprocessed images: float32 (N, C, H, W))")
     return x
 

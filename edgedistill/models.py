@@ -235,7 +235,8 @@ def _transformers(name: str, kwargs: dict, num_classes: int, in_channels: int, w
             config.num_hidden_layers = len(layers)
         return HFClassifier(AutoModelForSequenceClassification.from_config(config))
     try:
-        hf = AutoModelForSequenceClassification.from_pretrained(source, config=config)
+        # a checkpoint fine-tuned for another number of classes gets a new head (the point of fine-tuning)
+        hf = AutoModelForSequenceClassification.from_pretrained(source, config=config, ignore_mismatched_sizes=True)
     except OSError as e:  # offline and not in the cache, or not a model folder
         raise ConfigError(f"cannot load transformers model '{source}' ({str(e).splitlines()[0][:120]}); give a local "
                           f"model folder or a hub id in the Hugging Face cache") from None
@@ -476,7 +477,8 @@ def load_weights(model: nn.Module, state: dict, arch: str) -> None:
     """Load a pretrained state_dict; the weights of auxiliary classifiers the model is built without
     are left out, as torchvision's own builders drop them. ConfigError when the weights do not fit."""
     own = model.state_dict()
-    state = {k: v for k, v in state.items() if k in own or not k.startswith(AUX_HEADS)}
+    for key in [k for k in state if k not in own and k.startswith(AUX_HEADS)]:
+        del state[key]  # in place: the state_dict's _metadata (versions some modules check, MNASNet's) stays
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -494,14 +496,30 @@ CHECK_SIZES = (8, 16, 24, 32, 40, 48, 56, 64, 75, 96, 112, 128, 160, 192, 224, 2
 
 
 def structure(preset: ModelPreset, num_classes: int, in_channels: int) -> nn.Module:
-    """The model a preset builds (head included), without loading weights: on PyTorch's meta device
-    (shapes only: no memory, no compute, even for a 600M-parameter model), or on the CPU for a model
-    whose construction reads values (torchvision's RegNets)."""
+    """The model a preset builds (head included), without loading weights, on PyTorch's meta device
+    (shapes only: no memory, no compute, even for a 600M-parameter model). A model whose construction
+    computes with tensors (torchvision's RegNets derive their widths with torch) is built with only
+    its parameters and buffers put on the meta device as they are registered, which is what
+    accelerate's init_empty_weights does (not a dependency here, hence these few lines)."""
     try:
         with torch.device("meta"):
             return build(preset, num_classes, in_channels, pretrained=False)[0]
     except NotImplementedError:  # "Cannot copy out of meta tensor"
+        pass
+    register_parameter, register_buffer = nn.Module.register_parameter, nn.Module.register_buffer
+
+    def parameter(self, name, param):
+        meta = None if param is None else nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register_parameter(self, name, meta)
+
+    def buffer(self, name, tensor, persistent=True):
+        register_buffer(self, name, None if tensor is None else tensor.to("meta"), persistent)
+
+    nn.Module.register_parameter, nn.Module.register_buffer = parameter, buffer
+    try:
         return build(preset, num_classes, in_channels, pretrained=False, seed=0)[0]
+    finally:
+        nn.Module.register_parameter, nn.Module.register_buffer = register_parameter, register_buffer
 
 
 @torch.no_grad()

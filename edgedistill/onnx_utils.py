@@ -66,7 +66,7 @@ def ort_predict(path: Path, x, batch: int = 64, what: str = "the data") -> np.nd
         for chunk in feed_batches(x, batch):
             data = select(names, chunk)
             if not out:
-                check_feed(sess, data, what)
+                check_feed(sess.get_inputs(), data, what)
             out.append(run_rows(sess, data, batch))
     except InputMismatch as e:
         raise DataError(str(e)) from None

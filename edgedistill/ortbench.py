@@ -213,20 +213,20 @@ def describe(shape) -> str:
     return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
 
 
-def fixed_batch(session) -> int | None:
-    """The batch size every input is fixed to (ONNX Model Zoo models often take exactly 1), or None
-    when the first axis is dynamic."""
-    dims = {m.shape[0] for m in session.get_inputs() if m.shape and isinstance(m.shape[0], int) and m.shape[0] > 0}
+def fixed_batch(inputs: list) -> int | None:
+    """The batch size a model's inputs (session.get_inputs()) are fixed to (ONNX Model Zoo models
+    often take exactly 1), or None when the first axis is dynamic."""
+    dims = {m.shape[0] for m in inputs if m.shape and isinstance(m.shape[0], int) and m.shape[0] > 0}
     return dims.pop() if len(dims) == 1 else None
 
 
-def check_feed(session, data: dict, what: str = "--inputs") -> None:
-    """InputMismatch unless every array fits its model input: the same rank, the size of every fixed
+def check_feed(inputs: list, data: dict, what: str = "--inputs") -> None:
+    """InputMismatch unless every array of data fits its model input (inputs: session.get_inputs()): the same rank, the size of every fixed
     dimension but the batch (a fixed batch is met by feeding that many rows at a time), and a dtype
     of the same kind (float for float, integer for integer: a cast that keeps the values; uint8
     pixels for a float input are refused, they need the preprocessing). The message names both
     shapes and, for channels-last data given to a channels-first model (or back), the transpose."""
-    for m in session.get_inputs():
+    for m in inputs:
         a = data[m.name]
         want = DTYPES.get(m.type, np.float32)
         shape, given = list(m.shape), tuple(a.shape)
@@ -249,7 +249,7 @@ def check_feed(session, data: dict, what: str = "--inputs") -> None:
 def as_feed(session, inputs, what: str = "--inputs") -> dict:
     """inputs -> {input name: array} for the session's model (select), checked to fit (check_feed)."""
     data = select([m.name for m in session.get_inputs()], inputs)
-    check_feed(session, data, what)
+    check_feed(session.get_inputs(), data, what)
     return data
 
 
@@ -263,7 +263,7 @@ def run_rows(session, data: dict, batch: int = 64) -> np.ndarray:
     rows at a time; a model whose batch is fixed gets exactly that many, the last run padded by
     repeating its last row (the padding's outputs dropped)."""
     n = len(next(iter(data.values())))
-    fixed = fixed_batch(session)
+    fixed = fixed_batch(session.get_inputs())
     step = fixed or batch
     out = []
     for i in range(0, n, step):
@@ -327,7 +327,7 @@ def make_feed(session, inputs, batch: int, sequence_length: int = 128, shapes: d
     at made_up_shape: float inputs random normal; integer inputs as a text model takes them (token
     ids in [1000, 2000), which every BERT-family vocabulary holds; 1 for an attention mask, 0 for
     token type ids). A model whose batch is fixed is timed at that batch."""
-    batch = fixed_batch(session) or batch
+    batch = fixed_batch(session.get_inputs()) or batch
     if inputs is not None:
         data = as_feed(session, inputs)
         first = next(iter(data.values()))
@@ -427,7 +427,7 @@ def benchmark(model: str, threads: int = 1, warmup: int = 20, runs: int = 300, m
     tokens = [m.name for m in session.get_inputs() if not np.issubdtype(DTYPES.get(m.type, np.float32), np.floating)]
     if tokens and feed[tokens[0]].ndim > 1:
         result["sequence_length"] = int(feed[tokens[0]].shape[1])  # token ids: the length they were timed at
-    if throughput_batch > 1 and fixed_batch(session) is None:
+    if throughput_batch > 1 and fixed_batch(session.get_inputs()) is None:
         big = make_feed(session, inputs, throughput_batch, sequence_length, shapes)
         session.run(None, big)
         n, t0 = 0, time.perf_counter()

@@ -472,7 +472,8 @@ CASES = [
     Case("non-finite loss", nan_loss, 2, r"finetune: the training loss became nan in epoch 1", nothing_cached_for_finetune),
     Case("decompression bomb", decompression_bomb, 2, r"bomb\.png' has more pixels than data\.max_image_pixels \(89,478,485\)"),
     Case("calibration .npy of objects", calib_object_npy, 2, r"cannot read '.*calib\.npy' as a numpy array file"),
-    Case("calibration .npy of the wrong rank", calib_wrong_rank, 2, r"calib\.npy' holds float32 of shape \(10, 8\)"),
+    Case("calibration .npy of the wrong rank", calib_wrong_rank, 2,
+         r"--calib '.*calib\.npy' gives float32 \(10, 8\) for input 'input', which takes float32 \(batch, 1, 8, 8\)"),
 ]
 
 

@@ -25,18 +25,44 @@ class FinetuneConfig(Strict):
     """data.horizontal_flip: whether augmentation may mirror images."""
 
 
+def _params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
 def backbone_blocks(model: nn.Module, head_name: str, path: str | None) -> list[nn.Module]:
-    """The backbone's blocks in order: the children of `path`, the model's own list (a transformer:
-    embeddings, then its layers), the children of its `features` Sequential (torchvision MobileNets,
-    EfficientNets), or of the model itself without its head."""
+    """The backbone's blocks in order, the unit partial and gradual fine-tuning unfreeze: the children
+    of `path`, or the model's own list (a transformer: embeddings, then its layers), or else found
+    for any architecture: the model's children that hold parameters, the head left out (the other
+    layers of a classifier that holds it, AlexNet's and VGG's hidden fully connected layers, are
+    blocks), then every plain list of layers (nn.Sequential, nn.ModuleList: MobileNet's features,
+    ResNet's layer4) and every block holding more than half of all the blocks' parameters split into
+    its children, until none is (a ViT's encoder into its layers, a RegNet's trunk into its stages).
+    Written here: torchvision has no notion of a model's blocks."""
     if path is not None:
-        return list(models.find_module(model, path, "teacher").children())
+        return [m for m in models.find_module(model, path, "teacher").children() if _params(m)]
     if hasattr(model, "backbone_blocks"):
         return model.backbone_blocks()
-    features = getattr(model, "features", None)
-    if isinstance(features, nn.Sequential):
-        return list(features.children())
-    return [m for n, m in model.named_children() if n != head_name.split(".")[0]]
+
+    def children(module: nn.Module, prefix: str) -> list[nn.Module]:
+        out = []
+        for name, child in module.named_children():
+            full = prefix + name
+            if full == head_name:
+                continue
+            if head_name.startswith(full + "."):  # holds the head: its other layers are blocks
+                out += children(child, full + ".")
+            elif _params(child):
+                out.append(child)
+        return out
+
+    blocks = children(model, "")
+    while True:
+        total = sum(_params(b) for b in blocks)
+        split = next((i for i, b in enumerate(blocks) if any(_params(c) for c in b.children())
+                      and (type(b) in (nn.Sequential, nn.ModuleList) or 2 * _params(b) > total)), None)
+        if split is None:
+            return blocks
+        blocks[split:split + 1] = [c for c in blocks[split].children() if _params(c)]
 
 
 def strategy(model: nn.Module, head_name: str, t: TeacherConfig, pretrained: bool):
@@ -108,7 +134,7 @@ def check(p) -> None:
 
 
 STAGE = Stage(
-    name="finetune", version=6, check=check, inputs=("dataset",), output="teacher",
+    name="finetune", version=7, check=check, inputs=("dataset",), output="teacher",
     configure=lambda p: FinetuneConfig(teacher=p.teacher.model_copy(update={"image_size": model_sizes(p)[0]}),
                                        model=load_preset(p.teacher.preset, "teachers"), seed=p.seed,
                                        horizontal_flip=p.data.horizontal_flip),

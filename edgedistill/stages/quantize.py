@@ -87,7 +87,7 @@ class BatchReader(CalibrationDataReader):
         from ..ortbench import fixed_batch
 
         self.n, self.feeds, self.inputs, self.progress, self.what = n, feeds, list(inputs), progress, what
-        self.fixed = fixed_batch(_Inputs(self.inputs))
+        self.fixed = fixed_batch(self.inputs)
         self.batch = self.fixed or batch
         self.batches = math.ceil(n / self.batch)
         self._bar = None
@@ -110,7 +110,7 @@ class BatchReader(CalibrationDataReader):
             try:
                 feeds = select_inputs([m.name for m in self.inputs], self.feeds(rows))
                 if b == 0:
-                    check_feed(_Inputs(self.inputs), feeds, self.what)
+                    check_feed(self.inputs, feeds, self.what)
             except InputMismatch as e:
                 raise DataError(str(e)) from None
             feeds = {m.name: np.ascontiguousarray(feeds[m.name], dtype=DTYPES.get(m.type, np.float32)) for m in self.inputs}
@@ -130,16 +130,6 @@ class BatchReader(CalibrationDataReader):
 
     def rewind(self) -> None:
         self.set_range(0, self.batches)
-
-
-class _Inputs:
-    """A stand-in session for ortbench's checks: what get_inputs() returns, nothing else."""
-
-    def __init__(self, inputs: Sequence):
-        self._inputs = list(inputs)
-
-    def get_inputs(self) -> list:
-        return self._inputs
 
 
 def split_reader(split: Any, inputs: Sequence, batch: int = 32, progress: bool = False) -> BatchReader:
