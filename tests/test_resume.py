@@ -29,7 +29,8 @@ def distill_result(store: Path) -> Path:
                          ids=["plain", "augmented-2-workers"])
 def test_sigkill_during_distill_then_resume_matches_uninterrupted(tmp_path, options):
     """With augmentation too: every random draw of an epoch replays from its seed."""
-    pipeline = write_pipeline(tmp_path / "p", distill={"epochs": 25, **options})
+    # enough epochs that the kill, as soon as the first checkpoint is written, lands before the last one
+    pipeline = write_pipeline(tmp_path / "p", distill={"epochs": 8, **options})
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     env = dict(os.environ, OMP_NUM_THREADS="1")  # same thread count in every run: bitwise-equal results
     assert cli("run", pipeline, "--store", killed, "--until", "finetune", env=env).wait() == 0
