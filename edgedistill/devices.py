@@ -17,7 +17,7 @@ from .errors import ConfigError, DataError
 from .store import read_json, update_bundle, verify_bundle
 
 DEVICE_FIELDS = ("latency_ms", "peak_rss_mb", "load_ms", "cold_start_ms", "throughput", "top_ops", "runs",
-                 "duration_s", "protocol", "settings", "device", "accuracy", "eval_samples")
+                 "duration_s", "protocol", "settings", "device", "accuracy", "eval_samples", "batch", "input_shapes")
 DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_RESULT_BYTES = 16 * 2**20  # a bench.py result is a few KB
 
@@ -151,6 +151,10 @@ class BenchResult(_Schema):
     accuracy: Annotated[float, Field(strict=True, ge=0, le=100, allow_inf_nan=False)] | None = None
     """With --inputs and --labels (the bundle's test_inputs.npy, test_labels.npy): accuracy on the device."""
     eval_samples: Count | None = None
+    batch: Count | None = None
+    """The batch timed (1, or the model's fixed batch); absent from results of bench.py before issue 17."""
+    input_shapes: dict[Text, list[Count]] | None = None
+    """The shape of every input timed."""
     settings: Settings
     device: Device
 

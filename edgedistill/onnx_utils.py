@@ -39,16 +39,20 @@ def check_loads(path: Path, what: str) -> None:
 
 
 def write_model(src: Path, dst: Path) -> None:
-    """Copy a model file (one without external data, as edgedistill writes them) to dst and check
-    that ONNX Runtime loads it there (StageError, dst removed, when not)."""
+    """Copy a model file (one without external data, as edgedistill writes them) to dst, checked to
+    load with ONNX Runtime first and renamed into place only then: a file already at dst is replaced
+    by a good model or not touched (StageError)."""
+    import os
     import shutil
 
-    shutil.copy2(src, dst)
+    dst = Path(dst)
+    tmp = dst.with_name(f".{dst.name}.partial")
+    shutil.copy2(src, tmp)
     try:
-        check_loads(dst, str(dst))
-    except Exception:
-        Path(dst).unlink(missing_ok=True)
-        raise
+        check_loads(tmp, str(dst))
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def ort_predict(path: Path, x, batch: int = 64, what: str = "the data") -> np.ndarray:

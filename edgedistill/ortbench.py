@@ -221,29 +221,33 @@ def fixed_batch(inputs: list) -> int | None:
 
 
 def check_feed(inputs: list, data: dict, what: str = "--inputs") -> None:
-    """InputMismatch unless every array of data fits its model input (inputs: session.get_inputs()): the same rank, the size of every fixed
-    dimension but the batch (a fixed batch is met by feeding that many rows at a time), and a dtype
-    of the same kind (float for float, integer for integer: a cast that keeps the values; uint8
-    pixels for a float input are refused, they need the preprocessing). The message names both
-    shapes and, for channels-last data given to a channels-first model (or back), the transpose."""
+    """InputMismatch unless every array of data fits its model input (inputs: session.get_inputs()):
+    the same rank, the size of every fixed dimension but the batch (a fixed batch is met by feeding
+    that many rows at a time), and a dtype of the same kind (float for float, integer for integer: a
+    cast that keeps the values; uint8 pixels for a float input are refused, they need the
+    preprocessing). The message names both shapes and, for channels-last data given to a
+    channels-first model (or back), the transpose."""
+    kind = lambda t: "f" if np.issubdtype(t, np.floating) else "b" if t == np.bool_ else "i"
     for m in inputs:
         a = data[m.name]
-        want = DTYPES.get(m.type, np.float32)
+        want = np.dtype(DTYPES.get(m.type, np.float32))
         shape, given = list(m.shape), tuple(a.shape)
-        if len(given) != len(shape) or any(isinstance(d, int) and d > 0 and d != g for d, g in zip(shape[1:], given[1:])):
-            hint = ""
-            if len(given) == len(shape) == 4 and all(isinstance(d, int) for d in shape[1:]):
-                if given[1:] == (shape[2], shape[3], shape[1]):
-                    hint = "; the data is channels-last (NHWC), the model channels-first (NCHW): x.transpose(0, 3, 1, 2)"
-                elif given[1:] == (shape[3], shape[1], shape[2]):
-                    hint = "; the data is channels-first (NCHW), the model channels-last (NHWC): x.transpose(0, 2, 3, 1)"
-            raise InputMismatch(f"{what} gives {np.dtype(a.dtype).name} {describe(given)} for input '{m.name}', which "
-                                f"takes {np.dtype(want).name} {describe(shape)}{hint}")
-        kind = lambda t: "f" if np.issubdtype(t, np.floating) else "b" if t == np.bool_ else "i"
-        if kind(np.dtype(a.dtype)) != kind(np.dtype(want)):
-            hint = "; preprocess it as preprocess.json says" if kind(np.dtype(want)) == "f" else ""
-            raise InputMismatch(f"{what} gives {np.dtype(a.dtype).name} {describe(given)} for input '{m.name}', which "
-                                f"takes {np.dtype(want).name} {describe(shape)}{hint}")
+        fits = len(given) == len(shape) and not any(isinstance(d, int) and d > 0 and d != g
+                                                     for d, g in zip(shape[1:], given[1:]))
+        same_kind = kind(np.dtype(a.dtype)) == kind(want)
+        if fits and same_kind:
+            continue
+        hints = []
+        if not fits and len(given) == len(shape) == 4 and all(isinstance(d, int) for d in shape[1:]):
+            if given[1:] == (shape[2], shape[3], shape[1]):
+                hints.append("the data is channels-last (NHWC), the model channels-first (NCHW): x.transpose(0, 3, 1, 2)")
+            elif given[1:] == (shape[3], shape[1], shape[2]):
+                hints.append("the data is channels-first (NCHW), the model channels-last (NHWC): x.transpose(0, 2, 3, 1)")
+        if not same_kind:
+            hints.append(f"and its values must be {want.name}" + (" (preprocess them as preprocess.json says)"
+                                                                    if kind(want) == "f" else ""))
+        raise InputMismatch(f"{what} gives {np.dtype(a.dtype).name} {describe(given)} for input '{m.name}', which "
+                            f"takes {want.name} {describe(shape)}" + "".join(f"; {h}" for h in hints))
 
 
 def as_feed(session, inputs, what: str = "--inputs") -> dict:
@@ -296,6 +300,12 @@ def parse_shapes(specs: list[str], names: list[str]) -> dict:
     return shapes
 
 
+def is_token_input(m) -> bool:
+    """An integer input of rank 2, (batch, sequence): token ids, an attention mask, token types. An
+    integer input of another rank is an image (a mobile model's uint8 NHWC pixels, say)."""
+    return not np.issubdtype(DTYPES.get(m.type, np.float32), np.floating) and len(m.shape) == 2
+
+
 def made_up_shape(m, batch: int, shapes: dict, sequence_length: int) -> list[int]:
     """The shape a made-up input is timed at: the model's fixed dimensions; the batch (`batch`, or the
     model's fixed one); a dynamic dimension from --shape, or for integer (token id) inputs the
@@ -314,7 +324,7 @@ def made_up_shape(m, batch: int, shapes: dict, sequence_length: int) -> list[int
             out.append(d)
         elif i == 0:
             out.append(batch)
-        elif not np.issubdtype(DTYPES.get(m.type, np.float32), np.floating):
+        elif is_token_input(m):
             out.append(sequence_length)
         else:
             raise InputMismatch(f"input '{m.name}' {describe(dims)} has a dynamic dimension '{d or '?'}': give the shape to "
@@ -324,9 +334,10 @@ def made_up_shape(m, batch: int, shapes: dict, sequence_length: int) -> list[int
 
 def make_feed(session, inputs, batch: int, sequence_length: int = 128, shapes: dict | None = None) -> dict:
     """One batch for timing: rows of the given inputs (repeated when batch > their count), or made up
-    at made_up_shape: float inputs random normal; integer inputs as a text model takes them (token
-    ids in [1000, 2000), which every BERT-family vocabulary holds; 1 for an attention mask, 0 for
-    token type ids). A model whose batch is fixed is timed at that batch."""
+    at made_up_shape: float inputs random normal; (batch, sequence) integer inputs as a text model
+    takes them (token ids in [1000, 2000), which every BERT-family vocabulary holds; 1 for an
+    attention mask, 0 for token type ids); other integer inputs (uint8 pixels) uniform in 0..255. A
+    model whose batch is fixed is timed at that batch."""
     batch = fixed_batch(session.get_inputs()) or batch
     if inputs is not None:
         data = as_feed(session, inputs)
@@ -338,6 +349,11 @@ def make_feed(session, inputs, batch: int, sequence_length: int = 128, shapes: d
         shape = made_up_shape(m, batch, shapes or {}, sequence_length)
         if np.issubdtype(dtype, np.floating):
             feed[m.name] = rng.standard_normal(shape).astype(dtype)
+            continue
+        if not is_token_input(m):  # integer pixels: anything in the type's range
+            info = np.iinfo(dtype) if dtype != np.bool_ else None
+            feed[m.name] = (rng.integers(0, 2, size=shape) if info is None
+                            else rng.integers(max(info.min, 0), min(info.max, 255) + 1, size=shape)).astype(dtype)
             continue
         name = m.name.lower()
         value = (np.ones(shape) if "mask" in name else np.zeros(shape) if "type" in name
@@ -424,8 +440,8 @@ def benchmark(model: str, threads: int = 1, warmup: int = 20, runs: int = 300, m
     }
     if len(files) > 1:
         result["files"] = [{"name": os.path.basename(p), "size_bytes": os.path.getsize(p)} for p in files]
-    tokens = [m.name for m in session.get_inputs() if not np.issubdtype(DTYPES.get(m.type, np.float32), np.floating)]
-    if tokens and feed[tokens[0]].ndim > 1:
+    tokens = [m.name for m in session.get_inputs() if is_token_input(m)]
+    if tokens:
         result["sequence_length"] = int(feed[tokens[0]].shape[1])  # token ids: the length they were timed at
     if throughput_batch > 1 and fixed_batch(session.get_inputs()) is None:
         big = make_feed(session, inputs, throughput_batch, sequence_length, shapes)

