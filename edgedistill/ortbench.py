@@ -262,6 +262,13 @@ def feed_rows(session, data: dict, rows) -> dict:
     return {m.name: np.ascontiguousarray(data[m.name][rows], dtype=DTYPES.get(m.type, np.float32)) for m in session.get_inputs()}
 
 
+def pad_rows(feed: dict, rows: int) -> dict:
+    """feed with its last row repeated up to `rows` rows (a model whose batch is fixed takes exactly
+    that many); its outputs for the padding are to be dropped."""
+    n = len(next(iter(feed.values())))
+    return feed if n >= rows else {k: np.concatenate([v, np.repeat(v[-1:], rows - n, axis=0)]) for k, v in feed.items()}
+
+
 def run_rows(session, data: dict, batch: int = 64) -> np.ndarray:
     """The first output for every row of data ({input name: array}, checked by check_feed), `batch`
     rows at a time; a model whose batch is fixed gets exactly that many, the last run padded by
@@ -273,9 +280,7 @@ def run_rows(session, data: dict, batch: int = 64) -> np.ndarray:
     for i in range(0, n, step):
         feed = feed_rows(session, data, slice(i, i + step))
         rows = len(next(iter(feed.values())))
-        if fixed and rows < fixed:
-            feed = {k: np.concatenate([v, np.repeat(v[-1:], fixed - rows, axis=0)]) for k, v in feed.items()}
-        out.append(session.run(None, feed)[0][:rows])
+        out.append(session.run(None, pad_rows(feed, fixed or rows))[0][:rows])
     return np.concatenate(out)
 
 

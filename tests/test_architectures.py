@@ -85,24 +85,24 @@ def check_torchvision(name: str) -> None:
     assert size <= 299
 
 
-def test_plan_refuses_a_size_a_model_cannot_take_and_names_the_ones_it_can(tmp_path, capsys):
-    p = write_pipeline(tmp_path / "p", data={"kind": "digits", "image_size": 16, "channels": 3,
+def plan_with_teacher(tmp_path, capsys, preset_yaml: str, size: int) -> str:
+    """`edgedistill plan` of a tiny digits pipeline with this teacher preset at size px: its error line."""
+    p = write_pipeline(tmp_path / "p", data={"kind": "digits", "image_size": size, "channels": 3,
                                              "mean": [0.5] * 3, "std": [0.5] * 3})
-    preset = tmp_path / "alexnet.yaml"
-    preset.write_text("arch: torchvision:alexnet\n")
+    preset = tmp_path / "teacher.yaml"
+    preset.write_text(preset_yaml)
     assert main(["plan", str(p), "--store", str(tmp_path / "s"), "--set", f"teacher.preset={preset}"]) == 2
-    line = capsys.readouterr().err.strip().splitlines()[-1]
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_plan_refuses_a_size_a_model_cannot_take_and_names_the_ones_it_can(tmp_path, capsys):
+    line = plan_with_teacher(tmp_path, capsys, "arch: torchvision:alexnet\n", 16)
     assert "the teacher (torchvision:alexnet) cannot train on 16x16 inputs" in line
     assert "it runs at 64, 75, 96" in line and "teacher.image_size" in line
 
 
 def test_a_model_returning_auxiliary_outputs_is_refused_in_plan(tmp_path, capsys):
-    p = write_pipeline(tmp_path / "p", data={"kind": "digits", "image_size": 32, "channels": 3,
-                                             "mean": [0.5] * 3, "std": [0.5] * 3})
-    preset = tmp_path / "g.yaml"
-    preset.write_text("arch: torchvision:googlenet\nkwargs: {aux_logits: true}\n")
-    assert main(["plan", str(p), "--store", str(tmp_path / "s"), "--set", f"teacher.preset={preset}"]) == 2
-    line = capsys.readouterr().err.strip().splitlines()[-1]
+    line = plan_with_teacher(tmp_path, capsys, "arch: torchvision:googlenet\nkwargs: {aux_logits: true}\n", 32)
     assert "in training mode it returns GoogLeNetOutputs, not one tensor of logits" in line
 
 

@@ -103,7 +103,7 @@ class BatchReader(CalibrationDataReader):
 
     def _batches(self, first: int, last: int) -> Iterator[dict]:
         from ..errors import DataError
-        from ..ortbench import DTYPES, InputMismatch, check_feed
+        from ..ortbench import DTYPES, InputMismatch, check_feed, pad_rows
 
         for b in range(first, last):
             rows = slice(b * self.batch, min((b + 1) * self.batch, self.n))
@@ -115,8 +115,8 @@ class BatchReader(CalibrationDataReader):
                 raise DataError(str(e)) from None
             feeds = {m.name: np.ascontiguousarray(feeds[m.name], dtype=DTYPES.get(m.type, np.float32)) for m in self.inputs}
             size = len(next(iter(feeds.values())))
-            if self.fixed and size < self.fixed:  # the model takes exactly that many: pad the last batch
-                feeds = {k: np.concatenate([v, np.repeat(v[-1:], self.fixed - size, axis=0)]) for k, v in feeds.items()}
+            if self.fixed:  # the model takes exactly that many: the last batch padded
+                feeds = pad_rows(feeds, self.fixed)
             if self.progress:
                 self._bar = self._bar or tqdm(total=self.n, desc="calibrate", unit="sample", leave=False)
                 self._bar.update(size)
