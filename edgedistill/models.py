@@ -458,7 +458,11 @@ def build(preset: ModelPreset, num_classes: int, in_channels: int, pretrained: b
         # same structure without downloading
         model = FAMILIES.get(family)(name, dict(preset.kwargs), num_classes, in_channels, weights if pretrained else None)
         return model, preset.head or _timm_head(model)
-    model = FAMILIES.get(family)(name, dict(preset.kwargs), num_classes, in_channels, weights)
+    try:
+        model = FAMILIES.get(family)(name, dict(preset.kwargs), num_classes, in_channels, weights)
+    except TypeError as e:  # a keyword the architecture's constructor does not take
+        raise ConfigError(f"arch '{preset.arch}' cannot be built with kwargs {dict(preset.kwargs)}: "
+                          f"{str(e).splitlines()[0][:120]}") from None
     if weights is None:
         return model, preset.head or (_timm_head(model) if family == "timm" else last_head(model))
     if pretrained:

@@ -447,3 +447,21 @@ def test_golden_text_keeps_what_its_tokens_cover():
     assert len(kept) < 200 and document.startswith(kept)
     assert (tokenize(tok, [kept], 32) == tokenize(tok, [document], 32)).all()  # an app's tokenizer gets the same ids
     assert covered_text(tok, "short one", 32) == "short one"
+
+
+def test_a_csv_that_is_not_utf8_is_one_clear_line(tmp_path):
+    from edgedistill.modalities.text import load_csv
+
+    path = tmp_path / "d.csv"
+    path.write_bytes("text,label\ncaf\u00e9 ok,pos\nbad,neg\n".encode("utf-16"))  # Excel's "Unicode Text"
+    with pytest.raises(DataError, match=r"is not UTF-8 \(byte 0\)"):
+        load_csv(DataConfig(kind="csv", csv_file=path))
+
+
+def test_kwargs_an_architecture_does_not_take_are_a_config_error():
+    from edgedistill import models
+    from edgedistill.config import ModelPreset
+    from edgedistill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"arch 'torchvision:resnet18' cannot be built with kwargs \{'aux_logits': True\}"):
+        models.check_runs(ModelPreset(arch="torchvision:resnet18", kwargs={"aux_logits": True}), 2, 3, 32, "teacher")

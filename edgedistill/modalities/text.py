@@ -161,9 +161,9 @@ def read_csv_rows(stream: io.TextIOBase, where: str, text_column: str, label_col
     and counted through log. Errors (DataError) name the line: a row with an empty text or label.
     Classes are sorted (numerically when every label is an integer)."""
     _raise_field_limit()
-    header = stream.readline()
     columns = (text_column, label_column)
     try:
+        header = stream.readline()  # decodes the file's first chunk: a UTF-16 or cp1252 file fails here
         reader = csv.DictReader(itertools.chain([header], stream), delimiter=_delimiter(header, columns))
         fieldnames = [f.strip() for f in (reader.fieldnames or [])]
         reader.fieldnames = fieldnames  # "text, label": a space after the delimiter is not part of the name
