@@ -215,10 +215,11 @@ def transformer_config(name: str, kwargs: dict, weights: WeightsSpec | None, num
         raise ConfigError(f"cannot load transformers model '{source}' ({str(e).splitlines()[0][:120]}); give a local "
                           f"model folder or a hub id in the Hugging Face cache") from None
     keep = kwargs.get("layers", kwargs.get("num_layers"))
-    if keep is not None and transformer_layout(config.model_type)[0] is None:
+    if keep is not None and transformer_layout(config.model_type)[0] is None:  # refuses unsupported types too
         raise ConfigError(f"'{config.model_type}' shares one layer's weights across all its layers: a layer subset "
                           f"(kwargs num_layers, layers) keeps nothing of it; use the whole model")
-    transformer_layout(config.model_type)
+    if keep is None:
+        transformer_layout(config.model_type)  # refuses unsupported types
     return source, config, layer_subset(config.num_hidden_layers, keep) if keep is not None else None
 
 
