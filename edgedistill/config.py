@@ -332,6 +332,14 @@ QUANT_RECIPES.register("qdq_u8s8_no_elementwise")({"method": "static", "format":
 QUANT_RECIPES.register("qdq_u8s8_per_tensor_no_elementwise")({"method": "static", "format": "qdq", "activation_type": "uint8",
                                                               "weight_type": "int8", "per_channel": False,
                                                               "op_types": NO_ELEMENTWISE_OPS})
+# NNCF's post-training algorithm carried into ONNX Runtime's layout (edgedistill/nncf_ptq.py): the graph
+# quantize_static writes, with NNCF's activation ranges and bias-corrected weights. Needs the nncf extra.
+QUANT_RECIPES.register("qdq_u8s8_nncf")({"method": "static", "format": "qdq", "activation_type": "uint8", "weight_type": "int8",
+                                        "per_channel": True, "ranges": "nncf"})
+QUANT_RECIPES.register("qoperator_u8s8_nncf")({"method": "static", "format": "qoperator", "activation_type": "uint8",
+                                              "weight_type": "int8", "per_channel": True, "ranges": "nncf"})
+QUANT_RECIPES.register("qdq_s8s8_nncf")({"method": "static", "format": "qdq", "activation_type": "int8", "weight_type": "int8",
+                                        "per_channel": True, "ranges": "nncf"})
 QUANT_RECIPES.register("dynamic_s8")({"method": "dynamic", "weight_type": "int8", "per_channel": True})
 QUANT_RECIPES.register("dynamic_s8_per_tensor")({"method": "dynamic", "weight_type": "int8", "per_channel": False})
 QUANT_RECIPES.register("fp16")({"method": "fp16"})
@@ -358,14 +366,15 @@ class QuantizeConfig(Strict):
     mode: Literal["auto", "fixed"] = "auto"
     """auto: try each of `recipes`, measure validation accuracy and latency (benchmark.threads, batch 1),
     keep the fastest whose accuracy drop is within max_accuracy_drop and that is at least min_speedup
-    faster than FP32; if none is accurate enough, calibrate the fastest static QDQ recipe again with
+    faster than FP32; if none is accurate enough, calibrate the most accurate static QDQ recipe that is fast enough again with
     retry_calibration, then leave the nodes that add the most quantization error in float (up to
     max_excluded_nodes), within search_budget_s; if nothing qualifies, ship FP32 and say why.
     fixed: quantize once with the fields below, as given."""
     recipes: list[str] = Field(default_factory=lambda: list(RECIPE_SETS["x86"]))
     """auto: the recipes tried (names in QUANT_RECIPES: qdq_u8s8, qdq_s8s8, qdq_u8u8, qoperator_u8s8,
     qdq_u8s8_no_elementwise, qdq_u8s8_per_tensor_no_elementwise, qdq_s8s8_per_tensor,
-    qdq_s8s8_no_elementwise, dynamic_s8, dynamic_s8_per_tensor, fp16), or a named set: x86, arm or
+    qdq_s8s8_no_elementwise, qdq_u8s8_nncf, qoperator_u8s8_nncf, qdq_s8s8_nncf, dynamic_s8,
+    dynamic_s8_per_tensor, fp16), or a named set: x86, arm or
     transformer. Default: the modality's set (x86 for images, transformer for text). A recipe that
     names op_types replaces quantize.op_types."""
     max_accuracy_drop: float = Field(1.0, ge=0)
@@ -376,7 +385,7 @@ class QuantizeConfig(Strict):
     max_excluded_nodes: int = Field(8, ge=0)
     """auto: most nodes left in float (mixed precision) when no recipe is accurate enough. 0: never."""
     retry_calibration: list[Literal["minmax", "entropy", "percentile"]] = Field(default_factory=list)
-    """auto: when no recipe is accurate enough, the fastest static QDQ recipe is calibrated again with
+    """auto: when no recipe is accurate enough, the most accurate static QDQ recipe that is fast enough is calibrated again with
     each of these methods (e.g. [percentile]) before any node is left in float. Default []: on the 224-px
     MobileNetV2 case, percentile lost more on test than MinMax on 3 of 3 seeds, and entropy gave MinMax's
     scales (benchmarks/RESULTS.md, "Quantization fidelity")."""
@@ -402,14 +411,25 @@ class QuantizeConfig(Strict):
     ONNX Runtime's default on x86."""
     weight_type: Literal["int8", "uint8"] = "int8"
     """fixed: weight integer type."""
-    reduce_range: bool = False
-    """Quantize weights to 7 bits: avoids saturation of the VPMADDUBSW instruction on x86 CPUs without
-    VNNI, at a small accuracy cost."""
+    reduce_range: bool | Literal["auto"] = "auto"
+    """Quantize weights to 7 bits. On x86 CPUs without VNNI (AVX2 only), ONNX Runtime's U8S8 integer
+    kernels multiply with VPMADDUBSW, whose 16-bit sums saturate with 8-bit weights: a MobileNetV2 at 224
+    px lost 28.7 points of validation accuracy that way (90.13% FP32, 61.47% INT8; 86.80% with 7-bit
+    weights; benchmarks/RESULTS.md). auto (default): 7 bits when the candidates run on such a CPU
+    (quantize.target host, here without avx512_vnni, avx_vnni or amx_int8), 8 bits elsewhere (VNNI
+    x86, ARM, and SSH targets, whose CPU flags are not known when the stage is configured)."""
     calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     """How activation ranges are chosen from the calibration samples (static only). minmax measured best
     (benchmarks/RESULTS.md). entropy: ONNX Runtime's quantize_static runs its KL search with 128 histogram
     bins and 128 quantized bins and has no option to change them, so the search has one candidate, the
     full range: it gave exactly MinMax's scales on every tensor of MobileNetV2."""
+    ranges: Literal["onnxruntime", "nncf"] = "onnxruntime"
+    """Static only: where the activation ranges (and biases) come from. onnxruntime: ONNX Runtime's
+    calibrator (calibrate_method). nncf: NNCF's post-training algorithm (per-sample statistics, fast bias
+    correction) run on the model, its ranges and corrected biases carried into ONNX Runtime's quantizer
+    (TensorQuantOverrides): the graph is quantize_static's fast layout, the numbers NNCF's
+    (edgedistill/nncf_ptq.py). Needs `pip install 'edgedistill[nncf]'`; auto mode skips the *_nncf
+    recipes, with one line, without it."""
     calibration_samples: int = Field(256, ge=1)
     """Training-split images used to calibrate activation ranges (static only); streamed in batches."""
     op_types: list[str] | None = None
@@ -491,7 +511,12 @@ class BundleConfig(Strict):
     ort_target_platform: Literal["arm", "amd64"] = "arm"
     """Platform the ORT-format model (model.ort) is optimized for: arm for phones and boards."""
     ort_max_abs_diff: float = Field(1e-4, gt=0)
-    """Largest logit difference allowed between model.ort and model.onnx on the test images."""
+    """Largest logit difference allowed between model.ort and model.onnx on the test images (a float
+    model; an integer one is checked by ort_min_top1_agreement)."""
+    ort_min_top1_agreement: float = Field(0.99, ge=0, le=1)
+    """A quantized model: smallest share of test examples whose top-1 class model.ort and model.onnx
+    agree on. The mobile-format conversion fuses an integer graph again (QLinear kernels with their own
+    rounding at every layer), so its logits move by quantization steps, not by 1e-4."""
 
     ship: Literal["auto", "quantized", "fp32"] = "auto"
     """Which student goes into the bundle as model.onnx. auto: the quantize stage's choice (in fixed

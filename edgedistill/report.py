@@ -77,7 +77,7 @@ def render_html(report: dict, labels: list[str]) -> str:
         f"<tr><td>{e(c['name'])}</td><td>{num(c['val_accuracy'], '.2f')}</td><td>{interval(c.get('val_drop'))}</td>"
         f"<td>{num(c.get('val_drop') and c['val_drop']['agreement'], '.1f')}</td><td>{num(c['latency_ms_p90'], '.3f')}</td>"
         f"<td>{num(c['size_bytes'] and c['size_bytes'] / 1024, '.1f')}</td><td>{len(c['excluded_nodes'])}</td>"
-        f"<td>{e(c['error'] or '')}</td></tr>" for c in report["quantization"]["candidates"])
+        f"<td>{e(c.get('graph_from', ''))}</td><td>{e(c['error'] or '')}</td></tr>" for c in report["quantization"]["candidates"])
     devices = "".join("<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>"
                       for row in device_rows(report)) or "<tr><td colspan=7>none measured yet</td></tr>"
     q, dev = report["quantization"], report["device"]
@@ -94,13 +94,14 @@ Test accuracy {report['accuracy'][report['shipped']]:.2f}% (teacher {report['acc
 {report['latency_ms']['p90']:.3f} ms at batch 1 on {e(dev['cpu'])}, {dev['threads']} thread(s), onnxruntime {e(dev['onnxruntime'])}.</p>
 <h2>Models (test split)</h2>
 <table><tr><th>model</th><th>accuracy %</th><th>p50 ms</th><th>p90 ms</th><th>size KiB</th><th>peak RSS MiB</th></tr>{models}</table>
+<p>{e(ort_format_text(report))}</p>
 <img src="tradeoffs.png" alt="accuracy against latency and against size">
 <h2>Distillation</h2>
 <p>{e(distillation_text(report)) or 'not recorded'}</p>
 <h2>Quantization ({e(q['mode'])})</h2>
 <p>{e(q['reason'])}</p>
 <p>{e(quantization_text(q))}</p>
-<table><tr><th>configuration</th><th>val accuracy %</th><th>drop pt [95% interval]</th><th>agreement %</th><th>p90 ms</th><th>size KiB</th><th>nodes in float</th><th>error</th></tr>{candidates}</table>
+<table><tr><th>configuration</th><th>val accuracy %</th><th>drop pt [95% interval]</th><th>agreement %</th><th>p90 ms</th><th>size KiB</th><th>nodes in float</th><th>graph from</th><th>error</th></tr>{candidates}</table>
 <h2>Training</h2>
 <img src="training.png" alt="training loss and validation accuracy per epoch">
 <h2>Target devices</h2>
@@ -182,6 +183,18 @@ def px(size) -> str:
     return "token-id" if size is None else f"{size} px"
 
 
+def ort_format_text(report: dict) -> str:
+    """The shipped model's two files, each measured on the test split."""
+    o = report.get("ort_format")
+    if not o or "accuracy" not in o:  # bundles before model.ort was measured on the whole test split
+        return ""
+    steps = f" ({o['max_abs_diff_steps']:.1f} output quantization steps)" if o.get("max_abs_diff_steps") else ""
+    return (f"The shipped model as the device runs it: `model.onnx` {o['onnx_accuracy']:.2f}% (ONNX Runtime, what bench.py "
+            f"runs), `model.ort` {o['accuracy']:.2f}% (ONNX Runtime Mobile's format, optimized for {o['target_platform']}); "
+            f"top-1 agreement {o['top1_agreement']:.2%}, max abs logit difference {o['max_abs_diff']:.2e}{steps}, "
+            f"{o['samples']} examples. Gates read the lower of the two.")
+
+
 def model_card(report: dict, labels: list[str], pre: dict) -> str:
     from .modalities import for_spec
 
@@ -198,7 +211,8 @@ def model_card(report: dict, labels: list[str], pre: dict) -> str:
     tried = "\n".join(
         f"| {md(c['name'])} | {num(c['val_accuracy'], '.2f')} | {interval(c.get('val_drop'))} | "
         f"{num(c.get('val_drop') and c['val_drop']['agreement'], '.1f')} | {num(c['latency_ms_p90'], '.3f')} | "
-        f"{num(c['size_bytes'] and c['size_bytes'] / 1024, '.1f')} | {len(c['excluded_nodes'])} | {md(c['error'] or '')} |"
+        f"{num(c['size_bytes'] and c['size_bytes'] / 1024, '.1f')} | {len(c['excluded_nodes'])} | "
+        f"{md(c.get('graph_from', ''))} | {md(c['error'] or '')} |"
         for c in quant["candidates"])
     rows = "\n".join(
         f"| {role} | {m['accuracy']:.2f} | {m['latency_ms']['p50']:.3f} | {m['latency_ms']['p90']:.3f} | "
@@ -215,6 +229,7 @@ Shipped model: `model.onnx` = **{report['shipped']}**, {report['params']['studen
 
 ## Accuracy (test split, {report['test_samples']} images, ONNX Runtime)
 teacher {acc['teacher']:.2f}%, student FP32 {acc['student_fp32']:.2f}%, student INT8 {acc['student_int8']:.2f}%.
+{ort_format_text(report)}
 
 ## Distillation
 {md(distillation_text(report)) or 'not recorded'}
@@ -236,8 +251,8 @@ Ships **{'FP32' if quant['choice'] == 'fp32' else quant['recipe']}**: {quant['re
 
 {md(quantization_text(quant))}
 
-| configuration | val acc % | drop pt [95% interval] | agreement % | p90 ms | size KiB | nodes in float | error |
-|---|---|---|---|---|---|---|---|
+| configuration | val acc % | drop pt [95% interval] | agreement % | p90 ms | size KiB | nodes in float | graph from | error |
+|---|---|---|---|---|---|---|---|---|
 {tried}
 
 Export parity (PyTorch vs ONNX Runtime, FP32 student): max abs logit difference

@@ -55,3 +55,23 @@ def resolution(stats: dict, tolerance: float) -> dict:
     ok = tolerance > 0 and half <= tolerance / 2
     needed = n if ok else (math.inf if tolerance == 0 else int(math.ceil(n * (2 * half / tolerance) ** 2)))
     return {"resolved": ok, "half_width": half, "images": n, "images_needed": needed if needed != math.inf else None}
+
+
+def disagreement_bound(reference: np.ndarray, model: np.ndarray, level: float = LEVEL) -> dict:
+    """How often `model` predicts another class than `reference` (predicted classes on the same
+    examples; no labels needed), in percent, with the upper end of its one-sided `level` Wilson score
+    interval (Wilson 1927). An example where the two agree is right or wrong for both, so the
+    accuracy drop on any labeled set drawn like these examples is at most the disagreement rate: the
+    upper end bounds the drop without labels."""
+    from statistics import NormalDist
+
+    reference, model = np.asarray(reference), np.asarray(model)
+    n = len(reference)
+    if n == 0 or len(model) != n:
+        raise ValueError(f"disagreement_bound needs the same non-empty set of examples ({n}, {len(model)})")
+    k = int((reference != model).sum())
+    z = NormalDist().inv_cdf(level)
+    p = k / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return {"disagreement": 100.0 * p, "upper": 100.0 * min(1.0, (centre + half) / (1 + z * z / n)),
+            "level": level, "examples": n, "disagreed": k}

@@ -256,3 +256,25 @@ def test_the_arm_recipe_set_quantizes_with_signed_activations(tiny_run, tmp_path
         zero_points = {i.name: i.data_type for i in graph.initializer}
         activation_zp = [zero_points[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
         assert activation_zp and set(activation_zp) == {onnx.TensorProto.INT8}
+
+
+@pytest.mark.parametrize("flags, machine, saturates", [
+    (["avx2", "fma"], "x86_64", True),  # AVX2 only: VPMADDUBSW's 16-bit sums saturate
+    (["avx2", "avx512f", "avx512_vnni"], "x86_64", False),
+    (["avx2", "avx_vnni"], "AMD64", False),
+    (["neon", "asimd", "asimddp"], "aarch64", False),
+])
+def test_u8s8_saturation_is_known_by_cpu(flags, machine, saturates):
+    assert quantize.saturates_u8s8(flags, machine) is saturates
+
+
+def test_reduce_range_auto_follows_where_candidates_run(monkeypatch):
+    from edgedistill import ortbench
+
+    monkeypatch.setattr(ortbench, "cpu_info", lambda: ("an AVX2 CPU", ["avx2", "fma"]))
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    assert quantize.resolve_reduce_range(QuantizeConfig()).reduce_range is True
+    assert quantize.resolve_reduce_range(QuantizeConfig(target="ssh://pi@phone")).reduce_range is False
+    assert quantize.resolve_reduce_range(QuantizeConfig(reduce_range=False)).reduce_range is False  # as given
+    monkeypatch.setattr(ortbench, "cpu_info", lambda: ("a VNNI CPU", ["avx2", "avx512_vnni"]))
+    assert quantize.resolve_reduce_range(QuantizeConfig()).reduce_range is False

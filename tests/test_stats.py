@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from edgedistill.stats import paired_drop, resolution
+from edgedistill.stats import disagreement_bound, paired_drop, resolution
 
 
 def example(n=100, lost=10, gained=4):
@@ -54,3 +54,18 @@ def test_a_small_validation_split_cannot_resolve_the_tolerance():
 def test_mismatched_inputs_are_refused():
     with pytest.raises(ValueError):
         paired_drop(np.zeros(3), np.zeros(3), np.zeros(2))
+
+
+def test_disagreement_bound_matches_a_hand_worked_example():
+    # 10 of 1,000 predictions differ: p = 0.01; the one-sided 95% Wilson upper end, z = 1.6449:
+    # (p + z^2/2n + z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n) = (0.011353 + 0.005350) / 1.002706 = 1.6657%
+    d = disagreement_bound(np.zeros(1000), np.r_[np.ones(10), np.zeros(990)])
+    assert d["disagreement"] == pytest.approx(1.0) and d["disagreed"] == 10 and d["examples"] == 1000
+    assert d["upper"] == pytest.approx(1.6657, abs=1e-3)
+    # none differ among 100: the upper end is z^2 / (n + z^2) = 2.7055 / 102.7055, not 0
+    assert disagreement_bound(np.zeros(100), np.zeros(100))["upper"] == pytest.approx(2.634, abs=1e-3)
+    # the drop on any labeled set is at most the disagreement on it: each differing example loses at most one
+    labels, ref, model = np.array([0, 1, 2, 3]), np.array([0, 1, 2, 0]), np.array([0, 1, 0, 3])
+    assert paired_drop(labels, ref, model)["drop"] <= disagreement_bound(ref, model)["disagreement"]
+    with pytest.raises(ValueError):
+        disagreement_bound(np.zeros(3), np.zeros(2))

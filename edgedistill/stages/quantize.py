@@ -6,7 +6,7 @@ candidate's accuracy drop against FP32 is paired (the same images) and comes wit
 interval and its top-1 agreement with FP32 (edgedistill.stats). The rule: a candidate is within
 tolerance when the upper end of that interval is at most max_accuracy_drop. The fastest candidate
 within tolerance that is at least min_speedup faster than FP32 is chosen. If no recipe is accurate
-enough, the fastest static QDQ recipe is calibrated again with other methods (retry_calibration, none by
+enough, the most accurate static QDQ recipe fast enough to ship is calibrated again with other methods (retry_calibration, none by
 default), then the nodes that add the most quantization error are left in float, a few at a time,
 until one is (mixed precision); that search stops when search_budget_s is spent. If nothing qualifies, FP32 ships,
 and the metrics say why. Every candidate tried goes into the metrics (and from there into the bundle's report).
@@ -62,6 +62,8 @@ class QuantizeStageConfig(Strict):
     """How candidates are timed: the benchmark's threads and graph optimization, quantize.latency_runs."""
     seed: int
     """Chooses which training images calibrate."""
+    nncf: str | None = None
+    """NNCF's version when a recipe takes its ranges from NNCF (the cache key follows it), else None."""
 
 
 class BatchReader(CalibrationDataReader):
@@ -199,10 +201,12 @@ def prepare_source(fp32: Path, q: QuantizeConfig, reader: Callable[[], Calibrati
 
 
 def quantize_model(src: Path, dst: Path, q: QuantizeConfig, reader: Callable[[], CalibrationDataReader],
-                   exclude: list[str] = ()) -> None:
+                   exclude: list[str] = (), overrides: dict | None = None) -> None:
     """Apply one quantization configuration with ONNX Runtime's own tools, then check that ONNX
     Runtime loads what was written (StageError, and dst removed, when it does not). Static
-    calibration collects one batch at a time (BatchReader). src: a model prepare_source made."""
+    calibration collects one batch at a time (BatchReader). src: a model prepare_source made.
+    overrides: ONNX Runtime's TensorQuantOverrides ({tensor: [{rmin, rmax}]}), which take the place
+    of calibrated ranges for those tensors (nncf_ptq.carry)."""
     from ..onnx_utils import check_loads
 
     excluded = [*q.nodes_to_exclude, *exclude]
@@ -213,7 +217,8 @@ def quantize_model(src: Path, dst: Path, q: QuantizeConfig, reader: Callable[[],
                             reduce_range=q.reduce_range, activation_type=QUANT_TYPES[q.activation_type],
                             weight_type=QUANT_TYPES[q.weight_type], calibrate_method=CALIBRATION[q.calibrate_method],
                             op_types_to_quantize=q.op_types, nodes_to_exclude=excluded,
-                            extra_options={"CalibStridedMinMax": 1})  # one batch per collect: see BatchReader
+                            # one batch per collect: see BatchReader
+                            extra_options={"CalibStridedMinMax": 1, **({"TensorQuantOverrides": overrides} if overrides else {})})
         elif q.method == "dynamic":
             quantize_dynamic(str(src), str(dst), per_channel=q.per_channel, reduce_range=q.reduce_range,
                              weight_type=QUANT_TYPES[q.weight_type], op_types_to_quantize=q.op_types, nodes_to_exclude=excluded)
@@ -244,12 +249,27 @@ class Candidate:
     path: Path | None = None
     preds: np.ndarray | None = None
     """Predicted class of every validation image."""
+    graph_from: str = "the exported model"
+    """Which tool wrote the candidate's graph and where its numbers came from (graph_from())."""
 
     def report(self) -> dict:
         d = asdict(self)
         d.pop("path")
         d.pop("preds")
         return d
+
+
+def graph_from(q: QuantizeConfig) -> str:
+    """Where a candidate's graph and numbers come from, for the report."""
+    from .. import nncf_ptq
+
+    if q.method == "dynamic":
+        return "ONNX Runtime quantize_dynamic"
+    if q.method == "fp16":
+        return "onnxruntime.transformers float16 conversion"
+    if q.ranges == "nncf":
+        return f"{nncf_ptq.PROVENANCE} (nncf {nncf_ptq.version()})"
+    return f"ONNX Runtime quantize_static, {q.calibrate_method} calibration"
 
 
 def within_tolerance(fp32: Candidate, c: Candidate, max_drop: float) -> bool:
@@ -364,6 +384,10 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
     needed) and decide what should ship. Candidate models are written to work/. timing_inputs: an
     .npy (or .npz by input name) the candidates are timed on instead of made-up inputs (a model with
     dynamic height and width). DataError when the validation or calibration data do not fit the model."""
+    q = resolve_reduce_range(q)
+    if q.reduce_range and any(c.method != "fp16" for c in recipe_configs(q).values()):
+        log("weights quantized to 7 bits (quantize.reduce_range auto): this x86 CPU has no VNNI, and ONNX Runtime's "
+            "U8S8 kernels saturate with 8-bit weights on it")
     p90, latency_from = latency_meter(q, latency, timing_inputs)
     log(f"candidates are timed on {latency_from}"
         + (f", at {latency.sequence_length} tokens" if latency.sequence_length else ""))
@@ -371,12 +395,27 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
     if uses_calibration(q):
         calibration().get_next()  # calibration data that does not fit the model is named before anything runs
 
+    carried: dict = {}
+
+    def nncf_source() -> tuple[Path, dict]:
+        """The float model with NNCF's corrected biases and the overrides holding its ranges: NNCF runs once."""
+        from .. import nncf_ptq
+
+        if not carried:
+            started, r = time.monotonic(), calibration()
+            carried.update(nncf_ptq.carry(source, iter(r.get_next, None), work / "nncf_corrected.onnx", r.fixed, progress))
+            log(f"NNCF {nncf_ptq.version()}: {carried['ranges']} activation ranges, {carried['biases_corrected']} "
+                f"bias(es) corrected ({time.monotonic() - started:.0f} s), carried into ONNX Runtime's quantizer")
+        return work / "nncf_corrected.onnx", carried["overrides"]
+
     def attempt(name: str, qc: QuantizeConfig | None, exclude: list[str] = ()) -> Candidate:
         """Quantize (unless qc is None: FP32 itself) and measure; a failure is recorded, not raised."""
         c = Candidate(name, excluded_nodes=list(exclude), path=fp32_path if qc is None else work / f"{name}.onnx")
         try:
             if qc is not None:
-                quantize_model(source, c.path, qc, calibration, exclude)
+                c.graph_from = graph_from(qc)
+                src, overrides = nncf_source() if qc.method == "static" and qc.ranges == "nncf" else (source, None)
+                quantize_model(src, c.path, qc, calibration, exclude, overrides)
             c.preds = ort_predict(c.path, x_val, what="the validation data").argmax(axis=1)
             c.val_accuracy = float((c.preds == np.asarray(y_val)).mean() * 100.0)
             c.val_drop = None if qc is None else paired_drop(y_val, fp32.preds, c.preds, seed=seed)
@@ -396,6 +435,12 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
     fp32 = attempt("fp32", None)  # validation data that does not fit the model fails here, naming both shapes
     source = prepare_source(fp32_path, q, calibration, work, log)
     configs = recipe_configs(q)
+    from .. import nncf_ptq
+
+    if q.mode == "auto" and not nncf_ptq.available() and any(c.ranges == "nncf" for c in configs.values()):
+        skipped = [name for name, c in configs.items() if c.ranges == "nncf"]
+        log(f"skipped {', '.join(skipped)}: nncf is not installed (pip install 'edgedistill[nncf]')")
+        configs = {name: c for name, c in configs.items() if name not in skipped}
     tried = [attempt(name, qc) for name, qc in tqdm(configs.items(), desc="quantize", disable=not progress, leave=False)]
     if q.mode == "fixed":
         if tried[0].error:
@@ -435,8 +480,9 @@ def latency_meter(q: QuantizeConfig, latency: BenchmarkConfig, inputs: Path | No
 def search(fp32: Candidate, tried: list[Candidate], configs: dict[str, QuantizeConfig], q: QuantizeConfig,
            attempt: Callable[..., Candidate], source: Path, rank_calibration: Callable[[], CalibrationDataReader],
            work: Path, log: Callable[[str], None]) -> tuple[Candidate | None, str]:
-    """Auto mode's search when no recipe qualified and none is accurate enough: the fastest static QDQ
-    recipe calibrated again with each of quantize.retry_calibration, then the nodes that add the most
+    """Auto mode's search when no recipe qualified and none is accurate enough: the most accurate static
+    QDQ recipe that is min_speedup faster than FP32 (else the fastest one) calibrated again with each of
+    quantize.retry_calibration, then the nodes that add the most
     quantization error left in float (1, 2, 4... of them) on the most accurate of those, within
     quantize.search_budget_s. Appends what it tries to `tried`; returns choose()'s answer."""
     chosen, reason = choose(fp32, tried, q.max_accuracy_drop, q.min_speedup)
@@ -446,7 +492,12 @@ def search(fp32: Candidate, tried: list[Candidate], configs: dict[str, QuantizeC
         return chosen, reason  # accurate enough but too slow (more float nodes would not help), or nothing to refine
     deadline = time.monotonic() + q.search_budget_s
     out_of_time = f"; the search stopped when its {q.search_budget_s:g}-s budget (quantize.search_budget_s) ran out"
-    base, base_name = min(qdq, key=lambda t: t[0].latency_ms_p90)
+    # the start: the most accurate static QDQ candidate fast enough to ship (else the fastest). Not
+    # simply the fastest: on a MobileNetV2 at 224 px a per-tensor recipe 30 points down timed 0.4 ms
+    # (noise) faster than the per-channel ones, and the search then started from it
+    fast = [t for t in qdq if t[0].latency_ms_p90 * q.min_speedup <= fp32.latency_ms_p90]
+    base, base_name = (max(fast, key=lambda t: (t[0].val_accuracy, -t[0].latency_ms_p90)) if fast
+                       else min(qdq, key=lambda t: t[0].latency_ms_p90))
     family = [(base, configs[base_name])]
     for method in q.retry_calibration:
         if method == configs[base_name].calibrate_method:
@@ -477,6 +528,29 @@ def search(fp32: Candidate, tried: list[Candidate], configs: dict[str, QuantizeC
 def recipe_configs(q: QuantizeConfig) -> dict[str, QuantizeConfig]:
     """The configurations a run tries, by name: q itself in fixed mode, one per recipe in auto mode."""
     return {"fixed": q} if q.mode == "fixed" else {name: q.with_recipe(name) for name in q.recipes}
+
+
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+"""x86 CPU flags whose integer dot products do not saturate 16-bit sums (ONNX Runtime's U8S8 kernels
+use them instead of VPMADDUBSW)."""
+
+
+def saturates_u8s8(flags: Sequence[str], machine: str) -> bool:
+    """Whether ONNX Runtime's U8S8 kernels saturate on this CPU: x86 without VNNI."""
+    return machine.lower() in ("x86_64", "amd64", "i686", "x86") and not set(VNNI_FLAGS) & set(flags)
+
+
+def resolve_reduce_range(q: QuantizeConfig) -> QuantizeConfig:
+    """reduce_range auto made a bool: True where the candidates run on a CPU whose U8S8 kernels
+    saturate (quantize.target host, this machine, x86 without VNNI), else False."""
+    import platform
+
+    from ..ortbench import cpu_info
+
+    if q.reduce_range != "auto":
+        return q
+    rr = q.target == "host" and saturates_u8s8(cpu_info()[1], platform.machine())
+    return q.model_copy(update={"reduce_range": rr})
 
 
 def uses_calibration(q: QuantizeConfig) -> bool:
@@ -531,7 +605,14 @@ def configure(p) -> QuantizeStageConfig:
                               f"nothing; name a real device (ssh://) or host")
         q = q.model_copy(update={"target": d.target, "target_python": d.python})
         bench = bench.model_copy(update={"threads": d.threads})
-    return QuantizeStageConfig(quantize=q, latency=latency_settings(bench, q), seed=p.seed)
+    from .. import nncf_ptq
+
+    uses_nncf = any(c.method == "static" and c.ranges == "nncf" for c in recipe_configs(q).values())
+    if uses_nncf and q.mode == "fixed" and not nncf_ptq.available():
+        raise ConfigError("quantize.ranges: nncf needs the nncf package: pip install 'edgedistill[nncf]', or set "
+                          "quantize.ranges: onnxruntime")
+    return QuantizeStageConfig(quantize=resolve_reduce_range(q), latency=latency_settings(bench, q), seed=p.seed,
+                               nncf=nncf_ptq.version() if uses_nncf else None)
 
 
 def latency_settings(bench: BenchmarkConfig, q: QuantizeConfig) -> BenchmarkConfig:

@@ -1,0 +1,167 @@
+"""NNCF's post-training quantization algorithm, carried into ONNX Runtime's own layout.
+
+NNCF (github.com/openvinotoolkit/nncf, `nncf.quantize` on an ONNX model) finds activation ranges from
+per-sample statistics and corrects each layer's bias for the error its quantized weights add (fast
+bias correction, after Nagel et al. 2019, "Data-Free Quantization Through Weight Equalization and Bias
+Correction"). That keeps more accuracy than ONNX Runtime's MinMax calibration, but the graph NNCF writes
+runs slowly in ONNX Runtime's CPU provider: its Q/DQ pairs sit after the Clip/Relu activations, and
+inputs of depthwise convolutions get per-channel activation scales, so the fused integer kernels
+(QLinearConv) do not apply and the convolutions run in float between DequantizeLinear nodes.
+
+`carry` takes what NNCF learned, not its graph: the corrected biases go into a copy of the float model
+and the activation ranges into ONNX Runtime's quantizer as TensorQuantOverrides (rmin/rmax per
+tensor), so `quantize_static` writes its usual fast layout (activations folded, per-tensor activation
+scales, per-channel weights) with NNCF's numbers. Written here because neither library does the
+hand-over. NNCF is an optional dependency (`pip install 'edgedistill[nncf]'`).
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+PROVENANCE = "NNCF statistics and fast bias correction, in ONNX Runtime's quantize_static layout"
+
+
+def available() -> bool:
+    """Whether nncf can be imported here (without importing it: it takes seconds)."""
+    return importlib.util.find_spec("nncf") is not None
+
+
+def version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version as v
+
+    try:
+        return v("nncf")
+    except PackageNotFoundError:
+        return None
+
+
+def samples(batches: Iterable[dict], fixed_batch: int | None) -> Iterator[dict]:
+    """NNCF counts statistics per item and recommends items of batch 1: each batch split into rows
+    (kept whole for a model whose batch is fixed)."""
+    for feeds in batches:
+        if fixed_batch:
+            yield feeds
+            continue
+        for i in range(len(next(iter(feeds.values())))):
+            yield {k: v[i:i + 1] for k, v in feeds.items()}
+
+
+def run_nncf(model: Path, batches: Iterable[dict], fixed_batch: int | None = None, progress: bool = False) -> onnx.ModelProto:
+    """NNCF's post-training quantization of an ONNX model (defaults: MinMax statistics and fast bias
+    correction), with per-tensor activation scales, the only kind ONNX Runtime's integer kernels take.
+    batches: calibration feeds ({input name: array}); every sample is used. progress: NNCF's own
+    progress bars (else its output is swallowed). Returns NNCF's quantized model (Q/DQ graph)."""
+    import contextlib
+    import io
+    import logging
+
+    # nncf imports torch's C++ extension helper, which warns about CUDA on machines without it
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    items = list(samples(batches, fixed_batch))
+    params = AdvancedQuantizationParameters(activations_quantization_params=QuantizationParameters(per_channel=False))
+    quiet = contextlib.nullcontext() if progress else contextlib.redirect_stdout(io.StringIO())
+    with quiet:
+        return nncf.quantize(onnx.load(str(model)), nncf.Dataset(items), subset_size=len(items), advanced_parameters=params)
+
+
+def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """Every tensor whose value is fixed: initializers, Constant outputs, Identity of those."""
+    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        elif node.op_type == "Identity" and node.input[0] in values:
+            values[node.output[0]] = values[node.input[0]]
+    return values
+
+
+def activation_ranges(quantized: onnx.ModelProto) -> dict[str, tuple[float, float]]:
+    """tensor name -> (rmin, rmax) of every activation NNCF quantized: the real range its
+    QuantizeLinear covers, from scale and zero point (per-channel ones as their union)."""
+    consts = _constants(quantized.graph)
+    ranges = {}
+    for node in quantized.graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] in consts:
+            continue  # weights are quantized from constants; only activations are carried
+        scale, zero = consts[node.input[1]].astype(np.float64), consts[node.input[2]]
+        info = np.iinfo(zero.dtype)
+        zero = zero.astype(np.float64)
+        ranges[node.input[0]] = (float(((info.min - zero) * scale).min()), float(((info.max - zero) * scale).max()))
+    return ranges
+
+
+FOLDED = ("Relu", "Clip")
+"""Activations ONNX Runtime's quantizer folds into the operator before them."""
+
+
+def with_folded_inputs(graph: onnx.GraphProto, ranges: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    """NNCF quantizes the output of a Relu or Clip; ONNX Runtime folds the activation away and quantizes
+    the tensor before it instead (by the activation's output name in the QDQ format, by its input's in
+    the QOperator one): the range is given under both names, where the activation is that tensor's only
+    consumer."""
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    out = dict(ranges)
+    for node in graph.node:
+        if node.op_type in FOLDED and node.output[0] in ranges and consumers.get(node.input[0]) == 1:
+            out.setdefault(node.input[0], ranges[node.output[0]])
+    return out
+
+
+def corrected_constants(source: onnx.ModelProto, quantized: onnx.ModelProto) -> dict[tuple[str, int], np.ndarray]:
+    """(node name, input index) -> new value, for every float constant input NNCF changed (the biases
+    fast bias correction moved), matched by node name; quantized weights are not constants there."""
+    before, after = _constants(source.graph), _constants(quantized.graph)
+    theirs = {n.name: n for n in quantized.graph.node if n.name}
+    changed = {}
+    for node in source.graph.node:
+        other = theirs.get(node.name)
+        if other is None or other.op_type != node.op_type:
+            continue
+        for i, (a, b) in enumerate(zip(node.input, other.input)):
+            if a in before and b in after and before[a].dtype.kind == "f" and before[a].shape == after[b].shape \
+                    and not np.array_equal(before[a], after[b]):
+                changed[(node.name, i)] = after[b].astype(before[a].dtype)
+    return changed
+
+
+def apply_constants(model: onnx.ModelProto, changed: dict[tuple[str, int], np.ndarray]) -> onnx.ModelProto:
+    """model with those node inputs pointing to new initializers holding the new values (a shared
+    original is left to its other users; one nothing uses any more is removed)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    nodes = {n.name: n for n in model.graph.node}
+    for (name, i), value in changed.items():
+        new = f"{name}_input{i}_nncf"
+        model.graph.initializer.append(numpy_helper.from_array(value, new))
+        nodes[name].input[i] = new
+    used = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+    kept = [init for init in model.graph.initializer if init.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    return model
+
+
+def carry(source: Path, batches: Iterable[dict], dst: Path, fixed_batch: int | None = None, progress: bool = False) -> dict:
+    """Run NNCF on source and write into dst the float model with NNCF's corrected biases. Returns
+    ONNX Runtime's TensorQuantOverrides for NNCF's activation ranges ({tensor: [{rmin, rmax}]}) and
+    counts for the report."""
+    quantized = run_nncf(source, batches, fixed_batch, progress)
+    model = onnx.load(str(source))
+    changed = corrected_constants(model, quantized)
+    onnx.save(apply_constants(model, changed), str(dst))
+    ranges = with_folded_inputs(model.graph, activation_ranges(quantized))
+    overrides = {name: [{"rmin": np.array(lo, np.float32), "rmax": np.array(hi, np.float32)}]
+                 for name, (lo, hi) in ranges.items()}
+    return {"overrides": overrides, "biases_corrected": len(changed), "ranges": len(ranges)}
