@@ -209,6 +209,7 @@ def quantize_model(src: Path, dst: Path, q: QuantizeConfig, reader: Callable[[],
     of calibrated ranges for those tensors (nncf_ptq.carry)."""
     from ..onnx_utils import check_loads
 
+    q = resolve_reduce_range(q)
     excluded = [*q.nodes_to_exclude, *exclude]
     # ONNX Runtime prints "Collecting tensor data and making histogram ..." for every batch
     with contextlib.redirect_stdout(io.StringIO()):
