@@ -375,6 +375,10 @@ def cmd_quantize(a: argparse.Namespace) -> int:
         raise ConfigError(f"model '{model}' does not exist")
     overrides = dict(parse_overrides(a.set), mode=a.mode)
     q = validate(QuantizeConfig, overrides, "edgedistill quantize --set")
+    from . import nncf_ptq
+
+    if q.mode == "fixed" and q.method == "static" and q.ranges == "nncf" and not nncf_ptq.available():
+        raise ConfigError("ranges=nncf needs the nncf package: pip install 'edgedistill[nncf]', or --set ranges=onnxruntime")
     spec = read_preprocess(Path(a.preprocess)) if a.preprocess else None
     if q.mode == "auto" and a.val is None:
         raise ConfigError("--mode auto measures accuracy: give --val (an .npz with x and y, or an image folder), "
@@ -399,7 +403,10 @@ def cmd_quantize(a: argparse.Namespace) -> int:
         work = Path(tmp)
         if val is None:
             reader().get_next()  # calibration data that does not fit the model is named before anything runs
-            quantize.quantize_model(quantize.prepare_source(model, q, reader, work, log), work / "quantized.onnx", q, reader)
+            source, overrides = quantize.prepare_source(model, q, reader, work, log), None
+            if q.method == "static" and q.ranges == "nncf":
+                source, overrides = quantize.carry_nncf(source, reader, work, log, _progress())
+            quantize.quantize_model(source, work / "quantized.onnx", q, reader, overrides=overrides)
             write_model(work / "quantized.onnx", out)
             print(f"wrote {out} ({model_size(str(out)) / 1024:.1f} KiB; fixed mode, accuracy not measured)")
             return 0

@@ -182,3 +182,26 @@ def test_model_ort_of_a_quantized_model_is_checked_by_agreement_and_measured(cas
     (out / "model.ort").write_bytes((other / "model.ort").read_bytes())
     with pytest.raises(StageError, match=r"top-1 agreement .* \(limit 99%, bundle.ort_min_top1_agreement\)"):
         check_ort_format(out, test, 1e-4, True, 0.99)
+
+
+def test_the_quantize_command_takes_nncf_numbers_in_fixed_mode(tmp_path, capsys, monkeypatch):
+    """`edgedistill quantize --mode fixed --set ranges=nncf`: NNCF's range of the first ReLU6 is in the
+    model written; without nncf it is one clear line and exit 2."""
+    pytest.importorskip("nncf")
+    from edgedistill.cli import main
+
+    model = relu6_cnn(tmp_path / "fp32.onnx")
+    np.save(tmp_path / "calib.npy", RNG.random((48, 3, 16, 16), dtype=np.float32))
+    fixed = ["quantize", str(model), "--calib", str(tmp_path / "calib.npy"), "--mode", "fixed", "--set", "reduce_range=false"]
+    args = [*fixed, "--set", "ranges=nncf", "--out", str(tmp_path / "q.onnx")]
+    assert main(args) == 0
+    assert "NNCF " in capsys.readouterr().err
+    plain = tmp_path / "plain.onnx"
+    assert main([*fixed, "--out", str(plain)]) == 0
+    scale = lambda p: float(next(numpy_helper.to_array(i) for i in onnx.load(str(p)).graph.initializer if i.name == "r1_scale"))
+    assert scale(tmp_path / "q.onnx") != scale(plain)  # NNCF's range, not ONNX Runtime's MinMax
+
+    monkeypatch.setattr(nncf_ptq, "available", lambda: False)
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "ranges=nncf needs the nncf package: pip install 'edgedistill[nncf]', or --set ranges=onnxruntime")

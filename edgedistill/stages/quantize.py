@@ -399,15 +399,10 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
     carried: dict = {}
 
     def nncf_source() -> tuple[Path, dict]:
-        """The float model with NNCF's corrected biases and the overrides holding its ranges: NNCF runs once."""
-        from .. import nncf_ptq
-
+        """NNCF runs once for all the recipes that take its numbers."""
         if not carried:
-            started, r = time.monotonic(), calibration()
-            carried.update(nncf_ptq.carry(source, iter(r.get_next, None), work / "nncf_corrected.onnx", r.fixed, progress))
-            log(f"NNCF {nncf_ptq.version()}: {carried['ranges']} activation ranges, {carried['biases_corrected']} "
-                f"bias(es) corrected ({time.monotonic() - started:.0f} s), carried into ONNX Runtime's quantizer")
-        return work / "nncf_corrected.onnx", carried["overrides"]
+            carried["source"] = carry_nncf(source, calibration, work, log, progress)
+        return carried["source"]
 
     def attempt(name: str, qc: QuantizeConfig | None, exclude: list[str] = ()) -> Candidate:
         """Quantize (unless qc is None: FP32 itself) and measure; a failure is recorded, not raised."""
@@ -457,6 +452,19 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
     if best is None:
         raise StageError("no quantization recipe could be applied here; see the errors above")
     return Selection(fp32, tried, chosen, reason, best, latency_from)
+
+
+def carry_nncf(source: Path, calibration: Callable[[], CalibrationDataReader], work: Path,
+               log: Callable[[str], None] = lambda m: None, progress: bool = False) -> tuple[Path, dict]:
+    """NNCF's numbers for quantize.ranges nncf (nncf_ptq.carry): the float model with its corrected
+    biases (in work/) and ONNX Runtime's TensorQuantOverrides holding its activation ranges."""
+    from .. import nncf_ptq
+
+    started, r = time.monotonic(), calibration()
+    carried = nncf_ptq.carry(source, iter(r.get_next, None), work / "nncf_corrected.onnx", r.fixed, progress)
+    log(f"NNCF {nncf_ptq.version()}: {carried['ranges']} activation ranges, {carried['biases_corrected']} "
+        f"bias(es) corrected ({time.monotonic() - started:.0f} s), carried into ONNX Runtime's quantizer")
+    return work / "nncf_corrected.onnx", carried["overrides"]
 
 
 def latency_meter(q: QuantizeConfig, latency: BenchmarkConfig, inputs: Path | None = None) -> tuple[Callable[[Path], float], str]:
