@@ -366,8 +366,8 @@ class QuantizeConfig(Strict):
     mode: Literal["auto", "fixed"] = "auto"
     """auto: try each of `recipes`, measure validation accuracy and latency (benchmark.threads, batch 1),
     keep the fastest whose accuracy drop is within max_accuracy_drop and that is at least min_speedup
-    faster than FP32; if none is accurate enough, calibrate the most accurate static QDQ recipe that is fast enough again with
-    retry_calibration, then leave the nodes that add the most quantization error in float (up to
+    faster than FP32; if none is accurate enough, calibrate the most accurate static QDQ recipe that is
+    fast enough again with retry_calibration, then leave the nodes that add the most quantization error in float (up to
     max_excluded_nodes), within search_budget_s; if nothing qualifies, ship FP32 and say why.
     fixed: quantize once with the fields below, as given."""
     recipes: list[str] = Field(default_factory=lambda: list(RECIPE_SETS["x86"]))
@@ -385,8 +385,8 @@ class QuantizeConfig(Strict):
     max_excluded_nodes: int = Field(8, ge=0)
     """auto: most nodes left in float (mixed precision) when no recipe is accurate enough. 0: never."""
     retry_calibration: list[Literal["minmax", "entropy", "percentile"]] = Field(default_factory=list)
-    """auto: when no recipe is accurate enough, the most accurate static QDQ recipe that is fast enough is calibrated again with
-    each of these methods (e.g. [percentile]) before any node is left in float. Default []: on the 224-px
+    """auto: when no recipe is accurate enough, the most accurate static QDQ recipe that is fast enough
+    is calibrated again with each of these methods (e.g. [percentile]) before any node is left in float. Default []: on the 224-px
     MobileNetV2 case, percentile lost more on test than MinMax on 3 of 3 seeds, and entropy gave MinMax's
     scales (benchmarks/RESULTS.md, "Quantization fidelity")."""
     search_budget_s: float = Field(900.0, ge=0)

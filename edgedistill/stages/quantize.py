@@ -6,10 +6,13 @@ candidate's accuracy drop against FP32 is paired (the same images) and comes wit
 interval and its top-1 agreement with FP32 (edgedistill.stats). The rule: a candidate is within
 tolerance when the upper end of that interval is at most max_accuracy_drop. The fastest candidate
 within tolerance that is at least min_speedup faster than FP32 is chosen. If no recipe is accurate
-enough, the most accurate static QDQ recipe fast enough to ship is calibrated again with other methods (retry_calibration, none by
-default), then the nodes that add the most quantization error are left in float, a few at a time,
-until one is (mixed precision); that search stops when search_budget_s is spent. If nothing qualifies, FP32 ships,
-and the metrics say why. Every candidate tried goes into the metrics (and from there into the bundle's report).
+enough, the most accurate static QDQ recipe fast enough to ship is calibrated again with other methods
+(retry_calibration, none by default), then the nodes that add the most quantization error are left in
+float, a few at a time, until one is (mixed precision); that search stops when search_budget_s is spent.
+If nothing qualifies, FP32 ships, and the metrics say why. Every candidate tried goes into the metrics
+(and from there into the bundle's report), with where its graph and numbers came from (ONNX Runtime's
+calibration, or NNCF's carried into ONNX Runtime's layout: edgedistill/nncf_ptq.py). On x86 CPUs
+without VNNI weights are quantized to 7 bits (reduce_range auto: 8-bit ones saturate there).
 
 mode fixed: the configured quantization, applied once.
 
