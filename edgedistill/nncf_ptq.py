@@ -156,12 +156,55 @@ def apply_constants(model: onnx.ModelProto, changed: dict[tuple[str, int], np.nd
 def carry(source: Path, batches: Iterable[dict], dst: Path, fixed_batch: int | None = None, progress: bool = False) -> dict:
     """Run NNCF on source and write into dst the float model with NNCF's corrected biases. Returns
     ONNX Runtime's TensorQuantOverrides for NNCF's activation ranges ({tensor: [{rmin, rmax}]}) and
-    counts for the report."""
+    counts for the report.
+
+    NNCF runs in a child process (this module run as a script): importing it into a process that
+    later forks (DataLoader workers, torchrun) left the forked children hung in the test suite, and
+    it brings its own logging and telemetry set-up. The calibration batches reach it through .npz
+    files in a folder beside dst, one batch at a time (removed afterwards)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from .errors import StageError
+
+    folder = dst.parent / f"{dst.stem}_calibration"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    try:
+        for i, feeds in enumerate(batches):
+            np.savez(folder / f"{i:06d}.npz", **feeds)
+        out = dst.parent / f"{dst.stem}_ranges.json"
+        cmd = [sys.executable, "-m", "edgedistill.nncf_ptq", str(source), str(folder), str(dst), str(out), str(fixed_batch or 0)]
+        proc = subprocess.run(cmd, stdout=None if progress else subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
+            raise StageError(f"NNCF's post-training quantization failed: {last}")
+        result = json.loads(out.read_text())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    result["overrides"] = {name: [{"rmin": np.array(lo, np.float32), "rmax": np.array(hi, np.float32)}]
+                           for name, (lo, hi) in result["overrides"].items()}
+    return result
+
+
+def _carry_here(source: Path, batches: Iterable[dict], dst: Path, fixed_batch: int | None, progress: bool) -> dict:
+    """carry's work, in this process: the ranges as (rmin, rmax) pairs."""
     quantized = run_nncf(source, batches, fixed_batch, progress)
     model = onnx.load(str(source))
     changed = corrected_constants(model, quantized)
     onnx.save(apply_constants(model, changed), str(dst))
     ranges = with_folded_inputs(model.graph, activation_ranges(quantized))
-    overrides = {name: [{"rmin": np.array(lo, np.float32), "rmax": np.array(hi, np.float32)}]
-                 for name, (lo, hi) in ranges.items()}
-    return {"overrides": overrides, "biases_corrected": len(changed), "ranges": len(ranges)}
+    return {"overrides": ranges, "biases_corrected": len(changed), "ranges": len(ranges)}
+
+
+if __name__ == "__main__":  # carry's child: SOURCE BATCH_FOLDER DST OUT_JSON FIXED_BATCH
+    import json
+    import sys
+
+    source, folder, dst, out, fixed = sys.argv[1:6]
+    files = sorted(Path(folder).glob("*.npz"))
+    batches = (dict(np.load(f)) for f in files)
+    result = _carry_here(Path(source), batches, Path(dst), int(fixed) or None, progress=True)
+    Path(out).write_text(json.dumps(result))
