@@ -465,7 +465,8 @@ class QuantizeConfig(Strict):
         return self
 
     def with_recipe(self, name: str) -> "QuantizeConfig":
-        return self.model_copy(update=QUANT_RECIPES.get(name))
+        # a recipe names where its ranges come from; a pipeline-level quantize.ranges does not leak into it
+        return self.model_copy(update={"ranges": "onnxruntime", **QUANT_RECIPES.get(name)})
 
 
 class BenchmarkConfig(Strict):

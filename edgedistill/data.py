@@ -408,6 +408,11 @@ def _decoder_pool(workers: int) -> Iterator[Any]:
     if workers <= 1:
         yield None
         return
+    # garbage holding an ONNX Runtime session (an abandoned calibration reader) must not be collected in
+    # a forked worker: its destructor deadlocked the pool there (the test suite, after quantizing)
+    import gc
+
+    gc.collect()
     pool = _context().Pool(workers)
     try:
         yield pool

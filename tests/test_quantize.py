@@ -263,6 +263,7 @@ def test_the_arm_recipe_set_quantizes_with_signed_activations(tiny_run, tmp_path
     (["avx2", "avx512f", "avx512_vnni"], "x86_64", False),
     (["avx2", "avx_vnni"], "AMD64", False),
     (["neon", "asimd", "asimddp"], "aarch64", False),
+    ([], "x86_64", False),  # flags unknown (no /proc/cpuinfo): not taken as saturation
 ])
 def test_u8s8_saturation_is_known_by_cpu(flags, machine, saturates):
     assert quantize.saturates_u8s8(flags, machine) is saturates

@@ -31,7 +31,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import onnx
@@ -142,11 +142,22 @@ def split_reader(split: Any, inputs: Sequence, batch: int = 32, progress: bool =
     return BatchReader(len(split), split.feeds, inputs, batch=batch, progress=progress)
 
 
-def model_inputs(model: Path) -> list:
-    """The inputs of an ONNX model as ONNX Runtime sees them (name, type, shape)."""
+class ModelInput(NamedTuple):
+    """One input of an ONNX model as ONNX Runtime sees it: name, type ('tensor(float)'), shape (ints and
+    dimension names)."""
+
+    name: str
+    type: str
+    shape: list
+
+
+def model_inputs(model: Path) -> list[ModelInput]:
+    """The inputs of an ONNX model as ONNX Runtime sees them. Plain values, not ONNX Runtime's NodeArgs:
+    those keep their session alive, and a session left to the garbage collector deadlocked forked
+    decode workers that collected it."""
     from ..onnx_utils import session
 
-    return session(model).get_inputs()
+    return [ModelInput(m.name, m.type, list(m.shape)) for m in session(model).get_inputs()]
 
 
 MIN_OPSET = 13
@@ -390,8 +401,9 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
     dynamic height and width). DataError when the validation or calibration data do not fit the model."""
     q = resolve_reduce_range(q)
     if q.reduce_range and any(c.method != "fp16" for c in recipe_configs(q).values()):
-        log("weights quantized to 7 bits (quantize.reduce_range auto): this x86 CPU has no VNNI, and ONNX Runtime's "
-            "U8S8 kernels saturate with 8-bit weights on it")
+        log("weights quantized to 7 bits (quantize.reduce_range)"
+            + (": this x86 CPU has no VNNI, and ONNX Runtime's U8S8 kernels saturate with 8-bit weights on it"
+               if q.target == "host" and host_saturates_u8s8() else ""))
     p90, latency_from = latency_meter(q, latency, timing_inputs)
     log(f"candidates are timed on {latency_from}"
         + (f", at {latency.sequence_length} tokens" if latency.sequence_length else ""))
@@ -548,20 +560,26 @@ use them instead of VPMADDUBSW)."""
 
 
 def saturates_u8s8(flags: Sequence[str], machine: str) -> bool:
-    """Whether ONNX Runtime's U8S8 kernels saturate on this CPU: x86 without VNNI."""
-    return machine.lower() in ("x86_64", "amd64", "i686", "x86") and not set(VNNI_FLAGS) & set(flags)
+    """Whether ONNX Runtime's U8S8 kernels saturate on this CPU: x86 without VNNI. Unknown flags (an
+    empty list: cpu_info reads /proc/cpuinfo, which only Linux has) are not taken as saturation."""
+    return machine.lower() in ("x86_64", "amd64", "i686", "x86") and bool(flags) and not set(VNNI_FLAGS) & set(flags)
+
+
+def host_saturates_u8s8() -> bool:
+    """saturates_u8s8 for this machine."""
+    import platform
+
+    from ..ortbench import cpu_info
+
+    return saturates_u8s8(cpu_info()[1], platform.machine())
 
 
 def resolve_reduce_range(q: QuantizeConfig) -> QuantizeConfig:
     """reduce_range auto made a bool: True where the candidates run on a CPU whose U8S8 kernels
     saturate (quantize.target host, this machine, x86 without VNNI), else False."""
-    import platform
-
-    from ..ortbench import cpu_info
-
     if q.reduce_range != "auto":
         return q
-    rr = q.target == "host" and saturates_u8s8(cpu_info()[1], platform.machine())
+    rr = q.target == "host" and host_saturates_u8s8()
     return q.model_copy(update={"reduce_range": rr})
 
 
