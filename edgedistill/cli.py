@@ -117,6 +117,10 @@ def _run(a: argparse.Namespace, rank: int) -> int:
         print(f"  warning: {students['warning']}")
     quant = bundle_report["quantization"]
     print(f"  quantization: {quant['reason']}")
+    if quant.get("qat"):
+        from .report import qat_text
+
+        print(f"  {qat_text(quant)}")
     if quant["test_drop"] is not None:
         t = quant["test_drop"]
         print(f"  quantization on test, measured once after the choice: {t['drop']:.2f} pt below FP32 "

@@ -445,6 +445,13 @@ class QuantizeConfig(Strict):
     where every latency came from."""
     target_python: str = "python3"
     """auto, ssh target: the interpreter there (needs numpy and onnxruntime)."""
+    qat: Literal["auto", "always", "never"] = "auto"
+    """Quantization-aware training (the qat stage, settings under `qat:`): a short fine-tuning of the
+    student with fake quantization that emulates ONNX Runtime's static INT8, toward the FP32 model's own
+    outputs, then quantized by ONNX Runtime again. auto: only when no post-training candidate kept
+    accuracy within max_accuracy_drop (it costs a training run; where post-training is enough it is not
+    needed). always: whenever a static INT8 recipe was tried. never: post-training only. The pipeline
+    only: `edgedistill quantize` has no PyTorch model to train."""
 
     @field_validator("recipes", mode="before")
     @classmethod
@@ -467,6 +474,37 @@ class QuantizeConfig(Strict):
     def with_recipe(self, name: str) -> "QuantizeConfig":
         # a recipe names where its ranges come from; a pipeline-level quantize.ranges does not leak into it
         return self.model_copy(update={"ranges": "onnxruntime", **QUANT_RECIPES.get(name)})
+
+
+class QATConfig(TrainConfig):
+    """Quantization-aware training (whether it runs: quantize.qat). The student is trained with fake
+    quantization (edgedistill/fakequant.py: INT8 weights per channel, activation ranges from min/max
+    calibration on quantize's calibration images, recalibrated every epoch) to match the FP32 student's
+    soft outputs on the training split (labels not needed: unlabeled transfer images count), BatchNorm
+    statistics frozen; then exported and quantized by ONNX Runtime with the recipe it emulated, and
+    measured like every other candidate."""
+
+    epochs: int = Field(2, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    """Peak learning rate: a small step from the trained weights (about 1/10 of a fine-tuning's)."""
+    precise_bn_batches: int = Field(0, ge=0)
+    """BatchNorm statistics are frozen during QAT (as in torchvision's QAT recipe, whose folded
+    statistics ONNX Runtime will use); kept for TrainConfig's interface."""
+    temperature: float = Field(1.0, gt=0)
+    """Temperature of the soft outputs the quantized student matches (the FP32 student's)."""
+    alpha: float = Field(1.0, ge=0, le=1)
+    """Weight of matching the FP32 model; 1 - alpha goes to the cross-entropy on labels."""
+    recipe: str | None = None
+    """The quantization recipe emulated and applied after training (a static INT8 recipe name). None:
+    the most accurate static per-channel-INT8 candidate that was min_speedup faster than FP32 (else the
+    fastest); in fixed mode, quantize's own settings."""
+
+    @field_validator("recipe")
+    @classmethod
+    def _known_recipe(cls, v):
+        if v is not None and v not in QUANT_RECIPES:
+            raise ValueError(f"unknown recipe '{v}'{did_you_mean(v, QUANT_RECIPES.names())}")
+        return v
 
 
 class BenchmarkConfig(Strict):
@@ -542,6 +580,7 @@ class Pipeline(Strict):
     distill: DistillConfig = DistillConfig()
     export: ExportConfig = ExportConfig()
     quantize: QuantizeConfig = QuantizeConfig()
+    qat: QATConfig = QATConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
     bundle: BundleConfig = BundleConfig()
     budgets: PathField | None = None

@@ -129,7 +129,22 @@ def quantization_text(q: dict) -> str:
                  f"({test['level']:.0%} interval), top-1 agreement with FP32 {test['agreement']:.1f}%.")
     if q.get("latency_from"):
         parts.append(f"Candidates' latencies measured on {q['latency_from']}.")
+    if q.get("qat"):
+        parts.append(qat_text(q))
     return " ".join(parts)
+
+
+def qat_text(q: dict) -> str:
+    """One sentence on quantization-aware training: why it did not run, or what it gave (plain text)."""
+    t = q["qat"]
+    if not t["ran"]:
+        return f"Quantization-aware training: not run ({t['reason']})."
+    c = next(c for c in q["candidates"] if c["name"] == t["candidate"])
+    d = c["val_drop"]
+    return (f"Quantization-aware training ({len(t['history'])} epochs, emulating {t['recipe']}): {c['name']} "
+            f"{c['val_accuracy']:.2f}% on validation after ONNX Runtime quantized it (drop {interval(d)} points), "
+            f"{t['val_accuracy_fake_quant']:.2f}% with PyTorch's fake quantization; "
+            + ("it ships." if t["shipped"] else f"not shipped: {t['reason']}."))
 
 
 def distillation_text(report: dict) -> str:

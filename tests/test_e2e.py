@@ -61,7 +61,7 @@ def test_bundle_has_every_file_and_number(tiny_run):
     assert manifest["name"] == "tiny" and manifest["version"] == 1
     for name, digest in manifest["files"].items():
         assert sha256_file(path / name) == digest
-    assert set(manifest["results"]) == {"prepare", "finetune", "teach", "distill", "baseline", "export", "quantize", "benchmark", "bundle"}
+    assert set(manifest["results"]) == {"prepare", "finetune", "teach", "distill", "baseline", "export", "quantize", "qat", "benchmark", "bundle"}
     for stage, key in manifest["results"].items():
         assert (store / "results" / stage / key / "meta.json").is_file()
     assert set(manifest["libraries"]) >= {"torch", "onnx", "onnxruntime"}
@@ -94,8 +94,8 @@ def test_second_run_is_all_cached_and_same_bundle(tiny_store_copy, capsys):
     elapsed = time.time() - started
     out = capsys.readouterr().out
     table = [line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0] in
-             ("prepare", "finetune", "teach", "distill", "baseline", "export", "quantize", "benchmark", "bundle")]
-    assert len(table) == 9 and all(row[1] == "cached" for row in table), out
+             ("prepare", "finetune", "teach", "distill", "baseline", "export", "quantize", "qat", "benchmark", "bundle")]
+    assert len(table) == 10 and all(row[1] == "cached" for row in table), out
     assert "(v1, unchanged)" in out
     assert [v for _, v, _ in Store(store).bundles("tiny")] == [1]
     # rebuilding the bundle (ORT conversion included) gives the same bytes, so the same version
@@ -112,10 +112,10 @@ def test_set_calibration_samples_reruns_only_quantize_and_after(tiny_store_copy,
     assert main(["run", str(pipeline), "--store", str(store), "--set", "quantize.calibration_samples=32"]) == 0
     out = capsys.readouterr().out
     status = {line.split()[0]: line.split()[1] for line in out.splitlines()
-              if line.split()[:1] and line.split()[0] in ("prepare", "finetune", "teach", "distill", "baseline", "export", "quantize", "benchmark", "bundle")}
+              if line.split()[:1] and line.split()[0] in ("prepare", "finetune", "teach", "distill", "baseline", "export", "quantize", "qat", "benchmark", "bundle")}
     assert status == {"prepare": "cached", "finetune": "cached", "teach": "cached", "distill": "cached", "baseline": "cached",
                       "export": "cached",
-                      "quantize": "ran", "benchmark": "ran", "bundle": "ran"}
+                      "quantize": "ran", "qat": "ran", "benchmark": "ran", "bundle": "ran"}
     assert "(v2, new)" in out
 
 
@@ -123,7 +123,7 @@ def test_ls_lists_results_and_bundles(tiny_run, capsys):
     _, store = tiny_run
     assert main(["ls", "--store", str(store), "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
-    assert {r["stage"] for r in listing["results"]} == {"prepare", "finetune", "teach", "distill", "baseline", "export", "quantize", "benchmark", "bundle"}
+    assert {r["stage"] for r in listing["results"]} == {"prepare", "finetune", "teach", "distill", "baseline", "export", "quantize", "qat", "benchmark", "bundle"}
     assert listing["bundles"][0]["name"] == "tiny"
 
 

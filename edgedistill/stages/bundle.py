@@ -40,7 +40,7 @@ def build_report(name: str, shipped_role: str, bench: dict, export: dict, quant:
         "pipeline": name,
         "shipped": shipped_role,
         "quantization": dict({k: quant[k] for k in ("mode", "choice", "recipe", "excluded_nodes", "reason", "rule", "val_drop",
-                                                    "val_resolution", "candidates", "latency_from") if k in quant},
+                                                    "val_resolution", "candidates", "latency_from", "qat") if k in quant},
                              # the shipped model's loss to quantization on test (None: FP32 ships, nothing lost)
                              test_drop=quant["test_drop"] if shipped_role == "student_int8" else None),
         "accuracy": accuracy,
@@ -190,7 +190,7 @@ def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context
 
 
 STAGE = Stage(
-    name="bundle", version=12, inputs=("dataset", "teacher", "student", "student_alone", "onnx", "quantized", "benchmark"),
+    name="bundle", version=13, inputs=("dataset", "teacher", "student", "student_alone", "onnx", "quantized", "benchmark"),
     output="bundle",
     configure=lambda p: BundleStageConfig(bundle=p.bundle, name=p.name), run=run,
     headline=lambda m: f"{m['size_bytes'] / 1024:.0f} KiB, p90 {m['latency_ms']['p90']:.3f} ms",

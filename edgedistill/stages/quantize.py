@@ -407,7 +407,6 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
     p90, latency_from = latency_meter(q, latency, timing_inputs)
     log(f"candidates are timed on {latency_from}"
         + (f", at {latency.sequence_length} tokens" if latency.sequence_length else ""))
-    x_val, y_val = val
     if uses_calibration(q):
         calibration().get_next()  # calibration data that does not fit the model is named before anything runs
 
@@ -427,20 +426,14 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
                 c.graph_from = graph_from(qc)
                 src, overrides = nncf_source() if qc.method == "static" and qc.ranges == "nncf" else (source, None)
                 quantize_model(src, c.path, qc, calibration, exclude, overrides)
-            c.preds = ort_predict(c.path, x_val, what="the validation data").argmax(axis=1)
-            c.val_accuracy = float((c.preds == np.asarray(y_val)).mean() * 100.0)
-            c.val_drop = None if qc is None else paired_drop(y_val, fp32.preds, c.preds, seed=seed)
-            c.latency_ms_p90 = p90(c.path)
-            c.size_bytes = model_size(str(c.path))
+            measure(c, val, None if qc is None else fp32.preds, p90, seed)
         except Exception as e:  # a recipe ONNX Runtime cannot apply or run here is a result, not a crash
             if qc is None:
                 raise
             c.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
             log(f"{name}: failed ({c.error})")
             return c
-        drop = "" if qc is None else f" (drop {c.val_drop['drop']:.2f} [{c.val_drop['ci_low']:.2f}, {c.val_drop['ci_high']:.2f}])"
-        log(f"{name}: val accuracy {c.val_accuracy:.2f}%{drop}, p90 {c.latency_ms_p90:.3f} ms, {c.size_bytes / 1024:.0f} KiB"
-            + (f", {len(exclude)} node(s) in float" if exclude else ""))
+        log(measured_line(c))
         return c
 
     fp32 = attempt("fp32", None)  # validation data that does not fit the model fails here, naming both shapes
@@ -467,6 +460,26 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
     if best is None:
         raise StageError("no quantization recipe could be applied here; see the errors above")
     return Selection(fp32, tried, chosen, reason, best, latency_from)
+
+
+def measure(c: Candidate, val: tuple[Any, np.ndarray], reference: np.ndarray | None, p90: Callable[[Path], float],
+            seed: int = 0) -> Candidate:
+    """Fill in c's validation accuracy (%), its paired drop against `reference` (FP32's predicted
+    classes; None: c is FP32 itself), its p90 latency (ms, from p90(path)) and its size (bytes)."""
+    x_val, y_val = val
+    c.preds = ort_predict(c.path, x_val, what="the validation data").argmax(axis=1)
+    c.val_accuracy = float((c.preds == np.asarray(y_val)).mean() * 100.0)
+    c.val_drop = None if reference is None else paired_drop(y_val, reference, c.preds, seed=seed)
+    c.latency_ms_p90 = p90(c.path)
+    c.size_bytes = model_size(str(c.path))
+    return c
+
+
+def measured_line(c: Candidate) -> str:
+    d = c.val_drop
+    drop = "" if d is None else f" (drop {d['drop']:.2f} [{d['ci_low']:.2f}, {d['ci_high']:.2f}])"
+    return (f"{c.name}: val accuracy {c.val_accuracy:.2f}%{drop}, p90 {c.latency_ms_p90:.3f} ms, {c.size_bytes / 1024:.0f} KiB"
+            + (f", {len(c.excluded_nodes)} node(s) in float" if c.excluded_nodes else ""))
 
 
 def carry_nncf(source: Path, calibration: Callable[[], CalibrationDataReader], work: Path,
@@ -587,13 +600,18 @@ def uses_calibration(q: QuantizeConfig) -> bool:
     return any(c.method == "static" for c in recipe_configs(q).values())
 
 
+def calibration_rows(n: int, samples: int, seed: int) -> np.ndarray:
+    """The training-split rows calibration reads (sorted: the memory-mapped split is read forward)."""
+    return np.sort(np.random.default_rng(seed).permutation(n)[:samples])
+
+
 def run(cfg: QuantizeStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
     q = cfg.quantize
     ds = Dataset.load(inputs["dataset"])
     size = read_preprocess(inputs["onnx"] / "student_preprocess.json").get("height")  # the student's input size
     train = ds.split("train", size)
     # the chosen rows are read from the memory-mapped split: calibration_samples examples in memory
-    calibration = train.subset(np.sort(np.random.default_rng(cfg.seed).permutation(len(train))[: q.calibration_samples]))
+    calibration = train.subset(calibration_rows(len(train), q.calibration_samples, cfg.seed))
     val = ds.split("val", size)
     fp32 = inputs["onnx"] / "student.onnx"
     names = model_inputs(fp32)
@@ -654,8 +672,8 @@ def latency_settings(bench: BenchmarkConfig, q: QuantizeConfig) -> BenchmarkConf
 
 
 STAGE = Stage(
-    name="quantize", version=10, inputs=("dataset", "onnx"), output="quantized",
-    configure=configure,
+    name="quantize", version=10, inputs=("dataset", "onnx"), output="ptq",
+    configure=configure, key_exclude={"quantize": {"qat"}},
     run=run,
     headline=lambda m: f"ships {'FP32' if m['choice'] == 'fp32' else m['recipe']}; val acc FP32 {m['val_accuracy_fp32']:.2f}% "
                        f"vs {m['recipe']} {m['val_accuracy_int8']:.2f}%, {m['size_bytes_fp32'] / 1024:.0f} -> {m['size_bytes_int8'] / 1024:.0f} KiB",

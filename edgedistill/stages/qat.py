@@ -1,0 +1,238 @@
+"""qat: quantization-aware training, when post-training quantization is not enough (quantize.qat).
+
+The quantize stage tried the post-training recipes (its result: `ptq`). When none kept accuracy within
+quantize.max_accuracy_drop (qat auto), this stage fine-tunes the exported student for a few epochs
+with fake quantization that emulates ONNX Runtime's static INT8 (edgedistill/fakequant.py), toward
+the FP32 student's own soft outputs: matching the FP32 model is what the quantize stage's drop and
+agreement measure. Then the student is exported again and quantized by ONNX Runtime with the recipe
+it emulated (calibrated on the same images), so what ships is the graph ONNX Runtime runs fast, and
+it is measured like every other candidate (validation accuracy and paired drop against the same FP32
+model, p90 latency where quantize.target says) and chosen by the same rule.
+
+Its result `quantized` is what benchmark and bundle read: ptq's own, with this stage's record added,
+when QAT is not needed or not better. Under torchrun every process trains (data-parallel); rank 0
+exports, quantizes and measures.
+"""
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import fakequant, models
+from ..config import BenchmarkConfig, Pipeline, QATConfig, QuantizeConfig, QUANT_RECIPES, Strict
+from ..data import Dataset
+from ..losses import kd_loss
+from ..onnx_utils import check_loads, ort_predict
+from ..runner import Context, Stage, world
+from ..stats import paired_drop
+from ..store import METRICS, read_json
+from ..train import fit, resolve_device
+from . import quantize
+from .export import parity
+
+OUTPUT = quantize.OUTPUT
+CANDIDATE = "qat_candidate.onnx"
+"""The quantized QAT-trained student, in the result whenever QAT ran (student_quantized.onnx too when it is the best)."""
+
+
+class QATStageConfig(Strict):
+    mode: Literal["auto", "always", "never"]
+    """quantize.qat."""
+    qat: QATConfig
+    quantize: QuantizeConfig
+    """As the quantize stage resolved it (recipe set, reduce_range, target)."""
+    latency: BenchmarkConfig
+    seed: int
+    horizontal_flip: bool = False
+
+
+def configure(p: Pipeline) -> QATStageConfig:
+    qc = quantize.configure(p)
+    return QATStageConfig(mode=p.quantize.qat, qat=p.qat, quantize=qc.quantize, latency=qc.latency, seed=p.seed,
+                          horizontal_flip=p.data.horizontal_flip)
+
+
+def emulated(q: QuantizeConfig) -> bool:
+    """Whether QAT can emulate a recipe: static INT8 with INT8 weights (fakequant.Emulation.of)."""
+    try:
+        fakequant.Emulation.of(q)
+        return True
+    except ValueError:
+        return False
+
+
+def plan(cfg: QATStageConfig, ptq: dict) -> tuple[str | None, str | None]:
+    """(why QAT does not run, None) or (None, the recipe it emulates), from the quantize stage's metrics."""
+    q = cfg.quantize
+    if cfg.mode == "never":
+        return "quantize.qat is never", None
+    if q.mode == "fixed":
+        if cfg.mode == "auto":
+            return "quantize.mode is fixed (quantized once, as given); quantize.qat: always trains for it", None
+        return (None, "fixed") if emulated(q) else (f"QAT emulates static INT8 with INT8 weights, not method {q.method}", None)
+    fp32, tried = ptq["candidates"][0], [c for c in ptq["candidates"][1:] if c["error"] is None]
+    if cfg.mode == "auto":
+        if ptq["choice"] == "quantized":
+            return f"post-training quantization is enough ({ptq['recipe']} ships)", None
+        if any(c["val_drop"]["ci_high"] <= q.max_accuracy_drop + 1e-9 for c in tried):
+            return (f"candidates within {q.max_accuracy_drop:g} pt were not {q.min_speedup:g}x faster than FP32: "
+                    f"QAT changes accuracy, not speed"), None
+    if cfg.qat.recipe:
+        return None, cfg.qat.recipe
+    static = [c for c in tried if c["name"] in QUANT_RECIPES and emulated(q.with_recipe(c["name"]))]
+    if not static:
+        return (f"no static INT8 recipe with INT8 weights was tried ({', '.join(q.recipes)}); QAT emulates one "
+                f"(set qat.recipe)"), None
+    fast = [c for c in static if c["latency_ms_p90"] * q.min_speedup <= fp32["latency_ms_p90"]]
+    best = max(fast, key=lambda c: c["val_accuracy"]) if fast else min(static, key=lambda c: c["latency_ms_p90"])
+    return None, best["name"]
+
+
+class QATResult(NamedTuple):
+    history: list[dict]
+    """Per epoch: the loss and the validation accuracy of the fake-quantized model (PyTorch)."""
+    final_epoch: int
+    val_accuracy: float
+    layers: int
+    """Layers trained with fake quantization."""
+
+
+def train_qat(model: nn.Module, ds: Dataset, size: int | None, calibration, q: QuantizeConfig, t: QATConfig, *,
+              seed: int, checkpoint: Path, horizontal_flip: bool = False, log=print, progress: bool = False) -> QATResult:
+    """Quantization-aware training of model, in place: fake quantization as ONNX Runtime will apply q
+    (fakequant.Emulation; ranges recalibrated on `calibration`, a subset of the training split, at the
+    start of every epoch), BatchNorm statistics frozen, the loss t.alpha * T^2 * KL to the FP32 model's
+    soft outputs (a frozen copy of model as it came in) + (1 - t.alpha) * CE on the labels, over every
+    training image. Resumable from checkpoint (train.fit). Ends with the fake quantization removed:
+    the trained float weights, for ONNX Runtime to quantize. ValueError when q is not static INT8."""
+    emulation = fakequant.Emulation.of(q)
+    reference = copy.deepcopy(model).eval().requires_grad_(False)  # the FP32 model, the target
+    layers = fakequant.attach(model, emulation)
+    log(f"fake quantization as ONNX Runtime's {'per-channel' if emulation.per_channel else 'per-tensor'} "
+        f"{'7' if emulation.reduce_range else '8'}-bit weights and {emulation.activation_type} activations on "
+        f"{len(layers)} layers; target: the FP32 model's outputs")
+    device = resolve_device(t.device)
+    reference.to(device)
+    norms = tuple(m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+
+    def epoch_start(epoch: int) -> tuple[nn.Module, ...]:
+        # the ranges ONNX Runtime would compute for the current weights; BatchNorm statistics frozen
+        batches = (torch.from_numpy(calibration.inputs(slice(i, i + t.batch_size)))
+                   for i in range(0, len(calibration), t.batch_size))
+        fakequant.calibrate(model, batches, device)
+        return norms
+
+    def loss_fn(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = reference(x)
+        return kd_loss(logits, target, y, t.temperature, t.alpha, t.label_smoothing)
+
+    # every training image (unlabeled ones too): the target is the FP32 model's output, not the label
+    batches = ds.modality.batches(ds, t, rows=np.arange(len(ds.splits["train"][1])), seed=seed, size=size,
+                                  teacher_size=None, horizontal_flip=horizontal_flip)
+    val = ds.split("val", size)
+    result = fit(model, batches, (val, val.labels), cfg=t, param_groups=[{"params": list(model.parameters()), "lr": t.lr}],
+                 loss_fn=loss_fn, seed=seed, checkpoint=checkpoint, desc="qat", epoch_start=epoch_start, progress=progress)
+    fakequant.detach(model)
+    return QATResult(result.history, result.final_epoch, result.val_accuracy, len(layers))
+
+
+def quantize_trained(model: nn.Module, ds: Dataset, calibration, test, q: QuantizeConfig, opset: int, dst: Path,
+                     work: Path, log=print) -> dict:
+    """A QAT-trained model exported to ONNX (work/qat_fp32.onnx) and quantized by ONNX Runtime as q says,
+    calibrated on `calibration`, into dst. Returns the export's parity against PyTorch on 64 test examples."""
+    float_path = work / "qat_fp32.onnx"
+    ds.modality.export(model, calibration.inputs(slice(0, 2)), float_path, opset, log=log)
+    check_loads(float_path, "the exported QAT model")
+    export_parity = parity(model, float_path, test.subset(slice(0, 64)))
+    names = quantize.model_inputs(float_path)
+    reader = lambda: quantize.split_reader(calibration, names)
+    source = quantize.prepare_source(float_path, q, reader, work, log)
+    quantize.quantize_model(source, dst, q, reader)
+    return export_parity
+
+
+def run(cfg: QATStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
+    ptq = read_json(inputs["ptq"] / METRICS)
+    rank, _ = world()
+    why_not, recipe = plan(cfg, ptq)
+    if why_not:
+        ctx.log(f"not run: {why_not}")
+        shutil.copy2(inputs["ptq"] / OUTPUT, out / OUTPUT)
+        return dict(ptq, qat={"ran": False, "reason": why_not})
+
+    q = cfg.quantize
+    rq = (q if recipe == "fixed" else q.with_recipe(recipe)).model_copy(update={"calibrate_method": "minmax"})
+    ds = Dataset.load(inputs["dataset"])
+    shipped = read_json(inputs["onnx"] / METRICS)["student"]["shipped"]
+    folder = inputs["student_alone" if shipped == "alone" else "student"]
+    size = models.input_size(folder, ds.size)
+    model = models.load_trained(folder)
+    train = ds.split("train", size)
+    calibration = train.subset(quantize.calibration_rows(len(train), q.calibration_samples, cfg.seed))
+    result = train_qat(model, ds, size, calibration, rq, cfg.qat, seed=cfg.seed, checkpoint=ctx.work / "checkpoint.pt",
+                       horizontal_flip=cfg.horizontal_flip, log=ctx.log, progress=ctx.progress)
+    if rank > 0:  # rank 0 exports, quantizes and measures
+        return {}
+    val, test = ds.split("val", size), ds.split("test", size)
+    qat = quantize.Candidate(f"qat_{recipe}", path=ctx.work / f"qat_{recipe}.onnx",
+                             graph_from=f"ONNX Runtime quantize_static, minmax calibration, of the QAT-trained student "
+                                        f"({cfg.qat.epochs} epochs, torch.ao FakeQuantize emulating {recipe})")
+    export_parity = quantize_trained(model, ds, calibration, test, rq, read_json(inputs["onnx"] / METRICS)["opset"],
+                                     qat.path, ctx.work, ctx.log)
+    p90, latency_from = quantize.latency_meter(q, cfg.latency)
+    # FP32 measured again beside the QAT candidate: its latency from the same minutes
+    fp32 = quantize.measure(quantize.Candidate("fp32", path=inputs["onnx"] / "student.onnx"), (val, val.labels), None, p90, cfg.seed)
+    quantize.measure(qat, (val, val.labels), fp32.preds, p90, cfg.seed)
+    ctx.log(quantize.measured_line(qat))
+
+    # the post-training candidates as measured by the quantize stage, and the QAT one, under the same rule
+    tried = [quantize.Candidate(**c) for c in ptq["candidates"][1:]] + [qat]
+    qat_ok, qat_reason = quantize.choose(fp32, [qat], q.max_accuracy_drop, q.min_speedup)
+    ptq_chosen = next((c for c in tried if ptq["choice"] == "quantized" and c.name == ptq["recipe"]), None)
+    if qat_ok and (ptq_chosen is None or qat.val_accuracy > ptq_chosen.val_accuracy):
+        chosen, reason = qat, qat_reason
+    else:
+        if qat_ok:
+            qat_reason = f"{ptq['recipe']}, the post-training choice, was as accurate on validation"
+        chosen, reason = ptq_chosen, f"{ptq['reason']}; after QAT: {qat_reason}"
+    best_ptq = next(c for c in tried if c.name == ptq["recipe"])
+    best = chosen or (qat if qat.val_accuracy > best_ptq.val_accuracy else best_ptq)
+    ctx.log(f"ships {'FP32: ' if chosen is None else ''}{reason}")
+    sel = quantize.Selection(fp32, tried, chosen, reason, best, latency_from)
+    metrics = sel.metrics(q.mode, ptq["calibration_samples"], q.max_accuracy_drop)
+    shutil.copy2(qat.path, out / CANDIDATE)  # kept, shipped or not: what QAT made is part of the record
+    if best is qat:
+        shutil.copy2(qat.path, out / OUTPUT)
+        metrics["test_drop"] = paired_drop(test.labels, ort_predict(fp32.path, test).argmax(axis=1),
+                                           ort_predict(qat.path, test).argmax(axis=1), seed=cfg.seed)
+        ctx.log(f"on test, once: {qat.name} {quantize.describe_drop(metrics['test_drop'])}")
+    else:
+        shutil.copy2(inputs["ptq"] / OUTPUT, out / OUTPUT)
+        metrics["test_drop"] = ptq["test_drop"]
+    metrics["qat"] = {"ran": True, "recipe": recipe, "candidate": qat.name, "shipped": chosen is qat,
+                      "reason": qat_reason, "layers": result.layers, "history": result.history,
+                      "final_epoch": result.final_epoch, "val_accuracy_fake_quant": result.val_accuracy,
+                      "export_parity": export_parity}
+    return metrics
+
+
+def headline(m: dict) -> str:
+    if not m["qat"]["ran"]:
+        return f"not run: {m['qat']['reason']}"
+    c = next(c for c in m["candidates"] if c["name"] == m["qat"]["candidate"])
+    return (f"{c['name']} val acc {c['val_accuracy']:.2f}% (drop {c['val_drop']['drop']:.2f}); "
+            f"ships {'FP32' if m['choice'] == 'fp32' else m['recipe']}")
+
+
+STAGE = Stage(
+    name="qat", version=1, inputs=("dataset", "onnx", "ptq", "student", "student_alone"), output="quantized",
+    configure=configure, run=run, distributed=True, headline=headline,
+    key_exclude={"qat": {"device", "channels_last", "compile", "workers"}},
+)
