@@ -364,7 +364,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
 
 def cmd_quantize(a: argparse.Namespace) -> int:
-    from .config import BenchmarkConfig, QuantizeConfig, parse_overrides, validate
+    from .config import QUANT_RECIPES, BenchmarkConfig, QuantizeConfig, parse_overrides, validate
     from .data import open_inputs, read_preprocess
     import numpy as np
 
@@ -378,6 +378,13 @@ def cmd_quantize(a: argparse.Namespace) -> int:
     if not model.is_file():
         raise ConfigError(f"model '{model}' does not exist")
     overrides = dict(parse_overrides(a.set), mode=a.mode)
+    if a.recipe is not None and a.mode != "fixed":
+        raise ConfigError("--recipe picks the one recipe of --mode fixed; in auto mode list the recipes to try with "
+                          "--set recipes=[...]")
+    if a.mode == "fixed" and "recipes" in overrides:
+        raise ConfigError("recipes are what --mode auto tries; in fixed mode pick one with --recipe NAME")
+    if a.recipe is not None:  # the recipe's settings first, then what --set changes of them
+        overrides = {"ranges": "onnxruntime", **QUANT_RECIPES.get(a.recipe), **overrides}
     q = validate(QuantizeConfig, overrides, "edgedistill quantize --set")
     from . import nncf_ptq
 
@@ -422,23 +429,24 @@ def cmd_quantize(a: argparse.Namespace) -> int:
                               val=(val, val.labels), work=work, log=log, timing_inputs=timing)
         num = lambda v, f: "-" if v is None else format(v, f)
         interval = lambda d: "-" if d is None else f"{d['drop']:.2f} [{d['ci_low']:.2f}, {d['ci_high']:.2f}]"
-        print(text_table(("configuration", "val acc %", "drop pt [95% CI]", "agree %", "p90 ms", "size KiB", "in float", "error"), [
+        print(text_table(("configuration", "val acc %", "drop pt [95% CI]", "agree %", "p90 ms", "size KiB", "in float",
+                          "graph from", "error"), [
             (c.name, num(c.val_accuracy, ".2f"), interval(c.val_drop), num(c.val_drop and c.val_drop["agreement"], ".1f"),
              num(c.latency_ms_p90, ".3f"), num(c.size_bytes and c.size_bytes / 1024, ".1f"),
-             str(len(c.excluded_nodes)), c.error or "") for c in [sel.fp32, *sel.tried]]))
+             str(len(c.excluded_nodes)), c.graph_from, c.error or "") for c in [sel.fp32, *sel.tried]]))
         fixed = fixed_batch(inputs)
         print(f"latency: p90 over runs of one validation input, shape {describe([fixed or 1, *np.load(timing).shape[1:]])}"
               f"{' (the batch the model is fixed to)' if fixed else ''}")
         res = sel.metrics(q.mode, n, q.max_accuracy_drop)["val_resolution"]
         if res["note"]:
             print(f"warning: {res['note']}", file=sys.stderr)
+        if a.report:
+            Path(a.report).write_text(json.dumps(sel.metrics(q.mode, n, q.max_accuracy_drop), indent=2) + "\n")
         if sel.chosen is None:
             print(f"\nkept FP32: {sel.reason}; nothing written (the FP32 model is the better one to ship)")
             return 0
         write_model(sel.chosen.path, out)
     print(f"\nwrote {out}: {sel.reason}")
-    if a.report:
-        Path(a.report).write_text(json.dumps(sel.metrics(q.mode, n, q.max_accuracy_drop), indent=2) + "\n")
     return 0
 
 
@@ -583,8 +591,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", metavar="DATA", help="labeled validation data (.npz with x and y, or an image folder); needed by --mode auto")
     p.add_argument("--preprocess", metavar="JSON", help="preprocess.json for image folders (every bundle has one)")
     p.add_argument("--mode", choices=["auto", "fixed"], default="auto")
+    from .config import QUANT_RECIPES
+
+    p.add_argument("--recipe", choices=QUANT_RECIPES.names(), metavar="NAME",
+                   help=f"fixed mode: quantize with this recipe ({', '.join(QUANT_RECIPES.names())})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a quantize option, e.g. --set max_accuracy_drop=0.5 --set recipes=[qdq_u8s8,dynamic_s8]")
+                   help="a quantize option, e.g. --set max_accuracy_drop=0.5 --set recipes=[qdq_u8s8,dynamic_s8] "
+                        "(auto: the recipes tried, or a named set: x86, arm, transformer)")
     p.add_argument("--threads", type=int, default=1, help="threads for the latency measurements (default 1)")
     p.add_argument("--out", metavar="FILE", help="output model (default: MODEL_quantized.onnx)")
     p.add_argument("--report", metavar="FILE", help="write what was tried and chosen as JSON")

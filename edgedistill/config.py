@@ -448,10 +448,11 @@ class QuantizeConfig(Strict):
     qat: Literal["auto", "always", "never"] = "auto"
     """Quantization-aware training (the qat stage, settings under `qat:`): a short fine-tuning of the
     student with fake quantization that emulates ONNX Runtime's static INT8, toward the FP32 model's own
-    outputs, then quantized by ONNX Runtime again. auto: only when no post-training candidate kept
-    accuracy within max_accuracy_drop (it costs a training run; where post-training is enough it is not
-    needed). always: whenever a static INT8 recipe was tried. never: post-training only. The pipeline
-    only: `edgedistill quantize` has no PyTorch model to train."""
+    outputs, then quantized by ONNX Runtime again. auto: only when no post-training candidate qualified
+    and a static INT8 recipe was min_speedup faster than FP32 but not accurate enough (it costs a training
+    run; where post-training is enough, or no INT8 graph is faster here, it cannot pay). always: whenever a
+    static INT8 recipe was tried. never: post-training only. The pipeline only: `edgedistill quantize`
+    has no PyTorch model to train."""
 
     @field_validator("recipes", mode="before")
     @classmethod
@@ -463,13 +464,22 @@ class QuantizeConfig(Strict):
             return list(RECIPE_SETS[v])
         return v
 
-    @model_validator(mode="after")
-    def _known_recipes(self) -> "QuantizeConfig":
-        for name in self.recipes:
+    @field_validator("recipes")
+    @classmethod
+    def _known_recipes(cls, v):
+        for name in v:
             if name not in QUANT_RECIPES:
-                raise ValueError(f"unknown recipe '{name}' in quantize.recipes{did_you_mean(name, QUANT_RECIPES.names())}; "
+                raise ValueError(f"unknown recipe '{name}'{did_you_mean(name, QUANT_RECIPES.names())}; "
                                  f"known: {', '.join(QUANT_RECIPES.names())}")
-        return self
+        return v
+
+    @field_validator("reduce_range", mode="before")
+    @classmethod
+    def _auto_or_bool(cls, v):
+        # one clear sentence instead of pydantic's one per member of the union
+        if v == "auto" or isinstance(v, bool):
+            return v
+        raise ValueError(f"must be auto, true or false (got {v!r})")
 
     def with_recipe(self, name: str) -> "QuantizeConfig":
         # a recipe names where its ranges come from; a pipeline-level quantize.ranges does not leak into it
@@ -478,26 +488,37 @@ class QuantizeConfig(Strict):
 
 class QATConfig(TrainConfig):
     """Quantization-aware training (whether it runs: quantize.qat). The student is trained with fake
-    quantization (edgedistill/fakequant.py: INT8 weights per channel, activation ranges from min/max
-    calibration on quantize's calibration images, recalibrated every epoch) to match the FP32 student's
-    soft outputs on the training split (labels not needed: unlabeled transfer images count), BatchNorm
-    statistics frozen; then exported and quantized by ONNX Runtime with the recipe it emulated, and
-    measured like every other candidate."""
+    quantization (edgedistill/fakequant.py: per-channel INT8 weights as ONNX Runtime stores them;
+    activation ranges from min/max calibration on quantize's calibration images, then learned, or
+    recalibrated every epoch) to match the FP32 student's soft outputs on the training split (labels not
+    needed: unlabeled transfer images count), BatchNorm statistics frozen; then exported and quantized by
+    ONNX Runtime with the recipe it emulated, and measured like every other candidate."""
 
     epochs: int = Field(2, ge=1)
     lr: float = Field(1e-4, gt=0)
     """Peak learning rate: a small step from the trained weights (about 1/10 of a fine-tuning's)."""
-    precise_bn_batches: int = Field(0, ge=0)
-    """BatchNorm statistics are frozen during QAT (as in torchvision's QAT recipe, whose folded
-    statistics ONNX Runtime will use); kept for TrainConfig's interface."""
+    precise_bn_batches: int = Field(0, ge=0, le=0)
+    """Always 0: BatchNorm statistics are frozen during QAT (as in torchvision's QAT recipe): they are
+    folded into the convolutions ONNX Runtime quantizes."""
+    range_lr: float = Field(1e-4, gt=0)
+    """Learning rate of the activation scales and zero points (learn_ranges), without weight decay.
+    Absolute (AdamW): a step moves a scale by about this much whatever its size."""
     temperature: float = Field(1.0, gt=0)
     """Temperature of the soft outputs the quantized student matches (the FP32 student's)."""
     alpha: float = Field(1.0, ge=0, le=1)
     """Weight of matching the FP32 model; 1 - alpha goes to the cross-entropy on labels."""
+    learn_ranges: bool = True
+    """Learn the activation ranges with the weights (LSQ: a range one outlier stretched can shrink), and
+    quantize twice after training: with the learned ranges pinned and with ranges recalibrated (both
+    measured; the rule picks). False: recalibrate them every epoch, as ONNX Runtime would."""
+    train_images: int | None = Field(None, ge=1)
+    """Train on this many training images (a random subset drawn with the seed, the same every epoch);
+    None: all of them. QAT starts from trained weights and needs far fewer images than training: on
+    10^5-10^6 images, a few thousand keep its cost to minutes."""
     recipe: str | None = None
-    """The quantization recipe emulated and applied after training (a static INT8 recipe name). None:
-    the most accurate static per-channel-INT8 candidate that was min_speedup faster than FP32 (else the
-    fastest); in fixed mode, quantize's own settings."""
+    """The quantization recipe emulated and applied after training (a static recipe with per-channel INT8
+    weights). None: the most accurate such candidate that was min_speedup faster than FP32 (else, with
+    qat always, the fastest); in fixed mode, quantize's own settings."""
 
     @field_validator("recipe")
     @classmethod

@@ -93,7 +93,9 @@ def activation_ranges(quantized: onnx.ModelProto) -> dict[str, tuple[float, floa
     for node in quantized.graph.node:
         if node.op_type != "QuantizeLinear" or node.input[0] in consts:
             continue  # weights are quantized from constants; only activations are carried
-        scale, zero = consts[node.input[1]].astype(np.float64), consts[node.input[2]]
+        scale = consts[node.input[1]].astype(np.float64)
+        # no zero point: uint8 and 0 (the ONNX QuantizeLinear default)
+        zero = consts[node.input[2]] if len(node.input) > 2 and node.input[2] else np.zeros_like(scale, dtype=np.uint8)
         info = np.iinfo(zero.dtype)
         zero = zero.astype(np.float64)
         ranges[node.input[0]] = (float(((info.min - zero) * scale).min()), float(((info.max - zero) * scale).max()))
@@ -104,19 +106,28 @@ FOLDED = ("Relu", "Clip")
 """Activations ONNX Runtime's quantizer folds into the operator before them."""
 
 
-def with_folded_inputs(graph: onnx.GraphProto, ranges: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+SHARED = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze")
+"""Operators whose output ONNX Runtime's quantizer gives the quantization parameters of their input."""
+
+
+def with_folded_inputs(graph: onnx.GraphProto, ranges: dict[str, tuple[float, float]],
+                       through: tuple[str, ...] = FOLDED) -> dict[str, tuple[float, float]]:
     """NNCF quantizes the output of a Relu or Clip; ONNX Runtime folds the activation away and quantizes
     the tensor before it instead (by the activation's output name in the QDQ format, by its input's in
     the QOperator one): the range is given under both names, where the activation is that tensor's only
-    consumer."""
+    consumer. `through` adds operators to walk back through (SHARED: those whose output takes their
+    input's parameters, so a range set after a MaxPool reaches the tensor the quantizer uses)."""
     consumers: dict[str, int] = {}
     for node in graph.node:
         for name in node.input:
             consumers[name] = consumers.get(name, 0) + 1
+    producers = {o: node for node in graph.node for o in node.output}
     out = dict(ranges)
-    for node in graph.node:
-        if node.op_type in FOLDED and node.output[0] in ranges and consumers.get(node.input[0]) == 1:
-            out.setdefault(node.input[0], ranges[node.output[0]])
+    for name, value in ranges.items():
+        node = producers.get(name)
+        while node is not None and node.op_type in through and consumers.get(node.input[0]) == 1:
+            out.setdefault(node.input[0], value)
+            node = producers.get(node.input[0])
     return out
 
 
@@ -142,15 +153,28 @@ def apply_constants(model: onnx.ModelProto, changed: dict[tuple[str, int], np.nd
     original is left to its other users; one nothing uses any more is removed)."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     nodes = {n.name: n for n in model.graph.node}
+    replaced = set()
     for (name, i), value in changed.items():
         new = f"{name}_input{i}_nncf"
         model.graph.initializer.append(numpy_helper.from_array(value, new))
+        replaced.add(nodes[name].input[i])
         nodes[name].input[i] = new
-    used = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
-    kept = [init for init in model.graph.initializer if init.name in used]
+    used = _used_names(model.graph) | {o.name for o in model.graph.output}
+    kept = [init for init in model.graph.initializer if init.name in used or init.name not in replaced]
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)
     return model
+
+
+def _used_names(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name a node of graph reads, in its subgraphs (If, Loop, Scan bodies) too."""
+    used = set()
+    for node in graph.node:
+        used.update(node.input)
+        for a in node.attribute:
+            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                used |= _used_names(sub)
+    return used
 
 
 def carry(source: Path, batches: Iterable[dict], dst: Path, fixed_batch: int | None = None, progress: bool = False) -> dict:
@@ -184,8 +208,9 @@ def carry(source: Path, batches: Iterable[dict], dst: Path, fixed_batch: int | N
         result = json.loads(out.read_text())
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    result["overrides"] = {name: [{"rmin": np.array(lo, np.float32), "rmax": np.array(hi, np.float32)}]
-                           for name, (lo, hi) in result["overrides"].items()}
+    from .onnx_utils import range_overrides
+
+    result["overrides"] = range_overrides(result["overrides"])
     return result
 
 

@@ -143,3 +143,11 @@ def bench_in_child(model: Path, settings: "BenchmarkConfig", inputs: Path | None
             raise DataError(f"{Path(model).name}: {last.removeprefix('bench.py: error: ')}")
         raise StageError(f"benchmark of {Path(model).name} failed: {last}")
     return json.loads(proc.stdout)
+
+
+def range_overrides(ranges: dict) -> dict:
+    """ONNX Runtime's TensorQuantOverrides (quantize_static's extra_options) that set these tensors'
+    ranges: {tensor name: (rmin, rmax)} -> {tensor name: [{"rmin", "rmax"}]}, float32 as it wants them."""
+    import numpy as np
+
+    return {name: [{"rmin": np.array(lo, np.float32), "rmax": np.array(hi, np.float32)}] for name, (lo, hi) in ranges.items()}

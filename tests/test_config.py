@@ -33,10 +33,14 @@ def test_unknown_override_key_is_an_error(tmp_path):
     ("benchmark.threads='3'", "benchmark.threads"),
     ("data.kind=cifar", "data.kind"),
     ("distill.alpha=1.5", "distill.alpha"),
+    ("quantize.recipes=[qdq_u8s9]", "quantize.recipes"),
+    ("quantize.reduce_range=maybe", "quantize.reduce_range"),
+    ("qat.recipe=qdq_u8s9", "qat.recipe"),
 ])
 def test_wrong_type_or_value_names_the_key(tmp_path, override, key):
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as e:
         load_pipeline(write_pipeline(tmp_path), [override])
+    assert str(e.value).count(key) == 1  # one clause, not one per member of a union
 
 
 def test_paths_are_relative_to_the_pipeline_file(tmp_path):

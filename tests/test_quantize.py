@@ -211,11 +211,21 @@ def test_standalone_quantize_command(tiny_run, tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "qdq_u8s8" in out and "dynamic_s8" in out and "fp32" in out
+    assert "graph from" in out and "ONNX Runtime quantize_dynamic" in out
+    report = json.loads((tmp_path / "r.json").read_text())  # written whichever ships
     if "kept FP32" in out:
-        assert not (tmp_path / "model_quantized.onnx").exists()
+        assert not (tmp_path / "model_quantized.onnx").exists() and report["choice"] == "fp32"
     else:
-        assert (tmp_path / "model_quantized.onnx").is_file()
-        assert json.loads((tmp_path / "r.json").read_text())["choice"] == "quantized"
+        assert (tmp_path / "model_quantized.onnx").is_file() and report["choice"] == "quantized"
+    # fixed mode takes one recipe by name; a recipe list there is refused, not ignored
+    assert main(["quantize", str(model), "--calib", str(tmp_path / "calib.npy"), "--mode", "fixed", "--recipe", "qdq_s8s8",
+                 "--out", str(tmp_path / "s8.onnx")]) == 0
+    graph = onnx.load(str(tmp_path / "s8.onnx")).graph
+    zero_points = {i.name: i.data_type for i in graph.initializer}
+    assert {zero_points[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear"} == {onnx.TensorProto.INT8}
+    assert main(["quantize", str(model), "--calib", str(tmp_path / "calib.npy"), "--mode", "fixed",
+                 "--set", "recipes=[qdq_s8s8]"]) == 2
+    assert "pick one with --recipe" in capsys.readouterr().err
     # fixed mode needs no labels; auto without --val is a clear error
     assert main(["quantize", str(model), "--calib", str(tmp_path / "calib.npy"), "--mode", "fixed", "--out", str(tmp_path / "f.onnx")]) == 0
     assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(tmp_path / "f.onnx")).graph.node}

@@ -150,6 +150,11 @@ def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context
     role = shipped_role(cfg.bundle.ship, quant)
     model = inputs["onnx"] / "student.onnx" if role == "student_fp32" else inputs["quantized"] / "student_quantized.onnx"
     write_model(model, out / "model.onnx")
+    shipped = next((c for c in quant["candidates"] if c["name"] == quant["recipe"]), {})
+    if role == "student_int8" and cfg.bundle.ort_target_platform == "arm" and "7-bit" in shipped.get("graph_from", ""):
+        ctx.log("note: the shipped weights are 7-bit (quantize.reduce_range, resolved for the x86 CPU the candidates "
+                "were timed on); ARM's kernels do not saturate with 8: for an ARM release set quantize.target to the "
+                "device or quantize.reduce_range: false")
     shutil.copy2(ortbench.__file__, out / "bench.py")  # benchmark on the device: python3 bench.py --name pi4
     to_ort_format(out / "model.onnx", out, cfg.bundle.ort_target_platform, ctx.work)
     pre = read_json(inputs["onnx"] / "student_preprocess.json")  # the student's input, which the bundle takes

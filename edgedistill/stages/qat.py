@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
 from .. import fakequant, models
 from ..config import BenchmarkConfig, Pipeline, QATConfig, QuantizeConfig, QUANT_RECIPES, Strict
 from ..data import Dataset
+from ..errors import ConfigError
 from ..losses import kd_loss
 from ..onnx_utils import check_loads, ort_predict
 from ..runner import Context, Stage, world
@@ -54,6 +56,9 @@ class QATStageConfig(Strict):
 
 def configure(p: Pipeline) -> QATStageConfig:
     qc = quantize.configure(p)
+    if p.qat.recipe and not emulated(qc.quantize.with_recipe(p.qat.recipe)):
+        raise ConfigError(f"qat.recipe '{p.qat.recipe}': quantization-aware training emulates static INT8 with "
+                          f"per-channel INT8 weights (qdq_u8s8, qdq_s8s8, qoperator_u8s8, qdq_u8s8_no_elementwise...)")
     return QATStageConfig(mode=p.quantize.qat, qat=p.qat, quantize=qc.quantize, latency=qc.latency, seed=p.seed,
                           horizontal_flip=p.data.horizontal_flip)
 
@@ -77,12 +82,8 @@ def plan(cfg: QATStageConfig, ptq: dict) -> tuple[str | None, str | None]:
             return "quantize.mode is fixed (quantized once, as given); quantize.qat: always trains for it", None
         return (None, "fixed") if emulated(q) else (f"QAT emulates static INT8 with INT8 weights, not method {q.method}", None)
     fp32, tried = ptq["candidates"][0], [c for c in ptq["candidates"][1:] if c["error"] is None]
-    if cfg.mode == "auto":
-        if ptq["choice"] == "quantized":
-            return f"post-training quantization is enough ({ptq['recipe']} ships)", None
-        if any(c["val_drop"]["ci_high"] <= q.max_accuracy_drop + 1e-9 for c in tried):
-            return (f"candidates within {q.max_accuracy_drop:g} pt were not {q.min_speedup:g}x faster than FP32: "
-                    f"QAT changes accuracy, not speed"), None
+    if cfg.mode == "auto" and ptq["choice"] == "quantized":
+        return f"post-training quantization is enough ({ptq['recipe']} ships)", None
     if cfg.qat.recipe:
         return None, cfg.qat.recipe
     static = [c for c in tried if c["name"] in QUANT_RECIPES and emulated(q.with_recipe(c["name"]))]
@@ -90,6 +91,11 @@ def plan(cfg: QATStageConfig, ptq: dict) -> tuple[str | None, str | None]:
         return (f"no static INT8 recipe with INT8 weights was tried ({', '.join(q.recipes)}); QAT emulates one "
                 f"(set qat.recipe)"), None
     fast = [c for c in static if c["latency_ms_p90"] * q.min_speedup <= fp32["latency_ms_p90"]]
+    if cfg.mode == "auto" and not fast:
+        # QAT makes a recipe's graph more accurate, not faster (a candidate with nodes left in float may be
+        # accurate enough but slow: the QAT graph has none in float)
+        return (f"no static INT8 recipe was {q.min_speedup:g}x faster than FP32 here: QAT changes accuracy, "
+                f"not speed"), None
     best = max(fast, key=lambda c: c["val_accuracy"]) if fast else min(static, key=lambda c: c["latency_ms_p90"])
     return None, best["name"]
 
@@ -101,31 +107,37 @@ class QATResult(NamedTuple):
     val_accuracy: float
     layers: int
     """Layers trained with fake quantization."""
+    input_qparams: dict[str, tuple[float, int]]
+    """Layer path -> (scale, zero point) its input was quantized with at the end (learned, or calibrated)."""
 
 
 def train_qat(model: nn.Module, ds: Dataset, size: int | None, calibration, q: QuantizeConfig, t: QATConfig, *,
               seed: int, checkpoint: Path, horizontal_flip: bool = False, log=print, progress: bool = False) -> QATResult:
     """Quantization-aware training of model, in place: fake quantization as ONNX Runtime will apply q
-    (fakequant.Emulation; ranges recalibrated on `calibration`, a subset of the training split, at the
-    start of every epoch), BatchNorm statistics frozen, the loss t.alpha * T^2 * KL to the FP32 model's
-    soft outputs (a frozen copy of model as it came in) + (1 - t.alpha) * CE on the labels, over every
-    training image. Resumable from checkpoint (train.fit). Ends with the fake quantization removed:
-    the trained float weights, for ONNX Runtime to quantize. ValueError when q is not static INT8."""
-    emulation = fakequant.Emulation.of(q)
+    (fakequant.Emulation; input ranges calibrated on `calibration`, a subset of the training split,
+    then learned (t.learn_ranges, at t.range_lr) or recalibrated at the start of every epoch),
+    BatchNorm statistics frozen, the loss t.alpha * T^2 * KL to the FP32 model's soft outputs (a frozen
+    copy of model as it came in) + (1 - t.alpha) * CE on the labels, over the training images
+    (t.train_images of them). Resumable from checkpoint (train.fit). Ends with the fake quantization
+    removed: the trained float weights, for ONNX Runtime to quantize. ValueError when q is not static INT8."""
+    emulation = fakequant.Emulation.of(q, learn_ranges=t.learn_ranges)
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # the FP32 model, the target
     layers = fakequant.attach(model, emulation)
     log(f"fake quantization as ONNX Runtime's {'per-channel' if emulation.per_channel else 'per-tensor'} "
-        f"{'7' if emulation.reduce_range else '8'}-bit weights and {emulation.activation_type} activations on "
-        f"{len(layers)} layers; target: the FP32 model's outputs")
+        f"{'7' if emulation.reduce_range else '8'}-bit weights and {emulation.activation_type} activations "
+        f"({'learned' if t.learn_ranges else 'calibrated'} ranges) on {len(layers)} layers; target: the FP32 model's outputs")
     device = resolve_device(t.device)
     reference.to(device)
     norms = tuple(m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
 
     def epoch_start(epoch: int) -> tuple[nn.Module, ...]:
-        # the ranges ONNX Runtime would compute for the current weights; BatchNorm statistics frozen
-        batches = (torch.from_numpy(calibration.inputs(slice(i, i + t.batch_size)))
-                   for i in range(0, len(calibration), t.batch_size))
-        fakequant.calibrate(model, batches, device)
+        # calibrated ranges: those ONNX Runtime would compute for the current weights; learned ones start
+        # from calibration (a resumed run has them from its checkpoint). BatchNorm statistics frozen.
+        if epoch == 0 or not t.learn_ranges:
+            batches = (torch.from_numpy(calibration.inputs(slice(i, i + t.batch_size)))
+                       for i in range(0, len(calibration), t.batch_size))
+            fakequant.calibrate(model, batches, device)
+        fakequant.settle(model)
         return norms
 
     def loss_fn(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -133,29 +145,63 @@ def train_qat(model: nn.Module, ds: Dataset, size: int | None, calibration, q: Q
             target = reference(x)
         return kd_loss(logits, target, y, t.temperature, t.alpha, t.label_smoothing)
 
-    # every training image (unlabeled ones too): the target is the FP32 model's output, not the label
-    batches = ds.modality.batches(ds, t, rows=np.arange(len(ds.splits["train"][1])), seed=seed, size=size,
-                                  teacher_size=None, horizontal_flip=horizontal_flip)
+    # training images with or without labels: the target is the FP32 model's output
+    n = len(ds.splits["train"][1])
+    rows = np.arange(n) if t.train_images is None else np.sort(np.random.default_rng(seed).permutation(n)[:t.train_images])
+    batches = ds.modality.batches(ds, t, rows=rows, seed=seed, size=size, teacher_size=None,
+                                  horizontal_flip=horizontal_flip)
     val = ds.split("val", size)
-    result = fit(model, batches, (val, val.labels), cfg=t, param_groups=[{"params": list(model.parameters()), "lr": t.lr}],
+    ranges = {id(p) for p in fakequant.range_parameters(model)}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in ranges], "lr": t.lr},
+              {"params": fakequant.range_parameters(model), "lr": t.range_lr, "weight_decay": 0.0}]
+    result = fit(model, batches, (val, val.labels), cfg=t, param_groups=[g for g in groups if g["params"]],
                  loss_fn=loss_fn, seed=seed, checkpoint=checkpoint, desc="qat", epoch_start=epoch_start, progress=progress)
+    qparams = fakequant.input_qparams(model)
     fakequant.detach(model)
-    return QATResult(result.history, result.final_epoch, result.val_accuracy, len(layers))
+    return QATResult(result.history, result.final_epoch, result.val_accuracy, len(layers), qparams)
 
 
-def quantize_trained(model: nn.Module, ds: Dataset, calibration, test, q: QuantizeConfig, opset: int, dst: Path,
-                     work: Path, log=print) -> dict:
-    """A QAT-trained model exported to ONNX (work/qat_fp32.onnx) and quantized by ONNX Runtime as q says,
-    calibrated on `calibration`, into dst. Returns the export's parity against PyTorch on 64 test examples."""
+def quantize_trained(model: nn.Module, ds: Dataset, calibration, test, q: QuantizeConfig, opset: int, recalibrated: Path,
+                     pinned: Path | None, qparams: dict[str, tuple[float, int]], work: Path, log=print) -> dict:
+    """A QAT-trained model exported to ONNX (work/qat_fp32.onnx) and quantized by ONNX Runtime as q says
+    twice: into `recalibrated` with ranges from ONNX Runtime's calibration on `calibration`, and into
+    `pinned` (unless None) with the ranges training ended with (qparams) pinned through
+    TensorQuantOverrides, each layer's by the ONNX tensor that feeds it (fakequant.onnx_inputs; layers
+    without a match, and every other tensor, calibrated). Returns the export's parity against PyTorch
+    on 64 test examples and how many layers' ranges were pinned."""
+    from .. import nncf_ptq
+    from ..onnx_utils import range_overrides
+
     float_path = work / "qat_fp32.onnx"
-    ds.modality.export(model, calibration.inputs(slice(0, 2)), float_path, opset, log=log)
+    ds.modality.export(model, test.inputs(slice(0, 2)), float_path, opset, log=log)  # two rows: a dynamic batch
     check_loads(float_path, "the exported QAT model")
-    export_parity = parity(model, float_path, test.subset(slice(0, 64)))
+    info = {"export_parity": parity(model, float_path, test.subset(slice(0, 64)))}
     names = quantize.model_inputs(float_path)
     reader = lambda: quantize.split_reader(calibration, names)
     source = quantize.prepare_source(float_path, q, reader, work, log)
-    quantize.quantize_model(source, dst, q, reader)
-    return export_parity
+    quantize.quantize_model(source, recalibrated, q, reader)
+    if pinned is None:
+        return info
+    qmin, qmax = (0, 255) if q.activation_type == "uint8" else (-128, 127)
+    ranges: dict[str, tuple[float, float]] = {}
+    try:
+        tensors = fakequant.onnx_inputs(model, source, calibration, slice(0, 4))
+        for layer, tensor in tensors.items():
+            scale, zero_point = qparams[layer]
+            lo, hi = scale * (qmin - zero_point), scale * (qmax - zero_point)
+            # layers that share an input (a ResNet block's conv and downsample, attention's projections)
+            # were trained with a range each; ONNX Runtime quantizes the tensor once: the union
+            old = ranges.get(tensor, (lo, hi))
+            ranges[tensor] = (min(lo, old[0]), max(hi, old[1]))
+        ranges = nncf_ptq.with_folded_inputs(onnx.load(str(source)).graph, ranges, through=nncf_ptq.FOLDED + nncf_ptq.SHARED)
+        quantize.quantize_model(source, pinned, q, reader, overrides=range_overrides(ranges))
+    except Exception as e:  # the recalibrated candidate still stands; this one is recorded as failed
+        info["pinned_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        log(f"pinning the learned ranges failed ({info['pinned_error']})")
+        return info
+    info["pinned_layers"] = len(tensors)
+    log(f"learned ranges pinned on {len(tensors)} of {len(qparams)} layers' inputs")
+    return info
 
 
 def run(cfg: QATStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
@@ -181,33 +227,49 @@ def run(cfg: QATStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
     if rank > 0:  # rank 0 exports, quantizes and measures
         return {}
     val, test = ds.split("val", size), ds.split("test", size)
-    qat = quantize.Candidate(f"qat_{recipe}", path=ctx.work / f"qat_{recipe}.onnx",
-                             graph_from=f"ONNX Runtime quantize_static, minmax calibration, of the QAT-trained student "
-                                        f"({cfg.qat.epochs} epochs, torch.ao FakeQuantize emulating {recipe})")
-    export_parity = quantize_trained(model, ds, calibration, test, rq, read_json(inputs["onnx"] / METRICS)["opset"],
-                                     qat.path, ctx.work, ctx.log)
+    origin = (f"ONNX Runtime quantize_static of the QAT-trained student ({cfg.qat.epochs} epochs, torch.ao fake "
+              f"quantization emulating {recipe}){', 7-bit weights' if rq.reduce_range is True else ''}")
+    ours = [quantize.Candidate(f"qat_{recipe}", path=ctx.work / f"qat_{recipe}.onnx",
+                               graph_from=f"{origin}, ranges recalibrated (minmax)")]
+    if cfg.qat.learn_ranges:
+        ours.append(quantize.Candidate(f"qat_{recipe}_pinned", path=ctx.work / f"qat_{recipe}_pinned.onnx",
+                                       graph_from=f"{origin}, its learned ranges pinned"))
+    info = quantize_trained(model, ds, calibration, test, rq, read_json(inputs["onnx"] / METRICS)["opset"], ours[0].path,
+                            ours[1].path if len(ours) > 1 else None, result.input_qparams, ctx.work, ctx.log)
     p90, latency_from = quantize.latency_meter(q, cfg.latency)
-    # FP32 measured again beside the QAT candidate: its latency from the same minutes
+    # FP32 measured again beside the QAT candidates: its latency from the same minutes
     fp32 = quantize.measure(quantize.Candidate("fp32", path=inputs["onnx"] / "student.onnx"), (val, val.labels), None, p90, cfg.seed)
-    quantize.measure(qat, (val, val.labels), fp32.preds, p90, cfg.seed)
-    ctx.log(quantize.measured_line(qat))
+    if "pinned_error" in info:
+        ours[1].error = info["pinned_error"]
+    for c in ours:
+        if c.error is None:
+            quantize.measure(c, (val, val.labels), fp32.preds, p90, cfg.seed)
+            ctx.log(quantize.measured_line(c))
 
-    # the post-training candidates as measured by the quantize stage, and the QAT one, under the same rule
-    tried = [quantize.Candidate(**c) for c in ptq["candidates"][1:]] + [qat]
-    qat_ok, qat_reason = quantize.choose(fp32, [qat], q.max_accuracy_drop, q.min_speedup)
+    # the post-training candidates as measured by the quantize stage, and QAT's. The two QAT graphs are
+    # the same graph with other ranges: the more accurate one stands for QAT (not the one that timed faster)
+    tried = [quantize.Candidate(**c) for c in ptq["candidates"][1:]] + ours
+    qat = max((c for c in ours if c.error is None), key=lambda c: c.val_accuracy)
     ptq_chosen = next((c for c in tried if ptq["choice"] == "quantized" and c.name == ptq["recipe"]), None)
-    if qat_ok and (ptq_chosen is None or qat.val_accuracy > ptq_chosen.val_accuracy):
+    if q.mode == "fixed":  # the same recipe's graph as the fixed one, so the same speed: accuracy decides
+        qat_ok = qat.val_accuracy > ptq_chosen.val_accuracy
+        qat_reason = (f"{qat.name} is more accurate on validation than the post-training model" if qat_ok else
+                      f"{qat.name} was not more accurate on validation than the post-training model")
+    else:
+        qat_ok, qat_reason = quantize.choose(fp32, [qat], q.max_accuracy_drop, q.min_speedup)
+        qat_ok = qat_ok is not None
+        if qat_ok and ptq_chosen is not None and qat.val_accuracy <= ptq_chosen.val_accuracy:
+            qat_ok, qat_reason = False, f"{ptq['recipe']}, the post-training choice, was as accurate on validation"
+    if qat_ok:
         chosen, reason = qat, qat_reason
     else:
-        if qat_ok:
-            qat_reason = f"{ptq['recipe']}, the post-training choice, was as accurate on validation"
         chosen, reason = ptq_chosen, f"{ptq['reason']}; after QAT: {qat_reason}"
     best_ptq = next(c for c in tried if c.name == ptq["recipe"])
     best = chosen or (qat if qat.val_accuracy > best_ptq.val_accuracy else best_ptq)
     ctx.log(f"ships {'FP32: ' if chosen is None else ''}{reason}")
     sel = quantize.Selection(fp32, tried, chosen, reason, best, latency_from)
     metrics = sel.metrics(q.mode, ptq["calibration_samples"], q.max_accuracy_drop)
-    shutil.copy2(qat.path, out / CANDIDATE)  # kept, shipped or not: what QAT made is part of the record
+    shutil.copy2(qat.path, out / CANDIDATE)  # kept, shipped or not: the better of what QAT made is part of the record
     if best is qat:
         shutil.copy2(qat.path, out / OUTPUT)
         metrics["test_drop"] = paired_drop(test.labels, ort_predict(fp32.path, test).argmax(axis=1),
@@ -219,7 +281,7 @@ def run(cfg: QATStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
     metrics["qat"] = {"ran": True, "recipe": recipe, "candidate": qat.name, "shipped": chosen is qat,
                       "reason": qat_reason, "layers": result.layers, "history": result.history,
                       "final_epoch": result.final_epoch, "val_accuracy_fake_quant": result.val_accuracy,
-                      "export_parity": export_parity}
+                      **info}
     return metrics
 
 

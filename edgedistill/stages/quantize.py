@@ -278,13 +278,14 @@ def graph_from(q: QuantizeConfig) -> str:
     """Where a candidate's graph and numbers come from, for the report."""
     from .. import nncf_ptq
 
+    bits = ", 7-bit weights" if q.reduce_range is True else ""
     if q.method == "dynamic":
-        return "ONNX Runtime quantize_dynamic"
+        return f"ONNX Runtime quantize_dynamic{bits}"
     if q.method == "fp16":
         return "onnxruntime.transformers float16 conversion"
     if q.ranges == "nncf":
-        return f"{nncf_ptq.PROVENANCE} (nncf {nncf_ptq.version()})"
-    return f"ONNX Runtime quantize_static, {q.calibrate_method} calibration"
+        return f"{nncf_ptq.PROVENANCE} (nncf {nncf_ptq.version()}){bits}"
+    return f"ONNX Runtime quantize_static, {q.calibrate_method} calibration{bits}"
 
 
 def within_tolerance(fp32: Candidate, c: Candidate, max_drop: float) -> bool:
@@ -445,6 +446,9 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
         skipped = [name for name, c in configs.items() if c.ranges == "nncf"]
         log(f"skipped {', '.join(skipped)}: nncf is not installed (pip install 'edgedistill[nncf]')")
         configs = {name: c for name, c in configs.items() if name not in skipped}
+        if not configs:
+            raise ConfigError("every recipe in quantize.recipes needs nncf: pip install 'edgedistill[nncf]', or list "
+                              "recipes without _nncf")
     tried = [attempt(name, qc) for name, qc in tqdm(configs.items(), desc="quantize", disable=not progress, leave=False)]
     if q.mode == "fixed":
         if tried[0].error:
@@ -482,6 +486,10 @@ def measured_line(c: Candidate) -> str:
             + (f", {len(c.excluded_nodes)} node(s) in float" if c.excluded_nodes else ""))
 
 
+NNCF_CORRECTED = "nncf_corrected.onnx"
+"""The float model with NNCF's corrected biases (carry_nncf), in the work folder."""
+
+
 def carry_nncf(source: Path, calibration: Callable[[], CalibrationDataReader], work: Path,
                log: Callable[[str], None] = lambda m: None, progress: bool = False) -> tuple[Path, dict]:
     """NNCF's numbers for quantize.ranges nncf (nncf_ptq.carry): the float model with its corrected
@@ -489,10 +497,10 @@ def carry_nncf(source: Path, calibration: Callable[[], CalibrationDataReader], w
     from .. import nncf_ptq
 
     started, r = time.monotonic(), calibration()
-    carried = nncf_ptq.carry(source, iter(r.get_next, None), work / "nncf_corrected.onnx", r.fixed, progress)
+    carried = nncf_ptq.carry(source, iter(r.get_next, None), work / NNCF_CORRECTED, r.fixed, progress)
     log(f"NNCF {nncf_ptq.version()}: {carried['ranges']} activation ranges, {carried['biases_corrected']} "
         f"bias(es) corrected ({time.monotonic() - started:.0f} s), carried into ONNX Runtime's quantizer")
-    return work / "nncf_corrected.onnx", carried["overrides"]
+    return work / NNCF_CORRECTED, carried["overrides"]
 
 
 def latency_meter(q: QuantizeConfig, latency: BenchmarkConfig, inputs: Path | None = None) -> tuple[Callable[[Path], float], str]:
@@ -536,7 +544,9 @@ def search(fp32: Candidate, tried: list[Candidate], configs: dict[str, QuantizeC
     base, base_name = (max(fast, key=lambda t: (t[0].val_accuracy, -t[0].latency_ms_p90)) if fast
                        else min(qdq, key=lambda t: t[0].latency_ms_p90))
     family = [(base, configs[base_name])]
-    for method in q.retry_calibration:
+    # NNCF's ranges replace ONNX Runtime's calibrator: calibrating such a base again would change nothing
+    retry = [] if configs[base_name].ranges == "nncf" else q.retry_calibration
+    for method in retry:
         if method == configs[base_name].calibrate_method:
             continue
         if time.monotonic() >= deadline:
@@ -550,7 +560,9 @@ def search(fp32: Candidate, tried: list[Candidate], configs: dict[str, QuantizeC
     if q.max_excluded_nodes == 0:
         return chosen, reason
     base, base_qc = max((t for t in family if t[0].error is None), key=lambda t: t[0].val_accuracy)
-    ranking = rank_nodes_by_error(source, base.path, rank_calibration, work)
+    # against the float model the base was quantized from (NNCF's bias-corrected one for an nncf base)
+    float_model = work / NNCF_CORRECTED if base_qc.ranges == "nncf" and (work / NNCF_CORRECTED).is_file() else source
+    ranking = rank_nodes_by_error(float_model, base.path, rank_calibration, work)
     log("nodes adding the most quantization error (dB): " + ", ".join(f"{n} {e:.1f}" for n, e in ranking[:5]))
     k = 1
     while chosen is None and k <= min(q.max_excluded_nodes, len(ranking)):
@@ -672,7 +684,7 @@ def latency_settings(bench: BenchmarkConfig, q: QuantizeConfig) -> BenchmarkConf
 
 
 STAGE = Stage(
-    name="quantize", version=10, inputs=("dataset", "onnx"), output="ptq",
+    name="quantize", version=11, inputs=("dataset", "onnx"), output="ptq",
     configure=configure, key_exclude={"quantize": {"qat"}},
     run=run,
     headline=lambda m: f"ships {'FP32' if m['choice'] == 'fp32' else m['recipe']}; val acc FP32 {m['val_accuracy_fp32']:.2f}% "
