@@ -84,8 +84,8 @@ def test_quantize_a_model_whose_batch_is_fixed_to_one(data, mode, capsys):
     model = cnn(data / "b1.onnx", [1, 3, 16, 16])
     out = data / "q.onnx"
     args = ["quantize", str(model), "--calib", str(data / "calib.npy"), "--mode", mode, "--out", str(out),
-            "--set", "min_speedup=1.0", "--set", "recipes=[qdq_u8s8]", "--set", "latency_runs=10",
-            "--set", "latency_min_duration_s=0"]
+            "--set", "min_speedup=1.0", *(["--set", "recipes=[qdq_u8s8]"] if mode == "auto" else ["--recipe", "qdq_u8s8"]),
+            "--set", "latency_runs=10", "--set", "latency_min_duration_s=0"]
     assert main(args + (["--val", str(data / "val.npz")] if mode == "auto" else [])) == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     if mode == "auto":
