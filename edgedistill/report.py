@@ -138,7 +138,7 @@ def qat_text(q: dict) -> str:
     """One sentence on quantization-aware training: why it did not run, or what it gave (plain text)."""
     t = q["qat"]
     if not t["ran"]:
-        return f"Quantization-aware training: not run ({t['reason']})."
+        return f"Quantization-aware training: not run: {t['reason']}."
     c = next(c for c in q["candidates"] if c["name"] == t["candidate"])
     d = c["val_drop"]
     return (f"Quantization-aware training ({len(t['history'])} epochs, emulating {t['recipe']}): {c['name']} "

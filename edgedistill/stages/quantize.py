@@ -20,6 +20,12 @@ Calibration images come from the training split and are streamed to ONNX Runtime
 test split is looked at once, after the choice: the drop of the quantized model in the result (the
 one that ships unless FP32 does) on it, with its interval, is `test_drop` (quantization.test_drop in
 the bundle's report when it ships, gated by max_quantization_drop).
+
+Its result is `ptq`; the qat stage (stages/qat.py) reads it, adds quantization-aware training where
+post-training is not enough, and writes `quantized`, which benchmark and bundle read. Why one module of
+about 700 lines: the candidates, the rule, the search and the ONNX Runtime calls share Candidate and
+the measuring helpers, which the qat stage reuses; splitting the ONNX Runtime calls from the rule is
+issue 19's.
 """
 from __future__ import annotations
 
