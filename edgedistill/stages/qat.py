@@ -1,17 +1,20 @@
 """qat: quantization-aware training, when post-training quantization is not enough (quantize.qat).
 
-The quantize stage tried the post-training recipes (its result: `ptq`). When none kept accuracy within
-quantize.max_accuracy_drop (qat auto), this stage fine-tunes the exported student for a few epochs
-with fake quantization that emulates ONNX Runtime's static INT8 (edgedistill/fakequant.py), toward
-the FP32 student's own soft outputs: matching the FP32 model is what the quantize stage's drop and
-agreement measure. Then the student is exported again and quantized by ONNX Runtime with the recipe
-it emulated (calibrated on the same images), so what ships is the graph ONNX Runtime runs fast, and
-it is measured like every other candidate (validation accuracy and paired drop against the same FP32
-model, p90 latency where quantize.target says) and chosen by the same rule.
+The quantize stage tried the post-training recipes (its result: `ptq`). When none qualified but a
+static INT8 recipe was fast enough (qat auto; plan()), this stage fine-tunes the exported student for
+a few epochs with fake quantization that emulates ONNX Runtime's static INT8 (edgedistill/fakequant.py),
+toward the FP32 student's own soft outputs: matching the FP32 model is what the quantize stage's drop
+and agreement measure. Then the student is exported again and quantized by ONNX Runtime with the recipe
+it emulated, twice (the learned ranges pinned; ranges recalibrated on the same images), so what ships
+is the graph ONNX Runtime runs fast, and both are measured like every other candidate (validation
+accuracy and paired drop against the same FP32 model, p90 latency where quantize.target says) and
+chosen by the same rule.
 
-Its result `quantized` is what benchmark and bundle read: ptq's own, with this stage's record added,
-when QAT is not needed or not better. Under torchrun every process trains (data-parallel); rank 0
-exports, quantizes and measures.
+Its result `quantized` is what benchmark and bundle read. When QAT does not run: ptq's model and
+metrics as they are, with the reason added. When it runs: the metrics are rebuilt with the QAT
+candidates beside the post-training ones (FP32 timed again beside them; the post-training candidates'
+latencies are from the quantize stage's run) and the model is the best of all. Under torchrun every
+process trains (data-parallel); rank 0 exports, quantizes and measures.
 """
 from __future__ import annotations
 
