@@ -1,10 +1,7 @@
 """Quantization-aware training: the emulation against ONNX Runtime's own numbers, the qat stage in the
 pipeline (never, always, resume after SIGKILL)."""
 import json
-import os
 import shutil
-import signal
-import time
 
 import numpy as np
 import onnx
@@ -18,7 +15,7 @@ from edgedistill import fakequant
 from edgedistill.config import QuantizeConfig
 from edgedistill.onnx_utils import export_onnx
 from edgedistill.stages import quantize
-from test_resume import ENV, cli
+from test_resume import ENV, cli, kill_at_first_checkpoint
 
 
 def result(store, stage):
@@ -117,13 +114,8 @@ def test_sigkill_during_qat_then_resume_matches_uninterrupted(tmp_path, exported
     shutil.copytree(exported, clean)
     proc = cli("run", pipeline, "--store", killed, "--until", "qat", env=ENV)
     work = killed / "work" / "qat"
-    deadline = time.time() + 120
-    while not list(work.glob("*/checkpoint.pt")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    finished = proc.poll() is not None
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not finished and list(work.glob("*/checkpoint.pt")), "the run finished before it could be killed"
+    assert kill_at_first_checkpoint(proc, work) and list(work.glob("*/checkpoint.pt")), \
+        "the run finished before it could be killed"
 
     resumed = cli("run", pipeline, "--store", killed, "--until", "qat", env=ENV)
     log = resumed.communicate()[0]

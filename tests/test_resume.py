@@ -28,6 +28,18 @@ def distill_result(store: Path) -> Path:
 ENV = dict(os.environ, OMP_NUM_THREADS="1")  # same thread count in every run: bitwise-equal results
 
 
+def kill_at_first_checkpoint(proc: subprocess.Popen, work: Path, timeout_s: float = 120) -> bool:
+    """SIGKILL proc as soon as a training checkpoint appears under work (a stage's work folder);
+    whether it was still running then (False: it finished first, nothing was tested)."""
+    deadline = time.time() + timeout_s
+    while not list(work.glob("*/checkpoint.pt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    running = proc.poll() is None
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return running
+
+
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory):
     """A store with the tiny pipeline run up to finetune (distillation settings are not in its keys)."""
@@ -50,11 +62,7 @@ def test_sigkill_during_distill_then_resume_matches_uninterrupted(tmp_path, opti
 
     proc = cli("run", pipeline, "--store", killed, "--until", "distill", env=env)
     work = killed / "work" / "distill"
-    deadline = time.time() + 120
-    while not list(work.glob("*/checkpoint.pt")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_at_first_checkpoint(proc, work)
     assert not (killed / "results" / "distill").exists(), "the run finished before it could be killed"
     checkpoint = next(work.glob("*/checkpoint.pt"))
     assert checkpoint.is_file()
