@@ -17,8 +17,9 @@ What is emulated, and how it matches ONNX Runtime's quantize_static (onnxruntime
   current weights.
 Not emulated: Q/DQ pairs on other tensors (the inputs of residual Adds and of elementwise ops that
 some recipes quantize), and the integer kernels' own rounding (VPMADDUBSW saturation included: that is
-what reduce_range avoids). The fake quantization itself is torch.ao.quantization's FakeQuantize and
-its observers; only where to put them is decided here (forward pre-hooks and a weight
+what reduce_range avoids). The fake quantization itself is torch's: fake_quantize_per_channel_affine
+for weights, torch.ao.quantization's FakeQuantize (or its LSQ variant) and MinMaxObserver for inputs;
+only where to put them is decided here (forward pre-hooks and a weight
 parametrization, so any torchvision, timm or Hugging Face model is trained untouched).
 """
 from __future__ import annotations
@@ -39,9 +40,8 @@ LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 @dataclass(frozen=True)
 class Emulation:
-    """What ONNX Runtime's quantizer will do, as fake quantization needs it."""
+    """What ONNX Runtime's quantizer will do, as fake quantization needs it (weights: per channel, always)."""
 
-    per_channel: bool = True
     reduce_range: bool = False
     activation_type: str = "uint8"
     """uint8 or int8 (the recipe's activation_type)."""
@@ -57,7 +57,7 @@ class Emulation:
         if q.method != "static" or q.weight_type != "int8" or not q.per_channel:
             raise ValueError(f"quantization-aware training emulates static INT8 with per-channel INT8 weights, not "
                              f"method {q.method} with {'per-channel' if q.per_channel else 'per-tensor'} {q.weight_type} weights")
-        return cls(per_channel=True, reduce_range=bool(q.reduce_range), activation_type=q.activation_type,
+        return cls(reduce_range=bool(q.reduce_range), activation_type=q.activation_type,
                    learn_ranges=learn_ranges)
 
     def weight_fake_quant(self) -> nn.Module:

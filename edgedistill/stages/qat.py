@@ -126,7 +126,7 @@ def train_qat(model: nn.Module, ds: Dataset, size: int | None, calibration, q: Q
     emulation = fakequant.Emulation.of(q, learn_ranges=t.learn_ranges)
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # the FP32 model, the target
     layers = fakequant.attach(model, emulation)
-    log(f"fake quantization as ONNX Runtime's {'per-channel' if emulation.per_channel else 'per-tensor'} "
+    log(f"fake quantization as ONNX Runtime's per-channel "
         f"{'7' if emulation.reduce_range else '8'}-bit weights and {emulation.activation_type} activations "
         f"({'learned' if t.learn_ranges else 'calibrated'} ranges) on {len(layers)} layers; target: the FP32 model's outputs")
     device = resolve_device(t.device)
@@ -219,8 +219,8 @@ def run(cfg: QATStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
     q = cfg.quantize
     rq = (q if recipe == "fixed" else q.with_recipe(recipe)).model_copy(update={"calibrate_method": "minmax"})
     ds = Dataset.load(inputs["dataset"])
-    shipped = read_json(inputs["onnx"] / METRICS)["student"]["shipped"]
-    folder = inputs["student_alone" if shipped == "alone" else "student"]
+    export = read_json(inputs["onnx"] / METRICS)
+    folder = inputs["student_alone" if export["student"]["shipped"] == "alone" else "student"]
     size = models.input_size(folder, ds.size)
     model = models.load_trained(folder)
     train = ds.split("train", size)
@@ -237,7 +237,7 @@ def run(cfg: QATStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
     if cfg.qat.learn_ranges:
         ours.append(quantize.Candidate(f"qat_{recipe}_pinned", path=ctx.work / f"qat_{recipe}_pinned.onnx",
                                        graph_from=f"{origin}, its learned ranges pinned"))
-    info = quantize_trained(model, ds, calibration, test, rq, read_json(inputs["onnx"] / METRICS)["opset"], ours[0].path,
+    info = quantize_trained(model, ds, calibration, test, rq, export["opset"], ours[0].path,
                             ours[1].path if len(ours) > 1 else None, result.input_qparams, ctx.work, ctx.log)
     p90, latency_from = quantize.latency_meter(q, cfg.latency)
     # FP32 measured again beside the QAT candidates: its latency from the same minutes
