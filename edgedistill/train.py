@@ -227,9 +227,13 @@ def fit(model: nn.Module, train: Batches, val: tuple[Any, np.ndarray], *,
                 loss = loss_fn(net(x), teacher_x, y, idx)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            scale = scaler.get_scale() if scaler.is_enabled() else None
             scaler.step(optimizer)
             scaler.update()
-            scheduler.step()
+            # fp16: the scaler skips the optimizer step when gradients overflowed (it lowers its scale);
+            # the schedule then waits too, as Hugging Face Accelerate does (optimizer_step_was_skipped)
+            if scale is None or scaler.get_scale() >= scale:
+                scheduler.step()
             value = loss.item()  # one device sync per step
             if not math.isfinite(value):
                 raise StageError(f"{desc}: the training loss became {value} in epoch {epoch + 1}, step {step + 1}; "

@@ -9,6 +9,7 @@ the teacher's intermediate layers are needed too, and distill runs the teacher o
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from ..config import ExtraTeacher, Strict, teacher_sources
 from ..data import Dataset
 from ..models import input_size, load_trained
 from ..runner import Context, Stage
-from ..train import predict
+from ..train import predict, resolve_device
 
 
 class TeachConfig(Strict):
@@ -25,13 +26,17 @@ class TeachConfig(Strict):
     batch_size: int = 64
     """Examples a forward pass: the teacher's training batch size, so memory stays what fine-tuning
     needed. Not part of the key: the logits do not depend on it."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """teacher.device: where the teacher runs (CUDA when present, by default). Not part of the key."""
 
 
 def run(cfg: TeachConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
     ds = Dataset.load(inputs["dataset"])
 
+    device = resolve_device(cfg.device)
+
     def logits(model: Path) -> np.ndarray:  # each teacher at its own input size, converted to float per batch
-        return predict(load_trained(model), ds.split("train", input_size(model, ds.size)),
+        return predict(load_trained(model).to(device), ds.split("train", input_size(model, ds.size)), device,
                        batch=cfg.batch_size).numpy().astype(np.float32)
 
     teacher_logits = logits(inputs["teacher"])
@@ -44,8 +49,9 @@ def run(cfg: TeachConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> d
 STAGE = Stage(
     name="teach", version=3, inputs=("dataset", "teacher"), output="teacher_outputs",
     # the weights do not change the stored logits: only the teachers' folders are in the key
-    configure=lambda p: TeachConfig(extra_teachers=p.distill.extra_teachers, batch_size=p.teacher.batch_size), run=run,
-    key_exclude={"extra_teachers": {"__all__": {"weight"}}, "batch_size": True},
+    configure=lambda p: TeachConfig(extra_teachers=p.distill.extra_teachers, batch_size=p.teacher.batch_size,
+                                    device=p.teacher.device), run=run,
+    key_exclude={"extra_teachers": {"__all__": {"weight"}}, "batch_size": True, "device": True},
     sources=lambda cfg: teacher_sources(cfg.extra_teachers),
     headline=lambda m: f"logits of {m.get('teachers', 1)} teacher(s) for {m['samples']} training examples",
 )
