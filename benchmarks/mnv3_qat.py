@@ -12,7 +12,10 @@ Two steps, so the training can run where a GPU is (it is the pipeline itself, `e
 `measure` runs here: it rebuilds each seed's splits with the same pipeline (prepare only; the test labels
 must hash to what `train` recorded, else it stops), measures validation and test accuracy of the three
 models with ONNX Runtime, and times them at batch 1, 1 thread (p90 of 300 runs, the three models
-alternating, `--repeats` rounds; the median p90 and the spread are reported). Run it alone.
+alternating, `--repeats` rounds; the median p90 and the spread are reported), and the models'
+disagreement with FP32 on training images calibration did not read (issue 18, part 3: does it bound
+the test drop?). `--arm-images N` also runs each model on emulated aarch64 cores (`edgedistill target
+setup aarch64`; answers only, never timing). Run it alone.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from edgedistill import targets  # noqa: E402
 from edgedistill.config import load_pipeline  # noqa: E402
 from edgedistill.data import Dataset  # noqa: E402
 from edgedistill.onnx_utils import ort_predict  # noqa: E402
@@ -79,6 +83,28 @@ def train(a) -> None:
             f"{k} {v['seconds']:.0f} s" for k, v in record["stages"].items()), flush=True)
 
 
+def arm_answers(model: Path, test, n: int, cpus: list[str], work: Path) -> dict:
+    """Top-1 agreement with x86 and max |logit difference| of `model` run by ONNX Runtime on emulated
+    aarch64 cores (`edgedistill target setup aarch64`), with the bundle's bench.py in verify mode, on the
+    first n test images; and their accuracy there."""
+    work.mkdir(parents=True, exist_ok=True)
+    x, y = test.inputs(slice(0, n)), test.labels[:n]
+    np.save(work / "x.npy", x)
+    np.save(work / "y.npy", y)
+    host = ort_predict(model, x)
+    out = {}
+    for cpu in cpus:
+        started = time.time()
+        logits, _ = targets.predict(targets.default_root(), cpu, ROOT / "edgedistill" / "ortbench.py", model,
+                                    work / "x.npy", work / "y.npy")
+        out[cpu] = {"agreement": 100.0 * float((logits.argmax(1) == host.argmax(1)).mean()),
+                    "max_abs_diff": float(np.abs(logits - host).max()),
+                    "accuracy": 100.0 * float((logits.argmax(1) == y).mean()), "images": n,
+                    "emulation_s": round(time.time() - started, 1)}
+        print(f"{model.name} on {cpu}: {out[cpu]}", flush=True)
+    return out
+
+
 def measure(a) -> None:
     store = Store(a.store)
     rows = []
@@ -116,6 +142,8 @@ def measure(a) -> None:
             stages = rec["stages"]
             row["candidate"] = {"fp32": "fp32", "ptq": stages["quantize"]["metrics"]["recipe"],
                                 "qat": (stages["qat"]["metrics"].get("qat") or {}).get("candidate")}[k]
+            if a.arm_images and a.arm_cpus:  # the answers of emulated ARM cores (never their timing)
+                row["arm"] = arm_answers(paths[k], test, a.arm_images, a.arm_cpus, a.runs / f"arm_{seed}")
             rows.append(row)
     (a.runs / "measured.json").write_text(json.dumps(rows, indent=1))
 
@@ -147,6 +175,8 @@ def main() -> None:
     m.add_argument("runs", type=Path)
     m.add_argument("--store", type=Path, default=Path("/tmp/edgedistill_mnv3_qat"))
     m.add_argument("--repeats", type=int, default=3)
+    m.add_argument("--arm-images", type=int, default=0, help="test images run on each emulated ARM core (0: none)")
+    m.add_argument("--arm-cpus", nargs="+", default=["cortex-a72", "cortex-a76"], choices=list(targets.CPUS))
     a = ap.parse_args()
     train(a) if a.step == "train" else measure(a)
 
