@@ -35,8 +35,10 @@ demo: setup
 text-demo: setup
 	$(VENV)/bin/edgedistill run pipelines/text_quickstart.yaml
 
+# One pytest worker per core (pytest-xdist), each test file on one worker so its fixtures are built
+# once; tests/conftest.py gives each worker one torch thread.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 # The emulated ARM target for `edgedistill verify BUNDLE --target aarch64` (needs root once, and
 # apt-get install qemu-user-static debootstrap).

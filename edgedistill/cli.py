@@ -120,7 +120,7 @@ def _run(a: argparse.Namespace, rank: int) -> int:
     if quant.get("qat"):
         from .report import qat_text
 
-        print(f"  {qat_text(quant)}")
+        print(f"  {qat_text(quant, bundle_report['shipped'])}")
     if quant["test_drop"] is not None:
         t = quant["test_drop"]
         print(f"  quantization on test, measured once after the choice: {t['drop']:.2f} pt below FP32 "

@@ -100,7 +100,7 @@ Test accuracy {report['accuracy'][report['shipped']]:.2f}% (teacher {report['acc
 <p>{e(distillation_text(report)) or 'not recorded'}</p>
 <h2>Quantization ({e(q['mode'])})</h2>
 <p>{e(q['reason'])}</p>
-<p>{e(quantization_text(q))}</p>
+<p>{e(quantization_text(q, report["shipped"]))}</p>
 <table><tr><th>configuration</th><th>val accuracy %</th><th>drop pt [95% interval]</th><th>agreement %</th><th>p90 ms</th><th>size KiB</th><th>nodes in float</th><th>graph from</th><th>error</th></tr>{candidates}</table>
 <h2>Training</h2>
 <img src="training.png" alt="training loss and validation accuracy per epoch">
@@ -116,7 +116,7 @@ def interval(d: dict | None) -> str:
     return "-" if d is None else f"{d['drop']:.2f} [{d['ci_low']:.2f}, {d['ci_high']:.2f}]"
 
 
-def quantization_text(q: dict) -> str:
+def quantization_text(q: dict, shipped_role: str | None = None) -> str:
     """The rule, how sure the validation numbers are, and the shipped model's drop on test (plain text)."""
     if "rule" not in q:  # bundles made before the statistics existed
         return ""
@@ -130,21 +130,28 @@ def quantization_text(q: dict) -> str:
     if q.get("latency_from"):
         parts.append(f"Candidates' latencies measured on {q['latency_from']}.")
     if q.get("qat"):
-        parts.append(qat_text(q))
+        parts.append(qat_text(q, shipped_role))
     return " ".join(parts)
 
 
-def qat_text(q: dict) -> str:
-    """One sentence on quantization-aware training: why it did not run, or what it gave (plain text)."""
+def qat_text(q: dict, shipped_role: str | None = None) -> str:
+    """One sentence on quantization-aware training: why it did not run, or what it gave (plain text).
+    shipped_role: the bundle's shipped model (report.json "shipped"), which bundle.ship can force
+    against the quantize rule; None: what the rule chose."""
     t = q["qat"]
     if not t["ran"]:
         return f"Quantization-aware training: not run: {t['reason']}."
     c = next(c for c in q["candidates"] if c["name"] == t["candidate"])
     d = c["val_drop"]
+    if shipped_role is None or t["shipped"] == (shipped_role == "student_int8" and q["recipe"] == t["candidate"]):
+        verdict = "it ships." if t["shipped"] else f"not shipped: {t['reason']}."
+    elif t["shipped"]:
+        verdict = "the rule chose it, but bundle.ship: fp32 ships FP32."
+    else:
+        verdict = f"bundle.ship: quantized ships it (the rule would not: {t['reason']})."
     return (f"Quantization-aware training ({len(t['history'])} epochs, emulating {t['recipe']}): {c['name']} "
             f"{c['val_accuracy']:.2f}% on validation after ONNX Runtime quantized it (drop {interval(d)} points), "
-            f"{t['val_accuracy_fake_quant']:.2f}% with PyTorch's fake quantization; "
-            + ("it ships." if t["shipped"] else f"not shipped: {t['reason']}."))
+            f"{t['val_accuracy_fake_quant']:.2f}% with PyTorch's fake quantization; " + verdict)
 
 
 def distillation_text(report: dict) -> str:
@@ -264,7 +271,7 @@ Top operators by time (ONNX Runtime profiler): {ops}.
 ## Quantization ({quant['mode']})
 Ships **{'FP32' if quant['choice'] == 'fp32' else quant['recipe']}**: {quant['reason']}.
 
-{md(quantization_text(quant))}
+{md(quantization_text(quant, report["shipped"]))}
 
 | configuration | val acc % | drop pt [95% interval] | agreement % | p90 ms | size KiB | nodes in float | graph from | error |
 |---|---|---|---|---|---|---|---|---|

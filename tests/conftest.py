@@ -10,6 +10,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 # Tiny presets for tests live in tests/fixtures/models; the project's presets stay visible too.
 os.environ["EDGEDISTILL_MODELS"] = str(FIXTURES / "models")
 os.environ.setdefault("CI", "1")  # no progress bars in test logs
+if os.environ.get("PYTEST_XDIST_WORKER"):  # make test: one process per core, so one thread each (set before torch loads)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TINY = {
     "name": "tiny",
