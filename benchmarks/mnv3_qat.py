@@ -37,6 +37,7 @@ from edgedistill.config import load_pipeline  # noqa: E402
 from edgedistill.data import Dataset  # noqa: E402
 from edgedistill.onnx_utils import ort_predict  # noqa: E402
 from edgedistill.ortbench import benchmark  # noqa: E402
+from edgedistill.report import interval  # noqa: E402
 from edgedistill.runner import Runner  # noqa: E402
 from edgedistill.stages import STAGES  # noqa: E402
 from edgedistill.stages.quantize import calibration_rows  # noqa: E402
@@ -108,8 +109,8 @@ def arm_answers(model: Path, test, n: int, cpus: list[str], work: Path) -> dict:
 def measure(a) -> None:
     store = Store(a.store)
     rows = []
-    for folder in sorted(a.runs.glob("seed*")):
-        rec = json.loads((folder / "record.json").read_text())
+    for record in sorted(a.runs.glob("seed*/record.json")):
+        folder, rec = record.parent, json.loads(record.read_text())
         seed = rec["seed"]
         pipeline = load_pipeline(PIPELINE, rec["sets"])
         report = Runner(store, STAGES, progress=False).run(pipeline, until="prepare")
@@ -145,21 +146,20 @@ def measure(a) -> None:
             if a.arm_images and a.arm_cpus:  # the answers of emulated ARM cores (never their timing)
                 row["arm"] = arm_answers(paths[k], test, a.arm_images, a.arm_cpus, a.runs / f"arm_{seed}")
             rows.append(row)
-    (a.runs / "measured.json").write_text(json.dumps(rows, indent=1))
-
-    def drop(d):
-        return "-" if d is None else f"{d['drop']:.2f} [{d['ci_low']:.2f}, {d['ci_high']:.2f}]"
+    out = a.runs / f"measured_{time.strftime('%Y%m%dT%H%M%S')}.json"  # every run kept
+    out.write_text(json.dumps(rows, indent=1))
+    print(f"wrote {out}")
 
     def unlabeled(r):
         u = r.get("unlabeled")
         return "-" if u is None else f"{u['disagreement']:.2f} [{u['upper']:.2f}] of {u['examples']:,} / {r['test_disagreement']:.2f}"
 
     print("| seed | model | val acc % | val drop [95% CI] | test acc % | test drop [95% CI] | disagreement % with FP32: "
-          "unseen training images [95% upper] / test | p90 ms here (min-max) | KiB |")
+          "training images calibration did not read [95% upper] / test | p90 ms here (min-max) | KiB |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['seed']} | {MODELS[r['model']]} (`{r['candidate']}`) | {r['val_acc']:.2f} | {drop(r['val_drop'])} | "
-              f"{r['test_acc']:.2f} | {drop(r['test_drop'])} | {unlabeled(r)} | {r['p90_ms']:.2f} ({min(r['p90_all']):.2f}-"
+        print(f"| {r['seed']} | {MODELS[r['model']]} (`{r['candidate']}`) | {r['val_acc']:.2f} | {interval(r['val_drop'])} | "
+              f"{r['test_acc']:.2f} | {interval(r['test_drop'])} | {unlabeled(r)} | {r['p90_ms']:.2f} ({min(r['p90_all']):.2f}-"
               f"{max(r['p90_all']):.2f}) | {r['size_kib']:.0f} |")
 
 

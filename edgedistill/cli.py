@@ -116,10 +116,10 @@ def _run(a: argparse.Namespace, rank: int) -> int:
     if students["warning"]:
         print(f"  warning: {students['warning']}")
     quant = bundle_report["quantization"]
-    print(f"  quantization: {quant['reason']}")
-    if quant.get("qat"):
-        from .report import qat_text
+    from .report import qat_text, shipped_text
 
+    print(f"  quantization: {shipped_text(quant, bundle_report['shipped'])}")
+    if quant.get("qat"):
         print(f"  {qat_text(quant, bundle_report['shipped'])}")
     if quant["test_drop"] is not None:
         t = quant["test_drop"]

@@ -99,7 +99,7 @@ Test accuracy {report['accuracy'][report['shipped']]:.2f}% (teacher {report['acc
 <h2>Distillation</h2>
 <p>{e(distillation_text(report)) or 'not recorded'}</p>
 <h2>Quantization ({e(q['mode'])})</h2>
-<p>{e(q['reason'])}</p>
+<p>{e(shipped_text(q, report["shipped"]))}.</p>
 <p>{e(quantization_text(q, report["shipped"]))}</p>
 <table><tr><th>configuration</th><th>val accuracy %</th><th>drop pt [95% interval]</th><th>agreement %</th><th>p90 ms</th><th>size KiB</th><th>nodes in float</th><th>graph from</th><th>error</th></tr>{candidates}</table>
 <h2>Training</h2>
@@ -109,6 +109,17 @@ Test accuracy {report['accuracy'][report['shipped']]:.2f}% (teacher {report['acc
 <p>All numbers: <code>report.json</code>. Provenance: <code>manifest.json</code>.</p>
 </body></html>
 """
+
+
+def shipped_text(q: dict, shipped_role: str, strong=lambda s: s) -> str:
+    """'Ships X: why' for the bundle's model (report.json "shipped"), naming the quantize rule's own
+    choice where bundle.ship overrode it. strong: how the model's name is emphasised (Markdown: **)."""
+    model = "FP32" if shipped_role == "student_fp32" else q["recipe"]
+    chosen = "FP32" if q["choice"] == "fp32" else q["recipe"]
+    reason = q["reason"].removeprefix(f"{q['recipe']}: ")  # the rule's reason may start with the name
+    if model == chosen:
+        return f"Ships {strong(model)}: {reason}"
+    return f"Ships {strong(model)}, as bundle.ship says; the quantize rule chose {chosen}: {reason}"
 
 
 def interval(d: dict | None) -> str:
@@ -269,7 +280,7 @@ Top operators by time (ONNX Runtime profiler): {ops}.
 {rows}
 
 ## Quantization ({quant['mode']})
-Ships **{'FP32' if quant['choice'] == 'fp32' else quant['recipe']}**: {quant['reason']}.
+{shipped_text(quant, report["shipped"], lambda m: f"**{m}**")}.
 
 {md(quantization_text(quant, report["shipped"]))}
 

@@ -50,6 +50,17 @@ and student comparison): no more than a training step holds, so memory stays fla
 smallest data set up (one MobileNetV2 activation at 224 px and batch 256 is 1.2 GB)."""
 
 
+def optimizer_stepped(scaler: torch.amp.GradScaler, scale_before: float | None) -> tuple[bool, float | None]:
+    """Whether the last scaler.step() stepped the optimizer, and the loss scale now (call after
+    scaler.update()). fp16's scaler skips the step when gradients overflowed and lowers its scale;
+    the learning-rate schedule then waits too, as Hugging Face Accelerate does
+    (optimizer_step_was_skipped). A disabled scaler (fp32, bf16) always steps: (True, None)."""
+    if scale_before is None or not scaler.is_enabled():
+        return True, None
+    scale = scaler.get_scale()  # one host sync per fp16 step
+    return scale >= scale_before, scale
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: Any, device: torch.device | str = "cpu", batch: int = EVAL_BATCH) -> torch.Tensor:
     """Logits for all of x, in eval mode, on the CPU, `batch` examples a pass (callers that train pass
@@ -220,6 +231,7 @@ def fit(model: nn.Module, train: Batches, val: tuple[Any, np.ndarray], *,
         total_loss = torch.zeros((), dtype=torch.float64)
         bar = tqdm(feed, total=steps_per_epoch, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress or rank != 0, leave=False, unit="step")
+        scale = scaler.get_scale() if scaler.is_enabled() else None  # fp16: the loss scale before the next step
         for step, (x, y, idx, teacher_x) in enumerate(bar):
             x, y = x.to(device, memory_format=fmt, non_blocking=True), y.to(device, non_blocking=True)
             teacher_x = x if teacher_x is None else teacher_x.to(device, memory_format=fmt, non_blocking=True)
@@ -227,14 +239,12 @@ def fit(model: nn.Module, train: Batches, val: tuple[Any, np.ndarray], *,
                 loss = loss_fn(net(x), teacher_x, y, idx)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            scale = scaler.get_scale() if scaler.is_enabled() else None
             scaler.step(optimizer)
             scaler.update()
-            # fp16: the scaler skips the optimizer step when gradients overflowed (it lowers its scale);
-            # the schedule then waits too, as Hugging Face Accelerate does (optimizer_step_was_skipped)
-            if scale is None or scaler.get_scale() >= scale:
+            stepped, scale = optimizer_stepped(scaler, scale)
+            if stepped:
                 scheduler.step()
-            value = loss.item()  # one device sync per step
+            value = loss.item()  # one device sync per step (fp16: two, with the loss scale)
             if not math.isfinite(value):
                 raise StageError(f"{desc}: the training loss became {value} in epoch {epoch + 1}, step {step + 1}; "
                                  f"lower the learning rate (lr {cfg.lr:g}) or check the data (for images: data.mean/std); "

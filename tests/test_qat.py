@@ -139,7 +139,16 @@ def test_sigkill_during_qat_then_resume_matches_uninterrupted(tmp_path, exported
     assert ma["qat"]["export_parity"]["max_abs_diff"] < 1e-3 and ma["qat"]["pinned_layers"] == ma["qat"]["layers"] == 4
 
 
-def test_qat_brings_an_outlier_channel_back_where_post_training_cannot(tmp_path, tiny_run):
+@pytest.fixture
+def one_thread():
+    """Training results depend on the thread count (reduction order): pin it, whatever runs the test."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_qat_brings_an_outlier_channel_back_where_post_training_cannot(tmp_path, tiny_run, one_thread):
     """A small CNN made hard to quantize on purpose: channel 0 of its first block K times larger and the
     second block reading it K times smaller (the same function: ReLU and max pooling commute with a
     positive scale). ONNX Runtime's one range for the second block's input then leaves the other channels
@@ -178,13 +187,13 @@ def test_qat_brings_an_outlier_channel_back_where_post_training_cannot(tmp_path,
     fp32 = predict("fp32.onnx")
     ptq = paired_drop(val.labels, fp32, predict("ptq.onnx"))
 
-    # 20 epochs: with 10 the recovery depended on the thread count (1.85 points left with 1 thread, 0.74 with 2)
+    # 20 epochs: with 10, one thread left 1.85 points (two threads: 0.74)
     tq = QATConfig(epochs=20, batch_size=32, lr=1e-3, range_lr=1e-3)
     result = qat.train_qat(model, ds, 8, calibration, q, tq, seed=0, checkpoint=tmp_path / "qat.pt", log=lambda m: None)
     qat.quantize_trained(model, ds, calibration, test, q, 18, tmp_path / "recalibrated.onnx", tmp_path / "pinned.onnx",
                          result.input_qparams, tmp_path, log=lambda m: None)
     pinned = paired_drop(val.labels, fp32, predict("pinned.onnx"))
-    assert ptq["drop"] >= 3.0, ptq  # post-training cannot
+    assert ptq["drop"] >= 2.0, ptq  # post-training cannot (one thread: 3.33 points, 9 of 270 images)
     assert pinned["drop"] <= 1.0 and pinned["lost"] <= ptq["lost"] / 2, (ptq, pinned)
     # what PyTorch's fake quantization measured is what ONNX Runtime's integer model gives
     assert result.val_accuracy == pytest.approx(float((predict("pinned.onnx") == val.labels).mean() * 100), abs=0.8)
@@ -236,3 +245,38 @@ def test_qat_sentence_follows_what_the_bundle_ships(rule_ships, role, recipe, sa
                                    "reason": "too slow", "history": [{}, {}], "val_accuracy_fake_quant": 97.0},
          "candidates": [{"name": "qat_qdq_u8s8", "val_accuracy": 97.0, "val_drop": drop}]}
     assert qat_text(q, role).endswith(says)
+
+
+def test_the_shipped_line_names_the_rules_choice_when_bundle_ship_overrides_it():
+    from edgedistill.report import shipped_text
+
+    q = {"choice": "fp32", "recipe": "qdq_u8s8", "reason": "too slow"}
+    assert shipped_text(q, "student_fp32") == "Ships FP32: too slow"
+    assert shipped_text(q, "student_int8") == "Ships qdq_u8s8, as bundle.ship says; the quantize rule chose FP32: too slow"
+    assert shipped_text(dict(q, choice="quantized"), "student_int8", lambda m: f"**{m}**") == "Ships **qdq_u8s8**: too slow"
+    assert shipped_text(dict(q, choice="quantized", reason="qdq_u8s8: 0.2 pt"), "student_int8") == "Ships qdq_u8s8: 0.2 pt"
+
+
+def candidate(name: str, acc: float, ms: float, upper: float) -> quantize.Candidate:
+    return quantize.Candidate(name, val_accuracy=acc, latency_ms_p90=ms,
+                              val_drop={"drop": 0.0, "ci_low": -1.0, "ci_high": upper, "level": 0.95, "images": 360,
+                                        "agreement": 99.0})
+
+
+@pytest.mark.parametrize("ptq, same, ships, why", [
+    (None, False, True, "1.33x faster"),  # post-training kept FP32: the rule alone
+    (candidate("qdq_u8s8", 80.0, 7.0, 0.5), True, True, "more accurate"),  # same graph: accuracy decides
+    (candidate("qdq_u8s8", 82.0, 7.0, 0.5), True, False, "not more accurate"),
+    # qat: always beside another graph: a more accurate QAT model that is slower does not replace it
+    (candidate("dynamic_s8", 80.0, 6.0, 0.5), False, False, "is faster"),
+    (candidate("dynamic_s8", 80.0, 9.0, 0.5), False, True, "faster than dynamic_s8"),
+])
+def test_qat_replaces_the_post_training_model_by_the_quantize_rule(ptq, same, ships, why):
+    """The text quickstart with qat: always once shipped a static QAT model (55.9 MB, p90 10.6 ms) over
+    dynamic INT8 (17 MB, 8.4 ms) for 2 more validation snippets of 360: no longer."""
+    from edgedistill.stages.qat import decide
+
+    fp32 = candidate("fp32", 81.0, 10.0, 0.0)
+    qat = candidate("qat_qdq_u8s8", 81.0, 7.5, 0.8)
+    ok, reason = decide(QuantizeConfig(max_accuracy_drop=1.0, min_speedup=1.05), fp32, qat, ptq, same)
+    assert ok is ships and why in reason, reason

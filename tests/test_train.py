@@ -174,3 +174,23 @@ def test_the_loader_leaves_the_global_generator_alone():
     before = torch.get_rng_state()
     assert len(list(feed)) == 2
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_the_schedule_waits_when_fp16s_scaler_skips_a_step():
+    """An overflowing step (inf gradients) is skipped by the scaler, which lowers its scale: the
+    learning-rate schedule must not advance for it (fp16 needs CUDA; the scaler's logic is the CPU's)."""
+    from edgedistill.train import optimizer_stepped
+
+    model = nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), 0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    scale, stepped = scaler.get_scale(), []
+    for value in (float("inf"), 1.0, 1.0):
+        optimizer.zero_grad()
+        scaler.scale(model(torch.full((1, 2), value)).sum()).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        ok, scale = optimizer_stepped(scaler, scale)
+        stepped.append(ok)
+    assert stepped == [False, True, True] and scale == 2.0 ** 15
+    assert optimizer_stepped(torch.amp.GradScaler("cpu", enabled=False), None) == (True, None)
