@@ -57,7 +57,7 @@ def _metrics(store: Path, stage: str) -> dict:
 
 
 def test_torchrun_trains_the_pipeline_with_two_processes(tiny_run, tmp_path):
-    """`torchrun --nproc_per_node 2 -m edgedistill run`: completes, rank 0 alone writes one result per stage,
+    """`torchrun --nproc_per_node 2 -m edgedistill run` (to qat, which runs): completes, rank 0 alone writes one result per stage,
     and the metrics match the one-process run of the same pipeline (same global batch, 32).
 
     Tolerance: each process normalizes its BatchNorm layers over its own half batch (SyncBatchNorm is
@@ -68,12 +68,14 @@ def test_torchrun_trains_the_pipeline_with_two_processes(tiny_run, tmp_path):
     store_two = tmp_path / "store"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "edgedistill", "run", str(pipeline), "--store", str(store_two), "--until", "export"]
+           "-m", "edgedistill", "run", str(pipeline), "--store", str(store_two), "--until", "qat",
+           "--set", "quantize.qat=always"]  # qat trains under DDP too; rank 0 exports and quantizes
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for stage in ("prepare", "finetune", "teach", "distill", "baseline", "export"):
+    for stage in ("prepare", "finetune", "teach", "distill", "baseline", "export", "quantize", "qat"):
         assert len(list((store_two / "results" / stage).iterdir())) == 1
     assert not any((store_two / "tmp").iterdir())
+    assert _metrics(store_two, "qat")["qat"]["ran"]
     assert proc.stdout.count("stage     status") == 1  # one summary table: rank 1 stays quiet
     for stage in ("finetune", "distill", "baseline"):
         one, two = _metrics(store_one, stage), _metrics(store_two, stage)
