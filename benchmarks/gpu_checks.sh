@@ -23,17 +23,17 @@ export PYTHONUNBUFFERED=1
   nvidia-smi -L; nproc
   python3 -c "import torch, onnxruntime as o; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0), 'ort', o.__version__)"
   if [ "${CHECKS:-1}" != 0 ]; then
-  echo "== 1. quickstart to distill (1 + 2 epochs), fp16 + GradScaler + channels_last, workers 4"
-  start=$(date +%s)
-  timeout 150 python3 -m edgedistill run pipelines/quickstart.yaml --store /tmp/qs --until distill \
-    --set teacher.epochs=1 --set distill.epochs=2 --set teacher.precision=fp16 --set distill.precision=fp16 \
-    --set teacher.channels_last=true --set teacher.workers=4 --set distill.channels_last=true --set distill.workers=4
-  echo "rc $? in $(( $(date +%s) - start )) s"
-  echo "== 2. torchrun launcher, one process (finetune only)"
-  start=$(date +%s)
-  timeout 120 python3 -m torch.distributed.run --standalone --nproc_per_node 1 -m edgedistill run \
-    pipelines/quickstart.yaml --store /tmp/qs_ddp --until finetune --set teacher.epochs=1 --set teacher.precision=bf16
-  echo "rc $? in $(( $(date +%s) - start )) s"
+    echo "== 1. quickstart to distill (1 + 2 epochs), fp16 + GradScaler + channels_last, workers 4"
+    start=$(date +%s)
+    timeout 150 python3 -m edgedistill run pipelines/quickstart.yaml --store /tmp/qs --until distill \
+      --set teacher.epochs=1 --set distill.epochs=2 --set teacher.precision=fp16 --set distill.precision=fp16 \
+      --set teacher.channels_last=true --set teacher.workers=4 --set distill.channels_last=true --set distill.workers=4
+    echo "rc $? in $(( $(date +%s) - start )) s"
+    echo "== 2. torchrun launcher, one process (finetune only)"
+    start=$(date +%s)
+    timeout 120 python3 -m torch.distributed.run --standalone --nproc_per_node 1 -m edgedistill run \
+      pipelines/quickstart.yaml --store /tmp/qs_ddp --until finetune --set teacher.epochs=1 --set teacher.precision=bf16
+    echo "rc $? in $(( $(date +%s) - start )) s"
   fi
   [ "$SEEDS" = none ] && exit 0
   for s in $SEEDS; do

@@ -154,8 +154,10 @@ def qat_text(q: dict, shipped_role: str | None = None) -> str:
         return f"Quantization-aware training: not run: {t['reason']}."
     c = next(c for c in q["candidates"] if c["name"] == t["candidate"])
     d = c["val_drop"]
-    if shipped_role is None or t["shipped"] == (shipped_role == "student_int8" and q["recipe"] == t["candidate"]):
-        verdict = "it ships." if t["shipped"] else f"not shipped: {t['reason']}."
+    # the QAT model is in the result whenever it is the most accurate quantized one (q["recipe"])
+    ships = t["shipped"] if shipped_role is None else shipped_role == "student_int8" and q["recipe"] == t["candidate"]
+    if ships == t["shipped"]:
+        verdict = "it ships." if ships else f"not shipped: {t['reason']}."
     elif t["shipped"]:
         verdict = "the rule chose it, but bundle.ship: fp32 ships FP32."
     else:

@@ -285,11 +285,12 @@ def run(cfg: QATStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
     tried = [quantize.Candidate(**c) for c in ptq["candidates"][1:]] + ours
     qat = max((c for c in ours if c.error is None), key=lambda c: c.val_accuracy)
     ptq_chosen = next((c for c in tried if ptq["choice"] == "quantized" and c.name == ptq["recipe"]), None)
-    if ptq_chosen is not None and not same_graph(q, ptq, recipe):  # its speed from these minutes, as FP32's and QAT's
+    same = same_graph(q, ptq, recipe)
+    if ptq_chosen is not None and not same:  # its speed from these minutes, as FP32's and QAT's
         ptq_chosen = quantize.measure(dataclasses.replace(ptq_chosen, path=inputs["ptq"] / OUTPUT),
                                       (val, val.labels), fp32.preds, p90, cfg.seed)
         ctx.log(f"{quantize.measured_line(ptq_chosen)} (the post-training choice, timed again beside QAT's)")
-    qat_ok, qat_reason = decide(q, fp32, qat, ptq_chosen, same_graph(q, ptq, recipe))
+    qat_ok, qat_reason = decide(q, fp32, qat, ptq_chosen, same)
     if qat_ok:
         chosen, reason = qat, qat_reason
     else:
