@@ -26,11 +26,11 @@ import torchvision
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from edgedistill import models  # noqa: E402
-from edgedistill.config import ModelPreset, TeacherConfig  # noqa: E402
-from edgedistill.modalities import for_kind  # noqa: E402
-from edgedistill.onnx_utils import ort_predict  # noqa: E402
-from edgedistill.stages.finetune import strategy  # noqa: E402
+from edgedistill import models
+from edgedistill.data.modality import for_kind
+from edgedistill.models.presets import ModelPreset
+from edgedistill.runtime.onnx_utils import ort_predict
+from edgedistill.stages.finetune import TeacherConfig, strategy
 
 
 def representatives() -> dict[str, str]:

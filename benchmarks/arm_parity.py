@@ -29,12 +29,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from edgedistill import targets  # noqa: E402
-from edgedistill.config import load_pipeline  # noqa: E402
-from edgedistill.devices import verify_on_targets, verify_targets  # noqa: E402
-from edgedistill.runner import Runner  # noqa: E402
-from edgedistill.stages import STAGES  # noqa: E402
-from edgedistill.store import Store  # noqa: E402
+from edgedistill.core.runner import Runner
+from edgedistill.core.store import Store
+from edgedistill.pipeline import load_pipeline
+from edgedistill.runtime import targets
+from edgedistill.runtime.devices import verify_on_targets, verify_targets
+from edgedistill.stages import STAGES
 
 PIPELINE = ROOT / "pipelines" / "quickstart.yaml"
 TORCHVISION_STUDENT = ["student.image_size=64", "distill.baseline=false", "distill.epochs=4"]

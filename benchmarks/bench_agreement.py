@@ -21,8 +21,7 @@ import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from edgedistill.config import BenchmarkConfig  # noqa: E402
-from edgedistill.onnx_utils import bench_in_child  # noqa: E402
+from edgedistill.runtime.benchmark import BenchmarkConfig, bench_in_child
 
 BARE = textwrap.dedent("""
     import json, sys, time

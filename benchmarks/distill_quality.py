@@ -36,10 +36,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from edgedistill.config import load_pipeline  # noqa: E402
-from edgedistill.runner import Runner  # noqa: E402
-from edgedistill.stages import STAGES  # noqa: E402
-from edgedistill.store import Store  # noqa: E402
+from edgedistill.core.runner import Runner
+from edgedistill.core.store import Store
+from edgedistill.pipeline import load_pipeline
+from edgedistill.stages import STAGES
 
 PIPELINE = ROOT / "pipelines" / "quickstart.yaml"
 

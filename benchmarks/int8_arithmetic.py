@@ -28,12 +28,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from quantization_fidelity import teacher224_model  # noqa: E402
 
-from edgedistill import nncf_ptq  # noqa: E402
-from edgedistill.config import BenchmarkConfig, QuantizeConfig  # noqa: E402
-from edgedistill.onnx_utils import bench_in_child, ort_predict  # noqa: E402
-from edgedistill.ortbench import cpu_info  # noqa: E402
-from edgedistill.stages import quantize  # noqa: E402
-from edgedistill.store import Store  # noqa: E402
+from edgedistill.core.store import Store
+from edgedistill.quantization import nncf_ptq
+from edgedistill.quantization.recipes import QuantizeConfig
+from edgedistill.runtime.benchmark import BenchmarkConfig, bench_in_child
+from edgedistill.runtime.onnx_utils import ort_predict
+from edgedistill.runtime.ortbench import cpu_info
+from edgedistill.stages import quantize
 
 
 def reference_predict(path: Path, split) -> np.ndarray:

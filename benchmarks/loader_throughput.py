@@ -35,12 +35,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from data_scale import make_folder  # noqa: E402
 from train_throughput import timed_stage  # noqa: E402
 
-from edgedistill import models  # noqa: E402
-from edgedistill.config import load_pipeline, load_preset  # noqa: E402
-from edgedistill.data import Dataset  # noqa: E402
-from edgedistill.runner import Runner  # noqa: E402
-from edgedistill.stages import STAGES, finetune  # noqa: E402
-from edgedistill.store import Store  # noqa: E402
+from edgedistill import models
+from edgedistill.core.runner import Runner
+from edgedistill.core.store import Store
+from edgedistill.data.splits import Dataset
+from edgedistill.models.presets import load_preset
+from edgedistill.pipeline import load_pipeline
+from edgedistill.stages import STAGES, finetune
 
 CASES = {
     "MobileNetV2 linear probe": {"preset": "mobilenet_v2_imagenet", "strategy": "linear_probe", "lr": 0.005},

@@ -32,17 +32,17 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from edgedistill import targets  # noqa: E402
-from edgedistill.config import load_pipeline  # noqa: E402
-from edgedistill.data import Dataset  # noqa: E402
-from edgedistill.onnx_utils import ort_predict  # noqa: E402
-from edgedistill.ortbench import benchmark  # noqa: E402
-from edgedistill.report import interval  # noqa: E402
-from edgedistill.runner import Runner  # noqa: E402
-from edgedistill.stages import STAGES  # noqa: E402
-from edgedistill.stages.quantize import calibration_rows  # noqa: E402
-from edgedistill.stats import disagreement_bound, paired_drop  # noqa: E402
-from edgedistill.store import Store  # noqa: E402
+from edgedistill.core.runner import Runner
+from edgedistill.core.store import Store
+from edgedistill.data.splits import Dataset
+from edgedistill.pipeline import load_pipeline
+from edgedistill.quantization.ort_quantize import calibration_rows
+from edgedistill.release.report import interval
+from edgedistill.runtime import targets
+from edgedistill.runtime.onnx_utils import ort_predict
+from edgedistill.runtime.ortbench import benchmark
+from edgedistill.runtime.stats import disagreement_bound, paired_drop
+from edgedistill.stages import STAGES
 
 PIPELINE = ROOT / "pipelines" / "quickstart.yaml"
 CASE = ["data.image_size=224", "teacher.image_size=224", "student.preset=mobilenet_v3_small",

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from edgedistill.runner import toposort  # noqa: E402
-from edgedistill.stages import STAGES as _STAGES  # noqa: E402
+from edgedistill.core.runner import toposort
+from edgedistill.stages import STAGES as _STAGES
 
 STAGES = tuple(s.name for s in toposort(_STAGES))
 

@@ -25,14 +25,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from edgedistill.config import BenchmarkConfig, QATConfig  # noqa: E402
-from edgedistill.models import load_trained  # noqa: E402
-from edgedistill.onnx_utils import ort_predict  # noqa: E402
-from edgedistill.runner import Runner  # noqa: E402
-from edgedistill.stages import STAGES, qat, quantize  # noqa: E402
-from edgedistill.stats import paired_drop  # noqa: E402
-from edgedistill.store import Store  # noqa: E402
 from quantization_fidelity import interval, teacher224, teacher224_model  # noqa: E402
+
+from edgedistill.core.runner import Runner
+from edgedistill.core.store import Store
+from edgedistill.models.saved import load_trained
+from edgedistill.runtime.benchmark import BenchmarkConfig
+from edgedistill.runtime.onnx_utils import ort_predict
+from edgedistill.runtime.stats import paired_drop
+from edgedistill.stages import STAGES, qat, quantize
+from edgedistill.stages.qat import QATConfig
 
 
 def main() -> None:

@@ -29,14 +29,15 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from edgedistill.config import BenchmarkConfig, load_pipeline  # noqa: E402
-from edgedistill.data import Dataset  # noqa: E402
-from edgedistill.models import load_trained  # noqa: E402
-from edgedistill.onnx_utils import export_onnx, ort_predict  # noqa: E402
-from edgedistill.runner import Runner  # noqa: E402
-from edgedistill.stages import STAGES, quantize  # noqa: E402
-from edgedistill.stats import disagreement_bound, paired_drop  # noqa: E402
-from edgedistill.store import Store  # noqa: E402
+from edgedistill.core.runner import Runner
+from edgedistill.core.store import Store
+from edgedistill.data.splits import Dataset
+from edgedistill.models.saved import load_trained
+from edgedistill.pipeline import load_pipeline
+from edgedistill.runtime.benchmark import BenchmarkConfig
+from edgedistill.runtime.onnx_utils import export_onnx, ort_predict
+from edgedistill.runtime.stats import disagreement_bound, paired_drop
+from edgedistill.stages import STAGES, quantize
 
 PIPELINE = ROOT / "pipelines" / "quickstart.yaml"
 

@@ -24,13 +24,15 @@ import onnx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from edgedistill.config import BenchmarkConfig, QuantizeConfig, load_pipeline  # noqa: E402
-from edgedistill.data import Dataset  # noqa: E402
-from edgedistill.onnx_utils import bench_in_child, ort_predict  # noqa: E402
-from edgedistill.runner import Runner  # noqa: E402
-from edgedistill.stages import STAGES, quantize  # noqa: E402
-from edgedistill.store import Store  # noqa: E402
-from edgedistill.train import accuracy  # noqa: E402
+from edgedistill.core.runner import Runner
+from edgedistill.core.store import Store
+from edgedistill.data.splits import Dataset
+from edgedistill.pipeline import load_pipeline
+from edgedistill.quantization.recipes import QuantizeConfig
+from edgedistill.runtime.benchmark import BenchmarkConfig, bench_in_child
+from edgedistill.runtime.onnx_utils import ort_predict
+from edgedistill.stages import STAGES, quantize
+from edgedistill.training.loop import accuracy
 
 PEERS_VENV = ROOT / ".venv-peers"
 
@@ -80,7 +82,7 @@ def main() -> None:
             from onnxruntime.quantization import quantize_static
 
             quantize_static(str(fp32), str(defaults), reader())
-            from edgedistill import nncf_ptq
+            from edgedistill.quantization import nncf_ptq
 
             nncf_model = tmp / "nncf_defaults.onnx"  # NNCF's own graph: its defaults, every calibration image
             r = reader()

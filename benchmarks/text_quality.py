@@ -33,12 +33,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
-from edgedistill.config import load_pipeline  # noqa: E402
-from edgedistill.data import Dataset  # noqa: E402
-from edgedistill.onnx_utils import ort_predict  # noqa: E402
-from edgedistill.runner import Runner  # noqa: E402
-from edgedistill.stages import STAGES  # noqa: E402
-from edgedistill.store import Store  # noqa: E402
+from edgedistill.core.runner import Runner
+from edgedistill.core.store import Store
+from edgedistill.data.splits import Dataset
+from edgedistill.pipeline import load_pipeline
+from edgedistill.runtime.onnx_utils import ort_predict
+from edgedistill.stages import STAGES
 
 PIPELINE = ROOT / "pipelines" / "text_quickstart.yaml"
 
@@ -71,10 +71,9 @@ def latency(model: Path, tokens: int) -> dict:
 
 def optimum_dynamic(fp32: Path, work: Path) -> Path:
     """optimum's ORTQuantizer, AutoQuantizationConfig.avx512_vnni(is_static=False) (per tensor, its default)."""
+    from onnxruntime.quantization import quant_pre_process
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
-
-    from onnxruntime.quantization import quant_pre_process
 
     folder = work / "optimum_in"
     folder.mkdir(parents=True, exist_ok=True)
@@ -99,7 +98,7 @@ def accuracy_as_sent(model: Path, test) -> float:
     """Test accuracy one example at a time, padded to data.max_length, as a device sends it. Dynamic
     INT8 computes activation ranges per tensor over the whole batch, padding included, so its answers
     depend on what else is in the batch; a float model's do not."""
-    from edgedistill.modalities.text import text_feeds
+    from edgedistill.data.text import text_feeds
 
     ids = np.asarray(test.ids)
     feeds = text_feeds(ids, test.spec["pad_token_id"])

@@ -1,7 +1,7 @@
 """Training throughput of the distill stage on the quickstart (MobileNetV2 teacher, small CNN student,
 MNIST-5k at 32 px, batch 64, CPU threads as torch sets them).
 
-1. The distill stage's loop (edgedistill.train.fit, stored teacher logits) against a bare PyTorch loop
+1. The distill stage's loop (edgedistill.training.loop.fit, stored teacher logits) against a bare PyTorch loop
    on the same student, data, batch, optimizer and loss: images per second (target: within 10%).
 2. A distill epoch with the stored teacher outputs against one with the teacher run online
    (target: at most 0.6 of the time).
@@ -25,13 +25,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from edgedistill import models  # noqa: E402
-from edgedistill.config import load_pipeline, load_preset  # noqa: E402
-from edgedistill.data import Dataset  # noqa: E402
-from edgedistill.losses import kd_loss  # noqa: E402
-from edgedistill.runner import Context, Runner  # noqa: E402
-from edgedistill.stages import STAGES, distill  # noqa: E402
-from edgedistill.store import Store  # noqa: E402
+from edgedistill import models
+from edgedistill.core.runner import Context, Runner
+from edgedistill.core.store import Store
+from edgedistill.data.splits import Dataset
+from edgedistill.models.presets import load_preset
+from edgedistill.pipeline import load_pipeline
+from edgedistill.stages import STAGES, distill
+from edgedistill.training.losses import kd_loss
 
 
 def stage_seconds(inputs: dict, epochs: int, stored: bool) -> float:

@@ -73,3 +73,18 @@ def tiny_store_copy(tiny_run, tmp_path):
     shutil.copytree(store, copy)
     shutil.copytree(pipeline.parent, tmp_path / "p")
     return tmp_path / "p" / pipeline.name, copy
+
+
+GRAY_SPEC = {"height": 2, "width": 2, "channels": 1, "scale": 1 / 255, "mean": [0.5], "std": [0.25]}
+
+
+def gray_batches(n: int, cfg, size: int = 2, classes: int = 3, seed: int = 0):
+    """n random gray size x size images with random labels, as the training loop takes them (Batches)."""
+    import torch
+
+    from edgedistill.data.image_augment import Batches
+
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, size, size, 1), generator=g, dtype=torch.uint8).numpy()
+    labels = torch.randint(0, classes, (n,), generator=g).numpy()
+    return Batches(images, labels, {**GRAY_SPEC, "height": size, "width": size}, cfg, False, classes)

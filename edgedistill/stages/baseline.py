@@ -6,17 +6,24 @@ With distill.baseline false it trains nothing and says so."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import models
-from ..config import ModelPreset, Pipeline, Strict, TrainConfig, model_sizes
-from ..data import Dataset
-from ..errors import DataError
-from ..losses import cross_entropy
-from ..runner import Context, Stage
-from ..train import fit, test_and_save
-from .distill import student_preset
+from edgedistill import models
+from edgedistill.core.config import Strict
+from edgedistill.core.errors import DataError
+from edgedistill.core.runner import Context, Stage
+from edgedistill.data.config import model_sizes
+from edgedistill.data.splits import Dataset
+from edgedistill.models.presets import ModelPreset
+from edgedistill.stages.distill import student_preset
+from edgedistill.training.config import TrainConfig
+from edgedistill.training.loop import fit, test_and_save
+from edgedistill.training.losses import cross_entropy
+
+if TYPE_CHECKING:
+    from edgedistill.pipeline import Pipeline
 
 
 class BaselineConfig(Strict):

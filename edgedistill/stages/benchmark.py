@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..config import BenchmarkConfig
-from ..data import Dataset, read_preprocess
-from ..onnx_utils import bench_in_child
-from ..runner import Context, Stage
+from edgedistill.core.runner import Context, Stage
+from edgedistill.data.splits import Dataset, read_preprocess
+from edgedistill.runtime.benchmark import BenchmarkConfig, bench_in_child
 
 MODELS = {"teacher": ("onnx", "teacher.onnx", "teacher"), "student_fp32": ("onnx", "student.onnx", "student"),
           "student_int8": ("quantized", "student_quantized.onnx", "student")}

@@ -10,17 +10,43 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from .. import ortbench
-from ..config import BundleConfig, Strict
-from ..data import Dataset
-from ..errors import StageError
-from ..onnx_utils import ort_predict, write_model
-from ..report import model_card, plot_tradeoffs, plot_training, write_html
-from ..runner import Context, Stage
-from ..store import METRICS, read_json
+from edgedistill.core.config import Strict
+from edgedistill.core.errors import StageError
+from edgedistill.core.files import read_json
+from edgedistill.core.runner import Context, Stage
+from edgedistill.core.store import METRICS
+from edgedistill.data.splits import Dataset
+from edgedistill.release.report import model_card, plot_tradeoffs, plot_training, write_html
+from edgedistill.runtime import ortbench
+from edgedistill.runtime.onnx_utils import ort_predict, write_model
+
+
+class BundleConfig(Strict):
+    ort_target_platform: Literal["arm", "amd64"] = "arm"
+    """Platform the ORT-format model (model.ort) is optimized for: arm for phones and boards."""
+    ort_max_abs_diff: float = Field(1e-4, gt=0)
+    """Largest logit difference allowed between model.ort and model.onnx on the test images (a float
+    model; an integer one is checked by ort_min_top1_agreement)."""
+    ort_min_top1_agreement: float = Field(0.99, ge=0, le=1)
+    """A quantized model: smallest share of test examples whose top-1 class model.ort and model.onnx
+    agree on. The mobile-format conversion fuses an integer graph again (QLinear kernels with their own
+    rounding at every layer), so its logits move by quantization steps, not by 1e-4."""
+
+    ship: Literal["auto", "quantized", "fp32"] = "auto"
+    """Which student goes into the bundle as model.onnx. auto: the quantize stage's choice (in fixed
+    mode: the quantized model). quantized / fp32: that one, whatever the choice."""
+    include_test_set: int = Field(256, ge=0)
+    """Preprocessed test inputs shipped as test_inputs.npy and test_labels.npy (the first N of the test
+    split, at most test_set_max_mb): `bench.py --inputs test_inputs.npy --labels test_labels.npy`
+    measures accuracy on the device, and `edgedistill verify --target` compares its answers with this
+    machine's. 0: none."""
+    test_set_max_mb: float = Field(16.0, gt=0)
+    """Most MiB of shipped test inputs (float32): a 224-px RGB image takes 0.57 MiB, so 16 MiB holds 27."""
 
 
 class BundleStageConfig(Strict):

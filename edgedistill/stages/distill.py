@@ -10,20 +10,120 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
-from .. import models
-from ..augment import resize_float
-from ..config import (DistillConfig, ModelPreset, Pipeline, Strict, check_trusted, load_preset, model_sizes,
-                      teacher_sources)
-from ..data import Dataset
-from ..errors import ConfigError
-from ..losses import dist_loss, hint_loss, kd_loss, minilm_relation_loss, rkd_angle_loss, rkd_distance_loss
-from ..runner import Context, Stage
-from ..train import fit, resolve_device, test_and_save
+from edgedistill import models
+from edgedistill.core.config import PathField, Strict
+from edgedistill.core.errors import ConfigError
+from edgedistill.core.runner import Context, Stage
+from edgedistill.data.config import model_sizes
+from edgedistill.data.image_augment import resize_float
+from edgedistill.data.splits import Dataset
+from edgedistill.models.presets import ModelPreset, check_trusted, load_preset
+from edgedistill.training.config import TrainConfig
+from edgedistill.training.loop import fit, resolve_device, test_and_save
+from edgedistill.training.losses import (
+    dist_loss,
+    hint_loss,
+    kd_loss,
+    minilm_relation_loss,
+    rkd_angle_loss,
+    rkd_distance_loss,
+)
+
+if TYPE_CHECKING:
+    from edgedistill.pipeline import Pipeline
+
+
+class StudentConfig(Strict):
+    preset: str = "small_cnn"
+    """Model preset: a name in models/students/ or a path to a preset YAML; `teacher` for
+    self-distillation (a student of the teacher's own architecture and initial weights)."""
+    image_size: int | None = Field(None, ge=8, le=1024)
+    """The student's input size in pixels: what the bundle's model takes (its preprocess.json says
+    how to get there). None: data.image_size. Distillation shows the teacher its own view (at
+    teacher.image_size) of the same augmented image."""
+
+
+class ExtraTeacher(Strict):
+    """Another trained teacher whose soft targets are averaged in (multi-teacher distillation)."""
+
+    model: PathField
+    """Folder of a trained model: model.pt and model.json, e.g. another pipeline's finetune result
+    (<store>/results/finetune/<key>/) with the same classes. Its content is part of the cache key."""
+    weight: float = Field(1.0, gt=0)
+    """Weight of its soft targets in the average (relative to distill.teacher_weight)."""
+
+
+class HintConfig(Strict):
+    """One FitNets pair: a teacher layer whose output the student's layer learns to match."""
+
+    teacher: str
+    """Module path in the teacher (as in model.named_modules(), e.g. features.7)."""
+    student: str
+    """Module path in the student (e.g. 7 for the eighth layer of an nn.Sequential)."""
+    weight: float = Field(1.0, gt=0)
+    """Weight of this pair's mean squared error in the loss."""
+
+
+class DistillConfig(TrainConfig):
+    temperature: float = Field(4.0, gt=0)
+    """Softmax temperature T for soft targets; the KD term is scaled by T^2 (Hinton et al., 2015)."""
+    alpha: float = Field(0.7, ge=0, le=1)
+    """Weight of the response (soft-target) term; (1 - alpha) weighs cross-entropy on the labels."""
+    response: Literal["kd", "dist"] = "kd"
+    """Response-based loss. kd: Hinton's KL divergence between tempered softmaxes. dist: DIST (Huang et
+    al., 2022), Pearson-correlation matching between and within classes, meant for teachers much
+    stronger than the student."""
+    dist_beta: float = Field(1.0, ge=0)
+    """dist: weight of the inter-class (per image) relation term."""
+    dist_gamma: float = Field(1.0, ge=0)
+    """dist: weight of the intra-class (per class, across the batch) relation term."""
+    hints: list[HintConfig] = Field(default_factory=list)
+    """Feature distillation (FitNets): layer pairs whose outputs the student matches through a learned
+    1x1-convolution (or linear) adapter. Paths are checked before training."""
+    rkd_distance_weight: float = Field(0.0, ge=0)
+    """Relation distillation (RKD): weight of the distance loss on the batch's embeddings (paper: 25)."""
+    rkd_angle_weight: float = Field(0.0, ge=0)
+    """Relation distillation (RKD): weight of the angle loss (paper: 50)."""
+    rkd_teacher_layer: str | None = None
+    """Module whose output is the teacher's embedding for RKD; None: the input of its classifier head."""
+    rkd_student_layer: str | None = None
+    """Module whose output is the student's embedding for RKD; None: the input of its classifier head."""
+    relation_weight: float = Field(0.0, ge=0)
+    """Transformer students (text): weight of MiniLM's self-attention transfer (Wang et al., 2020): the
+    KL divergence between the teacher's and the student's attention distributions and value
+    relations, per head, in one layer of each (relation_teacher_layer, relation_student_layer).
+    The two models need the same number of attention heads. 0: off."""
+    relation_teacher_layer: str | None = None
+    """relation_weight: module path of the teacher's self-attention module (with query, key and value
+    children), e.g. hf.bert.encoder.layer.5.attention.self; None: its last layer's (MiniLM's choice)."""
+    relation_student_layer: str | None = None
+    """relation_weight: the same in the student; None: its last layer's."""
+    use_stored_teacher_outputs: bool = True
+    """Response-only KD reads the teacher's logits stored by the teach stage instead of running the
+    teacher every step. False: always run it (hints, RKD and augmentation always do)."""
+    extra_teachers: list[ExtraTeacher] = Field(default_factory=list)
+    """Multi-teacher KD: the soft targets are the weighted average of the teachers' tempered softmax
+    outputs (the pipeline's teacher with teacher_weight, these with theirs)."""
+    teacher_weight: float = Field(1.0, gt=0)
+    """Weight of the pipeline's own teacher in the multi-teacher average."""
+    baseline: bool = True
+    """Also train the student alone (the baseline stage: labels only, no teacher, the same seed, data,
+    size and schedule) and ship it instead of the distilled student when it is better on validation
+    beyond the split's noise (the 95% interval of the distilled student's paired drop against it lies
+    above 0), so distillation never ships a student worse than one trained without it; the report
+    shows both. false: skip it (saves one student training) and ship the distilled student."""
+
+
+def teacher_sources(teachers: list[ExtraTeacher]) -> dict[str, Path]:
+    """The extra teachers' folders, as stage sources: their content goes into the cache key."""
+    return {f"extra_teacher_{i}": Path(e.model) for i, e in enumerate(teachers)}
 
 
 class DistillStageConfig(Strict):

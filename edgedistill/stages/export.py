@@ -11,18 +11,30 @@ import json
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
-from ..config import ExportConfig
-from ..data import Dataset
-from ..errors import StageError
-from ..models import input_size, load_trained, num_params
-from ..onnx_utils import check_loads, ort_predict
-from ..ortbench import model_size
-from ..runner import Context, Stage
-from ..stats import paired_drop
-from ..store import METRICS, read_json
-from ..train import predict
+from edgedistill.core.config import Strict
+from edgedistill.core.errors import StageError
+from edgedistill.core.files import read_json
+from edgedistill.core.runner import Context, Stage
+from edgedistill.core.store import METRICS
+from edgedistill.data.splits import Dataset
+from edgedistill.models.saved import input_size, load_trained, num_params
+from edgedistill.runtime.onnx_utils import check_loads, ort_predict
+from edgedistill.runtime.ortbench import model_size
+from edgedistill.runtime.stats import paired_drop
+from edgedistill.training.loop import predict
 
+
+class ExportConfig(Strict):
+    opset: int = Field(18, ge=17)
+    """ONNX opset version (17 or newer)."""
+    parity_samples: int = Field(128, ge=1)
+    """Test images run through both PyTorch and ONNX Runtime for the parity check."""
+    parity_max_abs_diff: float = Field(1e-3, gt=0)
+    """Largest allowed absolute difference between PyTorch and ONNX Runtime logits."""
+    parity_min_top1_agreement: float = Field(0.99, ge=0, le=1)
+    """Smallest allowed share of samples whose top-1 class agrees between the two."""
 
 
 def parity(model, path: Path, x) -> dict:
@@ -40,7 +52,7 @@ def parity(model, path: Path, x) -> dict:
 def with_inputs(spec: dict, path: Path) -> dict:
     """preprocess.json of an exported model: the data's rule, with the inputs the graph takes (name,
     dtype, shape with its dynamic axes named), so an app knows exactly what to feed."""
-    from ..onnx_utils import session
+    from edgedistill.runtime.onnx_utils import session
 
     inputs = [{"name": m.name, "dtype": m.type.removeprefix("tensor(").rstrip(")"), "shape": list(m.shape)}
               for m in session(path).get_inputs()]

@@ -2,17 +2,45 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-from .. import models
-from ..config import ModelPreset, Strict, TeacherConfig, load_preset, model_sizes
-from ..data import Dataset
-from ..errors import ConfigError, DataError
-from ..runner import Context, Stage
-from ..train import fit, test_and_save
+from edgedistill import models
+from edgedistill.core.config import Strict
+from edgedistill.core.errors import ConfigError, DataError
+from edgedistill.core.runner import Context, Stage
+from edgedistill.data.config import model_sizes
+from edgedistill.data.splits import Dataset
+from edgedistill.models.presets import ModelPreset, load_preset
+from edgedistill.training.config import TrainConfig
+from edgedistill.training.loop import fit, test_and_save
+
+
+class TeacherConfig(TrainConfig):
+    preset: str = "mobilenet_v2_imagenet"
+    """Model preset: a name in models/teachers/ or a path to a preset YAML."""
+    strategy: Literal["full", "partial", "linear_probe", "gradual"] = "full"
+    """full: train every layer. partial: train the last `trainable_blocks` blocks of the backbone and the
+    head. linear_probe: freeze the pretrained backbone, train only the new head (little data).
+    gradual: start with the head alone and unfreeze one more backbone block, from the top down, every
+    `unfreeze_every` epochs (ULMFiT's gradual unfreezing)."""
+    trainable_blocks: int = Field(2, ge=1)
+    """partial: how many of the backbone's last blocks train."""
+    unfreeze_every: int = Field(1, ge=1)
+    """gradual: epochs between two unfreezings (epoch 1 trains the head only)."""
+    blocks: str | None = None
+    """partial, gradual: module path of the container whose children are the backbone's blocks (default:
+    the model's `features` Sequential when it has one, as torchvision's MobileNets and EfficientNets do;
+    else the model's top-level children)."""
+    backbone_lr_factor: float = Field(0.1, gt=0, le=1)
+    """Backbone learning rate as a fraction of lr (pretrained features move less than the new head)."""
+    image_size: int | None = Field(None, ge=8, le=1024)
+    """The teacher's input size in pixels. None: data.image_size. Pretrained teachers usually do best
+    near the resolution they were trained at (224 for ImageNet weights), the student at the device's."""
 
 
 class FinetuneConfig(Strict):

@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .. import data
-from ..config import DataConfig, Strict
-from ..modalities import for_kind
-from ..runner import Context, Stage
+from edgedistill.core.config import Strict
+from edgedistill.core.runner import Context, Stage
+from edgedistill.data import splits as data
+from edgedistill.data.config import DataConfig
+from edgedistill.data.modality import for_kind
 
 
 class PrepareConfig(Strict):

@@ -2,7 +2,7 @@
 
 The quantize stage tried the post-training recipes (its result: `ptq`). When none qualified but a
 static INT8 recipe was fast enough (qat auto; plan()), this stage fine-tunes the exported student for
-a few epochs with fake quantization that emulates ONNX Runtime's static INT8 (edgedistill/fakequant.py),
+a few epochs with fake quantization that emulates ONNX Runtime's static INT8 (edgedistill/quantization/fakequant.py),
 toward the FP32 student's own soft outputs: matching the FP32 model is what the quantize stage's drop
 and agreement measure. Then the student is exported again and quantized by ONNX Runtime with the recipe
 it emulated, twice (the learned ranges pinned; ranges recalibrated on the same images), so what ships
@@ -22,25 +22,78 @@ import copy
 import dataclasses
 import shutil
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 import onnx
 import torch
+from pydantic import Field, field_validator
 from torch import nn
 
-from .. import fakequant, models
-from ..config import BenchmarkConfig, Pipeline, QATConfig, QuantizeConfig, QUANT_RECIPES, Strict
-from ..data import Dataset
-from ..errors import ConfigError
-from ..losses import kd_loss
-from ..onnx_utils import check_loads, ort_predict
-from ..runner import Context, Stage, world
-from ..stats import paired_drop
-from ..store import METRICS, read_json
-from ..train import fit, resolve_device
-from . import quantize
-from .export import parity
+from edgedistill import models
+from edgedistill.core.config import Strict
+from edgedistill.core.errors import ConfigError
+from edgedistill.core.files import read_json
+from edgedistill.core.registry import did_you_mean
+from edgedistill.core.runner import Context, Stage, world
+from edgedistill.core.store import METRICS
+from edgedistill.data.splits import Dataset
+from edgedistill.quantization import fakequant
+from edgedistill.quantization.recipes import QUANT_RECIPES, QuantizeConfig
+from edgedistill.runtime.benchmark import BenchmarkConfig
+from edgedistill.runtime.onnx_utils import check_loads, ort_predict
+from edgedistill.runtime.stats import paired_drop
+from edgedistill.stages import quantize
+from edgedistill.stages.export import parity
+from edgedistill.training.config import TrainConfig
+from edgedistill.training.loop import fit, resolve_device
+from edgedistill.training.losses import kd_loss
+
+if TYPE_CHECKING:
+    from edgedistill.pipeline import Pipeline
+
+
+class QATConfig(TrainConfig):
+    """Quantization-aware training (whether it runs: quantize.qat). The student is trained with fake
+    quantization (edgedistill/quantization/fakequant.py: per-channel INT8 weights as ONNX Runtime stores them;
+    activation ranges from min/max calibration on quantize's calibration images, then learned, or
+    recalibrated every epoch) to match the FP32 student's soft outputs on the training split (labels not
+    needed: unlabeled transfer images count), BatchNorm statistics frozen; then exported and quantized by
+    ONNX Runtime with the recipe it emulated, and measured like every other candidate."""
+
+    epochs: int = Field(2, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    """Peak learning rate: a small step from the trained weights (about 1/10 of a fine-tuning's)."""
+    precise_bn_batches: int = Field(0, ge=0, le=0)
+    """Always 0: BatchNorm statistics are frozen during QAT (as in torchvision's QAT recipe): they are
+    folded into the convolutions ONNX Runtime quantizes."""
+    range_lr: float = Field(1e-4, gt=0)
+    """Learning rate of the activation scales and zero points (learn_ranges), without weight decay.
+    Absolute (AdamW): a step moves a scale by about this much whatever its size."""
+    temperature: float = Field(1.0, gt=0)
+    """Temperature of the soft outputs the quantized student matches (the FP32 student's)."""
+    alpha: float = Field(1.0, ge=0, le=1)
+    """Weight of matching the FP32 model; 1 - alpha goes to the cross-entropy on labels."""
+    learn_ranges: bool = True
+    """Learn the activation ranges with the weights (LSQ: a range one outlier stretched can shrink), and
+    quantize twice after training: with the learned ranges pinned and with ranges recalibrated (both
+    measured; the rule picks). False: recalibrate them every epoch, as ONNX Runtime would."""
+    train_images: int | None = Field(None, ge=1)
+    """Train on this many training images (a random subset drawn with the seed, the same every epoch);
+    None: all of them. QAT starts from trained weights and needs far fewer images than training: on
+    10^5-10^6 images, a few thousand keep its cost to minutes."""
+    recipe: str | None = None
+    """The quantization recipe emulated and applied after training (a static recipe with per-channel INT8
+    weights). None: the most accurate such candidate that was min_speedup faster than FP32 (else, with
+    qat always, the fastest); in fixed mode, quantize's own settings."""
+
+    @field_validator("recipe")
+    @classmethod
+    def _known_recipe(cls, v):
+        if v is not None and v not in QUANT_RECIPES:
+            raise ValueError(f"unknown recipe '{v}'{did_you_mean(v, QUANT_RECIPES.names())}")
+        return v
+
 
 OUTPUT = quantize.OUTPUT
 CANDIDATE = "qat_candidate.onnx"
@@ -173,8 +226,8 @@ def quantize_trained(model: nn.Module, ds: Dataset, calibration, test, q: Quanti
     TensorQuantOverrides, each layer's by the ONNX tensor that feeds it (fakequant.onnx_inputs; layers
     without a match, and every other tensor, calibrated). Returns the export's parity against PyTorch
     on 64 test examples and how many layers' ranges were pinned."""
-    from .. import nncf_ptq
-    from ..onnx_utils import range_overrides
+    from edgedistill.quantization import nncf_ptq
+    from edgedistill.runtime.onnx_utils import range_overrides
 
     float_path = work / "qat_fp32.onnx"
     ds.modality.export(model, test.inputs(slice(0, 2)), float_path, opset, log=log)  # two rows: a dynamic batch

@@ -3,7 +3,7 @@
 mode auto (default): every recipe in quantize.recipes is applied and measured (validation accuracy
 with ONNX Runtime, p90 latency at batch 1 with the benchmark's threads, in a child process). Each
 candidate's accuracy drop against FP32 is paired (the same images) and comes with a 95% bootstrap
-interval and its top-1 agreement with FP32 (edgedistill.stats). The rule: a candidate is within
+interval and its top-1 agreement with FP32 (edgedistill.runtime.stats). The rule: a candidate is within
 tolerance when the upper end of that interval is at most max_accuracy_drop. The fastest candidate
 within tolerance that is at least min_speedup faster than FP32 is chosen. If no recipe is accurate
 enough, the most accurate static QDQ recipe fast enough to ship is calibrated again with other methods
@@ -11,10 +11,13 @@ enough, the most accurate static QDQ recipe fast enough to ship is calibrated ag
 float, a few at a time, until one is (mixed precision); that search stops when search_budget_s is spent.
 If nothing qualifies, FP32 ships, and the metrics say why. Every candidate tried goes into the metrics
 (and from there into the bundle's report), with where its graph and numbers came from (ONNX Runtime's
-calibration, or NNCF's carried into ONNX Runtime's layout: edgedistill/nncf_ptq.py). On x86 CPUs
+calibration, or NNCF's carried into ONNX Runtime's layout: edgedistill/quantization/nncf_ptq.py). On x86 CPUs
 without VNNI weights are quantized to 7 bits (reduce_range auto: 8-bit ones saturate there).
 
 mode fixed: the configured quantization, applied once.
+
+Why one module: auto mode's search (measure each recipe, choose, calibrate again, leave nodes in float)
+reads top to bottom here; the ONNX Runtime calls it makes are in quantization/ort_quantize.py.
 
 Calibration images come from the training split and are streamed to ONNX Runtime in batches. The
 test split is looked at once, after the choice: the drop of the quantized model in the result (the
@@ -29,39 +32,43 @@ issue 19's.
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import math
 import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable
 
 import numpy as np
-import onnx
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                      quant_pre_process, quantize_dynamic, quantize_static)
+from onnxruntime.quantization import CalibrationDataReader
 from tqdm.auto import tqdm
 
-from ..config import RECIPE_SETS, BenchmarkConfig, QuantizeConfig, Strict
-from ..data import Dataset, read_preprocess
-from ..errors import ConfigError, StageError
-from ..onnx_utils import bench_in_child, ort_predict
-from ..ortbench import model_size
-from ..ortbench import select as select_inputs
-from ..runner import Context, Stage
-from ..stats import LEVEL, paired_drop, resolution
+from edgedistill.core.config import Strict
+from edgedistill.core.errors import ConfigError, StageError
+from edgedistill.core.runner import Context, Stage
+from edgedistill.data.splits import Dataset, read_preprocess
+from edgedistill.quantization.ort_quantize import (
+    NNCF_CORRECTED,
+    calibration_rows,
+    carry_nncf,
+    host_saturates_u8s8,
+    model_inputs,
+    prepare_source,
+    quantize_model,
+    rank_nodes_by_error,
+    recipe_configs,
+    resolve_reduce_range,
+    split_reader,
+    uses_calibration,
+)
+from edgedistill.quantization.recipes import RECIPE_SETS, QuantizeConfig
+from edgedistill.runtime.benchmark import BenchmarkConfig, bench_in_child
+from edgedistill.runtime.onnx_utils import ort_predict
+from edgedistill.runtime.ortbench import model_size
+from edgedistill.runtime.stats import LEVEL, paired_drop, resolution
 
 RULE = (f"within tolerance: the upper end of the {LEVEL:.0%} bootstrap interval of the validation accuracy drop "
         f"against FP32 (paired, same examples) is at most max_accuracy_drop")
-
-QUANT_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-CALIBRATION = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
-FORMATS = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
-WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 OUTPUT = "student_quantized.onnx"
 
 
@@ -73,186 +80,6 @@ class QuantizeStageConfig(Strict):
     """Chooses which training images calibrate."""
     nncf: str | None = None
     """NNCF's version when a recipe takes its ranges from NNCF (the cache key follows it), else None."""
-
-
-class BatchReader(CalibrationDataReader):
-    """Feeds calibration inputs to ONNX Runtime batch by batch: only one batch is ever converted
-    (decoded, preprocessed) into memory, so calibration sets larger than memory work.
-
-    n: how many samples; feeds(rows) turns a slice of them into the model's inputs: {input name:
-    array} (a split's feeds, which may hold more than the model takes) or one array for a one-input
-    model (ortbench.select); inputs: the model's inputs (model_inputs), whose dtypes the arrays are
-    cast to. A model whose batch is fixed gets exactly that many samples a batch (the last one
-    padded by repeating its last sample). The first batch is checked to fit the model (DataError
-    naming both shapes and `what`).
-
-    quantize_model has ONNX Runtime's calibrator collect one batch per call (its CalibStridedMinMax
-    option, which calls set_range): histogram methods (entropy, percentile) then keep histograms,
-    not every activation of every sample (onnxruntime#10503: memory grew with the calibration set),
-    and a smaller last batch is a call of its own (onnxruntime#18792: entropy and percentile failed
-    on a ragged last batch).
-    """
-
-    def __init__(self, n: int, feeds: Callable[[slice], dict], inputs: Sequence, batch: int = 32,
-                 progress: bool = False, what: str = "the calibration data"):
-        from ..ortbench import fixed_batch
-
-        self.n, self.feeds, self.inputs, self.progress, self.what = n, feeds, list(inputs), progress, what
-        self.fixed = fixed_batch(self.inputs)
-        self.batch = self.fixed or batch
-        self.batches = math.ceil(n / self.batch)
-        self._bar = None
-        self.set_range(0, self.batches)
-
-    def __len__(self) -> int:
-        """Batches, the unit of set_range."""
-        return self.batches
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        """Read batches [start_index, end_index) next (ONNX Runtime's strided calibration)."""
-        self._it = self._batches(start_index, min(end_index, self.batches))
-
-    def _batches(self, first: int, last: int) -> Iterator[dict]:
-        from ..errors import DataError
-        from ..ortbench import DTYPES, InputMismatch, check_feed, pad_rows
-
-        for b in range(first, last):
-            rows = slice(b * self.batch, min((b + 1) * self.batch, self.n))
-            try:
-                feeds = select_inputs([m.name for m in self.inputs], self.feeds(rows))
-                if b == 0:
-                    check_feed(self.inputs, feeds, self.what)
-            except InputMismatch as e:
-                raise DataError(str(e)) from None
-            feeds = {m.name: np.ascontiguousarray(feeds[m.name], dtype=DTYPES.get(m.type, np.float32)) for m in self.inputs}
-            size = len(next(iter(feeds.values())))
-            if self.fixed:  # the model takes exactly that many: the last batch padded
-                feeds = pad_rows(feeds, self.fixed)
-            if self.progress:
-                self._bar = self._bar or tqdm(total=self.n, desc="calibrate", unit="sample", leave=False)
-                self._bar.update(size)
-                if b == self.batches - 1:
-                    self._bar.close()
-                    self._bar = None
-            yield feeds
-
-    def get_next(self) -> dict | None:
-        return next(self._it, None)
-
-    def rewind(self) -> None:
-        self.set_range(0, self.batches)
-
-
-def split_reader(split: Any, inputs: Sequence, batch: int = 32, progress: bool = False) -> BatchReader:
-    """Calibration from a split (or a subset of one) for a model with these inputs: its feeds, a batch at a time."""
-    return BatchReader(len(split), split.feeds, inputs, batch=batch, progress=progress)
-
-
-class ModelInput(NamedTuple):
-    """One input of an ONNX model as ONNX Runtime sees it: name, type ('tensor(float)'), shape (ints and
-    dimension names)."""
-
-    name: str
-    type: str
-    shape: list
-
-
-def model_inputs(model: Path) -> list[ModelInput]:
-    """The inputs of an ONNX model as ONNX Runtime sees them. Plain values, not ONNX Runtime's NodeArgs:
-    those keep their session alive, and a session left to the garbage collector deadlocked forked
-    decode workers that collected it."""
-    from ..onnx_utils import session
-
-    return [ModelInput(m.name, m.type, list(m.shape)) for m in session(model).get_inputs()]
-
-
-MIN_OPSET = 13
-"""ONNX Runtime's quantizer writes per-channel DequantizeLinear with an axis, which opset 13 brought
-(an opset-11 model got a file ONNX Runtime refuses: nncf#1537, onnxruntime#28228)."""
-
-
-def upgrade_opset(src: Path, dst: Path, reader: Callable[[], CalibrationDataReader], log: Callable[[str], None]) -> Path:
-    """src itself when its opset is MIN_OPSET or newer; else src converted with onnx's version
-    converter to MIN_OPSET into dst, checked to load and to give src's outputs on a calibration
-    batch. StageError, before anything is quantized, when it cannot be converted safely."""
-    from onnx import version_converter
-
-    from ..errors import StageError
-    from ..onnx_utils import check_loads, session
-
-    model = onnx.load(str(src))
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
-    if opset >= MIN_OPSET:
-        return src
-    why = (f"the model is opset {opset}; ONNX Runtime's quantizer needs opset {MIN_OPSET} or newer (per-channel "
-           f"DequantizeLinear), and onnx's version converter")
-    try:
-        onnx.save(version_converter.convert_version(model, MIN_OPSET), str(dst))
-        check_loads(dst, f"the model converted to opset {MIN_OPSET}")
-    except Exception as e:  # the converter raises many types for operators it cannot convert
-        raise StageError(f"{why} could not convert it ({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}); "
-                         f"export it again at opset {MIN_OPSET} or newer; nothing was written") from None
-    batch = reader().get_next()
-    before, after = (session(p).run(None, batch) for p in (src, dst))
-    diff = max(float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max()) for a, b in zip(before, after))
-    scale = max(float(np.abs(np.asarray(a, np.float64)).max()) for a in before) or 1.0
-    if diff > 1e-4 * max(1.0, scale):
-        raise StageError(f"{why} changed its outputs (max abs diff {diff:.2e}); export it again at opset {MIN_OPSET} "
-                         f"or newer; nothing was written")
-    log(f"the model is opset {opset}: converted to opset {MIN_OPSET} (onnx version converter; outputs unchanged, max "
-        f"abs diff {diff:.1e}) for ONNX Runtime's quantizer")
-    return dst
-
-
-def prepare_source(fp32: Path, q: QuantizeConfig, reader: Callable[[], CalibrationDataReader], work: Path,
-                   log: Callable[[str], None]) -> Path:
-    """The model quantization starts from: fp32 at MIN_OPSET or newer (upgrade_opset), then (quantize.
-    pre_process) through ONNX Runtime's quant_pre_process (shape inference, graph optimization)."""
-    source = upgrade_opset(fp32, work / "opset_upgraded.onnx", reader, log)
-    if not q.pre_process:
-        return source
-    out = work / "preprocessed.onnx"
-    try:
-        quant_pre_process(str(source), str(out))
-    except Exception as e:  # ONNX Runtime's symbolic shape inference misses some graphs (a 1-D CNN's Concat)
-        log(f"quant_pre_process: symbolic shape inference failed ({type(e).__name__}); pre-processing without it")
-        quant_pre_process(str(source), str(out), skip_symbolic_shape=True)
-    return out
-
-
-def quantize_model(src: Path, dst: Path, q: QuantizeConfig, reader: Callable[[], CalibrationDataReader],
-                   exclude: list[str] = (), overrides: dict | None = None) -> None:
-    """Apply one quantization configuration with ONNX Runtime's own tools, then check that ONNX
-    Runtime loads what was written (StageError, and dst removed, when it does not). Static
-    calibration collects one batch at a time (BatchReader). src: a model prepare_source made.
-    overrides: ONNX Runtime's TensorQuantOverrides ({tensor: [{rmin, rmax}]}), which take the place
-    of calibrated ranges for those tensors (nncf_ptq.carry)."""
-    from ..onnx_utils import check_loads
-
-    q = resolve_reduce_range(q)
-    excluded = [*q.nodes_to_exclude, *exclude]
-    # ONNX Runtime prints "Collecting tensor data and making histogram ..." for every batch
-    with contextlib.redirect_stdout(io.StringIO()):
-        if q.method == "static":
-            quantize_static(str(src), str(dst), reader(), quant_format=FORMATS[q.format], per_channel=q.per_channel,
-                            reduce_range=q.reduce_range, activation_type=QUANT_TYPES[q.activation_type],
-                            weight_type=QUANT_TYPES[q.weight_type], calibrate_method=CALIBRATION[q.calibrate_method],
-                            op_types_to_quantize=q.op_types, nodes_to_exclude=excluded,
-                            # one batch per collect: see BatchReader
-                            extra_options={"CalibStridedMinMax": 1, **({"TensorQuantOverrides": overrides} if overrides else {})})
-        elif q.method == "dynamic":
-            quantize_dynamic(str(src), str(dst), per_channel=q.per_channel, reduce_range=q.reduce_range,
-                             weight_type=QUANT_TYPES[q.weight_type], op_types_to_quantize=q.op_types, nodes_to_exclude=excluded)
-        else:
-            from onnxruntime.transformers.float16 import convert_float_to_float16
-
-            model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, node_block_list=excluded or None)
-            onnx.save(model, str(dst))
-    try:
-        check_loads(dst, f"the quantized model {Path(dst).name}")
-    except Exception:
-        Path(dst).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -282,7 +109,7 @@ class Candidate:
 
 def graph_from(q: QuantizeConfig) -> str:
     """Where a candidate's graph and numbers come from, for the report."""
-    from .. import nncf_ptq
+    from edgedistill.quantization import nncf_ptq
 
     bits = ", 7-bit weights" if q.reduce_range is True else ""
     if q.method == "dynamic":
@@ -323,41 +150,6 @@ def choose(fp32: Candidate, tried: list[Candidate], max_drop: float, min_speedup
     return best, (f"{best.name}: {describe_drop(best.val_drop)}; limit {max_drop:g} on the interval's upper end; "
                   f"p90 {best.latency_ms_p90:.3f} ms vs {fp32.latency_ms_p90:.3f} ms "
                   f"({fp32.latency_ms_p90 / best.latency_ms_p90:.2f}x faster)")
-
-
-def rank_nodes_by_error(fp32_model: Path, qdq_model: Path, reader: Callable[[], CalibrationDataReader], work: Path) -> list[tuple[str, float]]:
-    """Weight-bearing nodes (Conv, Gemm, MatMul) ranked by the quantization error they add, worst first.
-
-    ONNX Runtime's qdq_loss_debug gives, for each quantized activation, its SQNR (dB) between the FP32
-    model and the dequantized QDQ model. A node's added error is the SQNR of its input minus the SQNR
-    of the first quantized tensor after it (its Conv+Relu output, say): the dB this node loses. The
-    ranking is ours; the measurement is ONNX Runtime's.
-    """
-    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
-                                                          create_activation_matching,
-                                                          modify_model_output_intermediate_tensors)
-
-    float_aug, qdq_aug = work / "rank_float.onnx", work / "rank_qdq.onnx"
-    modify_model_output_intermediate_tensors(str(fp32_model), str(float_aug))
-    modify_model_output_intermediate_tensors(str(qdq_model), str(qdq_aug))
-    matching = create_activation_matching(collect_activations(str(qdq_aug), reader()), collect_activations(str(float_aug), reader()))
-    sqnr = {name: float(err["xmodel_err"]) for name, err in compute_activation_error(matching).items()}
-
-    graph = onnx.load(str(fp32_model)).graph
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    ranked = []
-    for node in graph.node:
-        if node.op_type not in WEIGHT_OPS or node.input[0] not in sqnr:
-            continue
-        out = node.output[0]
-        while out not in sqnr and len(consumers.get(out, [])) == 1:  # through fused activations
-            out = consumers[out][0].output[0]
-        if out in sqnr:
-            ranked.append((node.name, sqnr[node.input[0]] - sqnr[out]))
-    return sorted(ranked, key=lambda r: -r[1])
 
 
 @dataclass
@@ -446,7 +238,7 @@ def select(fp32_path: Path, q: QuantizeConfig, latency: BenchmarkConfig, calibra
     fp32 = attempt("fp32", None)  # validation data that does not fit the model fails here, naming both shapes
     source = prepare_source(fp32_path, q, calibration, work, log)
     configs = recipe_configs(q)
-    from .. import nncf_ptq
+    from edgedistill.quantization import nncf_ptq
 
     if q.mode == "auto" and not nncf_ptq.available() and any(c.ranges == "nncf" for c in configs.values()):
         skipped = [name for name, c in configs.items() if c.ranges == "nncf"]
@@ -492,28 +284,11 @@ def measured_line(c: Candidate) -> str:
             + (f", {len(c.excluded_nodes)} node(s) in float" if c.excluded_nodes else ""))
 
 
-NNCF_CORRECTED = "nncf_corrected.onnx"
-"""The float model with NNCF's corrected biases (carry_nncf), in the work folder."""
-
-
-def carry_nncf(source: Path, calibration: Callable[[], CalibrationDataReader], work: Path,
-               log: Callable[[str], None] = lambda m: None, progress: bool = False) -> tuple[Path, dict]:
-    """NNCF's numbers for quantize.ranges nncf (nncf_ptq.carry): the float model with its corrected
-    biases (in work/) and ONNX Runtime's TensorQuantOverrides holding its activation ranges."""
-    from .. import nncf_ptq
-
-    started, r = time.monotonic(), calibration()
-    carried = nncf_ptq.carry(source, iter(r.get_next, None), work / NNCF_CORRECTED, r.fixed, progress)
-    log(f"NNCF {nncf_ptq.version()}: {carried['ranges']} activation ranges, {carried['biases_corrected']} "
-        f"bias(es) corrected ({time.monotonic() - started:.0f} s), carried into ONNX Runtime's quantizer")
-    return work / NNCF_CORRECTED, carried["overrides"]
-
-
 def latency_meter(q: QuantizeConfig, latency: BenchmarkConfig, inputs: Path | None = None) -> tuple[Callable[[Path], float], str]:
     """p90 latency of a candidate model where quantize.target says (on `inputs` when given, else on
     made-up ones), and a line naming where."""
-    from .. import ortbench
-    from ..remote import bench_over_ssh
+    from edgedistill.runtime import ortbench
+    from edgedistill.runtime.remote import bench_over_ssh
 
     if q.target == "host":
         return ((lambda path: bench_in_child(path, latency, inputs=inputs)["latency_ms"]["p90"]),
@@ -580,49 +355,6 @@ def search(fp32: Candidate, tried: list[Candidate], configs: dict[str, QuantizeC
     return chosen, reason
 
 
-def recipe_configs(q: QuantizeConfig) -> dict[str, QuantizeConfig]:
-    """The configurations a run tries, by name: q itself in fixed mode, one per recipe in auto mode."""
-    return {"fixed": q} if q.mode == "fixed" else {name: q.with_recipe(name) for name in q.recipes}
-
-
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-"""x86 CPU flags whose integer dot products do not saturate 16-bit sums (ONNX Runtime's U8S8 kernels
-use them instead of VPMADDUBSW)."""
-
-
-def saturates_u8s8(flags: Sequence[str], machine: str) -> bool:
-    """Whether ONNX Runtime's U8S8 kernels saturate on this CPU: x86 without VNNI. Unknown flags (an
-    empty list: cpu_info reads /proc/cpuinfo, which only Linux has) are not taken as saturation."""
-    return machine.lower() in ("x86_64", "amd64", "i686", "x86") and bool(flags) and not set(VNNI_FLAGS) & set(flags)
-
-
-def host_saturates_u8s8() -> bool:
-    """saturates_u8s8 for this machine."""
-    import platform
-
-    from ..ortbench import cpu_info
-
-    return saturates_u8s8(cpu_info()[1], platform.machine())
-
-
-def resolve_reduce_range(q: QuantizeConfig) -> QuantizeConfig:
-    """reduce_range auto made a bool: True where the candidates run on a CPU whose U8S8 kernels
-    saturate (quantize.target host, this machine, x86 without VNNI), else False."""
-    if q.reduce_range != "auto":
-        return q
-    rr = q.target == "host" and host_saturates_u8s8()
-    return q.model_copy(update={"reduce_range": rr})
-
-
-def uses_calibration(q: QuantizeConfig) -> bool:
-    return any(c.method == "static" for c in recipe_configs(q).values())
-
-
-def calibration_rows(n: int, samples: int, seed: int) -> np.ndarray:
-    """The training-split rows calibration reads (sorted: the memory-mapped split is read forward)."""
-    return np.sort(np.random.default_rng(seed).permutation(n)[:samples])
-
-
 def run(cfg: QuantizeStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
     q = cfg.quantize
     ds = Dataset.load(inputs["dataset"])
@@ -654,7 +386,7 @@ def run(cfg: QuantizeStageConfig, inputs: dict[str, Path], out: Path, ctx: Conte
 def configure(p) -> QuantizeStageConfig:
     """The stage's config; a quantize.target that names a device becomes that device's ssh target,
     python and threads (so the cache key follows the device, not its name)."""
-    from ..modalities import for_kind
+    from edgedistill.data.modality import for_kind
 
     q, bench = p.quantize, p.benchmark
     modality = for_kind(p.data.kind)
@@ -663,7 +395,7 @@ def configure(p) -> QuantizeStageConfig:
     if not modality.sized and bench.sequence_length is None:  # text: candidates timed at the stored length
         bench = bench.model_copy(update={"sequence_length": p.data.max_length})
     if q.target != "host" and not q.target.startswith("ssh://"):
-        from ..devices import devices_file, find_device
+        from edgedistill.runtime.devices import devices_file, find_device
 
         d = find_device(q.target, p.devices or devices_file())
         if d.emulated:
@@ -671,7 +403,7 @@ def configure(p) -> QuantizeStageConfig:
                               f"nothing; name a real device (ssh://) or host")
         q = q.model_copy(update={"target": d.target, "target_python": d.python})
         bench = bench.model_copy(update={"threads": d.threads})
-    from .. import nncf_ptq
+    from edgedistill.quantization import nncf_ptq
 
     uses_nncf = any(c.method == "static" and c.ranges == "nncf" for c in recipe_configs(q).values())
     if uses_nncf and q.mode == "fixed" and not nncf_ptq.available():

@@ -13,11 +13,12 @@ from typing import Literal
 
 import numpy as np
 
-from ..config import ExtraTeacher, Strict, teacher_sources
-from ..data import Dataset
-from ..models import input_size, load_trained
-from ..runner import Context, Stage
-from ..train import predict, resolve_device
+from edgedistill.core.config import Strict
+from edgedistill.core.runner import Context, Stage
+from edgedistill.data.splits import Dataset
+from edgedistill.models.saved import input_size, load_trained
+from edgedistill.stages.distill import ExtraTeacher, teacher_sources
+from edgedistill.training.loop import predict, resolve_device
 
 
 class TeachConfig(Strict):

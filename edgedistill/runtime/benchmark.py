@@ -1,0 +1,81 @@
+"""Benchmark settings (the benchmark stage's config; quantize times candidates with them too) and
+ortbench.py run in a child process that imports only numpy and ONNX Runtime."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from edgedistill.core.config import Strict
+
+
+def bench_in_child(model: Path, settings: "BenchmarkConfig", inputs: Path | None = None, labels: Path | None = None,
+                   name: str | None = None, sequence_length: int | None = None, shapes: list[str] = ()) -> dict:
+    """ortbench.py in a child process that imports only numpy and ONNX Runtime (so torch's memory
+    and threads do not count). Returns its JSON result. inputs: timed on (and, with labels, accuracy
+    measured on) these instead of made-up ones; shapes: --shape values for made-up inputs of a model
+    with dynamic dimensions. DataError when the inputs do not fit the model (bench.py's exit 2)."""
+    from edgedistill.core.errors import DataError, StageError
+    from edgedistill.runtime import ortbench
+
+    cmd = [sys.executable, ortbench.__file__, str(model), *settings.ortbench_args()]
+    if inputs is not None:
+        cmd += ["--inputs", str(inputs)]
+    if labels is not None:
+        cmd += ["--labels", str(labels)]
+    if name:
+        cmd += ["--name", name]
+    if sequence_length:
+        cmd += ["--sequence-length", str(sequence_length)]
+    for shape in shapes:
+        cmd += ["--shape", shape]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
+        if proc.returncode == 2:
+            raise DataError(f"{Path(model).name}: {last.removeprefix('bench.py: error: ')}")
+        raise StageError(f"benchmark of {Path(model).name} failed: {last}")
+    return json.loads(proc.stdout)
+
+
+class BenchmarkConfig(Strict):
+    threads: int = Field(1, ge=1)
+    """ONNX Runtime intra-op threads. 1 is what most phone apps get for a model."""
+    inter_op_threads: int = Field(1, ge=1)
+    """ONNX Runtime inter-op threads (parallel branches of the graph)."""
+    graph_optimization: Literal["all", "extended", "basic", "disabled"] = "all"
+    """ONNX Runtime graph optimization level of the benchmark session."""
+    warmup: int = Field(20, ge=0)
+    """Untimed runs before timing (caches, allocator, lazy initialization)."""
+    runs: int = Field(300, ge=1)
+    """Minimum timed runs at batch 1; percentiles are taken over all timed runs."""
+    min_duration_s: float = Field(1.0, ge=0)
+    """Minimum timed duration in seconds: timing goes on until both runs and this are reached."""
+    protocol: Literal["ci", "mlperf"] = "ci"
+    """ci: runs and min_duration_s as given. mlperf: at least MLPerf Inference's single-stream
+    minimums (1024 runs and 600 s per model), for release numbers."""
+    sequence_length: int | None = Field(None, ge=1, le=4096)
+    """Text models: the token length of made-up inputs where no test inputs are fed (quantize's
+    candidate timing, bench.py over SSH). None: data.max_length, the length of the test inputs."""
+    sequence_lengths: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [32, 128])
+    """Text models: their latency is also timed on made-up token ids of each of these lengths (the
+    main figures use the test inputs at data.max_length). Phones see short messages and long ones;
+    attention's cost grows with the square of the length."""
+    throughput_batch: int = Field(8, ge=0)
+    """Batch size of the throughput figure (images per second). 0: skip."""
+    profile_runs: int = Field(50, ge=0)
+    """Runs under ONNX Runtime's profiler for the top operators by time (separate session). 0: skip."""
+
+    def ortbench_args(self) -> list[str]:
+        """The same settings as ortbench.py / bench.py command-line flags."""
+        args = ["--threads", str(self.threads), "--inter-threads", str(self.inter_op_threads),
+                "--opt-level", self.graph_optimization, "--warmup", str(self.warmup), "--runs", str(self.runs),
+                "--min-seconds", str(self.min_duration_s), "--throughput-batch", str(self.throughput_batch),
+                "--profile-runs", str(self.profile_runs)]
+        if self.sequence_length is not None:
+            args += ["--sequence-length", str(self.sequence_length)]
+        return args + (["--mlperf"] if self.protocol == "mlperf" else [])

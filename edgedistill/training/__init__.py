@@ -1,0 +1,1 @@
+"""Training: the one training loop, its config, the DataLoader, and the distillation losses."""

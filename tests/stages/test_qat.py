@@ -1,0 +1,285 @@
+"""Quantization-aware training: the emulation against ONNX Runtime's own numbers, the qat stage in the
+pipeline (never, always, resume after SIGKILL)."""
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from test_resume import ENV, cli, kill_at_first_checkpoint
+from torch import nn
+
+from edgedistill.quantization import fakequant, ort_quantize
+from edgedistill.quantization.recipes import QuantizeConfig
+from edgedistill.runtime.onnx_utils import export_onnx
+from edgedistill.stages import quantize
+
+from conftest import write_pipeline
+
+
+def result(store, stage):
+    """The stage's result in the pipeline's latest run (runs/tiny.json names its key)."""
+    key = json.loads((store / "runs" / "tiny.json").read_text())[stage]
+    folder = store / "results" / stage / key
+    return folder, json.loads((folder / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("recipe, reduce_range", [("qdq_u8s8", False), ("qdq_s8s8", True)])
+def test_fake_quantization_is_onnxruntime_grid(tmp_path, recipe, reduce_range):
+    """The emulated weights are ONNX Runtime's dequantized weights, and the emulated input ranges its
+    calibrated scales and zero points, for the same model and calibration images."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)).eval()
+    x = torch.randn(64, 3, 8, 8) * torch.tensor([1.0, 3.0, 0.2]).view(1, 3, 1, 1) + 0.5
+    path = tmp_path / "m.onnx"
+    export_onnx(model, x[:2].numpy(), path, 17, input_name="input")
+    q = QuantizeConfig().with_recipe(recipe).model_copy(update={"reduce_range": reduce_range, "pre_process": False})
+    inputs = quantize.model_inputs(path)
+    reader = lambda: ort_quantize.BatchReader(len(x), lambda rows: {"input": x[rows].numpy()}, inputs, batch=32)
+    quantize.quantize_model(path, tmp_path / "q.onnx", q, reader)
+
+    fakequant.attach(model, fakequant.Emulation.of(q))
+    fakequant.calibrate(model, [x[:32], x[32:]])
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    dq = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
+    layers = [m for m in model.modules() if isinstance(m, fakequant.LAYERS)]
+    weight_ops = [n for n in graph.node if n.op_type in ("Conv", "Gemm")]
+    assert len(weight_ops) == len(layers) == 3
+    for layer, node in zip(layers, weight_ops):
+        w = dq[node.input[1]]
+        axis = next((a.i for a in w.attribute if a.name == "axis"), 1)
+        scale = init[w.input[1]]
+        scale = scale.reshape([-1 if d == axis else 1 for d in range(init[w.input[0]].ndim)]) if scale.ndim else scale
+        onnxruntime_weight = init[w.input[0]].astype(np.float32) * scale
+        if node.op_type == "Gemm" and not any(a.name == "transB" and a.i for a in node.attribute):
+            onnxruntime_weight = onnxruntime_weight.T
+        np.testing.assert_allclose(layer.weight.detach().numpy(), onnxruntime_weight, rtol=1e-5, atol=1e-7)
+        a = dq[node.input[0]]  # the layer's input as ONNX Runtime quantized it
+        assert float(layer.input_fake_quant.scale.detach()) == pytest.approx(float(init[a.input[1]]), rel=1e-5)
+        assert int(layer.input_fake_quant.zero_point.detach()) == int(init[a.input[2]])
+
+
+def test_detach_leaves_the_trained_float_weights():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3))
+    before = model[0].weight.detach().clone()
+    fakequant.attach(model, fakequant.Emulation())
+    assert not torch.equal(model[0].weight, before)  # quantized on the grid
+    fakequant.detach(model)
+    assert torch.equal(model[0].weight, before) and set(dict(model.named_parameters())) == {"0.weight", "0.bias"}
+
+
+def test_emulation_refuses_what_it_cannot_emulate(tmp_path):
+    from edgedistill.core.errors import ConfigError
+    from edgedistill.pipeline import load_pipeline
+    from edgedistill.stages import qat
+
+    with pytest.raises(ValueError, match="dynamic"):
+        fakequant.Emulation.of(QuantizeConfig().with_recipe("dynamic_s8"))
+    # one per-tensor weight scale does not commute with folding BatchNorm: the trained grid would not ship
+    with pytest.raises(ValueError, match="per-tensor"):
+        fakequant.Emulation.of(QuantizeConfig().with_recipe("qdq_s8s8_per_tensor"))
+    with pytest.raises(ConfigError, match="qat.recipe 'dynamic_s8'"):
+        qat.configure(load_pipeline(write_pipeline(tmp_path), ["qat.recipe=dynamic_s8"]))
+
+
+QAT_TINY = {"quantize": {"mode": "fixed", "calibration_samples": 64, "qat": "always"},
+            "qat": {"epochs": 2, "batch_size": 32, "lr": 0.001}}
+
+
+@pytest.fixture
+def exported(tiny_store_copy):
+    """A copy of the tiny run's store (quantize.qat is not in the quantize stage's key: it stays cached)."""
+    return tiny_store_copy[1]
+
+
+def test_qat_never_passes_post_training_through(tmp_path, exported):
+    store = exported
+    pipeline = write_pipeline(tmp_path / "p", quantize={**QAT_TINY["quantize"], "qat": "never"})
+    proc = cli("run", pipeline, "--store", store, "--until", "qat", env=ENV)
+    assert proc.wait() == 0, proc.stdout.read()
+    folder, metrics = result(store, "qat")
+    ptq_folder, ptq = result(store, "quantize")
+    assert metrics.pop("qat") == {"ran": False, "reason": "quantize.qat is never"} and metrics == ptq
+    assert (folder / "student_quantized.onnx").read_bytes() == (ptq_folder / "student_quantized.onnx").read_bytes()
+
+
+def test_sigkill_during_qat_then_resume_matches_uninterrupted(tmp_path, exported):
+    pipeline = write_pipeline(tmp_path / "p", **{**QAT_TINY, "qat": {**QAT_TINY["qat"], "epochs": 4}})
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    shutil.copytree(exported, killed)
+    shutil.copytree(exported, clean)
+    proc = cli("run", pipeline, "--store", killed, "--until", "qat", env=ENV)
+    work = killed / "work" / "qat"
+    assert kill_at_first_checkpoint(proc, work) and list(work.glob("*/checkpoint.pt")), \
+        "the run finished before it could be killed"
+
+    resumed = cli("run", pipeline, "--store", killed, "--until", "qat", env=ENV)
+    log = resumed.communicate()[0]
+    assert resumed.returncode == 0, log
+    assert "qat: resuming after epoch" in log
+    assert cli("run", pipeline, "--store", clean, "--until", "qat", env=ENV).wait() == 0
+    (a, ma), (b, mb) = result(killed, "qat"), result(clean, "qat")
+    assert a.name == b.name
+    # what training made (latencies, and what they decide, differ run to run)
+    trained = ("history", "final_epoch", "val_accuracy_fake_quant", "layers", "export_parity", "pinned_layers", "candidate")
+    assert {k: ma["qat"][k] for k in trained} == {k: mb["qat"][k] for k in trained}
+    accuracy = lambda m: [(c["name"], c["val_accuracy"]) for c in m["candidates"]]
+    assert accuracy(ma) == accuracy(mb)
+    assert (a / "qat_candidate.onnx").read_bytes() == (b / "qat_candidate.onnx").read_bytes()
+    # what the stage recorded: the QAT candidate measured beside the post-training one, under the same rule
+    assert ma["qat"]["ran"] and ma["qat"]["recipe"] == "fixed" and len(ma["qat"]["history"]) == 4
+    names = [c["name"] for c in ma["candidates"]]
+    assert names == ["fp32", "fixed", "qat_fixed", "qat_fixed_pinned"]
+    for qat in ma["candidates"][2:]:
+        assert "QAT-trained" in qat["graph_from"] and qat["error"] is None and qat["val_drop"]["images"] > 0
+    assert ma["qat"]["export_parity"]["max_abs_diff"] < 1e-3 and ma["qat"]["pinned_layers"] == ma["qat"]["layers"] == 4
+
+
+@pytest.fixture
+def one_thread():
+    """Training results depend on the thread count (reduction order): pin it, whatever runs the test."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_qat_brings_an_outlier_channel_back_where_post_training_cannot(tmp_path, tiny_run, one_thread):
+    """A small CNN made hard to quantize on purpose: channel 0 of its first block K times larger and the
+    second block reading it K times smaller (the same function: ReLU and max pooling commute with a
+    positive scale). ONNX Runtime's one range for the second block's input then leaves the other channels
+    a few levels: post-training loses points. QAT, with the ranges learned and pinned, gets them back."""
+    from edgedistill import models
+    from edgedistill.data.splits import Dataset
+    from edgedistill.runtime.onnx_utils import ort_predict
+    from edgedistill.runtime.stats import paired_drop
+    from edgedistill.stages import qat
+    from edgedistill.stages.qat import QATConfig
+    from edgedistill.training.config import TrainConfig
+    from edgedistill.training.loop import fit
+    from edgedistill.training.losses import cross_entropy
+
+    _, store = tiny_run
+    ds = Dataset.load(next(iter((store / "results" / "prepare").iterdir())))
+    torch.manual_seed(0)
+    model = models.ARCHS.get("small_cnn")(10, 1, width=8, grid=1)
+    t = TrainConfig(epochs=8, batch_size=32, lr=0.01, precise_bn_batches=0)
+    rows = np.arange(len(ds.splits["train"][1]))
+    val, test, train = ds.split("val", 8), ds.split("test", 8), ds.split("train", 8)
+    fit(model, ds.modality.batches(ds, t, rows=rows, seed=0, size=8, teacher_size=None, horizontal_flip=False),
+        (val, val.labels), cfg=t, param_groups=[{"params": list(model.parameters()), "lr": t.lr}],
+        loss_fn=lambda logits, x, y, idx: cross_entropy(logits, y), seed=0, checkpoint=tmp_path / "train.pt",
+        desc="train", progress=False)
+    with torch.no_grad():
+        model[1].weight[0] *= OUTLIER
+        model[1].bias[0] *= OUTLIER
+        model[4].weight[:, 0] /= OUTLIER
+    model.eval()
+    export_onnx(model, val.inputs(slice(0, 2)), tmp_path / "fp32.onnx", 18)
+    q = quantize.resolve_reduce_range(QuantizeConfig().with_recipe("qdq_u8s8"))
+    calibration = train.subset(quantize.calibration_rows(len(train), 256, 0))
+    names = quantize.model_inputs(tmp_path / "fp32.onnx")
+    quantize.quantize_model(tmp_path / "fp32.onnx", tmp_path / "ptq.onnx", q, lambda: quantize.split_reader(calibration, names))
+    predict = lambda name: ort_predict(tmp_path / name, val).argmax(1)
+    fp32 = predict("fp32.onnx")
+    ptq = paired_drop(val.labels, fp32, predict("ptq.onnx"))
+
+    # 20 epochs: with 10, one thread left 1.85 points (two threads: 0.74)
+    tq = QATConfig(epochs=20, batch_size=32, lr=1e-3, range_lr=1e-3)
+    result = qat.train_qat(model, ds, 8, calibration, q, tq, seed=0, checkpoint=tmp_path / "qat.pt", log=lambda m: None)
+    qat.quantize_trained(model, ds, calibration, test, q, 18, tmp_path / "recalibrated.onnx", tmp_path / "pinned.onnx",
+                         result.input_qparams, tmp_path, log=lambda m: None)
+    pinned = paired_drop(val.labels, fp32, predict("pinned.onnx"))
+    assert ptq["drop"] >= 2.0, ptq  # post-training cannot (one thread: 3.33 points, 9 of 270 images)
+    assert pinned["drop"] <= 1.0 and pinned["lost"] <= ptq["lost"] / 2, (ptq, pinned)
+    # what PyTorch's fake quantization measured is what ONNX Runtime's integer model gives
+    assert result.val_accuracy == pytest.approx(float((predict("pinned.onnx") == val.labels).mean() * 100), abs=0.8)
+
+
+OUTLIER = 100.0
+
+
+def ptq_metrics(choice: str, candidates: list[tuple[str, float, float]]) -> dict:
+    """The quantize stage's metrics as plan() reads them: (name, val accuracy %, p90 ms), FP32 first."""
+    return {"choice": choice, "recipe": candidates[-1][0],
+            "candidates": [{"name": n, "val_accuracy": a, "latency_ms_p90": ms, "error": None} for n, a, ms in candidates]}
+
+
+@pytest.mark.parametrize("mode, choice, candidates, recipe, why", [
+    ("never", "fp32", [("fp32", 90, 10), ("qdq_u8s8", 80, 5)], None, "never"),
+    ("auto", "quantized", [("fp32", 90, 10), ("qdq_u8s8", 90, 5)], None, "post-training quantization is enough"),
+    # the accurate one leaves nodes in float and is slow; the fast ones are not accurate: QAT can pay
+    ("auto", "fp32", [("fp32", 90, 10), ("qdq_s8s8", 84, 9), ("qdq_u8s8", 86, 6), ("qdq_u8s8+float8", 90, 11)],
+     "qdq_u8s8", None),
+    ("auto", "fp32", [("fp32", 90, 10), ("qdq_u8s8", 86, 11), ("dynamic_s8", 89, 50)], None, "changes accuracy, not speed"),
+    ("always", "fp32", [("fp32", 90, 10), ("qdq_u8s8", 86, 11), ("dynamic_s8", 89, 50)], "qdq_u8s8", None),
+    ("auto", "fp32", [("fp32", 90, 10), ("dynamic_s8", 80, 5)], None, "no static INT8 recipe"),
+])
+def test_qat_runs_only_where_it_can_pay(mode, choice, candidates, recipe, why):
+    from edgedistill.runtime.benchmark import BenchmarkConfig
+    from edgedistill.stages import qat
+    from edgedistill.stages.qat import QATConfig
+
+    cfg = qat.QATStageConfig(mode=mode, qat=QATConfig(), quantize=QuantizeConfig(reduce_range=False), latency=BenchmarkConfig(),
+                             seed=0)
+    got_why, got_recipe = qat.plan(cfg, ptq_metrics(choice, candidates))
+    assert got_recipe == recipe and (why is None) == (got_why is None) and (why is None or why in got_why)
+
+
+@pytest.mark.parametrize("rule_ships, role, recipe, says", [
+    (True, None, "qat_qdq_u8s8", "it ships."),
+    (True, "student_int8", "qat_qdq_u8s8", "it ships."),
+    (True, "student_fp32", "qat_qdq_u8s8", "the rule chose it, but bundle.ship: fp32 ships FP32."),
+    (False, "student_fp32", "qat_qdq_u8s8", "not shipped: too slow."),
+    (False, "student_int8", "qdq_u8s8", "not shipped: too slow."),  # the post-training model was forced
+    (False, "student_int8", "qat_qdq_u8s8", "bundle.ship: quantized ships it (the rule would not: too slow)."),
+])
+def test_qat_sentence_follows_what_the_bundle_ships(rule_ships, role, recipe, says):
+    """bundle.ship can force a model against the rule: the card's sentence on QAT says what shipped."""
+    from edgedistill.release.report import qat_text
+
+    drop = {"drop": 0.1, "ci_low": -0.5, "ci_high": 0.7}
+    q = {"recipe": recipe, "qat": {"ran": True, "recipe": "qdq_u8s8", "candidate": "qat_qdq_u8s8", "shipped": rule_ships,
+                                   "reason": "too slow", "history": [{}, {}], "val_accuracy_fake_quant": 97.0},
+         "candidates": [{"name": "qat_qdq_u8s8", "val_accuracy": 97.0, "val_drop": drop}]}
+    assert qat_text(q, role).endswith(says)
+
+
+def test_the_shipped_line_names_the_rules_choice_when_bundle_ship_overrides_it():
+    from edgedistill.release.report import shipped_text
+
+    q = {"choice": "fp32", "recipe": "qdq_u8s8", "reason": "too slow"}
+    assert shipped_text(q, "student_fp32") == "Ships FP32: too slow"
+    assert shipped_text(q, "student_int8") == "Ships qdq_u8s8, as bundle.ship says; the quantize rule chose FP32: too slow"
+    assert shipped_text(dict(q, choice="quantized"), "student_int8", lambda m: f"**{m}**") == "Ships **qdq_u8s8**: too slow"
+    assert shipped_text(dict(q, choice="quantized", reason="qdq_u8s8: 0.2 pt"), "student_int8") == "Ships qdq_u8s8: 0.2 pt"
+
+
+def candidate(name: str, acc: float, ms: float, upper: float) -> quantize.Candidate:
+    return quantize.Candidate(name, val_accuracy=acc, latency_ms_p90=ms,
+                              val_drop={"drop": 0.0, "ci_low": -1.0, "ci_high": upper, "level": 0.95, "images": 360,
+                                        "agreement": 99.0})
+
+
+@pytest.mark.parametrize("ptq, same, ships, why", [
+    (None, False, True, "1.33x faster"),  # post-training kept FP32: the rule alone
+    (candidate("qdq_u8s8", 80.0, 7.0, 0.5), True, True, "more accurate"),  # same graph: accuracy decides
+    (candidate("qdq_u8s8", 82.0, 7.0, 0.5), True, False, "not more accurate"),
+    # qat: always beside another graph: a more accurate QAT model that is slower does not replace it
+    (candidate("dynamic_s8", 80.0, 6.0, 0.5), False, False, "is faster"),
+    (candidate("dynamic_s8", 80.0, 9.0, 0.5), False, True, "faster than dynamic_s8"),
+])
+def test_qat_replaces_the_post_training_model_by_the_quantize_rule(ptq, same, ships, why):
+    """The text quickstart with qat: always once shipped a static QAT model (55.9 MB, p90 10.6 ms) over
+    dynamic INT8 (17 MB, 8.4 ms) for 2 more validation snippets of 360: no longer."""
+    from edgedistill.stages.qat import decide
+
+    fp32 = candidate("fp32", 81.0, 10.0, 0.0)
+    qat = candidate("qat_qdq_u8s8", 81.0, 7.5, 0.8)
+    ok, reason = decide(QuantizeConfig(max_accuracy_drop=1.0, min_speedup=1.05), fp32, qat, ptq, same)
+    assert ok is ships and why in reason, reason
