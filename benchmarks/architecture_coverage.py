@@ -27,7 +27,7 @@ import torchvision
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from edgedistill import models
-from edgedistill.data.modality import for_kind
+from edgedistill.data.dataset import for_kind
 from edgedistill.models.presets import ModelPreset
 from edgedistill.runtime.onnx_utils import ort_predict
 from edgedistill.stages.finetune import TeacherConfig, strategy

@@ -29,12 +29,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from quantization_fidelity import teacher224_model  # noqa: E402
 
 from edgedistill.core.store import Store
-from edgedistill.quantization import nncf_ptq
+from edgedistill.quantization import nncf_ptq, ort_quantize
 from edgedistill.quantization.recipes import QuantizeConfig
 from edgedistill.runtime.benchmark import BenchmarkConfig, bench_in_child
 from edgedistill.runtime.onnx_utils import ort_predict
 from edgedistill.runtime.ortbench import cpu_info
-from edgedistill.stages import quantize
 
 
 def reference_predict(path: Path, split) -> np.ndarray:
@@ -57,12 +56,12 @@ def main() -> None:
     fp32, ds, pipeline = teacher224_model(Store(a.store / "teacher224"), a.seed, [], work)
     train, val, test = ds.split("train", 224), ds.split("val", 224), ds.split("test", 224)
     calibration = train.subset(np.sort(np.random.default_rng(a.seed).permutation(len(train))[:256]))
-    names = quantize.model_inputs(fp32)
-    reader = lambda: quantize.split_reader(calibration, names)
+    names = ort_quantize.model_inputs(fp32)
+    reader = lambda: ort_quantize.split_reader(calibration, names)
     timing = BenchmarkConfig(threads=1, runs=300, min_duration_s=2.0, throughput_batch=0, profile_runs=0)
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         tmp = Path(tmp)
-        source = quantize.prepare_source(fp32, QuantizeConfig(), reader, tmp, lambda m: None)
+        source = ort_quantize.prepare_source(fp32, QuantizeConfig(), reader, tmp, lambda m: None)
         r = reader()
         carried = nncf_ptq.carry(source, iter(r.get_next, None), tmp / "nncf_corrected.onnx")
         r = reader()
@@ -77,7 +76,7 @@ def main() -> None:
                 ("NNCF numbers in ONNX Runtime's layout, 7-bit", u8s8.model_copy(update={"reduce_range": True}),
                  tmp / "nncf_corrected.onnx", carried["overrides"])):
             rows[name] = tmp / f"{len(rows)}.onnx"
-            quantize.quantize_model(src, rows[name], qc, reader, overrides=overrides)
+            ort_quantize.quantize_model(src, rows[name], qc, reader, overrides=overrides)
         rows["NNCF's own graph (nncf.quantize defaults)"] = tmp / "nncf_own.onnx"
         reference = {s: ort_predict(fp32, d).argmax(1) for s, d in (("val", val), ("test", test))}
         print(f"seed {a.seed}, {cpu_info()[0]} ({', '.join(cpu_info()[1]) or 'no listed flags'}), "

@@ -38,7 +38,7 @@ from train_throughput import timed_stage  # noqa: E402
 from edgedistill import models
 from edgedistill.core.runner import Runner
 from edgedistill.core.store import Store
-from edgedistill.data.splits import Dataset
+from edgedistill.data.dataset import Dataset
 from edgedistill.models.presets import load_preset
 from edgedistill.pipeline import load_pipeline
 from edgedistill.stages import STAGES, finetune

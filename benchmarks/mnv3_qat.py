@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from edgedistill.core.runner import Runner
 from edgedistill.core.store import Store
-from edgedistill.data.splits import Dataset
+from edgedistill.data.dataset import Dataset
 from edgedistill.pipeline import load_pipeline
 from edgedistill.quantization.ort_quantize import calibration_rows
 from edgedistill.release.report import interval
@@ -96,7 +96,7 @@ def arm_answers(model: Path, test, n: int, cpus: list[str], work: Path) -> dict:
     out = {}
     for cpu in cpus:
         started = time.time()
-        logits, _ = targets.predict(targets.default_root(), cpu, ROOT / "edgedistill" / "ortbench.py", model,
+        logits, _ = targets.predict(targets.default_root(), cpu, ROOT / "edgedistill" / "runtime" / "ortbench.py", model,
                                     work / "x.npy", work / "y.npy")
         out[cpu] = {"agreement": 100.0 * float((logits.argmax(1) == host.argmax(1)).mean()),
                     "max_abs_diff": float(np.abs(logits - host).max()),

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from edgedistill.core.runner import Runner
 from edgedistill.core.store import Store
-from edgedistill.data.splits import Dataset
+from edgedistill.data.dataset import Dataset
 from edgedistill.models.saved import load_trained
 from edgedistill.pipeline import load_pipeline
 from edgedistill.runtime.benchmark import BenchmarkConfig

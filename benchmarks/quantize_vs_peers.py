@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from edgedistill.core.runner import Runner
 from edgedistill.core.store import Store
-from edgedistill.data.splits import Dataset
+from edgedistill.data.dataset import Dataset
 from edgedistill.pipeline import load_pipeline
 from edgedistill.quantization.recipes import QuantizeConfig
 from edgedistill.runtime.benchmark import BenchmarkConfig, bench_in_child

@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 from edgedistill.core.runner import Runner
 from edgedistill.core.store import Store
-from edgedistill.data.splits import Dataset
+from edgedistill.data.dataset import Dataset
 from edgedistill.pipeline import load_pipeline
 from edgedistill.runtime.onnx_utils import ort_predict
 from edgedistill.stages import STAGES
@@ -63,7 +63,7 @@ SEQUENCE_LENGTHS = (32, 128)
 
 def latency(model: Path, tokens: int) -> dict:
     """bench.py at batch 1, 1 thread, on made-up token ids of this length."""
-    out = subprocess.run([sys.executable, str(ROOT / "edgedistill" / "ortbench.py"), str(model), "--threads", "1",
+    out = subprocess.run([sys.executable, str(ROOT / "edgedistill" / "runtime" / "ortbench.py"), str(model), "--threads", "1",
                           "--runs", "200", "--min-seconds", "2", "--warmup", "20", "--throughput-batch", "0",
                           "--profile-runs", "0", "--sequence-length", str(tokens)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)["latency_ms"]
@@ -98,7 +98,7 @@ def accuracy_as_sent(model: Path, test) -> float:
     """Test accuracy one example at a time, padded to data.max_length, as a device sends it. Dynamic
     INT8 computes activation ranges per tensor over the whole batch, padding included, so its answers
     depend on what else is in the batch; a float model's do not."""
-    from edgedistill.data.text import text_feeds
+    from edgedistill.data.text.tokenizer import text_feeds
 
     ids = np.asarray(test.ids)
     feeds = text_feeds(ids, test.spec["pad_token_id"])

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from edgedistill import models
 from edgedistill.core.runner import Context, Runner
 from edgedistill.core.store import Store
-from edgedistill.data.splits import Dataset
+from edgedistill.data.dataset import Dataset
 from edgedistill.models.presets import load_preset
 from edgedistill.pipeline import load_pipeline
 from edgedistill.stages import STAGES, distill

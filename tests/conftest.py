@@ -1,5 +1,9 @@
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -82,9 +86,31 @@ def gray_batches(n: int, cfg, size: int = 2, classes: int = 3, seed: int = 0):
     """n random gray size x size images with random labels, as the training loop takes them (Batches)."""
     import torch
 
-    from edgedistill.data.image_augment import Batches
+    from edgedistill.data.image.augment import Batches
 
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, size, size, 1), generator=g, dtype=torch.uint8).numpy()
     labels = torch.randint(0, classes, (n,), generator=g).numpy()
     return Batches(images, labels, {**GRAY_SPEC, "height": size, "width": size}, cfg, False, classes)
+
+
+# Helpers of the tests that SIGKILL a run and resume it (e2e/test_resume.py, stages/test_qat.py).
+def cli(*args, **kw):
+    """`python -m edgedistill ARGS` as a child process, its output captured."""
+    return subprocess.Popen([sys.executable, "-m", "edgedistill", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1")  # same thread count in every run: bitwise-equal results
+
+
+def kill_at_first_checkpoint(proc: subprocess.Popen, work: Path, timeout_s: float = 120) -> bool:
+    """SIGKILL proc as soon as a training checkpoint appears under work (a stage's work folder);
+    whether it was still running then (False: it finished first, nothing was tested)."""
+    deadline = time.time() + timeout_s
+    while not list(work.glob("*/checkpoint.pt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    running = proc.poll() is None
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return running

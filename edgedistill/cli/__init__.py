@@ -1,7 +1,7 @@
 """The command line: `edgedistill COMMAND`. Each group of commands is a module with its parsers and
 functions: pipeline (run, plan, ls, gc), devices (verify, target, bench, ingest), quantize, release
-(gate). Heavy libraries (torch,
-onnxruntime) are imported inside the commands that need them, so `ls`, `gate` and errors stay fast.
+(gate). Heavy libraries (torch, onnxruntime) are imported inside the commands that need them, so `ls`,
+`gate` and errors stay fast.
 
 Exit codes: 0 success; 1 a gate failed (or an internal error); 2 a problem with the input (config,
 data, files, a damaged bundle or result, a busy store, a full disk), printed as one line of at most
@@ -55,7 +55,7 @@ def one_line(msg: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edgedistill.models import presets
+    from edgedistill.core import config
 
     try:
         a = build_parser().parse_args(argv)
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgedistill: error: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     a.store = a.store or default_store()
-    presets.TRUSTED_CODE[:] = a.trust_code or []
+    config.TRUSTED_CODE[:] = a.trust_code or []
     try:
         return a.fn(a)
     except GateFailed as e:

@@ -17,8 +17,8 @@ def cmd_quantize(a: argparse.Namespace) -> int:
     from edgedistill.core.config import parse_overrides, validate
     from edgedistill.core.errors import DataError
     from edgedistill.core.table import text_table
+    from edgedistill.data.dataset import read_preprocess
     from edgedistill.data.inputs import open_inputs
-    from edgedistill.data.splits import read_preprocess
     from edgedistill.quantization import ort_quantize
     from edgedistill.quantization.recipes import QUANT_RECIPES, QuantizeConfig
     from edgedistill.runtime.benchmark import BenchmarkConfig
@@ -50,7 +50,7 @@ def cmd_quantize(a: argparse.Namespace) -> int:
     val = open_inputs(Path(a.val), spec) if a.val is not None else None
     if val is not None and val.labels is None:
         raise ConfigError(f"--val '{a.val}' has no labels (an .npz needs an array y)")
-    inputs = quantize.model_inputs(model)
+    inputs = ort_quantize.model_inputs(model)
     for given, option in ((calib, "--calib"), (val, "--val")):  # arrays are checked whole (read lazily): their shapes named
         if given is not None and isinstance(given.items, np.ndarray):
             try:
@@ -66,10 +66,10 @@ def cmd_quantize(a: argparse.Namespace) -> int:
         work = Path(tmp)
         if val is None:
             reader().get_next()  # calibration data that does not fit the model is named before anything runs
-            source, overrides = quantize.prepare_source(model, q, reader, work, log), None
+            source, overrides = ort_quantize.prepare_source(model, q, reader, work, log), None
             if q.method == "static" and q.ranges == "nncf":
-                source, overrides = quantize.carry_nncf(source, reader, work, log, show_progress())
-            quantize.quantize_model(source, work / "quantized.onnx", q, reader, overrides=overrides)
+                source, overrides = ort_quantize.carry_nncf(source, reader, work, log, show_progress())
+            ort_quantize.quantize_model(source, work / "quantized.onnx", q, reader, overrides=overrides)
             write_model(work / "quantized.onnx", out)
             print(f"wrote {out} ({model_size(str(out)) / 1024:.1f} KiB; fixed mode, accuracy not measured)")
             return 0

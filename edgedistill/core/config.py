@@ -7,6 +7,7 @@ paths given with ``--set`` are relative to the current directory.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +17,28 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from edgedistill.core.errors import ConfigError
 from edgedistill.core.registry import did_you_mean
+
+#: Module prefixes whose code `python:` architectures may run, given at the command line (--trust-code).
+TRUSTED_CODE: list[str] = []
+
+
+def trusted_code() -> list[str]:
+    """--trust-code prefixes and those of $EDGEDISTILL_TRUST_CODE (comma-separated)."""
+    env = [p.strip() for p in os.environ.get("EDGEDISTILL_TRUST_CODE", "").split(",") if p.strip()]
+    return [*TRUSTED_CODE, *env]
+
+
+def check_trusted(arch: str, where: str) -> None:
+    """A `python:<module>:<function>` architecture runs code: only from modules the person at the
+    command line trusts, never because a YAML file or a stored model.json names them."""
+    family, _, ref = arch.partition(":")
+    module = ref.rpartition(":")[0]
+    if family != "python" or not module:
+        return  # not code, or malformed (the architecture registry says how)
+    if not any(module == p or module.startswith(p + ".") for p in trusted_code()):
+        raise ConfigError(f"{where}: arch '{shorten(arch)}' would import and run Python module '{shorten(module)}'; "
+                          f"if that is your code, allow it with --trust-code {shorten(module.split('.')[0])} "
+                          f"(or EDGEDISTILL_TRUST_CODE={shorten(module.split('.')[0])})")
 
 
 def _not_empty(path: Path) -> Path:

@@ -3,15 +3,11 @@ input sizes the data is stored at."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from edgedistill.core.config import PathField, Strict
-
-if TYPE_CHECKING:
-    from edgedistill.pipeline import Pipeline
-
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -101,19 +97,3 @@ class DataConfig(Strict):
             raise ValueError(f"data.std must be positive and data.mean finite (got mean {self.mean}, std {self.std}): "
                              f"inputs are divided by std")
         return self
-
-
-def model_sizes(p: "Pipeline") -> tuple[int | None, int | None]:
-    """(teacher, student) input sizes in pixels, data.image_size where not set; (None, None) for a
-    modality without sizes (text)."""
-    from edgedistill.data.modality import for_kind
-
-    if not for_kind(p.data.kind).sized:
-        return None, None
-    return p.teacher.image_size or p.data.image_size, p.student.image_size or p.data.image_size
-
-
-def stored_size(p: "Pipeline") -> int:
-    """The size prepared images are stored at: the larger of the two models' (a batch is only ever
-    resized down, never up)."""
-    return max(model_sizes(p))

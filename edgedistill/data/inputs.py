@@ -10,8 +10,8 @@ from typing import Callable
 import numpy as np
 
 from edgedistill.core.errors import DataError
-from edgedistill.data.image_files import decode_image, read_imagefolder
-from edgedistill.data.image_spec import to_model_input
+from edgedistill.data.image.files import decode_image, read_imagefolder
+from edgedistill.data.image.spec import to_model_input
 
 
 @dataclass

@@ -3,7 +3,8 @@
 The stages stay the stages (prepare, finetune, teach, baseline, distill, export, quantize, benchmark,
 bundle); a modality supplies reading and writing the data, the splits and training batches as
 models see them, the ONNX export, the bundle's preprocessing files, and sane quantization recipes.
-Add a modality by adding one module here and registering it: nothing in the stages branches on it.
+Add a modality by adding its module, registering it in MODALITIES and naming it in
+data.dataset.MODALITY_MODULES: nothing in the stages branches on it.
 
 A prepared dataset says its modality in preprocess.json ("modality"; absent: image, as stores
 written before text existed).
@@ -19,9 +20,14 @@ from edgedistill.core.registry import Registry
 
 if TYPE_CHECKING:
     from edgedistill.data.config import DataConfig
-    from edgedistill.data.splits import Dataset
-    from edgedistill.pipeline import Pipeline
-    from edgedistill.training.config import TrainConfig
+    from edgedistill.data.dataset import Dataset
+
+
+class AugmentSettings(Protocol):
+    """What a modality's training batches read of a training config (training.config.TrainConfig has it)."""
+    augment: str
+    mixup_alpha: float
+    cutmix_alpha: float
 
 
 class Modality(Protocol):
@@ -33,8 +39,9 @@ class Modality(Protocol):
     sized: bool
     """Whether models take an input size (image_size in pixels); text models take any length."""
 
-    def data_config(self, p: "Pipeline") -> "DataConfig":
-        """The pipeline's data section as prepare needs it, with everything it depends on resolved."""
+    def data_config(self, data: "DataConfig", *, stored_size: int | None, teacher_preset: str) -> "DataConfig":
+        """The pipeline's data section as prepare needs it, with what it depends on resolved: the size images
+        are stored at (the larger model's, stages.sizes), the tokenizer (the teacher preset's)."""
 
     def sources(self, cfg: "DataConfig") -> dict[str, Path]:
         """Files and folders the prepared data is made of: their content is part of prepare's key."""
@@ -56,9 +63,9 @@ class Modality(Protocol):
         """A split as a model sees it: len(), labels, spec, inputs(rows) (the torch model's input),
         feeds(rows) (the ONNX model's {name: array}), save_inputs(path) (for bench.py)."""
 
-    def batches(self, ds: "Dataset", cfg: "TrainConfig", *, rows: np.ndarray | None, seed: int, size: int | None,
+    def batches(self, ds: "Dataset", cfg: AugmentSettings, *, rows: np.ndarray | None, seed: int, size: int | None,
                 teacher_size: int | None, horizontal_flip: bool) -> Any:
-        """Training batches of the training split (augment.Batches's interface)."""
+        """Training batches of the training split (image.augment.Batches's interface)."""
 
     def export(self, model: Any, example: np.ndarray, path: Path, opset: int, log=print) -> dict:
         """model to ONNX at path; returns what the export did worth recording (may be empty)."""
@@ -69,25 +76,3 @@ class Modality(Protocol):
 
 
 MODALITIES: Registry[Modality] = Registry("modality")
-
-
-def for_kind(kind: str) -> Modality:
-    """The modality of a data.kind."""
-    _load()
-    for name in MODALITIES:
-        if kind in MODALITIES.get(name).kinds:
-            return MODALITIES.get(name)
-    raise AssertionError(f"data.kind '{kind}' belongs to no modality")  # data.config.DataConfig lists the kinds
-
-
-def for_spec(spec: dict) -> Modality:
-    """The modality of a prepared dataset or model, from its preprocess.json."""
-    _load()
-    return MODALITIES.get(spec.get("modality", "image"))
-
-
-def _load() -> None:
-    import importlib
-
-    for module in ("image", "text"):  # importing registers them
-        importlib.import_module(f"edgedistill.data.{module}")

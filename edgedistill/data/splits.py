@@ -1,38 +1,23 @@
-"""Datasets by registry name, the seeded stratified split, and the one preprocessing function.
+"""What every modality's data shares: the dataset and source registries, the seeded stratified split,
+splits written incrementally (NpyWriter) and read back memory-mapped, so memory follows the batch and
+never the data set, and the base of training batches (MapsByName).
 
-A prepared dataset is stored on disk, one pair of .npy files a split: uint8 images already resized to
-the larger of the two models' input sizes (N, H, W, C with C = 1 or 3), which is what a device has
-after decoding and resizing a camera frame, and int64 labels; a model that takes fewer pixels gets
-each batch resized to its size (``image_spec.view_spec``). The images are written incrementally and read back
-memory-mapped, so memory follows the batch, never the data set. ``image_spec.to_model_input`` turns a batch of
-such images into the float tensor the model takes; the same rule is written to the bundle's
-preprocess.json so it can be reimplemented on the device.
-
-The split and the dataset registry serve every modality; text (token ids instead of pixels) lives
-in edgedistill.data.text and text_files, which register their own dataset kinds here; image files in
-edgedistill.data.image_files.
-"""
+A prepared dataset is one pair of .npy files a split: the items (images: uint8 (N, H, W, C) at the
+larger of the two models' input sizes, what a device has after decoding and resizing a camera frame;
+text: int64 token ids (N, L)) and int64 labels. The modalities (data.image, data.text) read and write
+their items; data.dataset reads a prepared dataset back through its modality."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from edgedistill.core.errors import DataError
 from edgedistill.core.registry import Registry
 from edgedistill.data.config import DataConfig
-
-if TYPE_CHECKING:
-    from edgedistill.data.image import Split
-    from edgedistill.data.text import TextSplit
-
-
-def draw_seed(*key: int) -> int:
-    """A seed for torch's generator from a tuple of integers (NumPy's SeedSequence hashing)."""
-    return int(np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(1)[0])
 
 
 def default_workers() -> int:
@@ -75,28 +60,6 @@ def _cap_per_class(x: np.ndarray, y: np.ndarray, cap: int | None, rng: np.random
 
 
 SPLITS = ("train", "val", "test")
-
-
-def prepare(cfg: DataConfig, seed: int, out: Path, workers: int = 1, progress: bool = False,
-            log: Callable[[str], None] = lambda m: None) -> tuple[list[str], dict[str, np.ndarray]]:
-    """Load, cap, split (stratified, seeded), then have the data's modality write each split into out
-    (images: <split>_x.npy uint8 at the model's size, decoded by `workers` processes and written as
-    they come, never a whole split in memory; text: token ids) and <split>_y.npy, and its
-    preprocess.json. What the listing left out (files that are not images, blank rows) goes to log.
-    Returns class names and labels."""
-    from edgedistill.data.modality import for_kind
-
-    modality = for_kind(cfg.kind)
-    raw = DATASETS.get(cfg.kind)(cfg)
-    classes, segments, labels = split(raw, cfg, seed)
-    if cfg.unlabeled_dir is not None:
-        extra = modality.list_unlabeled(Path(cfg.unlabeled_dir), raw.notes)
-        segments["train"].append(extra)
-        labels["train"] = np.concatenate([labels["train"], np.full(len(extra), UNLABELED, np.int64)])
-    for note in raw.notes:
-        log(note)
-    modality.write_splits(cfg, segments, labels, out, workers=workers, progress=progress)
-    return classes, labels
 
 
 def split(raw: RawData, cfg: DataConfig, seed: int) -> tuple[list[str], dict[str, list[np.ndarray]], dict[str, np.ndarray]]:
@@ -200,26 +163,10 @@ def _hide_labels(y: np.ndarray, keep_per_class: int, rng: np.random.Generator) -
     return out
 
 
-def read_preprocess(path: Path) -> dict:
-    """A preprocess.json (every bundle has one), checked by its modality to hold what its splits read."""
-    import json
-
-    from edgedistill.data.modality import for_spec
-
-    try:
-        spec = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise DataError(f"preprocess file '{path}' does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"preprocess file '{path}' is not JSON ({type(e).__name__})") from None
-    if not isinstance(spec, dict):
-        raise DataError(f"'{path}' is not a preprocess.json as bundles hold it (a JSON object)")
-    return for_spec(spec).check_spec(spec, path)
-
-
 class MapsByName:
-    """Pickled (for DataLoader workers started by spawn) with its memory-mapped arrays by file name,
-    not as a copy of their data. The attributes in `mapped` are the arrays."""
+    """The base of a modality's training batches (image.augment.Batches, text.TextBatches): pickled (for
+    DataLoader workers started by spawn) with its memory-mapped arrays by file name, not as a copy of
+    their data. The attributes in `mapped` are the arrays."""
 
     mapped: tuple[str, ...] = ()
 
@@ -242,47 +189,3 @@ def input_batches(x: Any, batch: int) -> Iterator[np.ndarray]:
     """Batches of model input from a Split or InputSet (converted per batch) or an array/tensor of inputs."""
     for i in range(0, len(x), batch):
         yield x.inputs(slice(i, i + batch)) if hasattr(x, "inputs") else x[i:i + batch]
-
-
-@dataclass
-class Dataset:
-    """A prepared dataset artifact: splits memory-mapped from disk, read through its modality
-    (edgedistill.data.modality: images, text)."""
-
-    classes: list[str]
-    spec: dict
-    splits: dict[str, tuple[np.ndarray, np.ndarray]]
-    """name -> (items: uint8 images (N, H, W, C) or int64 token ids (N, L), memory-mapped; int64 labels)."""
-
-    @property
-    def modality(self):
-        from edgedistill.data.modality import for_spec
-
-        return for_spec(self.spec)
-
-    @property
-    def channels(self) -> int:
-        """Input channels a model is built for (1 for text)."""
-        return self.spec.get("channels", 1)
-
-    @property
-    def size(self) -> int | None:
-        """The stored input size in pixels (None for text)."""
-        return self.spec.get("height")
-
-    def split(self, name: str, size: int | None = None) -> "Split | TextSplit":
-        """A split as a model of this input size sees it (None: the stored size)."""
-        return self.modality.view(*self.splits[name], self.spec, size)
-
-    def inputs(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """A whole split as float (memory grows with the split): for small data in tests and
-        benchmarks only; the pipeline converts per batch (split(name))."""
-        view = self.split(split)
-        return view.inputs(slice(None)), view.labels
-
-    @classmethod
-    def load(cls, path: Path) -> "Dataset":
-        import json
-
-        splits = {s: (np.load(path / f"{s}_x.npy", mmap_mode="r"), np.load(path / f"{s}_y.npy")) for s in SPLITS}
-        return cls(json.loads((path / "classes.json").read_text()), json.loads((path / "preprocess.json").read_text()), splits)

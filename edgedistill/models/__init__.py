@@ -1,5 +1,6 @@
-"""Models: architectures by family (torchvision, timm, EfficientNet-Lite, Hugging Face transformers, your
-Python), presets and their pretrained weights, structure checks, trained-model files and feature taps.
+"""Models: architectures, presets and their weights, structure checks, trained-model files, feature taps.
+
+Families: torchvision, timm, EfficientNet-Lite, Hugging Face transformers, your Python, and our own.
 
 The package is the public surface (``models.build``, ``models.load_trained``, ...), as torchvision.models is;
 each name lives in one module below."""

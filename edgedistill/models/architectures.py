@@ -19,11 +19,12 @@ from typing import Callable
 import torch
 from torch import nn
 
+from edgedistill.core.config import check_trusted
 from edgedistill.core.errors import ConfigError
 from edgedistill.core.files import sha256_file
 from edgedistill.core.packages import import_optional, package_file
 from edgedistill.core.registry import Registry, did_you_mean
-from edgedistill.models.presets import ModelPreset, WeightsSpec, check_trusted
+from edgedistill.models.presets import ModelPreset, WeightsSpec
 from edgedistill.models.transformers import build_transformer
 
 ARCHS: Registry = Registry("architecture")

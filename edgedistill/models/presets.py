@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from edgedistill.core.config import PathField, Strict, read_yaml, shorten, validate
+from edgedistill.core.config import PathField, Strict, check_trusted, read_yaml, validate
 from edgedistill.core.errors import ConfigError
 from edgedistill.core.registry import did_you_mean
 
@@ -65,29 +65,6 @@ class ModelPreset(Strict):
     """Module path of the classifier Linear to replace with one for the task's classes
     (default: the last nn.Linear). Only used with pretrained weights."""
     description: str = ""
-
-
-#: Module prefixes whose code `python:` architectures may run, given at the command line (--trust-code).
-TRUSTED_CODE: list[str] = []
-
-
-def trusted_code() -> list[str]:
-    """--trust-code prefixes and those of $EDGEDISTILL_TRUST_CODE (comma-separated)."""
-    env = [p.strip() for p in os.environ.get("EDGEDISTILL_TRUST_CODE", "").split(",") if p.strip()]
-    return [*TRUSTED_CODE, *env]
-
-
-def check_trusted(arch: str, where: str) -> None:
-    """A `python:<module>:<function>` architecture runs code: only from modules the person at the
-    command line trusts, never because a YAML file or a stored model.json names them."""
-    family, _, ref = arch.partition(":")
-    module = ref.rpartition(":")[0]
-    if family != "python" or not module:
-        return  # not code, or malformed (the architecture registry says how)
-    if not any(module == p or module.startswith(p + ".") for p in trusted_code()):
-        raise ConfigError(f"{where}: arch '{shorten(arch)}' would import and run Python module '{shorten(module)}'; "
-                          f"if that is your code, allow it with --trust-code {shorten(module.split('.')[0])} "
-                          f"(or EDGEDISTILL_TRUST_CODE={shorten(module.split('.')[0])})")
 
 
 def preset_search_dirs(role: str) -> list[Path]:

@@ -1,2 +1,1 @@
-"""Quantization: named recipes, ONNX Runtime's quantizer, NNCF's algorithm in ONNX Runtime's layout, and
-fake quantization that emulates them in PyTorch."""
+"""Quantization: named recipes, ONNX Runtime's quantizer, NNCF, and fake quantization for QAT."""

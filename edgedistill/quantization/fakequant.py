@@ -189,7 +189,7 @@ def settle(model: nn.Module) -> None:
 @torch.no_grad()
 def onnx_inputs(model: nn.Module, onnx_path: Any, split: Any, rows: slice) -> dict[str, str]:
     """Layer path -> the name of the tensor that feeds it in the exported ONNX model (a Conv, Gemm or
-    MatMul input), matched by value on split's rows (a data.Split, or a subset; a few examples): exporters
+    MatMul input), matched by value on split's rows (a data.image.Split, or a subset; a few examples): exporters
     rename, fold BatchNorm into the convolution and attribute the fused node to the BatchNorm, so names
     and scopes do not say it. Layers without an unambiguous match are left out. model: after detach()."""
     import numpy as np

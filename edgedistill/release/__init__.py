@@ -1,1 +1,1 @@
-"""The release: report.json, the model card and page, the budget gate, and device results recorded into a bundle."""
+"""The release: report.json, model card and page, the budget gate, device results recorded into a bundle."""

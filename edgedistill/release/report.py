@@ -231,7 +231,7 @@ def ort_format_text(report: dict) -> str:
 
 
 def model_card(report: dict, labels: list[str], pre: dict) -> str:
-    from edgedistill.data.modality import for_spec
+    from edgedistill.data.dataset import for_spec
 
     acc, lat, dev, quant = report["accuracy"], report["latency_ms"], report["device"], report["quantization"]
     size = report.get("image_size") or {"teacher": "?", "student": "?"}  # bundles before per-model sizes

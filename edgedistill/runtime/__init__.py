@@ -1,2 +1,1 @@
-"""What runs models with ONNX Runtime: sessions and export helpers, the standalone benchmark, statistics,
-emulated and SSH targets, the devices file."""
+"""What runs models with ONNX Runtime: helpers, bench.py, statistics, emulated and SSH targets, devices."""

@@ -11,35 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from edgedistill.core.config import Strict
-
-
-def bench_in_child(model: Path, settings: "BenchmarkConfig", inputs: Path | None = None, labels: Path | None = None,
-                   name: str | None = None, sequence_length: int | None = None, shapes: list[str] = ()) -> dict:
-    """ortbench.py in a child process that imports only numpy and ONNX Runtime (so torch's memory
-    and threads do not count). Returns its JSON result. inputs: timed on (and, with labels, accuracy
-    measured on) these instead of made-up ones; shapes: --shape values for made-up inputs of a model
-    with dynamic dimensions. DataError when the inputs do not fit the model (bench.py's exit 2)."""
-    from edgedistill.core.errors import DataError, StageError
-    from edgedistill.runtime import ortbench
-
-    cmd = [sys.executable, ortbench.__file__, str(model), *settings.ortbench_args()]
-    if inputs is not None:
-        cmd += ["--inputs", str(inputs)]
-    if labels is not None:
-        cmd += ["--labels", str(labels)]
-    if name:
-        cmd += ["--name", name]
-    if sequence_length:
-        cmd += ["--sequence-length", str(sequence_length)]
-    for shape in shapes:
-        cmd += ["--shape", shape]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
-        if proc.returncode == 2:
-            raise DataError(f"{Path(model).name}: {last.removeprefix('bench.py: error: ')}")
-        raise StageError(f"benchmark of {Path(model).name} failed: {last}")
-    return json.loads(proc.stdout)
+from edgedistill.core.errors import DataError, StageError
 
 
 class BenchmarkConfig(Strict):
@@ -79,3 +51,31 @@ class BenchmarkConfig(Strict):
         if self.sequence_length is not None:
             args += ["--sequence-length", str(self.sequence_length)]
         return args + (["--mlperf"] if self.protocol == "mlperf" else [])
+
+
+def bench_in_child(model: Path, settings: BenchmarkConfig, inputs: Path | None = None, labels: Path | None = None,
+                   name: str | None = None, sequence_length: int | None = None, shapes: list[str] = ()) -> dict:
+    """ortbench.py in a child process that imports only numpy and ONNX Runtime (so torch's memory
+    and threads do not count). Returns its JSON result. inputs: timed on (and, with labels, accuracy
+    measured on) these instead of made-up ones; shapes: --shape values for made-up inputs of a model
+    with dynamic dimensions. DataError when the inputs do not fit the model (bench.py's exit 2)."""
+    from edgedistill.runtime import ortbench
+
+    cmd = [sys.executable, ortbench.__file__, str(model), *settings.ortbench_args()]
+    if inputs is not None:
+        cmd += ["--inputs", str(inputs)]
+    if labels is not None:
+        cmd += ["--labels", str(labels)]
+    if name:
+        cmd += ["--name", name]
+    if sequence_length:
+        cmd += ["--sequence-length", str(sequence_length)]
+    for shape in shapes:
+        cmd += ["--shape", shape]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
+        if proc.returncode == 2:
+            raise DataError(f"{Path(model).name}: {last.removeprefix('bench.py: error: ')}")
+        raise StageError(f"benchmark of {Path(model).name} failed: {last}")
+    return json.loads(proc.stdout)

@@ -1,4 +1,5 @@
-"""Results measured on target devices (bench.py run on a phone, board or Pi), recorded in a bundle."""
+"""Target devices: the devices file (name -> target, threads, python), bench.py results read strictly, and
+verifying a bundle's answers on emulated or SSH targets (release.ingest records them in the bundle)."""
 from __future__ import annotations
 
 import json

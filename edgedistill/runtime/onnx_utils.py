@@ -1,10 +1,19 @@
-"""ONNX Runtime helpers shared by the export, quantize and benchmark stages and the CLI."""
+"""ONNX Runtime helpers: sessions, a model checked to load, predictions batch by batch, torch.onnx export,
+and the tensor overrides that pin activation ranges in ONNX Runtime's quantizer."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+
+def range_overrides(ranges: dict) -> dict:
+    """ONNX Runtime's TensorQuantOverrides (quantize_static's extra_options) that set these tensors'
+    ranges: {tensor name: (rmin, rmax)} -> {tensor name: [{"rmin", "rmax"}]}, float32 as it wants them."""
+    import numpy as np
+
+    return {name: [{"rmin": np.array(lo, np.float32), "rmax": np.array(hi, np.float32)}] for name, (lo, hi) in ranges.items()}
 
 
 def session(path: Path, threads: int = 0) -> ort.InferenceSession:
@@ -50,7 +59,7 @@ def write_model(src: Path, dst: Path) -> None:
 
 def ort_predict(path: Path, x, batch: int = 64, what: str = "the data") -> np.ndarray:
     """Logits of an ONNX model for all of x: an array of model inputs (float32 NCHW for images), a dict
-    of arrays by input name, or a split (data.Split, a text split, an InputSet) converted one batch at
+    of arrays by input name, or a split (data.image.Split, data.text.TextSplit, data.inputs.InputSet) converted one batch at
     a time to the model's feeds. A model whose batch is fixed gets exactly that many rows a run.
     DataError (naming `what` and both shapes) when x does not fit the model's inputs."""
     from edgedistill.core.errors import DataError
@@ -107,11 +116,3 @@ def export_onnx(model, example, path: Path, opset: int, input_name: str = "input
     except Exception as e:  # the exporter raises many types; all mean the same to the user
         raise StageError(f"torch.onnx.export failed for {type(model).__name__}: {str(e).splitlines()[0]}") from e
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
-
-
-def range_overrides(ranges: dict) -> dict:
-    """ONNX Runtime's TensorQuantOverrides (quantize_static's extra_options) that set these tensors'
-    ranges: {tensor name: (rmin, rmax)} -> {tensor name: [{"rmin", "rmax"}]}, float32 as it wants them."""
-    import numpy as np
-
-    return {name: [{"rmin": np.array(lo, np.float32), "rmax": np.array(hi, np.float32)}] for name, (lo, hi) in ranges.items()}

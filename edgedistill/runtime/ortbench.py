@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark one ONNX model with ONNX Runtime on the CPU and write a JSON result.
 
-Why one module: it ships as one file, bench.py, in every bundle, and runs there alone.
+One module of over 400 lines on purpose: it ships as one file, bench.py, in every bundle.
 Standalone on purpose: it needs only python3, numpy and onnxruntime, so the same file runs inside
 edgedistill's benchmark stage (as a child process, so that torch's memory is not counted in the peak
 resident memory) and on a target device (phone, board, Pi), where every bundle carries it as bench.py:

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from edgedistill.core.runner import Context, Stage
-from edgedistill.data.splits import Dataset, read_preprocess
+from edgedistill.data.dataset import Dataset, read_preprocess
 from edgedistill.runtime.benchmark import BenchmarkConfig, bench_in_child
 
 MODELS = {"teacher": ("onnx", "teacher.onnx", "teacher"), "student_fp32": ("onnx", "student.onnx", "student"),

@@ -20,7 +20,7 @@ from edgedistill.core.errors import StageError
 from edgedistill.core.files import read_json
 from edgedistill.core.runner import Context, Stage
 from edgedistill.core.store import METRICS
-from edgedistill.data.splits import Dataset
+from edgedistill.data.dataset import Dataset
 from edgedistill.release.report import model_card, plot_tradeoffs, plot_training, write_html
 from edgedistill.runtime import ortbench
 from edgedistill.runtime.onnx_utils import ort_predict, write_model

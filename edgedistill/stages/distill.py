@@ -18,13 +18,13 @@ from pydantic import Field
 from torch import nn
 
 from edgedistill import models
-from edgedistill.core.config import PathField, Strict
+from edgedistill.core.config import PathField, Strict, check_trusted
 from edgedistill.core.errors import ConfigError
 from edgedistill.core.runner import Context, Stage
-from edgedistill.data.config import model_sizes
-from edgedistill.data.image_augment import resize_float
-from edgedistill.data.splits import Dataset
-from edgedistill.models.presets import ModelPreset, check_trusted, load_preset
+from edgedistill.data.dataset import Dataset
+from edgedistill.data.image.augment import resize_float
+from edgedistill.models.presets import ModelPreset, load_preset
+from edgedistill.stages.sizes import model_sizes
 from edgedistill.training.config import TrainConfig
 from edgedistill.training.loop import fit, resolve_device, test_and_save
 from edgedistill.training.losses import (

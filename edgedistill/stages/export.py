@@ -18,7 +18,7 @@ from edgedistill.core.errors import StageError
 from edgedistill.core.files import read_json
 from edgedistill.core.runner import Context, Stage
 from edgedistill.core.store import METRICS
-from edgedistill.data.splits import Dataset
+from edgedistill.data.dataset import Dataset
 from edgedistill.models.saved import input_size, load_trained, num_params
 from edgedistill.runtime.onnx_utils import check_loads, ort_predict
 from edgedistill.runtime.ortbench import model_size

@@ -13,9 +13,9 @@ from edgedistill import models
 from edgedistill.core.config import Strict
 from edgedistill.core.errors import ConfigError, DataError
 from edgedistill.core.runner import Context, Stage
-from edgedistill.data.config import model_sizes
-from edgedistill.data.splits import Dataset
+from edgedistill.data.dataset import Dataset
 from edgedistill.models.presets import ModelPreset, load_preset
+from edgedistill.stages.sizes import model_sizes
 from edgedistill.training.config import TrainConfig
 from edgedistill.training.loop import fit, test_and_save
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from edgedistill.core.config import Strict
 from edgedistill.core.runner import Context, Stage
-from edgedistill.data import splits as data
+from edgedistill.data import dataset, splits
 from edgedistill.data.config import DataConfig
-from edgedistill.data.modality import for_kind
+from edgedistill.data.dataset import for_kind
+from edgedistill.stages.sizes import stored_size
 
 
 class PrepareConfig(Strict):
@@ -22,11 +23,11 @@ class PrepareConfig(Strict):
 
 
 def run(cfg: PrepareConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
-    workers = cfg.data.workers or data.default_workers()
-    classes, labels = data.prepare(cfg.data, cfg.seed, out, workers=workers, progress=ctx.progress, log=ctx.log)
+    workers = cfg.data.workers or splits.default_workers()
+    classes, labels = dataset.prepare(cfg.data, cfg.seed, out, workers=workers, progress=ctx.progress, log=ctx.log)
     (out / "classes.json").write_text(json.dumps(classes, indent=2))
     counts = {s: int(len(y)) for s, y in labels.items()}
-    unlabeled = int((labels["train"] == data.UNLABELED).sum())
+    unlabeled = int((labels["train"] == splits.UNLABELED).sum())
     ctx.log(f"{len(classes)} classes; train {counts['train']} ({unlabeled} unlabeled), val {counts['val']}, "
             f"test {counts['test']} examples")
     return {"classes": len(classes), "samples": counts, "unlabeled_train": unlabeled}
@@ -34,7 +35,9 @@ def run(cfg: PrepareConfig, inputs: dict[str, Path], out: Path, ctx: Context) ->
 
 STAGE = Stage(
     name="prepare", version=5, inputs=(), output="dataset",
-    configure=lambda p: PrepareConfig(data=for_kind(p.data.kind).data_config(p), seed=p.seed),
+    configure=lambda p: PrepareConfig(data=for_kind(p.data.kind).data_config(p.data, stored_size=stored_size(p),
+                                                                              teacher_preset=p.teacher.preset),
+                                      seed=p.seed),
     run=run,
     sources=lambda cfg: for_kind(cfg.data.kind).sources(cfg.data),
     # a limit and a degree of parallelism: they fail a run or not, or make it faster, never change a result

@@ -37,8 +37,8 @@ from edgedistill.core.files import read_json
 from edgedistill.core.registry import did_you_mean
 from edgedistill.core.runner import Context, Stage, world
 from edgedistill.core.store import METRICS
-from edgedistill.data.splits import Dataset
-from edgedistill.quantization import fakequant
+from edgedistill.data.dataset import Dataset
+from edgedistill.quantization import fakequant, ort_quantize
 from edgedistill.quantization.recipes import QUANT_RECIPES, QuantizeConfig
 from edgedistill.runtime.benchmark import BenchmarkConfig
 from edgedistill.runtime.onnx_utils import check_loads, ort_predict
@@ -233,10 +233,10 @@ def quantize_trained(model: nn.Module, ds: Dataset, calibration, test, q: Quanti
     ds.modality.export(model, test.inputs(slice(0, 2)), float_path, opset, log=log)  # two rows: a dynamic batch
     check_loads(float_path, "the exported QAT model")
     info = {"export_parity": parity(model, float_path, test.subset(slice(0, 64)))}
-    names = quantize.model_inputs(float_path)
-    reader = lambda: quantize.split_reader(calibration, names)
-    source = quantize.prepare_source(float_path, q, reader, work, log)
-    quantize.quantize_model(source, recalibrated, q, reader)
+    names = ort_quantize.model_inputs(float_path)
+    reader = lambda: ort_quantize.split_reader(calibration, names)
+    source = ort_quantize.prepare_source(float_path, q, reader, work, log)
+    ort_quantize.quantize_model(source, recalibrated, q, reader)
     if pinned is None:
         return info
     qmin, qmax = (0, 255) if q.activation_type == "uint8" else (-128, 127)
@@ -251,7 +251,7 @@ def quantize_trained(model: nn.Module, ds: Dataset, calibration, test, q: Quanti
             old = ranges.get(tensor, (lo, hi))
             ranges[tensor] = (min(lo, old[0]), max(hi, old[1]))
         ranges = nncf_ptq.with_folded_inputs(onnx.load(str(source)).graph, ranges, through=nncf_ptq.FOLDED + nncf_ptq.SHARED)
-        quantize.quantize_model(source, pinned, q, reader, overrides=range_overrides(ranges))
+        ort_quantize.quantize_model(source, pinned, q, reader, overrides=range_overrides(ranges))
     except Exception as e:  # the recalibrated candidate still stands; this one is recorded as failed
         info["pinned_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
         log(f"pinning the learned ranges failed ({info['pinned_error']})")
@@ -308,7 +308,7 @@ def run(cfg: QATStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
     size = models.input_size(folder, ds.size)
     model = models.load_trained(folder)
     train = ds.split("train", size)
-    calibration = train.subset(quantize.calibration_rows(len(train), q.calibration_samples, cfg.seed))
+    calibration = train.subset(ort_quantize.calibration_rows(len(train), q.calibration_samples, cfg.seed))
     result = train_qat(model, ds, size, calibration, rq, cfg.qat, seed=cfg.seed, checkpoint=ctx.work / "checkpoint.pt",
                        horizontal_flip=cfg.horizontal_flip, log=ctx.log, progress=ctx.progress)
     if rank > 0:  # rank 0 exports, quantizes and measures

@@ -25,10 +25,7 @@ one that ships unless FP32 does) on it, with its interval, is `test_drop` (quant
 the bundle's report when it ships, gated by max_quantization_drop).
 
 Its result is `ptq`; the qat stage (stages/qat.py) reads it, adds quantization-aware training where
-post-training is not enough, and writes `quantized`, which benchmark and bundle read. Why one module of
-about 700 lines: the candidates, the rule, the search and the ONNX Runtime calls share Candidate and
-the measuring helpers, which the qat stage reuses; splitting the ONNX Runtime calls from the rule is
-issue 19's.
+post-training is not enough, and writes `quantized`, which benchmark and bundle read.
 """
 from __future__ import annotations
 
@@ -46,7 +43,7 @@ from tqdm.auto import tqdm
 from edgedistill.core.config import Strict
 from edgedistill.core.errors import ConfigError, StageError
 from edgedistill.core.runner import Context, Stage
-from edgedistill.data.splits import Dataset, read_preprocess
+from edgedistill.data.dataset import Dataset, read_preprocess
 from edgedistill.quantization.ort_quantize import (
     NNCF_CORRECTED,
     calibration_rows,
@@ -386,7 +383,7 @@ def run(cfg: QuantizeStageConfig, inputs: dict[str, Path], out: Path, ctx: Conte
 def configure(p) -> QuantizeStageConfig:
     """The stage's config; a quantize.target that names a device becomes that device's ssh target,
     python and threads (so the cache key follows the device, not its name)."""
-    from edgedistill.data.modality import for_kind
+    from edgedistill.data.dataset import for_kind
 
     q, bench = p.quantize, p.benchmark
     modality = for_kind(p.data.kind)

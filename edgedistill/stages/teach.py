@@ -15,7 +15,7 @@ import numpy as np
 
 from edgedistill.core.config import Strict
 from edgedistill.core.runner import Context, Stage
-from edgedistill.data.splits import Dataset
+from edgedistill.data.dataset import Dataset
 from edgedistill.models.saved import input_size, load_trained
 from edgedistill.stages.distill import ExtraTeacher, teacher_sources
 from edgedistill.training.loop import predict, resolve_device

@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 import torch.utils.data
 
-from edgedistill.data.image_augment import Batches
+from edgedistill.data.splits import MapsByName
 
 
 class EpochBatches(torch.utils.data.Dataset):
     """Batches as a DataLoader serves them: item (epoch, step, indices) -> (inputs, targets, indices,
     teacher's view or None)."""
 
-    def __init__(self, batches: Batches, rank: int = 0):
+    def __init__(self, batches: MapsByName, rank: int = 0):
         self.batches, self.rank = batches, rank
 
     def __getitem__(self, key: tuple[int, int, torch.Tensor]):
@@ -39,7 +39,7 @@ def _one_thread(worker_id: int) -> None:
     torch.set_num_threads(1)  # the workers share the cores with the training process
 
 
-def loader(batches: Batches, workers: int, pin_memory: bool, rank: int = 0) -> torch.utils.data.DataLoader:
+def loader(batches: MapsByName, workers: int, pin_memory: bool, rank: int = 0) -> torch.utils.data.DataLoader:
     """A DataLoader over whole batches (batch_size=None: our batches are made, augmented and mixed as
     one), `workers` persistent worker processes (0: in the training process), pinned memory on CUDA."""
     return torch.utils.data.DataLoader(

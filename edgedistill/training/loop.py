@@ -25,8 +25,7 @@ from tqdm.auto import tqdm
 
 from edgedistill.core.errors import ConfigError, StageError
 from edgedistill.core.runner import world
-from edgedistill.data.image_augment import Batches
-from edgedistill.data.splits import input_batches
+from edgedistill.data.splits import MapsByName, input_batches
 from edgedistill.training.config import TrainConfig
 from edgedistill.training.loader import loader
 
@@ -65,15 +64,15 @@ def optimizer_stepped(scaler: torch.amp.GradScaler, scale_before: float | None) 
 @torch.no_grad()
 def predict(model: nn.Module, x: Any, device: torch.device | str = "cpu", batch: int = EVAL_BATCH) -> torch.Tensor:
     """Logits for all of x, in eval mode, on the CPU, `batch` examples a pass (callers that train pass
-    their training batch size). x: a data.Split (converted to float one batch at a time), or an array
-    or tensor of model inputs."""
+    their training batch size). x: a split (data.image.Split, data.text.TextSplit; converted to float one
+    batch at a time), or an array or tensor of model inputs."""
     model.eval()
     return torch.cat([model(torch.as_tensor(chunk).to(device)).float().cpu() for chunk in input_batches(x, batch)])
 
 
 def test_and_save(model: nn.Module, preset: Any, ds: Any, image_size: int, out: Path, batch: int = EVAL_BATCH) -> float:
     """A trained model's test accuracy (%) at its input size (`batch` examples a pass: the training
-    batch size); then model.pt and model.json into out. preset: its models.ModelPreset; ds: the data.Dataset."""
+    batch size); then model.pt and model.json into out. preset: its models.presets.ModelPreset; ds: the data.dataset.Dataset."""
     from edgedistill import models
 
     test = ds.split("test", image_size)
@@ -141,13 +140,13 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def fit(model: nn.Module, train: Batches, val: tuple[Any, np.ndarray], *,
+def fit(model: nn.Module, train: MapsByName, val: tuple[Any, np.ndarray], *,
         cfg: TrainConfig, param_groups: list[dict], loss_fn: LossFn, seed: int, checkpoint: Path,
         desc: str, epoch_start: Callable[[int], tuple[nn.Module, ...]] = lambda epoch: (),
         progress: bool = True) -> FitResult:
     """Train model in place; returns the per-epoch history and which epoch's weights it ends with.
 
-    val: (inputs, labels); inputs a data.Split (converted per batch) or an array of model inputs.
+    val: (inputs, labels); inputs a split (converted per batch) or an array of model inputs.
     param_groups: torch optimizer groups, each with its own "lr" (the peak learning rate).
     epoch_start(epoch): called before each epoch (0-based, also when resuming); may change which
     parameters train (requires_grad) and returns the modules kept in eval mode during it (frozen

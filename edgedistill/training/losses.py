@@ -8,7 +8,7 @@ import torch.nn.functional as F
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """Cross-entropy averaged over the rows that have a label; 0 (with a gradient) when none has.
 
-    targets: class indices, -1 where an image has no label (data.UNLABELED); or probability rows
+    targets: class indices, -1 where an image has no label (data.splits.UNLABELED); or probability rows
     (MixUp/CutMix), all zeros for an unlabeled image."""
     labeled = targets >= 0 if targets.dim() == 1 else targets.sum(1) > 0
     if bool(labeled.all()):

@@ -86,3 +86,13 @@ def test_debug_shows_the_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "edgedistill", "plan", str(tmp_path / "missing.yaml")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_light_commands_do_not_import_torch(tmp_path):
+    """`ls`, `--help`, `gate` and errors stay fast: nothing they import loads torch or ONNX Runtime (the
+    modality registry, the report and the gate included)."""
+    script = ("import sys; from edgedistill.cli import main; main(['ls', '--store', sys.argv[1]]);"
+              "from edgedistill.data.dataset import for_spec; from edgedistill.release import gate, ingest, report;"
+              "print(sorted(m for m in ('torch', 'onnxruntime', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "store")], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

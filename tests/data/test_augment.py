@@ -2,8 +2,8 @@
 import numpy as np
 import torch
 
-from edgedistill.data.image_augment import Batches
-from edgedistill.data.image_spec import to_model_input
+from edgedistill.data.image.augment import Batches
+from edgedistill.data.image.spec import to_model_input
 from edgedistill.training.config import TrainConfig
 
 SPEC = {"height": 16, "width": 16, "channels": 3, "scale": 1 / 255, "mean": [0.485, 0.456, 0.406],
@@ -49,7 +49,7 @@ def test_presets_change_images_and_replay_from_the_seed():
 
 
 def test_light_preset_mirrors_only_when_the_data_allows():
-    from edgedistill.data.image_augment import image_transform
+    from edgedistill.data.image.augment import image_transform
 
     names = lambda t: [type(s).__name__ for s in t.transforms]
     assert names(image_transform("light", 32, False)) == ["RandomCrop"]
@@ -76,7 +76,7 @@ def test_mixup_targets_are_mixed_one_hot_rows_and_unlabeled_rows_carry_no_label(
 def test_the_teacher_sees_its_own_view_of_the_same_augmented_image():
     """Distillation with two sizes: the student's batch (8 px) is the teacher's view (16 px) of the same
     augmented, and mixed, images, resized; another epoch's draws give other images."""
-    from edgedistill.data.image_augment import resize_float
+    from edgedistill.data.image.augment import resize_float
 
     x, y = _images(size=16, channels=3)
     spec = SPEC | {"resize": {"rule": "stretch", "size": [16, 16], "text": "stretch"}}

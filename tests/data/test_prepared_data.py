@@ -6,12 +6,12 @@ import torch
 from PIL import Image
 
 from edgedistill.core.errors import DataError
-from edgedistill.data import splits as data
 from edgedistill.data.config import DataConfig
-from edgedistill.data.image_files import decode_image, resize_uint8
-from edgedistill.data.image_spec import preprocess_spec, to_model_input, view_spec
+from edgedistill.data.dataset import Dataset, prepare, read_preprocess
+from edgedistill.data.image.files import decode_image, resize_uint8
+from edgedistill.data.image.spec import preprocess_spec, to_model_input, view_spec
 from edgedistill.data.inputs import open_inputs
-from edgedistill.data.splits import Dataset, NpyWriter, input_batches
+from edgedistill.data.splits import NpyWriter, input_batches
 
 
 def jpeg_folder(root, per_class=12, seed=0):
@@ -41,7 +41,7 @@ def test_the_number_of_decoding_workers_does_not_change_the_data(tmp_path):
     for workers in (1, 2, 3):
         folder = tmp_path / f"w{workers}"
         folder.mkdir()
-        data.prepare(cfg, seed=0, out=folder, workers=workers)
+        prepare(cfg, seed=0, out=folder, workers=workers)
         out[workers] = {f.name: np.load(f) for f in sorted(folder.glob("*.npy"))}
     assert set(out[1]) == {f"{s}_{k}.npy" for s in ("train", "val", "test") for k in ("x", "y")}
     for workers in (2, 3):
@@ -54,7 +54,7 @@ def test_a_bad_image_in_a_worker_fails_with_its_path(tmp_path):
     cfg = DataConfig(kind="imagefolder", train_dir=root, image_size=16, channels=3)
     (tmp_path / "out").mkdir()
     with pytest.raises(DataError, match=r"cannot read image '.*broken\.jpg'"):
-        data.prepare(cfg, seed=0, out=tmp_path / "out", workers=2)
+        prepare(cfg, seed=0, out=tmp_path / "out", workers=2)
 
 
 def test_npy_writer_writes_what_numpy_reads_and_counts_rows(tmp_path):
@@ -102,7 +102,7 @@ def test_preprocess_json_says_how_to_crop(tmp_path):
     spec = preprocess_spec(cfg, 3)
     assert spec["resize"]["rule"] == "shorter_side_center_crop" and spec["resize"]["shorter_side"] == 32
     (tmp_path / "out").mkdir()
-    data.prepare(cfg, seed=0, out=tmp_path / "out", workers=2)
+    prepare(cfg, seed=0, out=tmp_path / "out", workers=2)
     # what prepare stored is what a device following preprocess.json gets from the same file
     from edgedistill.data.inputs import open_inputs
     inputs = open_inputs(tmp_path / "imgs", spec)
@@ -135,10 +135,10 @@ def test_a_smaller_model_gets_the_stored_square_resized(tmp_path):
     with pytest.raises(DataError, match="do not fit"):
         to_model_input(stored[:, :20, :20], view)
     (tmp_path / "view.json").write_text(__import__("json").dumps(view))
-    assert data.read_preprocess(tmp_path / "view.json") == view
+    assert read_preprocess(tmp_path / "view.json") == view
     (tmp_path / "bad.json").write_text(__import__("json").dumps(view | {"height": 15, "width": 15}))
     with pytest.raises(DataError, match="not a preprocess.json"):
-        data.read_preprocess(tmp_path / "bad.json")
+        read_preprocess(tmp_path / "bad.json")
 
 
 def test_teacher_and_student_each_at_its_own_size(tmp_path):

@@ -12,9 +12,9 @@ import pytest
 from edgedistill.cli import main
 from edgedistill.core.errors import ConfigError, DataError
 from edgedistill.data.config import DataConfig
-from edgedistill.data.modality import for_kind, for_spec
-from edgedistill.data.splits import DATASETS, Dataset, prepare
-from edgedistill.data.text_files import read_text_file
+from edgedistill.data.dataset import Dataset, for_kind, for_spec, prepare
+from edgedistill.data.splits import DATASETS
+from edgedistill.data.text.files import read_text_file
 from edgedistill.models.architectures import build
 from edgedistill.models.presets import ModelPreset
 from edgedistill.models.transformers import hf_source, layer_subset, missing_fusions

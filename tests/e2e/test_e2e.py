@@ -10,7 +10,7 @@ import pytest
 from edgedistill.cli import main
 from edgedistill.core.files import sha256_file
 from edgedistill.core.store import Store
-from edgedistill.data.image_spec import to_model_input
+from edgedistill.data.image.spec import to_model_input
 
 
 def latest_bundle(store):

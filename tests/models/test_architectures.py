@@ -26,7 +26,7 @@ import torchvision
 from edgedistill import models
 from edgedistill.cli import main
 from edgedistill.core.errors import ConfigError
-from edgedistill.data.modality import for_kind
+from edgedistill.data.dataset import for_kind
 from edgedistill.models.presets import ModelPreset
 from edgedistill.stages.export import parity
 from edgedistill.stages.finetune import TeacherConfig, strategy

@@ -10,7 +10,7 @@ import torch
 from edgedistill import models
 from edgedistill.core.errors import ConfigError, StageError
 from edgedistill.core.runner import Context
-from edgedistill.data.modality import for_kind
+from edgedistill.data.dataset import for_kind
 from edgedistill.data.text import TextSplit
 from edgedistill.models.presets import PROJECT_MODELS_DIR, ModelPreset, load_preset
 from edgedistill.runtime import onnx_utils

@@ -104,7 +104,7 @@ def case(tmp_path):
     x = RNG.random((160, 3, 16, 16), dtype=np.float32)
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     y = sess.run(None, {"input": x[64:]})[0].argmax(1)
-    reader = lambda: ort_quantize.BatchReader(64, lambda rows: {"input": x[:64][rows]}, quantize.model_inputs(model))
+    reader = lambda: ort_quantize.BatchReader(64, lambda rows: {"input": x[:64][rows]}, ort_quantize.model_inputs(model))
     return model, reader, (x[64:], y)
 
 
@@ -117,7 +117,7 @@ def test_nncf_numbers_in_onnx_runtime_layout(case, tmp_path):
     assert {"r1", "r2", "c1", "c2"} <= set(ranges)  # NNCF quantizes the ReLU6 outputs; their inputs get them too
     for fmt, folded in (("qdq", "r1"), ("qoperator", "c1")):
         out = tmp_path / f"{fmt}.onnx"
-        quantize.quantize_model(tmp_path / "corrected.onnx", out, QuantizeConfig(format=fmt), reader, overrides=ranges)
+        ort_quantize.quantize_model(tmp_path / "corrected.onnx", out, QuantizeConfig(format=fmt), reader, overrides=ranges)
         graph = onnx.load(str(out)).graph
         ops = [n.op_type for n in graph.node]
         assert "Clip" not in ops  # ONNX Runtime's layout: the activations folded into the convolutions
@@ -138,7 +138,7 @@ def test_auto_mode_tries_nncf_recipes_and_says_where_each_graph_came_from(case, 
     sel = quantize.select(model, q, quantize.latency_settings(BenchmarkConfig(), q), reader, reader, val, tmp_path,
                           log=lines.append)
     by_name = {c.name: c for c in sel.tried}
-    bits = ", 7-bit weights" if quantize.resolve_reduce_range(q).reduce_range else ""  # said where this CPU needs them
+    bits = ", 7-bit weights" if ort_quantize.resolve_reduce_range(q).reduce_range else ""  # said where this CPU needs them
     assert by_name["qdq_u8s8"].graph_from == f"ONNX Runtime quantize_static, minmax calibration{bits}"
     assert by_name["qdq_u8s8_nncf"].graph_from.startswith(nncf_ptq.PROVENANCE) and by_name["qdq_u8s8_nncf"].error is None
     assert any(line.startswith("NNCF ") and "activation ranges" in line for line in lines)
@@ -166,7 +166,7 @@ def test_model_ort_of_a_quantized_model_is_checked_by_agreement_and_measured(cas
     model, reader, (x, y) = case
     out = tmp_path / "bundle"
     out.mkdir()
-    quantize.quantize_model(model, out / "model.onnx", QuantizeConfig(), reader)
+    ort_quantize.quantize_model(model, out / "model.onnx", QuantizeConfig(), reader)
     to_ort_format(out / "model.onnx", out, "arm", tmp_path / "work")
     test = InputSet(x, np.asarray, y)
     got = check_ort_format(out, test, 1e-4, True, 0.99)

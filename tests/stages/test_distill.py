@@ -67,7 +67,7 @@ def test_rkd_on_named_layers(tiny_store_copy):
 def test_sweeping_temperature_reuses_the_stored_teacher_outputs(tiny_store_copy, capsys):
     import numpy as np
 
-    from edgedistill.data.splits import Dataset
+    from edgedistill.data.dataset import Dataset
     from edgedistill.models.saved import load_trained
     from edgedistill.training.loop import predict
 

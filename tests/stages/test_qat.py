@@ -8,7 +8,6 @@ import onnx
 import pytest
 import torch
 from onnx import numpy_helper
-from test_resume import ENV, cli, kill_at_first_checkpoint
 from torch import nn
 
 from edgedistill.quantization import fakequant, ort_quantize
@@ -16,7 +15,7 @@ from edgedistill.quantization.recipes import QuantizeConfig
 from edgedistill.runtime.onnx_utils import export_onnx
 from edgedistill.stages import quantize
 
-from conftest import write_pipeline
+from conftest import ENV, cli, kill_at_first_checkpoint, write_pipeline
 
 
 def result(store, stage):
@@ -37,9 +36,9 @@ def test_fake_quantization_is_onnxruntime_grid(tmp_path, recipe, reduce_range):
     path = tmp_path / "m.onnx"
     export_onnx(model, x[:2].numpy(), path, 17, input_name="input")
     q = QuantizeConfig().with_recipe(recipe).model_copy(update={"reduce_range": reduce_range, "pre_process": False})
-    inputs = quantize.model_inputs(path)
+    inputs = ort_quantize.model_inputs(path)
     reader = lambda: ort_quantize.BatchReader(len(x), lambda rows: {"input": x[rows].numpy()}, inputs, batch=32)
-    quantize.quantize_model(path, tmp_path / "q.onnx", q, reader)
+    ort_quantize.quantize_model(path, tmp_path / "q.onnx", q, reader)
 
     fakequant.attach(model, fakequant.Emulation.of(q))
     fakequant.calibrate(model, [x[:32], x[32:]])
@@ -155,7 +154,7 @@ def test_qat_brings_an_outlier_channel_back_where_post_training_cannot(tmp_path,
     positive scale). ONNX Runtime's one range for the second block's input then leaves the other channels
     a few levels: post-training loses points. QAT, with the ranges learned and pinned, gets them back."""
     from edgedistill import models
-    from edgedistill.data.splits import Dataset
+    from edgedistill.data.dataset import Dataset
     from edgedistill.runtime.onnx_utils import ort_predict
     from edgedistill.runtime.stats import paired_drop
     from edgedistill.stages import qat
@@ -181,10 +180,10 @@ def test_qat_brings_an_outlier_channel_back_where_post_training_cannot(tmp_path,
         model[4].weight[:, 0] /= OUTLIER
     model.eval()
     export_onnx(model, val.inputs(slice(0, 2)), tmp_path / "fp32.onnx", 18)
-    q = quantize.resolve_reduce_range(QuantizeConfig().with_recipe("qdq_u8s8"))
-    calibration = train.subset(quantize.calibration_rows(len(train), 256, 0))
-    names = quantize.model_inputs(tmp_path / "fp32.onnx")
-    quantize.quantize_model(tmp_path / "fp32.onnx", tmp_path / "ptq.onnx", q, lambda: quantize.split_reader(calibration, names))
+    q = ort_quantize.resolve_reduce_range(QuantizeConfig().with_recipe("qdq_u8s8"))
+    calibration = train.subset(ort_quantize.calibration_rows(len(train), 256, 0))
+    names = ort_quantize.model_inputs(tmp_path / "fp32.onnx")
+    ort_quantize.quantize_model(tmp_path / "fp32.onnx", tmp_path / "ptq.onnx", q, lambda: ort_quantize.split_reader(calibration, names))
     predict = lambda name: ort_predict(tmp_path / name, val).argmax(1)
     fp32 = predict("fp32.onnx")
     ptq = paired_drop(val.labels, fp32, predict("ptq.onnx"))

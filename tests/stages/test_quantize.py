@@ -114,14 +114,14 @@ def test_auto_mode_decision_holds_on_its_own_measurements(tiny_run, tmp_path):
 def test_rank_nodes_names_weight_nodes_of_the_graph(tiny_run, tmp_path):
     _, store = tiny_run
     inputs = stage_inputs(store)
-    from edgedistill.data.splits import Dataset
+    from edgedistill.data.dataset import Dataset
 
     ds = Dataset.load(inputs["dataset"])
     src = inputs["onnx"] / "student.onnx"
-    reader = lambda: quantize.split_reader(ds.split("train").subset(slice(0, 32)), quantize.model_inputs(src), batch=16)
+    reader = lambda: ort_quantize.split_reader(ds.split("train").subset(slice(0, 32)), ort_quantize.model_inputs(src), batch=16)
     qdq = tmp_path / "q.onnx"
-    quantize.quantize_model(src, qdq, QuantizeConfig(mode="fixed"), reader)
-    ranking = quantize.rank_nodes_by_error(src, qdq, reader, tmp_path)
+    ort_quantize.quantize_model(src, qdq, QuantizeConfig(mode="fixed"), reader)
+    ranking = ort_quantize.rank_nodes_by_error(src, qdq, reader, tmp_path)
     weight_nodes = {n.name for n in onnx.load(str(src)).graph.node if n.op_type in ("Conv", "Gemm")}
     assert ranking and {name for name, _ in ranking} <= weight_nodes
     assert all(np.isfinite(err) for _, err in ranking)
@@ -179,11 +179,11 @@ def test_the_search_stops_when_its_budget_is_spent(tiny_run, tmp_path, monkeypat
 
 
 def test_calibration_reader_streams_batches(tiny_run):
-    from edgedistill.data.splits import Dataset
+    from edgedistill.data.dataset import Dataset
 
     _, store = tiny_run
     ds = Dataset.load(stage_inputs(store)["dataset"])
-    reader = quantize.split_reader(ds.split("train").subset(slice(0, 70)), quantize.model_inputs(stage_inputs(store)["onnx"] / "student.onnx"))
+    reader = ort_quantize.split_reader(ds.split("train").subset(slice(0, 70)), ort_quantize.model_inputs(stage_inputs(store)["onnx"] / "student.onnx"))
     shapes = []
     while (item := reader.get_next()) is not None:
         shapes.append(item["input"].shape[0])
@@ -197,7 +197,7 @@ def test_standalone_quantize_command(tiny_run, tmp_path, capsys):
     import json
 
     from edgedistill.cli import main
-    from edgedistill.data.splits import Dataset
+    from edgedistill.data.dataset import Dataset
 
     _, store = tiny_run
     inputs = stage_inputs(store)
@@ -287,8 +287,8 @@ def test_reduce_range_auto_follows_where_candidates_run(monkeypatch):
 
     monkeypatch.setattr(ortbench, "cpu_info", lambda: ("an AVX2 CPU", ["avx2", "fma"]))
     monkeypatch.setattr("platform.machine", lambda: "x86_64")
-    assert quantize.resolve_reduce_range(QuantizeConfig()).reduce_range is True
-    assert quantize.resolve_reduce_range(QuantizeConfig(target="ssh://pi@phone")).reduce_range is False
-    assert quantize.resolve_reduce_range(QuantizeConfig(reduce_range=False)).reduce_range is False  # as given
+    assert ort_quantize.resolve_reduce_range(QuantizeConfig()).reduce_range is True
+    assert ort_quantize.resolve_reduce_range(QuantizeConfig(target="ssh://pi@phone")).reduce_range is False
+    assert ort_quantize.resolve_reduce_range(QuantizeConfig(reduce_range=False)).reduce_range is False  # as given
     monkeypatch.setattr(ortbench, "cpu_info", lambda: ("a VNNI CPU", ["avx2", "avx512_vnni"]))
-    assert quantize.resolve_reduce_range(QuantizeConfig()).reduce_range is False
+    assert ort_quantize.resolve_reduce_range(QuantizeConfig()).reduce_range is False

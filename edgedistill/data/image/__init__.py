@@ -1,8 +1,9 @@
 """The image modality: decoded to uint8 at the model's size, augmented with torchvision transforms v2,
-fed as float NCHW. Its parts: image_files (files to arrays), image_spec (preprocess.json and its
-arithmetic), image_augment (training batches); this module is the face the stages call."""
+fed as float NCHW. Its parts: files (image files to arrays), spec (preprocess.json and its arithmetic),
+augment (training batches); this module is the face the stages call (data.modality's interface)."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from edgedistill.data.config import DataConfig
-from edgedistill.data.image_files import decoder_pool, list_unlabeled, write_images
-from edgedistill.data.image_spec import check_image_spec, preprocess_spec, to_model_input, view_spec
+from edgedistill.data.image.files import decoder_pool, list_unlabeled, write_images
+from edgedistill.data.image.spec import check_image_spec, preprocess_spec, to_model_input, view_spec
 from edgedistill.data.modality import MODALITIES
 from edgedistill.data.splits import SPLITS, NpyWriter, sources
 
@@ -20,8 +21,6 @@ def write_image_splits(cfg: DataConfig, segments: dict[str, list[np.ndarray]], l
                        workers: int = 1, progress: bool = False) -> None:
     """Each split's images (uint8, written as they are decoded) and labels, and preprocess.json.
     Decoded arrays keep their channels; files are decoded to data.channels (unlabeled: as the labeled)."""
-    import json
-
     first = segments["train"][0]
     channels = first.shape[-1] if first.dtype == np.uint8 else cfg.channels
     with decoder_pool(workers) as pool:
@@ -72,10 +71,8 @@ class ImageModality:
     recipes = "x86"
     sized = True
 
-    def data_config(self, p):
-        from edgedistill.data.config import stored_size
-
-        return p.data.model_copy(update={"image_size": stored_size(p)})
+    def data_config(self, data, *, stored_size, teacher_preset):
+        return data.model_copy(update={"image_size": stored_size})
 
     def sources(self, cfg) -> dict[str, Path]:
         return sources(cfg)
@@ -101,7 +98,7 @@ class ImageModality:
         return Split(items, labels, view_spec(spec, size))
 
     def batches(self, ds, cfg, *, rows, seed, size, teacher_size, horizontal_flip):
-        from edgedistill.data.image_augment import Batches
+        from edgedistill.data.image.augment import Batches
 
         images, labels = ds.splits["train"]
         return Batches(images, labels, ds.spec, cfg, horizontal_flip, len(ds.classes), rows=rows, seed=seed, size=size,

@@ -1,43 +1,18 @@
 """SIGKILL in the middle of distillation, then run again: it resumes from the last epoch checkpoint
 and ends with exactly the weights and metrics of a run that was never interrupted (CPU, same seed)."""
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import write_pipeline
-
-
-def cli(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "edgedistill", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kw)
+from conftest import ENV, cli, kill_at_first_checkpoint, write_pipeline
 
 
 def distill_result(store: Path) -> Path:
     results = list((store / "results" / "distill").iterdir()) if (store / "results" / "distill").exists() else []
     assert len(results) == 1, results
     return results[0]
-
-
-ENV = dict(os.environ, OMP_NUM_THREADS="1")  # same thread count in every run: bitwise-equal results
-
-
-def kill_at_first_checkpoint(proc: subprocess.Popen, work: Path, timeout_s: float = 120) -> bool:
-    """SIGKILL proc as soon as a training checkpoint appears under work (a stage's work folder);
-    whether it was still running then (False: it finished first, nothing was tested)."""
-    deadline = time.time() + timeout_s
-    while not list(work.glob("*/checkpoint.pt")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    running = proc.poll() is None
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return running
 
 
 @pytest.fixture(scope="module")

@@ -13,15 +13,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torch.utils.data
 
-from edgedistill.data.image_spec import to_model_input, view_spec
-from edgedistill.data.splits import UNLABELED, MapsByName, draw_seed
+from edgedistill.data.image.spec import to_model_input, view_spec
+from edgedistill.data.splits import UNLABELED, MapsByName
 
 if TYPE_CHECKING:
     from torchvision.transforms import v2
 
-    from edgedistill.training.config import TrainConfig
+    from edgedistill.data.modality import AugmentSettings
+
+
+def draw_seed(*key: int) -> int:
+    """A seed for torch's generator from a tuple of integers (NumPy's SeedSequence hashing)."""
+    return int(np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(1)[0])
+
 
 # torchvision is imported where it is used: importing it costs ~1 s, which a fully cached `run` would pay
 
@@ -55,7 +60,7 @@ class Batches(MapsByName):
     (None: the teacher, if any, takes the model's input).
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, spec: dict, cfg: TrainConfig,
+    def __init__(self, images: np.ndarray, labels: np.ndarray, spec: dict, cfg: "AugmentSettings",
                  horizontal_flip: bool, num_classes: int, rows: np.ndarray | None = None, seed: int = 0,
                  size: int | None = None, teacher_size: int | None = None):
         self.mapped = ("images",)

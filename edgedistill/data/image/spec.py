@@ -8,7 +8,7 @@ import numpy as np
 
 from edgedistill.core.errors import DataError
 from edgedistill.data.config import DataConfig
-from edgedistill.data.image_files import DECODE_RULES, resize_uint8, shorter_side
+from edgedistill.data.image.files import DECODE_RULES, resize_uint8, shorter_side
 
 # ---- the model's input -------------------------------------------------------------------------
 
