@@ -16,7 +16,9 @@ from edgedistill.core.errors import ConfigError, IntegrityError
 
 
 def _status_line(st) -> None:
-    if st.status == "running":
+    if st.status == "waiting":
+        print(f"> {st.stage:<10} waiting  ({st.reason})", file=sys.stderr, flush=True)
+    elif st.status == "running":
         print(f"> {st.stage:<10} running  ({st.reason})", file=sys.stderr, flush=True)
     elif st.status == "cached":
         print(f"> {st.stage:<10} cached   [{st.key}]", file=sys.stderr, flush=True)
@@ -65,7 +67,8 @@ def _run(a: argparse.Namespace, rank: int) -> int:
     budgets = load_budgets(pipeline.budgets) if pipeline.budgets else None  # fail before compute
     store = Store(a.store)
     runner = Runner(store, STAGES, progress=show_progress())
-    # rank 0 alone writes to the store and holds its lock (the other torchrun processes only read)
+    # rank 0 alone writes to the store and holds its lock, shared with other runs (the other torchrun
+    # processes only read)
     with store.lock(wait_s=a.wait) if rank == 0 else contextlib.nullcontext():
         report = runner.run(pipeline, until=a.until, force=a.force, on_status=_status_line)
     if rank > 0:
@@ -168,7 +171,8 @@ def cmd_ls(a: argparse.Namespace) -> int:
 
 
 def cmd_gc(a: argparse.Namespace) -> int:
-    """Remove what no published bundle and no latest pipeline run needs (under the store's lock)."""
+    """Remove what no published bundle and no latest pipeline run needs (the store's lock held exclusive:
+    no run is under way while it deletes)."""
     from edgedistill.core.store import Store
 
     store = Store(a.store)
@@ -179,7 +183,7 @@ def cmd_gc(a: argparse.Namespace) -> int:
         files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and not p.is_symlink()]
         return sum(p.lstat().st_size for p in files)
 
-    with store.lock(wait_s=a.wait):
+    with store.lock(wait_s=a.wait, exclusive=True, what="gc"):
         garbage = store.garbage(keep=a.keep)
         freed = 0
         for path in garbage:
@@ -188,6 +192,8 @@ def cmd_gc(a: argparse.Namespace) -> int:
             print(f"{'would remove' if a.dry_run else 'removed'} {path.relative_to(store.root)} ({n / 2**20:.1f} MiB)")
             if not a.dry_run:
                 shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        if not a.dry_run:
+            store.tidy_locks()
     print(f"{'would free' if a.dry_run else 'freed'} {freed / 2**20:.1f} MiB in {len(garbage)} item(s) of '{store.root}'")
     return 0
 

@@ -21,8 +21,9 @@ from typing import Any, Callable, Protocol
 from pydantic import BaseModel
 
 from edgedistill.core.errors import ConfigError, EdgeDistillError, IntegrityError, StageError
-from edgedistill.core.files import hash_obj, hash_tree, write_json
+from edgedistill.core.files import hash_obj, write_json
 from edgedistill.core.registry import did_you_mean
+from edgedistill.core.statcache import StatCache
 from edgedistill.core.store import METRICS, Result, Store
 
 
@@ -209,6 +210,8 @@ class Runner:
         self.warn = warn
         self._verified: set[Path] = set()
         """Results whose every file was hashed against meta.json during this runner's life."""
+        self.stat_cache = StatCache(store.root / "cache" / "stat.sqlite")
+        """Hashes of the source files stages read (data, weights), not read again while unchanged."""
 
     def _select(self, until: str | None, force: list[str]) -> list[Stage]:
         names = [s.name for s in self.stages]
@@ -233,7 +236,7 @@ class Runner:
         return cfgs
 
     def _key(self, stage: Stage, cfg: BaseModel, inputs: dict[str, Result]) -> tuple[str, dict]:
-        sources = {name: hash_tree(p) for name, p in stage.sources(cfg).items()}
+        sources = {name: self.stat_cache.hash_tree(p) for name, p in stage.sources(cfg).items()}
         parts = {
             "stage": stage.name,
             "version": stage.version,
@@ -330,9 +333,7 @@ class Runner:
                                  result=d.existing)
             elif rank == 0:
                 self._check_inputs(inputs)
-                on_status(StageStatus(stage.name, "running", d.key, reason=d.why))
-                result, seconds = self._execute(stage, d.cfg, d.key, d.parts, inputs, pipeline, replace=d.existing is not None)
-                st = StageStatus(stage.name, "ran", d.key, d.why, seconds, stage.headline(result.meta["metrics"]), result)
+                st = self._compute(stage, d, inputs, pipeline, stage.name in force or size > 1, on_status)
             else:
                 if stage.distributed:
                     self._execute_helper(stage, d.cfg, d.key, inputs)
@@ -356,6 +357,21 @@ class Runner:
                 "edgedistill": importlib.metadata.version("edgedistill"),
             }, warn=self.warn)
         return report
+
+    def _compute(self, stage: Stage, d: Decision, inputs: dict[str, Result], pipeline: Pipeline, recompute: bool,
+                 on_status: Callable[[StageStatus], None]) -> StageStatus:
+        """Run a stage under its result's lock. Another run sharing the store may have been computing the
+        same result: then this one waits, and reuses it (not when recompute: --force, or under torchrun,
+        where the other processes are already committed to training)."""
+        waiting = lambda: on_status(StageStatus(stage.name, "waiting", d.key, reason="another run is computing it"))
+        with self.store.computing(stage.name, d.key, on_wait=waiting):
+            done = self.store.get(stage.name, d.key) if d.existing is None and not recompute else None
+            if done is not None and not done.problem:
+                return StageStatus(stage.name, "cached", d.key, headline=stage.headline(done.meta["metrics"]), result=done)
+            on_status(StageStatus(stage.name, "running", d.key, reason=d.why))
+            result, seconds = self._execute(stage, d.cfg, d.key, d.parts, inputs, pipeline,
+                                            replace=d.existing is not None or done is not None)
+        return StageStatus(stage.name, "ran", d.key, d.why, seconds, stage.headline(result.meta["metrics"]), result)
 
     def _check_inputs(self, inputs: dict[str, Result]) -> None:
         """Hash every file a stage is about to read against its record (once per result and runner)."""

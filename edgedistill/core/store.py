@@ -1,4 +1,4 @@
-"""The artifact store: immutable stage results, bundles, and the lock.
+"""The artifact store: immutable stage results, bundles, and the locks that let runs share it.
 
 Layout under the store root (``./artifacts`` by default)::
 
@@ -8,11 +8,18 @@ Layout under the store root (``./artifacts`` by default)::
     bundles/<name>/v<N>/          published bundles, manifest.json inside
     runs/<pipeline>.json          the cache key of each stage in the latest run of a pipeline (for gc)
     damaged/                      results and bundles that failed their check, set aside for a look
-    lock, lock.owner              one run at a time
+    lock, holders/                runs hold `lock` shared, gc exclusive; holders/ says who (pid, since)
+    locks/                        one lock per result being computed, per bundle name, per runs file
+    cache/stat.sqlite             sha256 of source files by stat (core.statcache): unchanged ones are not read
 
 Every result is written to tmp/ and renamed into place in one ``os.rename``, so after a crash or
-SIGKILL at any moment a result either exists whole or not at all. Leftovers in tmp/ are garbage
-and are removed by the next run.
+SIGKILL at any moment a result either exists whole or not at all. Leftovers in tmp/ of a process that
+is gone are garbage, removed by the next run on this host (or gc).
+
+Several runs (a sweep's trials, two people) can use one store at once: each holds the store's lock
+shared; a result is computed under its own lock, so a second run that needs it waits and reuses it;
+bundles of one name are published one at a time. gc takes the store's lock exclusive: it waits for the
+runs (or refuses at once), and no run starts while it deletes.
 
 Nothing read back is trusted without a check. meta.json records every file of a result with its
 size and sha256: a reused result is checked cheaply (the same files, the same sizes) on every run,
@@ -21,6 +28,7 @@ manifest.json lists the sha256 of each of its files; gate, bench, ingest and pub
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -29,8 +37,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
-
-from filelock import FileLock, Timeout
 
 from edgedistill.core.bundles import MANIFEST, NOT_IN_IDENTITY, check_bundle, read_manifest, seal_bundle
 from edgedistill.core.errors import IntegrityError, StoreBusy
@@ -43,6 +49,7 @@ from edgedistill.core.files import (
     records_hash,
     write_json,
 )
+from edgedistill.core.locks import FileLock, held, left_behind, process_tag
 
 META = "meta.json"
 METRICS = "metrics.json"
@@ -80,27 +87,57 @@ class Store:
     def __init__(self, root: Path):
         self.root = Path(root)
 
-    # ---- lock -------------------------------------------------------------------------------
-    def lock(self, wait_s: float = 0.0) -> "FileLock":
-        """Take the store's lock, or raise StoreBusy naming the holder. The lock is an OS file lock,
-        so a run killed with SIGKILL releases it."""
+    # ---- locks ------------------------------------------------------------------------------
+    def lock(self, wait_s: float = 0.0, exclusive: bool = False, what: str = "run") -> FileLock:
+        """Take the store's lock: shared for a run (runs share a store), exclusive for gc. Raises StoreBusy
+        naming the holders when it is not free within wait_s seconds. A run killed with SIGKILL releases
+        it (an OS file lock). Cleans what killed runs on this host left in tmp/."""
         self.root.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.root / "lock"))
-        try:
-            lock.acquire(timeout=wait_s)
-        except Timeout:
-            owner = (self.root / "lock.owner").read_text().strip() if (self.root / "lock.owner").exists() else "?"
+        lock = FileLock(self.root / "lock", exclusive=exclusive)
+        if not lock.acquire(wait_s):
+            holders = self.holders()
             raise StoreBusy(
-                f"store '{self.root}' is in use by another edgedistill run ({owner}); "
-                f"wait for it to finish, pass --wait SECONDS, or use another --store"
-            ) from None
-        (self.root / "lock.owner").write_text(f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}\n")
+                f"store '{self.root}' is in use by {', '.join(holders) or 'another edgedistill process'}; "
+                + ("gc waits for runs to finish: run it later, or pass --wait SECONDS" if exclusive else
+                   "wait for it to finish, pass --wait SECONDS, or use another --store"))
+        mark = self.root / "holders" / f"{what}{process_tag()}"
+        mark.parent.mkdir(exist_ok=True)
+        mark.write_text(f"{what} pid {os.getpid()} since {time.strftime('%H:%M:%S')}\n")
+        release = lock.release
+
+        def release_and_unmark() -> None:
+            mark.unlink(missing_ok=True)
+            release()
+
+        lock.release = release_and_unmark  # type: ignore[method-assign]
         self._clean_tmp()
         return lock
 
+    def holders(self) -> list[str]:
+        """Who holds the store's lock: 'run pid N since HH:MM:SS', live processes only."""
+        folder = self.root / "holders"
+        out = []
+        for mark in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if not left_behind(mark.name):
+                try:
+                    out.append(mark.read_text().strip())
+                except OSError:
+                    continue
+        return out
+
     def _clean_tmp(self) -> None:
-        """Results half-written by a killed run; only called while holding the lock."""
-        shutil.rmtree(self.root / "tmp", ignore_errors=True)
+        """Results half-written by runs on this host that are gone (other hosts' are left to gc)."""
+        tmp = self.root / "tmp"
+        for entry in sorted(tmp.iterdir()) if tmp.is_dir() else []:
+            if left_behind(entry.name):
+                shutil.rmtree(entry, ignore_errors=True)
+        with contextlib.suppress(OSError):  # gone when nothing is under way (another run may be writing)
+            tmp.rmdir()
+
+    def computing(self, stage: str, key: str, on_wait=None) -> "contextlib.AbstractContextManager[None]":
+        """The lock under which one run computes a result: another run that needs it waits (on_wait is
+        told), then finds it in the store."""
+        return held(self.root / "locks" / f"{stage}-{key}", on_wait)
 
     # ---- results ----------------------------------------------------------------------------
     def result_path(self, stage: str, key: str) -> Path:
@@ -141,12 +178,16 @@ class Store:
         """Move a damaged result or bundle out of the way, into damaged/, with a note of what was wrong."""
         rel = path.relative_to(self.root).as_posix().replace("/", "-")
         holder = make_dir(self.root / "damaged", f"{rel}-{time.strftime('%Y%m%dT%H%M%S')}-")
-        os.rename(path, holder / path.name)
+        try:
+            os.rename(path, holder / path.name)
+        except FileNotFoundError:  # another run found it damaged first and moved it
+            shutil.rmtree(holder, ignore_errors=True)
+            return path
         (holder / "problem.txt").write_text(problem + "\n")
         return holder
 
     def new_tmp(self, stage: str) -> Path:
-        return make_dir(self.root / "tmp", f"{stage}-")
+        return make_dir(self.root / "tmp", f"{stage}{process_tag()}")
 
     def commit(self, stage: str, key: str, tmp: Path, meta: dict, replace: bool = False) -> Result:
         """Seal a finished result: file records and content hash in meta.json, then one rename into results/."""
@@ -190,12 +231,13 @@ class Store:
         """Note that the latest run of pipeline uses this key for stage (gc keeps it, and its checkpoints)."""
         path = self.root / "runs" / f"{pipeline}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            keys = json.loads(path.read_text()) if path.is_file() else {}
-        except (OSError, ValueError):
-            keys = {}
-        if not isinstance(keys, dict) or keys.get(stage) != key:
-            write_json(path, dict(keys if isinstance(keys, dict) else {}, **{stage: key}))
+        with held(self.root / "locks" / f"runs-{pipeline}"):  # two runs of one pipeline: no update lost
+            try:
+                keys = json.loads(path.read_text()) if path.is_file() else {}
+            except (OSError, ValueError):
+                keys = {}
+            if not isinstance(keys, dict) or keys.get(stage) != key:
+                write_json(path, dict(keys if isinstance(keys, dict) else {}, **{stage: key}))
 
     def runs(self) -> dict[str, dict[str, str]]:
         out = {}
@@ -230,6 +272,14 @@ class Store:
                           and (d / m.group(1) / MANIFEST).is_file())
         return out
 
+    def tidy_locks(self) -> None:
+        """The lock files of results, bundles and runs files, and holder marks of processes that are gone:
+        only with the store's lock held exclusive (gc), when no run can be holding or waiting for one."""
+        shutil.rmtree(self.root / "locks", ignore_errors=True)
+        for mark in sorted((self.root / "holders").iterdir()) if (self.root / "holders").is_dir() else []:
+            if left_behind(mark.name):
+                mark.unlink(missing_ok=True)
+
     # ---- bundles ----------------------------------------------------------------------------
     def bundle_dir(self, name: str) -> Path:
         return self.root / "bundles" / name
@@ -250,7 +300,12 @@ class Store:
         """Copy a bundle result to bundles/<name>/v<N>/. N grows only when the content changes:
         content already published under some version returns that version ("unchanged").
         A published version that no longer matches its manifest is set aside (warn says so); if it
-        held this content, it is published again under its own number ("restored")."""
+        held this content, it is published again under its own number ("restored"). Runs publishing
+        bundles of one name at once take turns."""
+        with held(self.root / "locks" / f"bundle-{name}"):
+            return self._publish_bundle(name, src, manifest, warn)
+
+    def _publish_bundle(self, name: str, src: Path, manifest: dict, warn) -> tuple[int, Path, str]:
         content = hash_tree(src, exclude=RUNNER_FILES + NOT_IN_IDENTITY)
         versions = self._versions(name)
         restore = None

@@ -1,4 +1,5 @@
-"""Runner and store with small fake stages: hit, miss, invalidation, crash, force, until, lock, bundles."""
+"""Runner and store with small fake stages: hit, miss, invalidation, crash, force, until, locks, bundles."""
+import dataclasses
 import hashlib
 import json
 import signal
@@ -170,7 +171,9 @@ def test_result_without_meta_is_never_reused(tmp_path):
     assert store.get("a", "deadbeef").problem == "meta.json is missing"
 
 
-def test_lock_refuses_a_second_run_and_is_released_by_sigkill(tmp_path):
+def test_runs_share_the_store_gc_waits_for_them_and_sigkill_releases(tmp_path):
+    """A run holds the store's lock shared: a second run takes it too; gc (exclusive) is refused, naming the
+    run; once the run is SIGKILLed the OS has released its lock and gc gets it."""
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
         from edgedistill.core.store import Store
@@ -180,12 +183,49 @@ def test_lock_refuses_a_second_run_and_is_released_by_sigkill(tmp_path):
     """)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(StoreBusy, match=rf"in use by another edgedistill run \(pid {holder.pid}"):
-            Store(tmp_path).lock()
+        Store(tmp_path).lock().release()  # a second run
+        with pytest.raises(StoreBusy, match=rf"in use by run pid {holder.pid} since .*gc waits for runs to finish"):
+            Store(tmp_path).lock(exclusive=True, what="gc")
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    Store(tmp_path).lock(wait_s=5).release()  # the OS released the dead holder's lock
+    Store(tmp_path).lock(wait_s=5, exclusive=True, what="gc").release()  # the OS released the dead holder's lock
+    assert Store(tmp_path).holders() == []
+
+
+def test_two_runs_compute_a_shared_result_once(tmp_path):
+    """Two runs that need the same result at once (threads here; flock locks are per open file, so they
+    exclude each other as processes do): one computes it, the other waits and reuses it."""
+    import threading
+    import time
+
+    started = threading.Barrier(2)
+    stages = make_stages()
+    i_a = next(i for i, st in enumerate(stages) if st.name == "a")
+    slow_a = stages[i_a].run
+
+    def stage_a(cfg, inputs, out, ctx):
+        time.sleep(0.5)  # long enough that the other run asks for it meanwhile
+        return slow_a(cfg, inputs, out, ctx)
+
+    stages[i_a] = dataclasses.replace(stages[i_a], run=stage_a)
+    seen: dict[int, list[str]] = {0: [], 1: []}
+    reports = {}
+
+    def run(i):
+        started.wait()
+        reports[i] = Runner(Store(tmp_path), stages, progress=False).run(
+            pipe(distill={"temperature": 2.0 + i}), on_status=lambda st: seen[i].append(f"{st.stage}:{st.status}"))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(CALLS) == ["a", "b", "b", "c", "c"]  # a once; b and c differ by temperature
+    assert sorted(statuses(r)["a"] for r in reports.values()) == ["cached", "ran"]
+    assert any("a:waiting" in s for s in seen.values())
+    assert len(list((tmp_path / "results" / "a").iterdir())) == 1
 
 
 def test_bundle_versions_grow_only_with_content(tmp_path):
