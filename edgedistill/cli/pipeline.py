@@ -67,9 +67,11 @@ def _run(a: argparse.Namespace, rank: int) -> int:
     budgets = load_budgets(pipeline.budgets) if pipeline.budgets else None  # fail before compute
     store = Store(a.store)
     runner = Runner(store, STAGES, progress=show_progress())
-    # rank 0 alone writes to the store and holds its lock, shared with other runs (the other torchrun
-    # processes only read)
-    with store.lock(wait_s=a.wait) if rank == 0 else contextlib.nullcontext():
+    # rank 0 alone writes results and holds the store's lock, shared with other runs (the other torchrun
+    # processes read results and write nothing but the stat cache)
+    # --force replaces results in place: it takes the store alone (no other run reads them meanwhile)
+    exclusive = bool(a.force)
+    with store.lock(wait_s=a.wait, exclusive=exclusive, what="a --force run") if rank == 0 else contextlib.nullcontext():
         report = runner.run(pipeline, until=a.until, force=a.force, on_status=_status_line)
     if rank > 0:
         return 0
@@ -211,7 +213,8 @@ def add_parsers(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("run", parents=[common], help="run the pipeline's stages, reusing cached results")
     pipeline_args(p)
     p.add_argument("--wait", type=seconds, default=0.0, metavar="SECONDS",
-                   help="wait this long for another run to release the store (default: refuse at once)")
+                   help="wait this long for the store when gc (or, for a --force run, any run) holds it "
+                        "(default: refuse at once)")
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("plan", parents=[common], help="show the resolved config and what would run, without computing")
     pipeline_args(p)

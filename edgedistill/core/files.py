@@ -150,7 +150,13 @@ def fsync_dir(path: Path) -> None:
 def make_dir(parent: Path, prefix: str) -> Path:
     """A new, uniquely named folder in parent with the permissions mkdir gives under the umask
     (mkdtemp's are 0700, which published bundles must not inherit)."""
-    parent.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    for attempt in range(3):  # another run sharing the store may remove the empty parent between the two calls
+        parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+            break
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
     os.chmod(path, 0o777 & ~current_umask())
     return path

@@ -8,6 +8,7 @@ import contextlib
 import fcntl
 import os
 import re
+import secrets
 import socket
 import time
 from pathlib import Path
@@ -27,23 +28,31 @@ class FileLock:
         """Take the lock; wait at most wait_s seconds (None: as long as it takes). on_wait is called once
         when the lock is not free at the first try. Returns whether it was taken."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except PermissionError:  # another user's lock file: flock needs no write access
+            fd = os.open(self.path, os.O_RDONLY)
         mode = fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH
         deadline = None if wait_s is None else time.monotonic() + wait_s
         waited = False
-        while True:
-            try:
-                fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                self._fd = fd
-                return True
-            except BlockingIOError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    os.close(fd)
-                    return False
-                if not waited and on_wait is not None:
-                    on_wait()
-                waited = True
-                time.sleep(POLL_S)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                    self._fd = fd
+                    return True
+                except BlockingIOError:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        os.close(fd)
+                        return False
+                    if not waited and on_wait is not None:
+                        on_wait()
+                    waited = True
+                    time.sleep(POLL_S)
+        except BaseException:  # Ctrl-C while waiting, or on_wait raised
+            if self._fd is None:
+                os.close(fd)
+            raise
 
     def release(self) -> None:
         if self._fd is not None:
@@ -70,30 +79,27 @@ def held(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None
 
 
 HOST = socket.gethostname()
-TAG = re.compile(r"@(?P<host>.+)@p(?P<pid>[0-9]+)@")
+TOKEN = secrets.token_hex(4)
+"""Per process: two processes of one host that share a pid (containers in other PID namespaces) differ."""
+TAG = re.compile(r"@[^@]*@p[0-9]+@[0-9a-f]+@")
 
 
 def process_tag() -> str:
-    """@<host>@p<pid>@: marks what this process writes, so another run can tell whether its writer lives."""
-    return f"@{HOST}@p{os.getpid()}@"
+    """@<host>@p<pid>@<token>@: names what this process writes in a shared store, and its holder mark."""
+    return f"@{HOST}@p{os.getpid()}@{TOKEN}@"
 
 
-def left_behind(name: str) -> bool:
-    """Whether a file or folder named with a process_tag() was left by a process that is gone (or by this
-    one, which has nothing under way when it asks). False when it names another host, which this machine
-    cannot tell about; True when it carries no tag (written before stores were shared)."""
+def writer_gone(name: str, holders: Path) -> bool:
+    """Whether the process whose tag a file or folder name carries is gone: the kernel says so, its holder
+    mark (holders/<tag>, which it keeps flocked while it holds the store) being free. A name without a tag
+    (written before stores were shared) counts as gone."""
     m = TAG.search(name)
     if m is None:
         return True
-    if m["host"] != HOST:
-        return False
-    pid = int(m["pid"])
-    if pid == os.getpid():
+    mark = FileLock(holders / m.group(0), exclusive=True)
+    if not (holders / m.group(0)).exists():
         return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if mark.acquire(0):
+        mark.release()
         return True
-    except PermissionError:  # alive, another user's
-        return False
     return False

@@ -5,6 +5,7 @@ Why one module: the Runner's methods share one protocol (keys, reuse, checks, co
 torchrun); split, a reader would follow it across files."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import getpass
 import importlib.metadata
@@ -322,23 +323,16 @@ class Runner:
                 break
             inputs = {name: produced[name] for name in stage.inputs}
             d = self._decide(stage, cfgs[stage.name], pipeline, inputs, force, writer=rank == 0)
-            if i <= together:
-                d.reuse = _agree(stage.name, d.key, d.reuse)
-                if d.reuse and d.existing is None:
-                    d.existing = self._shared_result(stage.name, d.key, rank)
-            if rank == 0:
-                self.store.record_run(pipeline.name, stage.name, d.key)
-            if d.reuse:
-                st = StageStatus(stage.name, "cached", d.key, headline=stage.headline(d.existing.meta["metrics"]),
-                                 result=d.existing)
-            elif rank == 0:
-                self._check_inputs(inputs)
-                st = self._compute(stage, d, inputs, pipeline, stage.name in force or size > 1, on_status)
-            else:
-                if stage.distributed:
-                    self._execute_helper(stage, d.cfg, d.key, inputs)
-                _barrier()  # rank 0 has committed the result
-                st = StageStatus(stage.name, "ran", d.key, d.why, result=self._shared_result(stage.name, d.key, rank))
+            with contextlib.ExitStack() as computing:
+                if rank == 0 and not d.reuse:  # before the processes agree: another run may be computing it
+                    self._claim(computing, stage, d, stage.name in force, on_status)
+                if i <= together:
+                    d.reuse = _agree(stage.name, d.key, d.reuse)
+                    if d.reuse and d.existing is None:
+                        d.existing = self._shared_result(stage.name, d.key, rank)
+                if rank == 0:
+                    self.store.record_run(pipeline.name, stage.name, d.key)
+                st = self._stage(stage, d, inputs, pipeline, rank, on_status)
             if rank == 0 and i <= together and not d.reuse:
                 _barrier()
             produced[stage.output] = st.result
@@ -358,20 +352,34 @@ class Runner:
             }, warn=self.warn)
         return report
 
-    def _compute(self, stage: Stage, d: Decision, inputs: dict[str, Result], pipeline: Pipeline, recompute: bool,
-                 on_status: Callable[[StageStatus], None]) -> StageStatus:
-        """Run a stage under its result's lock. Another run sharing the store may have been computing the
-        same result: then this one waits, and reuses it (not when recompute: --force, or under torchrun,
-        where the other processes are already committed to training)."""
+    def _claim(self, stack: contextlib.ExitStack, stage: Stage, d: Decision, forced: bool,
+               on_status: Callable[[StageStatus], None]) -> None:
+        """Take the lock under which this run computes d's result (held until stack closes). Another run
+        sharing the store may have been computing it: then this one waited, and reuses it unless forced;
+        when forced, it replaces it."""
         waiting = lambda: on_status(StageStatus(stage.name, "waiting", d.key, reason="another run is computing it"))
-        with self.store.computing(stage.name, d.key, on_wait=waiting):
-            done = self.store.get(stage.name, d.key) if d.existing is None and not recompute else None
-            if done is not None and not done.problem:
-                return StageStatus(stage.name, "cached", d.key, headline=stage.headline(done.meta["metrics"]), result=done)
+        stack.enter_context(self.store.computing(stage.name, d.key, on_wait=waiting))
+        done = self.store.get(stage.name, d.key) if d.existing is None else None
+        if done is not None and not done.problem and not forced:
+            d.reuse, d.existing = True, done
+        elif done is not None:
+            d.existing = done  # replaced when it is committed (a damaged one is set aside then)
+
+    def _stage(self, stage: Stage, d: Decision, inputs: dict[str, Result], pipeline: Pipeline, rank: int,
+               on_status: Callable[[StageStatus], None]) -> StageStatus:
+        """One stage's outcome: reused, computed (rank 0), or under torchrun helped with (the other ranks)."""
+        if d.reuse:
+            return StageStatus(stage.name, "cached", d.key, headline=stage.headline(d.existing.meta["metrics"]),
+                               result=d.existing)
+        if rank == 0:
+            self._check_inputs(inputs)
             on_status(StageStatus(stage.name, "running", d.key, reason=d.why))
-            result, seconds = self._execute(stage, d.cfg, d.key, d.parts, inputs, pipeline,
-                                            replace=d.existing is not None or done is not None)
-        return StageStatus(stage.name, "ran", d.key, d.why, seconds, stage.headline(result.meta["metrics"]), result)
+            result, seconds = self._execute(stage, d.cfg, d.key, d.parts, inputs, pipeline, replace=d.existing is not None)
+            return StageStatus(stage.name, "ran", d.key, d.why, seconds, stage.headline(result.meta["metrics"]), result)
+        if stage.distributed:
+            self._execute_helper(stage, d.cfg, d.key, inputs)
+        _barrier()  # rank 0 has committed the result
+        return StageStatus(stage.name, "ran", d.key, d.why, result=self._shared_result(stage.name, d.key, rank))
 
     def _check_inputs(self, inputs: dict[str, Result]) -> None:
         """Hash every file a stage is about to read against its record (once per result and runner)."""

@@ -49,7 +49,7 @@ from edgedistill.core.files import (
     records_hash,
     write_json,
 )
-from edgedistill.core.locks import FileLock, held, left_behind, process_tag
+from edgedistill.core.locks import FileLock, held, process_tag, writer_gone
 
 META = "meta.json"
 METRICS = "metrics.json"
@@ -89,28 +89,32 @@ class Store:
 
     # ---- locks ------------------------------------------------------------------------------
     def lock(self, wait_s: float = 0.0, exclusive: bool = False, what: str = "run") -> FileLock:
-        """Take the store's lock: shared for a run (runs share a store), exclusive for gc. Raises StoreBusy
-        naming the holders when it is not free within wait_s seconds. A run killed with SIGKILL releases
-        it (an OS file lock). Cleans what killed runs on this host left in tmp/."""
+        """Take the store's lock: shared for a run (runs share a store), exclusive for gc and a forced run.
+        Raises StoreBusy naming the holders when it is not free within wait_s seconds. A process killed
+        with SIGKILL releases it (an OS file lock). Cleans what gone writers left in tmp/."""
         self.root.mkdir(parents=True, exist_ok=True)
         lock = FileLock(self.root / "lock", exclusive=exclusive)
         if not lock.acquire(wait_s):
             holders = self.holders()
             raise StoreBusy(
                 f"store '{self.root}' is in use by {', '.join(holders) or 'another edgedistill process'}; "
-                + ("gc waits for runs to finish: run it later, or pass --wait SECONDS" if exclusive else
+                + (f"{what} needs it alone: wait for them to finish, or pass --wait SECONDS" if exclusive else
                    "wait for it to finish, pass --wait SECONDS, or use another --store"))
-        mark = self.root / "holders" / f"{what}{process_tag()}"
-        mark.parent.mkdir(exist_ok=True)
-        mark.write_text(f"{what} pid {os.getpid()} since {time.strftime('%H:%M:%S')}\n")
+        try:
+            self._clean_tmp()  # before this process's own mark: what it left earlier is not under way
+            mark = FileLock(self.root / "holders" / process_tag(), exclusive=False)
+            mark.acquire(None)  # held while this process holds the store: writer_gone() asks the kernel
+            mark.path.write_text(f"{what} pid {os.getpid()} since {time.strftime('%H:%M:%S')}\n")
+        except BaseException:
+            lock.release()
+            raise
         release = lock.release
 
-        def release_and_unmark() -> None:
-            mark.unlink(missing_ok=True)
+        def release_both() -> None:
+            mark.release()  # the mark file stays (another thread of this process may hold it); gc removes it
             release()
 
-        lock.release = release_and_unmark  # type: ignore[method-assign]
-        self._clean_tmp()
+        lock.release = release_both  # type: ignore[method-assign]
         return lock
 
     def holders(self) -> list[str]:
@@ -118,20 +122,18 @@ class Store:
         folder = self.root / "holders"
         out = []
         for mark in sorted(folder.iterdir()) if folder.is_dir() else []:
-            if not left_behind(mark.name):
-                try:
-                    out.append(mark.read_text().strip())
-                except OSError:
-                    continue
+            if not writer_gone(mark.name, folder):
+                with contextlib.suppress(OSError):
+                    out.append(mark.read_text().strip() or mark.name)
         return out
 
     def _clean_tmp(self) -> None:
-        """Results half-written by runs on this host that are gone (other hosts' are left to gc)."""
+        """What writers that are gone left half-written in tmp/ (the kernel's locks say which are gone)."""
         tmp = self.root / "tmp"
         for entry in sorted(tmp.iterdir()) if tmp.is_dir() else []:
-            if left_behind(entry.name):
+            if writer_gone(entry.name, self.root / "holders"):
                 shutil.rmtree(entry, ignore_errors=True)
-        with contextlib.suppress(OSError):  # gone when nothing is under way (another run may be writing)
+        with contextlib.suppress(OSError):  # gone when nothing is under way (make_dir copes with the race)
             tmp.rmdir()
 
     def computing(self, stage: str, key: str, on_wait=None) -> "contextlib.AbstractContextManager[None]":
@@ -273,11 +275,11 @@ class Store:
         return out
 
     def tidy_locks(self) -> None:
-        """The lock files of results, bundles and runs files, and holder marks of processes that are gone:
-        only with the store's lock held exclusive (gc), when no run can be holding or waiting for one."""
+        """Lock files of results, bundles and runs files, and the holder marks of other processes: only
+        with the store's lock held exclusive (gc), when no other process can hold or wait for one."""
         shutil.rmtree(self.root / "locks", ignore_errors=True)
         for mark in sorted((self.root / "holders").iterdir()) if (self.root / "holders").is_dir() else []:
-            if left_behind(mark.name):
+            if mark.name != process_tag():
                 mark.unlink(missing_ok=True)
 
     # ---- bundles ----------------------------------------------------------------------------

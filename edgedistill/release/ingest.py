@@ -9,6 +9,8 @@ from pathlib import Path
 from edgedistill.core.bundles import update_bundle, verify_bundle
 from edgedistill.core.errors import ConfigError
 from edgedistill.core.files import read_json
+from edgedistill.core.locks import held
+from edgedistill.core.store import Store
 from edgedistill.runtime.devices import DEVICE_FIELDS, check_device_name, read_result
 
 
@@ -37,7 +39,19 @@ def ingest(result_path: Path, bundle: Path, name: str | None = None) -> tuple[st
 
 def record(bundle: Path, name: str, entry: dict) -> None:
     """Put a device's entry into report.json under devices.<name>; report.json, MODEL_CARD.md,
-    report.html and manifest.json are replaced together, all or nothing."""
+    report.html and manifest.json are replaced together, all or nothing. A bundle published in a store
+    (<store>/bundles/<name>/v<N>) is updated holding the store (gc waits) and its name's bundle lock (a
+    run publishing that name, or another ingest, waits), so neither sees it half-replaced."""
+    bundle = Path(bundle)
+    if bundle.parent.parent.name == "bundles" and (bundle.parents[2] / "lock").is_file():
+        store = Store(bundle.parents[2])
+        with store.lock(wait_s=60.0, what="ingest"), held(store.root / "locks" / f"bundle-{bundle.parent.name}"):
+            _record(bundle, name, entry)
+    else:
+        _record(bundle, name, entry)
+
+
+def _record(bundle: Path, name: str, entry: dict) -> None:
     report = read_json(bundle / "report.json")
     report.setdefault("devices", {})[name] = entry
     # the documents that show the report follow it; everything is rendered before anything is replaced

@@ -177,20 +177,23 @@ def test_runs_share_the_store_gc_waits_for_them_and_sigkill_releases(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
         from edgedistill.core.store import Store
-        lock = Store({str(tmp_path)!r}).lock()
+        store = Store({str(tmp_path)!r})
+        lock = store.lock()
+        (store.new_tmp("b") / "half.txt").write_text("being written")
         print("locked", flush=True)
         time.sleep(60)
     """)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        Store(tmp_path).lock().release()  # a second run
-        with pytest.raises(StoreBusy, match=rf"in use by run pid {holder.pid} since .*gc waits for runs to finish"):
+        Store(tmp_path).lock().release()  # a second run: the live run's half-written result stays
+        assert len(list((tmp_path / "tmp").glob("b@*/half.txt"))) == 1
+        with pytest.raises(StoreBusy, match=rf"in use by run pid {holder.pid} since .*gc needs it alone"):
             Store(tmp_path).lock(exclusive=True, what="gc")
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     Store(tmp_path).lock(wait_s=5, exclusive=True, what="gc").release()  # the OS released the dead holder's lock
-    assert Store(tmp_path).holders() == []
+    assert Store(tmp_path).holders() == [] and not (tmp_path / "tmp").exists()  # and its tmp/ went
 
 
 def test_two_runs_compute_a_shared_result_once(tmp_path):
@@ -225,6 +228,34 @@ def test_two_runs_compute_a_shared_result_once(tmp_path):
     assert sorted(CALLS) == ["a", "b", "b", "c", "c"]  # a once; b and c differ by temperature
     assert sorted(statuses(r)["a"] for r in reports.values()) == ["cached", "ran"]
     assert any("a:waiting" in s for s in seen.values())
+    assert len(list((tmp_path / "results" / "a").iterdir())) == 1
+
+
+def test_a_forced_run_that_waited_replaces_the_result(tmp_path):
+    """--force on a result another run is computing: it waits, then computes it again and replaces it
+    (it used to fail committing: the result had appeared while it waited)."""
+    import threading
+    import time
+
+    stages = make_stages()
+    i_a = next(i for i, st in enumerate(stages) if st.name == "a")
+    slow_a = stages[i_a].run
+    in_a = threading.Event()
+
+    def stage_a(cfg, inputs, out, ctx):
+        in_a.set()
+        time.sleep(0.5)
+        return slow_a(cfg, inputs, out, ctx)
+
+    stages[i_a] = dataclasses.replace(stages[i_a], run=stage_a)
+    first = threading.Thread(target=lambda: Runner(Store(tmp_path), stages, progress=False).run(pipe(), until="a"))
+    first.start()
+    assert in_a.wait(30)
+    seen = []
+    forced = Runner(Store(tmp_path), stages, progress=False).run(pipe(), until="a", force=["a"],
+                                                                  on_status=lambda st: seen.append(st.status))
+    first.join(30)
+    assert seen[:2] == ["waiting", "running"] and statuses(forced) == {"a": "ran"} and CALLS == ["a", "a"]
     assert len(list((tmp_path / "results" / "a").iterdir())) == 1
 
 

@@ -46,3 +46,16 @@ def test_a_damaged_cache_is_rebuilt(tmp_path):
     cache = StatCache(db)
     assert cache.hash_tree(data) == hash_tree(data) and cache.hashed == 10
     assert StatCache(db).hash_tree(data) == hash_tree(data)
+
+
+def test_a_database_damaged_inside_is_set_aside_and_the_files_read(tmp_path):
+    data = photos(tmp_path / "data", n=200)
+    db = tmp_path / "stat.sqlite"
+    StatCache(db).hash_tree(data)
+    raw = bytearray(db.read_bytes())
+    raw[len(raw) // 2:] = b"\xff" * (len(raw) - len(raw) // 2)  # the header intact, the pages after it not
+    db.write_bytes(bytes(raw))
+    cache = StatCache(db)
+    assert cache.hash_tree(data) == hash_tree(data) and cache.hashed == 400
+    assert (tmp_path / "stat.sqlite.damaged").exists()
+    assert StatCache(db).hash_tree(data) == hash_tree(data)  # a new one
