@@ -21,6 +21,7 @@ from typing import Any, Callable, Protocol
 
 from pydantic import BaseModel
 
+from edgedistill.core.distributed import agree, barrier, world
 from edgedistill.core.errors import ConfigError, EdgeDistillError, IntegrityError, StageError
 from edgedistill.core.files import hash_obj, write_json
 from edgedistill.core.registry import did_you_mean
@@ -327,14 +328,14 @@ class Runner:
                 if rank == 0 and not d.reuse:  # before the processes agree: another run may be computing it
                     self._claim(computing, stage, d, stage.name in force, on_status)
                 if i <= together:
-                    d.reuse = _agree(stage.name, d.key, d.reuse)
+                    d.reuse = agree(stage.name, d.key, d.reuse)
                     if d.reuse and d.existing is None:
                         d.existing = self._shared_result(stage.name, d.key, rank)
                 if rank == 0:
                     self.store.record_run(pipeline.name, stage.name, d.key)
                 st = self._stage(stage, d, inputs, pipeline, rank, on_status)
             if rank == 0 and i <= together and not d.reuse:
-                _barrier()
+                barrier()
             produced[stage.output] = st.result
             report.statuses.append(st)
             if rank == 0:
@@ -378,7 +379,7 @@ class Runner:
             return StageStatus(stage.name, "ran", d.key, d.why, seconds, stage.headline(result.meta["metrics"]), result)
         if stage.distributed:
             self._execute_helper(stage, d.cfg, d.key, inputs)
-        _barrier()  # rank 0 has committed the result
+        barrier()  # rank 0 has committed the result
         return StageStatus(stage.name, "ran", d.key, d.why, result=self._shared_result(stage.name, d.key, rank))
 
     def _check_inputs(self, inputs: dict[str, Result]) -> None:
@@ -480,34 +481,3 @@ def disk_full(e: BaseException, folder: Path) -> bool:
         return shutil.disk_usage(folder).free < 16 * 2**20
     except OSError:
         return False
-
-
-# ---- torchrun: the few collective calls the runner makes ------------------------------------------
-
-def world() -> tuple[int, int]:
-    """(rank, world size); (0, 1) unless torch.distributed is initialized (torch imported only then)."""
-    if "torch.distributed" not in sys.modules:
-        return 0, 1
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _agree(stage: str, key: str, reuse: bool) -> bool:
-    """Rank 0's decision for a stage, checked against this process's own cache key."""
-    import torch.distributed as dist
-
-    decision = [(key, reuse)]
-    dist.broadcast_object_list(decision, src=0)
-    if decision[0][0] != key:
-        raise StageError(f"stage '{stage}': this process computed cache key {key}, rank 0 {decision[0][0]}; "
-                         f"every process needs the same pipeline, code and data")
-    return decision[0][1]
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    dist.barrier()

@@ -32,10 +32,11 @@ from torch import nn
 
 from edgedistill import models
 from edgedistill.core.config import Strict
+from edgedistill.core.distributed import world
 from edgedistill.core.errors import ConfigError
 from edgedistill.core.files import read_json
 from edgedistill.core.registry import did_you_mean
-from edgedistill.core.runner import Context, Stage, world
+from edgedistill.core.runner import Context, Stage
 from edgedistill.core.store import METRICS
 from edgedistill.data.dataset import Dataset
 from edgedistill.quantization import fakequant, ort_quantize

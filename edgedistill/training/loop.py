@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from edgedistill.core.distributed import world
 from edgedistill.core.errors import ConfigError, StageError
-from edgedistill.core.runner import world
 from edgedistill.data.splits import MapsByName, input_batches
 from edgedistill.training.config import TrainConfig
 from edgedistill.training.loader import loader
