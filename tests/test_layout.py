@@ -206,3 +206,12 @@ def test_long_modules_say_why(path):
         doc = ast.get_docstring(ast.parse(text)) or ""
         assert re.search(r"Why one module:|over 400 lines on purpose:", doc), (
             f"{path.relative_to(PACKAGE)} has {len(text.splitlines())} lines and no reason")
+
+
+@pytest.mark.parametrize("package", ["edgedistill.models", "edgedistill.data"])
+def test_public_surfaces_export_what_they_list(package):
+    """Scripts import from the package (`from edgedistill.data import decode_image`): every name it lists is there."""
+    import importlib
+
+    module = importlib.import_module(package)
+    assert module.__all__ and all(hasattr(module, name) for name in module.__all__)
