@@ -96,9 +96,9 @@ def writer_gone(name: str, holders: Path) -> bool:
     m = TAG.search(name)
     if m is None:
         return True
-    mark = FileLock(holders / m.group(0), exclusive=True)
     if not (holders / m.group(0)).exists():
         return True
+    mark = FileLock(holders / m.group(0), exclusive=True)
     if mark.acquire(0):
         mark.release()
         return True

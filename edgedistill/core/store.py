@@ -83,12 +83,29 @@ def _check_meta(meta: Any) -> str | None:
     return None
 
 
+class StoreLock:
+    """The store's lock and this process's holder mark, released together (`with`, or release())."""
+
+    def __init__(self, lock: FileLock, mark: FileLock):
+        self.lock, self.mark = lock, mark
+
+    def release(self) -> None:
+        self.mark.release()  # the mark file stays (another thread of this process may hold it); gc removes it
+        self.lock.release()
+
+    def __enter__(self) -> "StoreLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 class Store:
     def __init__(self, root: Path):
         self.root = Path(root)
 
     # ---- locks ------------------------------------------------------------------------------
-    def lock(self, wait_s: float = 0.0, exclusive: bool = False, what: str = "run") -> FileLock:
+    def lock(self, wait_s: float = 0.0, exclusive: bool = False, what: str = "run") -> StoreLock:
         """Take the store's lock: shared for a run (runs share a store), exclusive for gc and a forced run.
         Raises StoreBusy naming the holders when it is not free within wait_s seconds. A process killed
         with SIGKILL releases it (an OS file lock). Cleans what gone writers left in tmp/."""
@@ -108,14 +125,7 @@ class Store:
         except BaseException:
             lock.release()
             raise
-        release = lock.release
-
-        def release_both() -> None:
-            mark.release()  # the mark file stays (another thread of this process may hold it); gc removes it
-            release()
-
-        lock.release = release_both  # type: ignore[method-assign]
-        return lock
+        return StoreLock(lock, mark)
 
     def holders(self) -> list[str]:
         """Who holds the store's lock: 'run pid N since HH:MM:SS', live processes only."""
