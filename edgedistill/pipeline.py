@@ -71,13 +71,16 @@ def _resolve_paths(tree: dict, base: Path, only: set[str] | None = None) -> None
                     item[field] = str((base / item[field]).resolve())
 
 
-def load_pipeline(path: Path, overrides: list[str] | None = None) -> Pipeline:
-    """Read a pipeline YAML, apply ``--set`` overrides, resolve relative paths, validate strictly."""
+def load_pipeline(path: Path, overrides: list[str] | None = None, values: dict[str, Any] | None = None,
+                  values_base: Path | None = None) -> Pipeline:
+    """Read a pipeline YAML, apply ``--set`` overrides (KEY=VALUE strings) and then values ({dotted key:
+    value}, a sweep's trial), resolve relative paths (those of overrides and values against values_base,
+    default the current directory), validate strictly. ConfigError naming the key when invalid."""
     path = Path(path)
     tree = read_yaml(path, "pipeline file")
     _resolve_paths(tree, path.resolve().parent)
-    parsed = parse_overrides(overrides or [])
+    parsed = {**parse_overrides(overrides or []), **(values or {})}
     for key, value in parsed.items():
         set_dotted(tree, key, value)
-    _resolve_paths(tree, Path.cwd(), only=set(parsed))
+    _resolve_paths(tree, values_base or Path.cwd(), only=set(parsed))
     return validate(Pipeline, tree, str(path))

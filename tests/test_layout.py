@@ -16,7 +16,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "edgedistill"
 
 # Lowest first. A module may import its own layer and the layers below it, never one above.
-LAYERS = ("core", "runtime", "quantization", "models", "data", "training", "release", "stages", "pipeline", "cli")
+LAYERS = ("core", "runtime", "quantization", "models", "data", "training", "release", "stages", "pipeline", "sweep", "cli")
 MAX_LINES = 400
 
 # (importing layer, imported module) pairs allowed under TYPE_CHECKING only, with the reason.

@@ -1,11 +1,11 @@
 """The command line: `edgedistill COMMAND`. Each group of commands is a module with its parsers and
 functions: pipeline (run, plan, ls, gc), devices (verify, target, bench, ingest), quantize, release
-(gate). Heavy libraries (torch, onnxruntime) are imported inside the commands that need them, so `ls`,
+(gate), sweep. Heavy libraries (torch, onnxruntime) are imported inside the commands that need them, so `ls`,
 `gate` and errors stay fast.
 
 Exit codes: 0 success; 1 a gate failed (or an internal error); 2 a problem with the input (config,
 data, files, a damaged bundle or result, a busy store, a full disk), printed as one line of at most
-MAX_ERROR characters naming it, with the traceback only under --debug; 130 interrupted.
+core.errors.MAX_ERROR characters naming it, with the traceback only under --debug; 130 interrupted.
 """
 from __future__ import annotations
 
@@ -15,12 +15,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from edgedistill.cli import devices, pipeline, quantize, release
+from edgedistill.cli import devices, pipeline, quantize, release, sweep
 from edgedistill.cli.args import Parser, UsageError, default_store
-from edgedistill.core.errors import EdgeDistillError, GateFailed
-
-MAX_ERROR = 300
-"""Longest error line, in characters: longer messages are cut (a value quoted in one can be huge)."""
+from edgedistill.core.errors import EdgeDistillError, GateFailed, one_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,15 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edgedistill", description="Fine-tune, distill, export, quantize, benchmark and bundle a model for the edge."), None)
     sub = ap.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    for group in (pipeline, devices, quantize, release):
+    for group in (pipeline, devices, quantize, release, sweep):
         group.add_parsers(sub, common)
     return ap
-
-
-def one_line(msg: str) -> str:
-    """An error message as one line of at most MAX_ERROR characters."""
-    msg = " ".join(msg.split())
-    return msg if len(msg) <= MAX_ERROR else msg[:MAX_ERROR - 3] + "..."
 
 
 def main(argv: list[str] | None = None) -> int:

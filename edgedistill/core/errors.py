@@ -1,5 +1,14 @@
 """One exception hierarchy. The CLI turns these into one line on stderr and an exit code."""
 
+MAX_ERROR = 300
+"""Longest error line, in characters: longer messages are cut (a value quoted in one can be huge)."""
+
+
+def one_line(msg: str) -> str:
+    """An error message as one line of at most MAX_ERROR characters."""
+    msg = " ".join(msg.split())
+    return msg if len(msg) <= MAX_ERROR else msg[:MAX_ERROR - 3] + "..."
+
 
 class EdgeDistillError(Exception):
     """Base class: a problem the user can fix. Exit code 2 unless a subclass says otherwise."""

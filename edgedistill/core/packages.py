@@ -8,11 +8,12 @@ from pathlib import Path
 from edgedistill.core.errors import ConfigError, EdgeDistillError
 
 
-def import_optional(module: str, install: str):
+def import_optional(module: str, install: str, needed_by: str = "this preset"):
+    """The module, imported; ConfigError with the pip command when it is not installed."""
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ConfigError(f"this preset needs the Python package '{module}': pip install {install}") from None
+        raise ConfigError(f"{needed_by} needs the Python package '{module}': pip install {install}") from None
 
 
 def package_file(package: str, rel: str, install: str, error: type[EdgeDistillError], folder: bool | None = False) -> Path:

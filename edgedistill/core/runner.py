@@ -291,8 +291,12 @@ class Runner:
         return out
 
     def run(self, pipeline: Pipeline, until: str | None = None, force: list[str] = (),
-            on_status: Callable[[StageStatus], None] = lambda s: None) -> RunReport:
-        """Run the pipeline's stages, reusing finished results.
+            on_status: Callable[[StageStatus], None] = lambda s: None, publish: bool = True,
+            record_as: str | None = None) -> RunReport:
+        """Run the pipeline's stages, reusing finished results, and publish the bundle (unless publish is
+        False: a sweep's trial leaves its bundle a result, and the sweep publishes the one it chooses).
+        record_as: the name under which gc keeps this run's results (default: the pipeline's name; each
+        trial of a sweep has its own, so concurrent trials of one pipeline do not replace each other's).
 
         Under torchrun (torch.distributed initialized) every process calls this. All of them walk the
         stages up to the last `distributed` one: rank 0 decides, runs and commits each stage, the
@@ -304,7 +308,7 @@ class Runner:
         """
         for attempt in range(len(self.stages) + 1):
             try:
-                return self._run(pipeline, until, list(force), on_status)
+                return self._run(pipeline, until, list(force), on_status, publish, record_as or pipeline.name)
             except _DamagedInput as e:
                 if world()[1] > 1:
                     raise IntegrityError(f"{e}; run again to recompute it") from None
@@ -312,7 +316,7 @@ class Runner:
         raise IntegrityError("inputs keep failing their checks after being recomputed; is the disk failing?")
 
     def _run(self, pipeline: Pipeline, until: str | None, force: list[str],
-             on_status: Callable[[StageStatus], None]) -> RunReport:
+             on_status: Callable[[StageStatus], None], publish: bool, record_as: str) -> RunReport:
         rank, size = world()
         report = RunReport(pipeline)
         produced: dict[str, Result] = {}
@@ -332,7 +336,7 @@ class Runner:
                     if d.reuse and d.existing is None:
                         d.existing = self._shared_result(stage.name, d.key, rank)
                 if rank == 0:
-                    self.store.record_run(pipeline.name, stage.name, d.key)
+                    self.store.record_run(record_as, stage.name, d.key)
                 st = self._stage(stage, d, inputs, pipeline, rank, on_status)
             if rank == 0 and i <= together and not d.reuse:
                 barrier()
@@ -343,15 +347,20 @@ class Runner:
         if rank > 0:
             return report
         bundle = report.result("bundle")
-        if bundle is not None:
-            report.bundle = self.store.publish_bundle(pipeline.name, bundle.path, {
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "pipeline": pipeline.name,
-                "results": {s.stage: s.key for s in report.statuses},
-                "libraries": library_versions(),
-                "edgedistill": importlib.metadata.version("edgedistill"),
-            }, warn=self.warn)
+        if bundle is not None and publish:
+            report.bundle = self.publish(pipeline.name, bundle, {s.stage: s.key for s in report.statuses})
         return report
+
+    def publish(self, name: str, bundle: Result, results: dict[str, str]) -> tuple[int, Path, str]:
+        """Publish a bundle result as bundles/<name>/v<N>/ (a new version unless the latest has the same
+        content), its manifest naming the stage results it came from. Returns (version, folder, status)."""
+        return self.store.publish_bundle(name, bundle.path, {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "pipeline": name,
+            "results": dict(results),
+            "libraries": library_versions(),
+            "edgedistill": importlib.metadata.version("edgedistill"),
+        }, warn=self.warn)
 
     def _claim(self, stack: contextlib.ExitStack, stage: Stage, d: Decision, forced: bool,
                on_status: Callable[[StageStatus], None]) -> None:

@@ -230,6 +230,16 @@ def ort_format_text(report: dict) -> str:
             f"{o['samples']} examples. Gates read the lower of the two.")
 
 
+def isolation_text(report: dict) -> str:
+    """How the shipped model's timing was kept from others' (bundles before timings took turns: nothing)."""
+    iso = report.get("benchmark", {}).get("isolation")
+    if not iso:
+        return ""
+    threads = f"; OMP_NUM_THREADS={iso['omp_num_threads']} in the run" if iso.get("omp_num_threads") else ""
+    return (f"Timed alone on {iso['scope']}: timings of runs sharing it take turns under one lock "
+            f"(`{md(iso['lock'])}`, waited {iso['waited_s']:.1f} s); training of other runs may have gone on beside it{threads}.\n")
+
+
 def model_card(report: dict, labels: list[str], pre: dict) -> str:
     from edgedistill.data.dataset import for_spec
 
@@ -274,7 +284,7 @@ Latency at batch 1: p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, p99 {lat['
 min {lat['min']:.3f} ms, mean {lat['mean']:.3f} ms. Size {report['size_bytes']:,} bytes.
 Session load {report['load_ms']:.1f} ms, cold start (load + first inference) {report['cold_start_ms']:.1f} ms.
 Peak resident memory {report['peak_rss_mb']:.1f} MiB (a process holding only ONNX Runtime and this model).
-{throughput}CPU flags: {md(', '.join(dev['flags'])) or 'none of note'}.
+{throughput}{isolation_text(report)}CPU flags: {md(', '.join(dev['flags'])) or 'none of note'}.
 Top operators by time (ONNX Runtime profiler): {ops}.
 
 | model | test acc % | p50 ms | p90 ms | size KiB | peak RSS MiB |

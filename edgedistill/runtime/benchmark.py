@@ -1,17 +1,24 @@
-"""Benchmark settings (the benchmark stage's config; quantize times candidates with them too) and
-ortbench.py run in a child process that imports only numpy and ONNX Runtime."""
+"""Benchmark settings (the benchmark stage's config; quantize times candidates with them too),
+ortbench.py run in a child process that imports only numpy and ONNX Runtime, and the host-wide lock
+that makes timings take turns."""
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Iterator, Literal
 
 from pydantic import Field
 
 from edgedistill.core.config import Strict
 from edgedistill.core.errors import DataError, StageError
+from edgedistill.core.locks import FileLock
 
 
 class BenchmarkConfig(Strict):
@@ -53,12 +60,39 @@ class BenchmarkConfig(Strict):
         return args + (["--mlperf"] if self.protocol == "mlperf" else [])
 
 
+def timing_lock_path(target: str = "host") -> Path:
+    """The lock file timings on target take turns under: one per machine for this machine's CPU (in
+    $EDGEDISTILL_TIMING_LOCK_DIR, default the system's temporary folder, which every process of the
+    machine sees), one per device for an SSH target."""
+    folder = Path(os.environ.get("EDGEDISTILL_TIMING_LOCK_DIR") or tempfile.gettempdir())
+    name = "host" if target == "host" else hashlib.sha256(target.encode()).hexdigest()[:16]
+    return folder / f"edgedistill-timing-{name}.lock"
+
+
+@contextlib.contextmanager
+def timing_turn(target: str = "host") -> Iterator[dict]:
+    """Hold target's timing lock while timing: runs that share a machine (a sweep's concurrent trials,
+    two people) time one model at a time, so no timing runs beside another. Training of other runs may
+    still go on beside it, each in the threads it was given. Yields how the timing was isolated (the
+    lock, seconds waited for it, OMP_NUM_THREADS), for the report."""
+    path = timing_lock_path(target)
+    lock = FileLock(path, exclusive=True)
+    started = time.monotonic()
+    lock.acquire(None)
+    try:
+        yield {"lock": str(path), "scope": "this machine" if target == "host" else "this device, from this machine",
+               "waited_s": round(time.monotonic() - started, 3), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+    finally:
+        lock.release()
+
+
 def bench_in_child(model: Path, settings: BenchmarkConfig, inputs: Path | None = None, labels: Path | None = None,
                    name: str | None = None, sequence_length: int | None = None, shapes: list[str] = ()) -> dict:
     """ortbench.py in a child process that imports only numpy and ONNX Runtime (so torch's memory
     and threads do not count). Returns its JSON result. inputs: timed on (and, with labels, accuracy
     measured on) these instead of made-up ones; shapes: --shape values for made-up inputs of a model
-    with dynamic dimensions. DataError when the inputs do not fit the model (bench.py's exit 2)."""
+    with dynamic dimensions. Timed under this machine's timing lock (timing_turn), whose record the
+    result carries as "isolation". DataError when the inputs do not fit the model (bench.py's exit 2)."""
     from edgedistill.runtime import ortbench
 
     cmd = [sys.executable, ortbench.__file__, str(model), *settings.ortbench_args()]
@@ -72,10 +106,11 @@ def bench_in_child(model: Path, settings: BenchmarkConfig, inputs: Path | None =
         cmd += ["--sequence-length", str(sequence_length)]
     for shape in shapes:
         cmd += ["--shape", shape]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    with timing_turn() as isolation:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
         if proc.returncode == 2:
             raise DataError(f"{Path(model).name}: {last.removeprefix('bench.py: error: ')}")
         raise StageError(f"benchmark of {Path(model).name} failed: {last}")
-    return json.loads(proc.stdout)
+    return dict(json.loads(proc.stdout), isolation=isolation)

@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from edgedistill.core.errors import ConfigError, StageError
-from edgedistill.runtime.benchmark import BenchmarkConfig
+from edgedistill.runtime.benchmark import BenchmarkConfig, timing_turn
 
 SSH_BASE = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=15"]
 # What a user, host and remote folder may be. Anything that could reach ssh as an option (a leading
@@ -95,11 +95,12 @@ def bench_over_ssh(bundle: Path, target: str, settings: BenchmarkConfig, name: s
     device = name or remote.dest.split("@")[-1]
     remote.put(bundle / "model.onnx", bundle / "bench.py")
     args = " ".join(shlex.quote(a) for a in settings.ortbench_args())
-    remote.run(f"{shlex.quote(remote_python)} bench.py model.onnx {args} --name {shlex.quote(device)} --out result.json",
-               "running bench.py")
+    with timing_turn(target) as isolation:  # runs of this machine time on the device one at a time
+        remote.run(f"{shlex.quote(remote_python)} bench.py model.onnx {args} --name {shlex.quote(device)} --out result.json",
+                   "running bench.py")
     with tempfile.TemporaryDirectory() as tmp:
         remote.get("result.json", Path(tmp) / "result.json")
-        return json.loads(Path(tmp, "result.json").read_text())
+        return dict(json.loads(Path(tmp, "result.json").read_text()), isolation=isolation)
 
 
 def predict_over_ssh(bundle: Path, target: str, model: str, inputs: Path, labels: Path, name: str,

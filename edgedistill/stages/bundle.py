@@ -78,7 +78,7 @@ def build_report(name: str, shipped_role: str, bench: dict, export: dict, quant:
         "cold_start_ms": shipped["cold_start_ms"],
         "throughput": shipped.get("throughput"),
         "top_ops": shipped.get("top_ops", []),
-        "benchmark": {k: shipped[k] for k in ("runs", "duration_s", "warmup", "settings", "protocol", "batch", "input_shapes")
+        "benchmark": {k: shipped[k] for k in ("runs", "duration_s", "warmup", "settings", "protocol", "batch", "input_shapes", "isolation")
                       if k in shipped},
         "device": {k: shipped["device"][k] for k in ("cpu", "flags", "cores", "threads", "onnxruntime")},
         "devices": {},

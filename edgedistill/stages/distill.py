@@ -48,6 +48,10 @@ class StudentConfig(Strict):
     """The student's input size in pixels: what the bundle's model takes (its preprocess.json says
     how to get there). None: data.image_size. Distillation shows the teacher its own view (at
     teacher.image_size) of the same augmented image."""
+    kwargs: dict[str, int | float | str | bool] = Field(default_factory=dict)
+    """Constructor arguments that replace the preset's own: the student's size axis, which a sweep can
+    search, e.g. {width: 16} for small_cnn (channels of the first block), {width_mult: 0.5} for
+    torchvision's MobileNetV2 and MobileNetV3. Empty: the preset as it is."""
 
 
 class ExtraTeacher(Strict):
@@ -292,11 +296,12 @@ def check(p: Pipeline) -> None:
 
 
 def student_preset(p: Pipeline) -> ModelPreset:
-    """The student's preset; `teacher` is self-distillation: the teacher's own architecture and
-    initial weights, trained again from the teacher's soft targets."""
-    if p.student.preset == "teacher":
-        return load_preset(p.teacher.preset, "teachers")
-    return load_preset(p.student.preset, "students")
+    """The student's preset, with student.kwargs over its own; `teacher` is self-distillation: the
+    teacher's own architecture and initial weights, trained again from the teacher's soft targets."""
+    preset = load_preset(p.teacher.preset, "teachers") if p.student.preset == "teacher" else load_preset(p.student.preset, "students")
+    if p.student.kwargs:
+        preset = preset.model_copy(update={"kwargs": {**preset.kwargs, **p.student.kwargs}})
+    return preset
 
 
 STAGE = Stage(
