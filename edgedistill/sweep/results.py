@@ -185,6 +185,8 @@ def page(rows: list[dict], a: dict, meta: dict) -> str:
         k = next(t for t in rows if t["trial"] == a["knee"])
         summary += (f" The front's knee, trial {k['number']}: validation {k['accuracy']:.2f}%, "
                     f"p90 {k['latency']:.3f} ms, {k['size'] / 1024:.1f} KiB.")
+    unchecked = sorted({n for t in rows for n in t.get("budget_notes", [])})
+    notes = "".join(f"<p>Not checked during the search: {e(n)}</p>" for n in unchecked)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(meta['name'])}: edgedistill sweep</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}}
@@ -195,7 +197,7 @@ td:nth-child(2),th:nth-child(2){{text-align:left}}tr.grey td{{color:#999}}img{{m
 Base pipeline <code>{e(meta['pipeline'])}</code>; search {e(meta['search'])} over {e(', '.join(meta['space']))};
 objectives {e(', '.join(meta['objectives']))}; budgets <code>{e(str(meta['budgets']))}</code>; latency on {e(meta['latency_on'])}.</p>
 <p>Trials are ranked on the validation split; the test split is read once, at the end, for the trials on the
-front and the chosen one. {e(meta.get('timing', ''))}</p>
+front and the chosen one. {e(meta.get('timing', ''))}</p>{notes}
 <p><b>{summary}</b></p>
 <img src="{PLOT}" alt="validation accuracy against latency and against size">
 <table><tr>{''.join(f'<th>{e(h)}</th>' for h in head)}</tr>

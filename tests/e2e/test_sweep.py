@@ -36,16 +36,27 @@ def sweep(path, store, *args, timeout=600):
 
 @pytest.fixture(scope="module")
 def grid_sweep(tmp_path_factory):
-    """A grid of 4 trials (student width 3 or 6, temperature 2 or 4), 2 at once, published."""
+    """A grid of 4 trials (student width 3 or 6, temperature 2 or 4), 2 at once, SIGKILLed as soon as the
+    first trial has finished, then resumed with --publish. Returns the store, the resumed run's exit code
+    and output, and the result files that were finished when it was killed (their bytes)."""
     root = tmp_path_factory.mktemp("sweep")
     path = sweep_file(root, name="grid", search="grid", concurrent=2,
                       space={"student.kwargs.width": {"choice": [3, 6]}, "distill.temperature": {"choice": [2.0, 4.0]}})
-    code, out = sweep(path, root / "store", "--publish")
-    return root / "store", code, out
+    store = root / "store"
+    proc = cli("sweep", path, "--store", store, env=ENV)
+    deadline = time.time() + 300
+    while not list(store.glob("sweeps/grid/trials/*/result.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[0]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p: p.read_bytes() for p in store.glob("sweeps/grid/trials/*/result.json")}
+    code, out = sweep(path, store, "--publish")
+    return store, code, out, finished
 
 
 def test_trials_share_the_teacher_and_infeasible_ones_are_kept(grid_sweep):
-    store, code, out = grid_sweep
+    store, code, out, _ = grid_sweep
     assert code == 0, out
     for stage, count in (("prepare", 1), ("finetune", 1), ("teach", 1), ("distill", 4), ("bundle", 4)):
         assert len(list((store / "results" / stage).iterdir())) == count, (stage, out)
@@ -73,7 +84,7 @@ def test_trials_share_the_teacher_and_infeasible_ones_are_kept(grid_sweep):
 
 
 def test_publish_ships_the_chosen_trial_and_the_store_stays_valid(grid_sweep):
-    store, code, out = grid_sweep
+    store, code, out, _ = grid_sweep
     summary = json.loads((store / "sweeps" / "grid" / "trials.json").read_text())
     chosen = next(t for t in summary["trials"] if t["trial"] == summary["chosen"])
     versions = sorted((store / "bundles" / "tiny").iterdir())
@@ -84,26 +95,12 @@ def test_publish_ships_the_chosen_trial_and_the_store_stays_valid(grid_sweep):
     assert verify.wait(timeout=120) == 0, verify.communicate()[0]
 
 
-def test_a_killed_sweep_resumes_without_rerunning_finished_trials(grid_sweep, tmp_path):
-    store = grid_sweep[0]  # the teacher is cached
-    path = sweep_file(tmp_path, name="resume", trials=2, concurrent=1, seed=1,
-                      space={"student.kwargs.width": {"choice": [3, 4]}, "distill.temperature": {"uniform": [1.0, 6.0]}})
-    folder = store / "sweeps" / "resume"
-    proc = cli("sweep", path, "--store", store, env=ENV)
-    deadline = time.time() + 300
-    while not list(folder.glob("trials/*/result.json")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    assert proc.poll() is None, proc.communicate()[0]
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    first = list(folder.glob("trials/*/result.json"))
-    assert len(first) == 1
-    before = first[0].read_bytes()
-
-    code, out = sweep(path, store)
-    assert code == 0, out
-    assert "resuming" in out
-    assert first[0].read_bytes() == before  # not run again
-    assert (first[0].parent / "log.txt").read_text().count("> bundle") == 1
-    trials = json.loads((folder / "trials.json").read_text())["trials"]
-    assert len(trials) == 2 and all(t.get("accuracy") is not None for t in trials), out
+def test_a_killed_sweep_resumes_without_rerunning_finished_trials(grid_sweep):
+    store, code, out, finished = grid_sweep
+    assert code == 0 and "resuming" in out, out
+    assert 1 <= len(finished) < 4
+    for path, before in finished.items():  # kept, not run again
+        assert path.read_bytes() == before
+        assert (path.parent / "log.txt").read_text().count("> bundle") == 1
+    trials = json.loads((store / "sweeps" / "grid" / "trials.json").read_text())["trials"]
+    assert len(trials) == 4 and all(t.get("accuracy") is not None for t in trials), out

@@ -256,3 +256,19 @@ def test_baseline_false_trains_no_baseline(tiny_store_copy, capsys):
     bundle = max((store / "bundles" / "tiny").iterdir(), key=lambda p: int(p.name[1:]))
     report = json.loads((bundle / "report.json").read_text())
     assert report["distillation"]["alone"] is None and "student_alone" not in report["accuracy"]
+
+
+def test_student_kwargs_are_the_size_axis_over_the_preset(tmp_path):
+    """student.kwargs replace the preset's constructor arguments (the size a sweep searches); empty, the
+    preset is unchanged, so are the cache keys."""
+    from conftest import write_pipeline
+
+    from edgedistill.pipeline import load_pipeline
+    from edgedistill.stages.distill import student_preset
+
+    path = write_pipeline(tmp_path)
+    plain = student_preset(load_pipeline(path))
+    assert plain.kwargs == {"width": 4, "grid": 1}  # tests/fixtures/models/students/tiny_student.yaml
+    wider = student_preset(load_pipeline(path, values={"student.kwargs.width": 8}))
+    assert wider.kwargs == {"width": 8, "grid": 1} and wider.arch == plain.arch
+    assert student_preset(load_pipeline(path, values={"student.kwargs.width": 4})) == plain
