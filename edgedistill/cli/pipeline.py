@@ -15,7 +15,8 @@ from edgedistill.cli.args import DEFAULT_PIPELINE, count, seconds, show_progress
 from edgedistill.core.errors import ConfigError, IntegrityError
 
 
-def _status_line(st) -> None:
+def status_line(st) -> None:
+    """A stage's progress as `run` prints it (stderr)."""
     if st.status == "waiting":
         print(f"> {st.stage:<10} waiting  ({st.reason})", file=sys.stderr, flush=True)
     elif st.status == "running":
@@ -72,7 +73,7 @@ def _run(a: argparse.Namespace, rank: int) -> int:
     # --force replaces results in place: it takes the store alone (no other run reads them meanwhile)
     exclusive = bool(a.force)
     with store.lock(wait_s=a.wait, exclusive=exclusive, what="a --force run") if rank == 0 else contextlib.nullcontext():
-        report = runner.run(pipeline, until=a.until, force=a.force, on_status=_status_line)
+        report = runner.run(pipeline, until=a.until, force=a.force, on_status=status_line)
     if rank > 0:
         return 0
     print()

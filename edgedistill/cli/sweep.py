@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from edgedistill.cli.args import seconds
+from edgedistill.cli.args import seconds, show_progress
+from edgedistill.cli.pipeline import status_line
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
@@ -19,8 +20,8 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     from edgedistill.release.gate import load_budgets
     from edgedistill.stages import STAGES
     from edgedistill.sweep import results
-    from edgedistill.sweep.config import check_space, first_point, load_sweep
-    from edgedistill.sweep.trial import TrialSetup
+    from edgedistill.sweep.config import check_space, corner_points, first_point, load_sweep
+    from edgedistill.sweep.trial import TrialSetup, shared_stages
 
     sweep = load_sweep(Path(a.sweep))
     values_base = Path(a.sweep).resolve().parent
@@ -40,6 +41,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     store = Store(a.store)
     # models, layers and data of one point checked in seconds, before Ray starts anything
     Runner(store, STAGES, progress=False).plan(load(first_point(sweep)))
+    corners = [load(p) for p in corner_points(sweep)]
     import_optional("ray.tune", "'edgedistill[sweep]'", needed_by="edgedistill sweep")
     import_optional("optuna", "'edgedistill[sweep]'", needed_by="edgedistill sweep")
     from edgedistill.sweep import engine
@@ -60,6 +62,16 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     print(f"sweep {sweep.name}: {meta['trials']} trials, {sweep.concurrent} at once, search {sweep.search}, "
           f"objectives {', '.join(sweep.objectives)}; results in {folder}", file=sys.stderr, flush=True)
     started = time.time()
+    # what every trial shares (prepared data, the teacher) runs first, here, with all the machine's cores,
+    # rather than in the first trial with its share of them while the others wait for it
+    shared = shared_stages(STAGES, corners)
+    if shared:
+        print(f"  stages every trial shares, first: {', '.join(shared)}", file=sys.stderr, flush=True)
+        runner = Runner(store, STAGES, progress=show_progress())
+        needed = {i for s in STAGES if s.name in shared for i in s.inputs}
+        with store.lock(wait_s=a.wait, what=f"sweep {sweep.name}"):
+            for leaf in [s.name for s in STAGES if s.name in shared and s.output not in needed]:
+                runner.run(corners[0], until=leaf, publish=False, on_status=status_line, record_as=f"sweep@{sweep.name}@shared")
     engine.run(sweep, setup, meta, resume, a.address)
     trials = results.collect(folder)
     objectives = list(sweep.objectives)

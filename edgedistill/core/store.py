@@ -7,6 +7,8 @@ Layout under the store root (``./artifacts`` by default)::
     tmp/                          results being written; renamed into results/ on success
     bundles/<name>/v<N>/          published bundles, manifest.json inside
     runs/<pipeline>.json          the cache key of each stage in the latest run of a pipeline (for gc)
+    runs/sweep@<name>@<trial>.json  the same for each trial of a sweep, kept while sweeps/<name>/ has the trial
+    sweeps/<name>/                a sweep's trials, its Pareto page and Ray Tune's experiment (edgedistill.sweep)
     damaged/                      results and bundles that failed their check, set aside for a look
     lock, holders/                runs hold `lock` shared, gc exclusive; holders/ says who (pid, since)
     locks/                        one lock per result being computed, per bundle name, per runs file
@@ -262,11 +264,24 @@ class Store:
                 out[path.stem] = {str(k): str(v) for k, v in keys.items()}
         return out
 
+    def _trial_gone(self, run: str) -> bool:
+        """Whether a runs file is a sweep trial's (runs/sweep@<name>@<trial>.json: no pipeline name has an @)
+        whose folder is gone (sweep@<name>@shared: the stages all its trials share, kept with the sweep)."""
+        parts = run.split("@")
+        if len(parts) != 3 or parts[0] != "sweep":
+            return False
+        _, sweep, trial = parts
+        folder = self.root / "sweeps" / sweep
+        return not (folder if trial == "shared" else folder / "trials" / trial).is_dir()
+
     def garbage(self, keep: int) -> list[Path]:
         """What `edgedistill gc` removes: results and checkpoints that neither the latest run of any
         pipeline nor the `keep` newest versions of any bundle came from, leftovers of killed runs,
-        and what was set aside as damaged. Published bundles are releases: never garbage."""
-        needed = {(stage, key) for keys in self.runs().values() for stage, key in keys.items()}
+        and what was set aside as damaged. Published bundles are releases: never garbage. A sweep's trial
+        keeps its results while its folder (sweeps/<name>/trials/<trial>/) is there."""
+        runs = self.runs()
+        gone = [name for name in runs if self._trial_gone(name)]  # a sweep's trial whose folder was removed
+        needed = {(stage, key) for name, keys in runs.items() if name not in gone for stage, key in keys.items()}
         for name in {n for n, _, _ in self.bundles()}:
             for _, _, path in sorted(self.bundles(name), key=lambda b: -b[1])[:keep]:
                 try:
@@ -276,6 +291,7 @@ class Store:
         out = [r.path for r in self.results() if (r.stage, r.key) not in needed]
         for d in self._groups("work", None):
             out += [p for p in sorted(d.iterdir()) if (d.name, p.name) not in needed]
+        out += [self.root / "runs" / f"{name}.json" for name in gone]
         for kind in ("damaged", "tmp"):
             if (self.root / kind).is_dir():
                 out += sorted((self.root / kind).iterdir())

@@ -145,6 +145,13 @@ def check_space(sweep: SweepConfig, load: Any) -> None:
                 raise ConfigError(f"sweep '{sweep.name}': {key} = {value!r}: {e}") from None
 
 
+def corner_points(sweep: SweepConfig) -> list[dict[str, Any]]:
+    """The first point, and for each key each of its bounding values with the others at the first point:
+    a stage whose config is the same at all of them depends on no searched key."""
+    first = first_point(sweep)
+    return [first, *({**first, k: v} for k, d in sweep.space.items() for v in d.extremes()[1:])]
+
+
 def first_point(sweep: SweepConfig) -> dict[str, Any]:
     """One point of the space (each key's first choice or low end), for the checks before the search."""
     return {k: d.extremes()[0] for k, d in sweep.space.items()}

@@ -52,6 +52,21 @@ class TrialFailed(EdgeDistillError):
     """A trial's pipeline refused its input or failed; the sweep goes on with the others."""
 
 
+def shared_stages(stages: list, pipelines: list) -> list[str]:
+    """The stages whose result is the same for every one of pipelines (a sweep's corner points): the same
+    config, and inputs only from such stages. In the runner's order."""
+    from edgedistill.core.files import hash_obj
+    from edgedistill.core.runner import toposort
+
+    producers = {s.output: s.name for s in stages}
+    shared: list[str] = []
+    for stage in toposort(stages):
+        configs = {hash_obj(stage.configure(p).model_dump(mode="json", exclude=stage.key_exclude)) for p in pipelines}
+        if len(configs) == 1 and all(producers[i] in shared for i in stage.inputs):
+            shared.append(stage.name)
+    return shared
+
+
 def decode(params: dict, setup: TrialSetup) -> dict[str, Any]:
     """The trial's config values as the search gave them, JSON-encoded choices decoded."""
     return {k: json.loads(v) if k in setup.encoded else v for k, v in params.items()}
@@ -148,7 +163,7 @@ def _evaluate(values: dict[str, Any], setup: TrialSetup, trial_id: str) -> dict:
     devices = Path(setup.devices) if setup.devices else pipeline.devices
     with store.lock(wait_s=setup.wait_s, what=f"sweep {setup.sweep}, trial {trial_id}"):
         report = Runner(store, STAGES, progress=False).run(pipeline, on_status=status, publish=False,
-                                                           record_as=f"sweep-{setup.sweep}-{trial_id}")
+                                                           record_as=f"sweep@{setup.sweep}@{trial_id}")
         out = measure(report, setup.latency_on, pipeline.benchmark, budgets, devices)
     out["ran"] = [s.stage for s in report.statuses if s.status == "ran"]
     out["stage_seconds"] = round(sum(s.seconds for s in report.statuses), 1)

@@ -3,6 +3,7 @@ teacher (fine-tuned once) and leave valid results; infeasible trials are kept an
 the chosen trial; a sweep killed mid-way resumes without rerunning the trials that finished."""
 import json
 import os
+import shutil
 import signal
 import time
 
@@ -77,7 +78,7 @@ def test_trials_share_the_teacher_and_infeasible_ones_are_kept(grid_sweep):
     for name in ("index.html", "front.png", "trials.csv", "choice.json"):
         assert (folder / name).stat().st_size > 0
     assert len((folder / "trials.csv").read_text().strip().splitlines()) == 5
-    assert len(list((store / "runs").glob("sweep-grid-*.json"))) == 4  # gc keeps every trial's results
+    assert len(list((store / "runs").glob("sweep@grid@*.json"))) == 4  # gc keeps every trial's results
     # the isolation of the timings is in each bundle's report
     report = json.loads((store / "results" / "bundle" / chosen["bundle_key"] / "report.json").read_text())
     assert report["benchmark"]["isolation"]["scope"] == "this machine"
@@ -104,3 +105,16 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(grid_sweep):
         assert (path.parent / "log.txt").read_text().count("> bundle") == 1
     trials = json.loads((store / "sweeps" / "grid" / "trials.json").read_text())["trials"]
     assert len(trials) == 4 and all(t.get("accuracy") is not None for t in trials), out
+
+
+def test_gc_keeps_a_trials_results_while_the_sweeps_folder_has_it(grid_sweep):
+    store = grid_sweep[0]
+    summary = json.loads((store / "sweeps" / "grid" / "trials.json").read_text())
+    other = next(t for t in summary["trials"] if t["trial"] != summary["chosen"])
+    dry = cli("gc", "--store", store, "--dry-run", env=ENV).communicate(timeout=120)[0]
+    assert "results/distill" not in dry and "runs/" not in dry, dry
+    shutil.rmtree(store / "sweeps" / "grid" / "trials" / other["trial"])
+    dry = cli("gc", "--store", store, "--dry-run", env=ENV).communicate(timeout=120)[0]
+    assert f"would remove runs/sweep@grid@{other['trial']}.json" in dry, dry
+    assert f"would remove results/distill/{other['keys']['distill']}" in dry, dry
+    assert f"results/finetune/{other['keys']['finetune']}" not in dry  # the other trials still use the teacher
