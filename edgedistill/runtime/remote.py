@@ -93,12 +93,13 @@ def bench_over_ssh(bundle: Path, target: str, settings: BenchmarkConfig, name: s
     bundle = bundle_files(bundle, "model.onnx", "bench.py")
     remote = Remote(target, timeout_s)
     device = name or remote.dest.split("@")[-1]
-    remote.put(bundle / "model.onnx", bundle / "bench.py")
     args = " ".join(shlex.quote(a) for a in settings.ortbench_args())
-    with timing_turn(target) as isolation:  # runs of this machine time on the device one at a time
+    # one timing at a time on the device from this machine; copying in and the result out inside the turn
+    # too, since runs share the remote folder
+    with timing_turn(target) as isolation, tempfile.TemporaryDirectory() as tmp:
+        remote.put(bundle / "model.onnx", bundle / "bench.py")
         remote.run(f"{shlex.quote(remote_python)} bench.py model.onnx {args} --name {shlex.quote(device)} --out result.json",
                    "running bench.py")
-    with tempfile.TemporaryDirectory() as tmp:
         remote.get("result.json", Path(tmp) / "result.json")
         return dict(json.loads(Path(tmp, "result.json").read_text()), isolation=isolation)
 

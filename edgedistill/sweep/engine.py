@@ -58,7 +58,8 @@ def search_algorithm(sweep: SweepConfig):
     if sweep.search == "random":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        return BasicVariantGenerator(random_state=sweep.seed)
+        return BasicVariantGenerator(random_state=sweep.seed, max_concurrent=sweep.concurrent)  # not a Searcher: Ray ignores
+        # TuneConfig.max_concurrent_trials for it
     if sweep.search == "grid":
         return None
     import optuna
@@ -78,14 +79,15 @@ def search_algorithm(sweep: SweepConfig):
 
     sampler = optuna.samplers.TPESampler(seed=sweep.seed, n_startup_trials=max(2, min(10, sweep.trial_count() // 3)))
     return BudgetAwareOptunaSearch(metric=list(sweep.objectives), mode=[OBJECTIVES[o] for o in sweep.objectives],
-                                   sampler=sampler, seed=sweep.seed)
+                                   sampler=sampler)
 
 
-def spec(sweep: SweepConfig, pipeline: Any) -> dict:
-    """What a sweep's folder belongs to: the sweep file's settings and the base pipeline they apply to
-    (Ray restores its experiment with the settings it began with: a resumed sweep is the same sweep)."""
-    return {"sweep": sweep.model_dump(mode="json"),
-            "pipeline": pipeline.model_dump(mode="json")}
+def spec(sweep: SweepConfig, pipeline: Any, budgets: Any) -> dict:
+    """What a sweep's folder belongs to: the sweep file's settings, the base pipeline they apply to and the
+    budgets trials are judged on (Ray restores its experiment with the settings it began with, trials and
+    concurrency included: a resumed sweep is the same sweep)."""
+    return {"sweep": sweep.model_dump(mode="json"), "pipeline": pipeline.model_dump(mode="json"),
+            "budgets": None if budgets is None else budgets.model_dump(mode="json")}
 
 
 def prepare_folder(folder: Path, this: dict, restart: bool) -> bool:
@@ -97,9 +99,12 @@ def prepare_folder(folder: Path, this: dict, restart: bool) -> bool:
     if (folder / SPEC).is_file():
         old = read_json(folder / SPEC)
         if old.get("hash") != hash_obj(this):
-            raise ConfigError(f"'{folder}' holds sweep '{this['sweep']['name']}' of other settings (search, space, objectives, "
-                              f"budgets or the base pipeline changed); --restart starts it over (its trials' stage results "
-                              f"stay in the store and are reused), or give the sweep another name")
+            changed = [k for k in this if old.get(k) != this[k]]
+            fields = [f for f in this["sweep"] if (old.get("sweep") or {}).get(f) != this["sweep"][f]] if "sweep" in changed else []
+            what = ", ".join([*(f"sweep.{f}" for f in fields), *(k for k in changed if k != "sweep")]) or "its settings"
+            raise ConfigError(f"'{folder}' holds sweep '{this['sweep']['name']}' with other settings ({what} changed); "
+                              f"--restart starts it over (its trials' stage results stay in the store and are reused), "
+                              f"or give the sweep another name")
         return (folder / RAY_DIR).is_dir()
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / SPEC, {"hash": hash_obj(this), **this})
@@ -115,16 +120,21 @@ def start_ray(address: str | None, cpus: int | None) -> str:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # the experiment's state, for resume, kept current
     address = address or os.environ.get("RAY_ADDRESS")
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True)
-    if address:
-        ray.init(address=address, **kwargs)
-        return f"Ray cluster at {address} ({ray.cluster_resources().get('CPU', 0):.0f} CPUs)"
-    ray.init(num_cpus=cpus, **kwargs)
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+            return f"Ray cluster at {address} ({ray.cluster_resources().get('CPU', 0):.0f} CPUs)"
+        ray.init(num_cpus=cpus, **kwargs)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        where = f"the Ray cluster at {address}" if address else "an embedded Ray"
+        raise ConfigError(f"cannot start {where} ({type(e).__name__}: {str(e)[:150]}); check --address / RAY_ADDRESS, "
+                          f"or that /tmp has room for Ray's session files") from None
     return f"embedded Ray on this machine ({ray.cluster_resources().get('CPU', 0):.0f} CPUs)"
 
 
-def run(sweep: SweepConfig, setup: TrialSetup, meta: dict, resume: bool, address: str | None) -> None:
-    """Run (or resume) the sweep's trials on Ray Tune until `trials` have finished; the page is rewritten
-    as each finishes."""
+def run(sweep: SweepConfig, setup: TrialSetup, meta: dict, resume: bool, address: str | None) -> bool:
+    """Run (or resume) the sweep's trials on Ray Tune until they have all finished; the page is rewritten
+    as each finishes. Returns whether they did (False: Ray stopped on Ctrl-C, which it catches itself)."""
     import ray
 
     folder = Path(setup.folder)
@@ -143,15 +153,17 @@ def run(sweep: SweepConfig, setup: TrialSetup, meta: dict, resume: bool, address
             except Exception as e:  # another Ray or edgedistill wrote it, or its files were damaged
                 raise ConfigError(f"cannot resume sweep '{sweep.name}' from {folder / RAY_DIR} ({type(e).__name__}: "
                                   f"{str(e)[:120]}); --restart starts it over (its trials' stage results stay cached)") from None
-        else:
+        else:  # a fresh search: trials of an earlier one that Ray cannot restore would not be its trials
             shutil.rmtree(folder / RAY_DIR, ignore_errors=True)
+            shutil.rmtree(folder / "trials", ignore_errors=True)
             tuner = tune.Tuner(trainable, param_space=param_space(sweep), run_config=run_config,
                                tune_config=tune.TuneConfig(search_alg=search_algorithm(sweep),
                                                            num_samples=1 if sweep.search == "grid" else sweep.trial_count(),
                                                            max_concurrent_trials=sweep.concurrent))
-        tuner.fit()
+        grid = tuner.fit()
     finally:
         ray.shutdown()
+    return len(grid) >= sweep.trial_count() and grid.num_terminated + grid.num_errors >= sweep.trial_count()
 
 
 class Progress(tune.Callback):
@@ -167,7 +179,7 @@ class Progress(tune.Callback):
         return done, sum(t.get("status") != "running" for t in done)
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        values = ", ".join(f"{k}={_short(v)}" for k, v in trial.config.items())
+        values = ", ".join(f"{k}={results.show_value(v)}" for k, v in trial.config.items())
         say(f"trial {trial.trial_id} started: {values}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -191,8 +203,3 @@ class Progress(tune.Callback):
 
 def say(msg: str) -> None:
     print(f"  {msg}", file=sys.stderr, flush=True)
-
-
-def _short(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-

@@ -127,8 +127,8 @@ def evaluate(values: dict[str, Any], setup: TrialSetup, trial_id: str) -> dict:
     with output_to(folder / LOG):
         try:
             result = _evaluate(values, setup, trial_id)
-        except EdgeDistillError as e:
-            error = one_line(str(e))
+        except Exception as e:  # noqa: BLE001 (recorded, then Ray is told the trial failed)
+            error = one_line(str(e) if isinstance(e, EdgeDistillError) else f"{type(e).__name__}: {e}")
             print(f"trial failed: {error}", file=sys.stderr)
             write_json(done, {"trial": trial_id, "params": values, "started": started_at, "error": error,
                               "seconds": round(time.time() - started, 1)})
