@@ -100,12 +100,12 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     tmp = path.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["trial", "status", *keys, "val_accuracy", "latency_ms_p90", "size_kib", "feasible", "budgets_missed",
+        w.writerow(["number", "trial", "status", *keys, "val_accuracy", "latency_ms_p90", "size_kib", "feasible", "budgets_missed",
                     "shipped", "recipe", "test_accuracy", "test_gate", "seconds", "error"])
         for t in rows:
             done = t.get("accuracy") is not None
             test = t.get("test") or {}
-            w.writerow([t["trial"], t["status"], *[_cell(t.get("params", {}).get(k)) for k in keys],
+            w.writerow([t["number"], t["trial"], t["status"], *[_cell(t.get("params", {}).get(k)) for k in keys],
                         f"{t['accuracy']:.2f}" if done else "", f"{t['latency']:.4f}" if done else "",
                         f"{t['size'] / 1024:.1f}" if done else "", t.get("feasible", ""),
                         " ".join(c["metric"] for c in t.get("checks", []) if not c["passed"]),
@@ -203,7 +203,7 @@ def page(rows: list[dict], a: dict, meta: dict) -> str:
 table{{border-collapse:collapse;margin:1em 0;font-size:90%}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
 td:nth-child(2),th:nth-child(2){{text-align:left}}tr.grey td{{color:#999}}img{{max-width:100%}}</style></head><body>
 <h1>Sweep {e(meta['name'])}</h1>
-<p>{n_done} of {meta['trials']} trials finished ({e(meta['state'])}, updated {time.strftime('%Y-%m-%d %H:%M:%S')}).
+<p>{n_done} of {meta['trials']} trials done; the sweep is {e(meta['state'])} (updated {time.strftime('%Y-%m-%d %H:%M:%S')}).
 Base pipeline <code>{e(meta['pipeline'])}</code>; search {e(meta['search'])} over {e(', '.join(meta['space']))};
 objectives {e(', '.join(meta['objectives']))}; budgets <code>{e(str(meta['budgets']))}</code>; latency on {e(meta['latency_on'])}.</p>
 <p>Trials are ranked on the validation split; the test split is read once, at the end, for the trials on the

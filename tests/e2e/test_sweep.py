@@ -78,7 +78,9 @@ def test_trials_share_the_teacher_and_infeasible_ones_are_kept(grid_sweep):
     for name in ("index.html", "front.png", "trials.csv", "choice.json"):
         assert (folder / name).stat().st_size > 0
     assert len((folder / "trials.csv").read_text().strip().splitlines()) == 5
-    assert len(list((store / "runs").glob("sweep@grid@*.json"))) == 4  # gc keeps every trial's results
+    # gc keeps every trial's results, and the stages they share (run first, in the command)
+    assert {p.name for p in (store / "runs").glob("sweep@grid@*.json")} == {
+        *(f"sweep@grid@{t['trial']}.json" for t in trials), "sweep@grid@shared.json"}
     # the isolation of the timings is in each bundle's report
     report = json.loads((store / "results" / "bundle" / chosen["bundle_key"] / "report.json").read_text())
     assert report["benchmark"]["isolation"]["scope"] == "this machine"

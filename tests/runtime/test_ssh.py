@@ -115,3 +115,19 @@ def test_quantize_target_times_the_candidates_on_the_device(tiny_store_copy, ssh
     assert report["quantization"]["latency_from"] == f"{target} (bench.py over SSH)"
     assert all(c["latency_ms_p90"] > 0 for c in report["quantization"]["candidates"])
     assert f"measured on {target}" in (bundle / "MODEL_CARD.md").read_text().replace("\\", "")  # Markdown escapes
+
+
+def test_a_sweep_trial_times_its_bundle_on_the_device(bundle, tmp_path, sshd):
+    """latency_on: a device of the devices file: bench.py over SSH on the trial's bundle, in the device's
+    own timing turn."""
+    from edgedistill.runtime.benchmark import BenchmarkConfig
+    from edgedistill.sweep.trial import on_device
+
+    target, remote = sshd
+    devices = tmp_path / "devices.yaml"
+    devices.write_text(json.dumps({"lab-board": {"target": target, "python": sys.executable, "threads": 1}}))
+    result, where = on_device(bundle, "lab-board", BenchmarkConfig(runs=10, min_duration_s=0, warmup=2, profile_runs=0,
+                                                                   throughput_batch=0), devices)
+    assert where == "lab-board (bench.py over SSH)" and (remote / "result.json").is_file()
+    assert result["latency_ms"]["p90"] > 0 and result["device"]["name"] == "lab-board"
+    assert result["isolation"]["scope"] == "this device, from this machine"
