@@ -281,7 +281,7 @@ def build(preset: ModelPreset, num_classes: int, in_channels: int, pretrained: b
         return model, preset.head or _timm_head(model)
     try:
         model = FAMILIES.get(family)(name, dict(preset.kwargs), num_classes, in_channels, weights)
-    except TypeError as e:  # a keyword the architecture's constructor does not take
+    except (TypeError, ValueError) as e:  # a keyword the constructor does not take, or a value it refuses
         raise ConfigError(f"arch '{preset.arch}' cannot be built with kwargs {dict(preset.kwargs)}: "
                           f"{str(e).splitlines()[0][:120]}") from None
     if weights is None:

@@ -83,7 +83,9 @@ def write(folder: Path, trials: list[dict], objectives: list[str], meta: dict, t
     numbers of the trials they were read for (the end of the sweep), by trial id. Returns the assessment."""
     folder = Path(folder)
     a = assess(trials, objectives)
-    rows = [dict(t, status=a["status"][t["trial"]], test=(test or {}).get(t["trial"])) for t in trials]
+    stopped = meta.get("state") == "stopped"  # Ctrl-C: the trials under way start again on resume
+    rows = [dict(t, status="stopped" if stopped and a["status"][t["trial"]] == "running" else a["status"][t["trial"]],
+                 test=(test or {}).get(t["trial"])) for t in trials]
     write_json(folder / TRIALS_JSON, {"sweep": meta, "chosen": a["chosen"], "knee": a["knee"], "trials": rows})
     _write_csv(folder / TRIALS_CSV, rows)
     plot(rows, folder / PLOT, a)
@@ -159,8 +161,8 @@ def plot(rows: list[dict], path: Path, a: dict) -> None:
                         textcoords="offset points", color="#555")
         ax.set(xlabel=label, ylabel="validation accuracy, %", title=f"accuracy vs {key}")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="lower center", ncol=5, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))  # the legend below the plots, off the points
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)

@@ -30,10 +30,15 @@ def error_of(capsys, tmp_path, **fields) -> str:
     ({"distill.lr": {"loguniform": [0, 0.1]}}, "above 0"),
     ({"distill.lr": {"uniform": [0.1, 0.2], "choice": [0.1]}}, "exactly one of"),
     ({"student.kwargs.widht": {"choice": [4]}}, "widht"),  # the model cannot be built: found by plan, before Ray
+    ({"student.kwargs.width": {"choice": [4, 4.5]}}, "cannot be built with kwargs"),  # a value the model refuses
 ])
 def test_a_bad_space_fails_in_one_line_before_any_trial(capsys, tmp_path, space, says):
     assert says in error_of(capsys, tmp_path, space=space)
     assert not (tmp_path / "store" / "sweeps").exists()
+
+
+def test_an_unknown_device_for_latency_names_the_key(capsys, tmp_path):
+    assert "sweep.yaml: latency_on: " in error_of(capsys, tmp_path, latency_on="nosuchdevice")
 
 
 def test_grid_needs_choices_and_keys_are_searched_or_fixed_not_both(capsys, tmp_path):
