@@ -70,9 +70,10 @@ def check(a: argparse.Namespace, store):
                                   f"name a real device (ssh://) or host")
     except ConfigError as e:
         raise ConfigError(f"{a.sweep}: latency_on: {e}") from None
-    corners = [load(p) for p in corner_points(sweep)]
+    points = corner_points(sweep)
+    corners = [load(p) for p in points]
     runner = Runner(store, STAGES, progress=False)
-    for values, pipeline in zip(corner_points(sweep), corners):
+    for values, pipeline in zip(points, corners):
         try:
             runner.plan(pipeline)
         except ConfigError as e:
