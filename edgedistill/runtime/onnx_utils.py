@@ -115,4 +115,26 @@ def export_onnx(model, example, path: Path, opset: int, input_name: str = "input
                               external_data=False)
     except Exception as e:  # the exporter raises many types; all mean the same to the user
         raise StageError(f"torch.onnx.export failed for {type(model).__name__}: {str(e).splitlines()[0]}") from e
-    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    exported = onnx.load(str(path))
+    if drop_stack_traces(exported):
+        onnx.save(exported, str(path))
+    onnx.checker.check_model(exported, full_check=True)
+
+
+STACK_TRACE = "pkg.torch.onnx.stack_trace"
+"""Node metadata the dynamo exporter writes: the Python stack of each node, with the absolute paths of
+the build machine's torch install."""
+
+
+def drop_stack_traces(model) -> int:
+    """Remove the exporter's stack traces from every node (in place): the same model exported from two
+    installs is then the same bytes, and a shipped model.onnx names no path of the build machine. The
+    other metadata (module names, class hierarchy) stays. Returns how many were removed."""
+    removed = 0
+    for node in [*model.graph.node, *(n for f in model.functions for n in f.node)]:
+        keep = [p for p in node.metadata_props if p.key != STACK_TRACE]
+        if len(keep) != len(node.metadata_props):
+            removed += len(node.metadata_props) - len(keep)
+            del node.metadata_props[:]
+            node.metadata_props.extend(keep)
+    return removed

@@ -127,7 +127,7 @@ def run(cfg: ExportConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> 
 
 
 STAGE = Stage(
-    name="export", version=7, inputs=("dataset", "teacher", "student", "student_alone"), output="onnx",
+    name="export", version=8, inputs=("dataset", "teacher", "student", "student_alone"), output="onnx",
     configure=lambda p: p.export, run=run,
     headline=lambda m: f"student parity max|diff| {m['parity']['student']['max_abs_diff']:.1e}, "
                        f"top-1 {m['parity']['student']['top1_agreement']:.0%}",

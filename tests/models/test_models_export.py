@@ -54,6 +54,20 @@ def test_registered_arch_exports_with_parity(name, tmp_path):
     export_and_check(model, x, tmp_path / "m.onnx", 1e-4)  # batch 4 through a graph exported at 2
 
 
+def test_exported_models_name_no_path_of_the_build_machine(tmp_path):
+    """The dynamo exporter's per-node stack traces (absolute paths into this torch install) are dropped:
+    the same model from another install is the same bytes, and a bundle names no build path."""
+    import onnx
+
+    torch.manual_seed(0)
+    model, _ = models.build(ModelPreset(arch="edgedistill:small_cnn", kwargs={"width": 4, "grid": 1}), 3, in_channels=1)
+    onnx_utils.export_onnx(model, torch.randn(2, 1, 8, 8), tmp_path / "m.onnx", opset=18)
+    exported = onnx.load(str(tmp_path / "m.onnx"))
+    keys = {p.key for n in exported.graph.node for p in n.metadata_props}
+    assert onnx_utils.STACK_TRACE not in keys and "pkg.torch.onnx.name_scopes" in keys  # the rest of the metadata stays
+    assert torch.__file__.rsplit("/torch/", 1)[0].encode() not in (tmp_path / "m.onnx").read_bytes()
+
+
 FAMILY_EXAMPLES = {
     "edgedistill": "edgedistill:small_cnn",
     "torchvision": "torchvision:mobilenet_v3_small",
