@@ -23,6 +23,8 @@ def status_line(st) -> None:
         print(f"> {st.stage:<10} running  ({st.reason})", file=sys.stderr, flush=True)
     elif st.status == "cached":
         print(f"> {st.stage:<10} cached   [{st.key}]", file=sys.stderr, flush=True)
+    elif st.status == "skipped":
+        print(f"> {st.stage:<10} skipped  ({st.reason})", file=sys.stderr, flush=True)
     else:
         print(f"> {st.stage:<10} done     [{st.key}] {st.seconds:.1f} s", file=sys.stderr, flush=True)
 

@@ -87,7 +87,7 @@ def check(a: argparse.Namespace, store):
 def run_shared(store, sweep, corners: list, wait_s: float) -> None:
     """What every trial shares (prepared data, the teacher) runs first, here, with all the machine's cores,
     rather than in the first trial with its share of them while the others wait for it."""
-    from edgedistill.core.runner import Runner
+    from edgedistill.core.runner import Runner, active
     from edgedistill.stages import STAGES
     from edgedistill.sweep.trial import shared_stages
 
@@ -96,9 +96,10 @@ def run_shared(store, sweep, corners: list, wait_s: float) -> None:
         return
     print(f"  stages every trial shares, first: {', '.join(shared)}", file=sys.stderr, flush=True)
     runner = Runner(store, STAGES, progress=show_progress())
-    needed = {i for s in STAGES if s.name in shared for i in s.inputs}
+    stages = [s for s in active(STAGES, corners[0])[0] if s.name in shared]
+    needed = {i for s in stages for i in s.inputs}
     with store.lock(wait_s=wait_s, what=f"sweep {sweep.name}"):
-        for leaf in [s.name for s in STAGES if s.name in shared and s.output not in needed]:
+        for leaf in [s.name for s in stages if not set(s.artifacts) & needed]:
             runner.run(corners[0], until=leaf, publish=False, on_status=status_line, record_as=f"sweep@{sweep.name}@shared")
 
 

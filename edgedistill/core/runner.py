@@ -91,11 +91,39 @@ class Stage:
     distributed: bool = False
     """Under torchrun, every process runs it (data-parallel training); rank 0 alone writes the result.
     Other stages run on rank 0 while the rest wait."""
+    parts: dict[str, str] = field(default_factory=dict)
+    """Further artifacts it writes, each a subfolder of its result: {artifact name: subfolder} (online
+    distillation's result holds the teacher it trained: {"teacher": "teacher"})."""
+    skip: Callable[[Pipeline], str | None] = lambda p: None
+    """Why this stage has nothing to do in this pipeline (another stage writes its output in this
+    pipeline's mode), or None when it runs. Exactly one stage of those writing an artifact runs; the
+    skipped ones show in plan and run with this reason."""
+
+    @property
+    def artifacts(self) -> tuple[str, ...]:
+        return (self.output, *self.parts)
+
+
+def active(stages: list[Stage], pipeline: Pipeline) -> tuple[list[Stage], list[tuple[Stage, str]]]:
+    """The stages that run for this pipeline, in order (toposort), and the skipped ones with why."""
+    skipped = [(s, why) for s in stages if (why := s.skip(pipeline))]
+    return toposort([s for s in stages if not s.skip(pipeline)]), skipped
+
+
+def producers_of(stages: list[Stage]) -> dict[str, Stage]:
+    """{artifact: the stage that writes it}; ConfigError when two stages of one pipeline write the same."""
+    out: dict[str, Stage] = {}
+    for s in stages:
+        for a in s.artifacts:
+            if a in out:
+                raise ConfigError(f"stages '{out[a].name}' and '{s.name}' both write '{a}'")
+            out[a] = s
+    return out
 
 
 def toposort(stages: list[Stage]) -> list[Stage]:
     """Order by declared inputs and outputs, never by list order."""
-    producers = {s.output: s for s in stages}
+    producers = producers_of(stages)
     for s in stages:
         for i in s.inputs:
             if i not in producers:
@@ -120,7 +148,7 @@ def toposort(stages: list[Stage]) -> list[Stage]:
 
 
 def upstream(stages: list[Stage], target: str) -> set[str]:
-    producers = {s.output: s for s in stages}
+    producers = producers_of(stages)
     by_name = {s.name: s for s in stages}
     need, todo = set(), [by_name[target]]
     while todo:
@@ -191,6 +219,18 @@ class RunReport:
         return next((s.result for s in self.statuses if s.stage == stage), None)
 
 
+@dataclass
+class Selection:
+    """The stages one run or plan walks."""
+
+    stages: list[Stage]
+    """Those that run, in order."""
+    steps: list[Stage | StageStatus]
+    """The same with the skipped stages' statuses among them, in the order they are shown."""
+    where: dict[str, str]
+    """{artifact: the subfolder of its producer's result that holds it} for artifacts that are parts."""
+
+
 class DiskFull(EdgeDistillError):
     """The disk filled up while a stage wrote its result (nothing half-written is kept)."""
 
@@ -207,7 +247,8 @@ class Runner:
     def __init__(self, store: Store, stages: list[Stage], progress: bool = True,
                  warn: Callable[[str], None] = _warn):
         self.store = store
-        self.stages = toposort(stages)
+        self.stages = list(stages)
+        """Every stage; those of one pipeline are chosen by their skip rule and ordered by toposort."""
         self.progress = progress
         self.warn = warn
         self._verified: set[Path] = set()
@@ -215,15 +256,38 @@ class Runner:
         self.stat_cache = StatCache(store.root / "cache" / "stat.sqlite")
         """Hashes of the source files stages read (data, weights), not read again while unchanged."""
 
-    def _select(self, until: str | None, force: list[str]) -> list[Stage]:
-        names = [s.name for s in self.stages]
+    def _select(self, pipeline: Pipeline, until: str | None, force: list[str]) -> Selection:
+        names = list(dict.fromkeys(s.name for s in self.stages))
         for n in [until, *force]:
             if n is not None and n not in names:
                 raise ConfigError(f"unknown stage '{n}'{did_you_mean(n, names)}; stages: {', '.join(names)}")
-        if until is None:
-            return self.stages
-        need = upstream(self.stages, until)
-        return [s for s in self.stages if s.name in need]
+        stages, skipped = active(self.stages, pipeline)
+        running = {s.name for s in stages}
+        skipped = [(s, w) for s, w in skipped if s.name not in running]  # another form of a stage that runs
+        why = {s.name: w for s, w in skipped}
+        for n in [until, *force]:
+            if n is not None and n not in running:
+                raise ConfigError(f"stage '{n}' does not run in this pipeline: {why[n]}")
+        if until is not None:
+            need = upstream(stages, until)
+            stages = [s for s in stages if s.name in need]
+            read = {i for s in stages for i in s.inputs}
+            skipped = [(s, w) for s, w in skipped if read & set(s.artifacts)]
+        where = {a: sub for s in stages for a, sub in s.parts.items()}
+        # the skipped stages are shown where the stage list has them (finetune, teach before distill)
+        rank = {s.name: i for i, s in enumerate(self.stages)}
+        steps: list[Stage | StageStatus] = []
+        for stage in stages:
+            while skipped and rank[skipped[0][0].name] < rank[stage.name]:
+                s, reason = skipped.pop(0)
+                steps.append(StageStatus(s.name, "skipped", reason=reason))
+            steps.append(stage)
+        steps += [StageStatus(s.name, "skipped", reason=reason) for s, reason in skipped]
+        return Selection(stages, steps, where)
+
+    def _paths(self, inputs: dict[str, Result], where: dict[str, str]) -> dict[str, Path]:
+        """The folders a stage reads: each input's result, or the subfolder of it that holds the artifact."""
+        return {name: r.path / where.get(name, "") for name, r in inputs.items()}
 
     def _resolve(self, pipeline: Pipeline, selected: list[Stage]) -> dict[str, BaseModel]:
         """Every selected stage's config, with the presets, files and folders it names, and its cheap
@@ -272,21 +336,24 @@ class Runner:
         produced: dict[str, Result] = {}
         rerun: set[str] = set()
         out = []
-        selected = self._select(until, list(force))
-        cfgs = self._resolve(pipeline, selected)
-        for stage in selected:
+        selection = self._select(pipeline, until, list(force))
+        cfgs = self._resolve(pipeline, selection.stages)
+        for stage in selection.steps:
+            if isinstance(stage, StageStatus):
+                out.append(stage)
+                continue
             stale = [i for i in stage.inputs if i in rerun]
             if stale:
-                rerun.add(stage.output)
+                rerun.update(stage.artifacts)
                 out.append(StageStatus(stage.name, "will run", reason=f"input '{stale[0]}' will be recomputed"))
                 continue
             d = self._decide(stage, cfgs[stage.name], pipeline, {i: produced[i] for i in stage.inputs}, list(force),
                              writer=False)
             if d.reuse:
-                produced[stage.output] = d.existing
+                produced.update(dict.fromkeys(stage.artifacts, d.existing))
                 out.append(StageStatus(stage.name, "cached", d.key, result=d.existing))
             else:
-                rerun.add(stage.output)
+                rerun.update(stage.artifacts)
                 out.append(StageStatus(stage.name, "will run", d.key, reason=d.why))
         return out
 
@@ -320,10 +387,17 @@ class Runner:
         rank, size = world()
         report = RunReport(pipeline)
         produced: dict[str, Result] = {}
-        selected = self._select(until, force)
+        selection = self._select(pipeline, until, force)
+        selected = selection.stages
         cfgs = self._resolve(pipeline, selected)
         together = max((i for i, s in enumerate(selected) if s.distributed), default=-1) if size > 1 else -1
-        for i, stage in enumerate(selected):
+        for stage in selection.steps:
+            if isinstance(stage, StageStatus):  # skipped in this pipeline
+                report.statuses.append(stage)
+                if rank == 0:
+                    on_status(stage)
+                continue
+            i = selected.index(stage)
             if rank > 0 and i > together:
                 break
             inputs = {name: produced[name] for name in stage.inputs}
@@ -337,10 +411,10 @@ class Runner:
                         d.existing = self._shared_result(stage.name, d.key, rank)
                 if rank == 0:
                     self.store.record_run(record_as, stage.name, d.key)
-                st = self._stage(stage, d, inputs, pipeline, rank, on_status)
+                st = self._stage(stage, d, inputs, selection.where, pipeline, rank, on_status)
             if rank == 0 and i <= together and not d.reuse:
                 barrier()
-            produced[stage.output] = st.result
+            produced.update(dict.fromkeys(stage.artifacts, st.result))
             report.statuses.append(st)
             if rank == 0:
                 on_status(st)
@@ -348,7 +422,7 @@ class Runner:
             return report
         bundle = report.result("bundle")
         if bundle is not None and publish:
-            report.bundle = self.publish(pipeline.name, bundle, {s.stage: s.key for s in report.statuses})
+            report.bundle = self.publish(pipeline.name, bundle, {s.stage: s.key for s in report.statuses if s.key})
         return report
 
     def publish(self, name: str, bundle: Result, results: dict[str, str]) -> tuple[int, Path, str]:
@@ -375,8 +449,8 @@ class Runner:
         elif done is not None:
             d.existing = done  # replaced when it is committed (a damaged one is set aside then)
 
-    def _stage(self, stage: Stage, d: Decision, inputs: dict[str, Result], pipeline: Pipeline, rank: int,
-               on_status: Callable[[StageStatus], None]) -> StageStatus:
+    def _stage(self, stage: Stage, d: Decision, inputs: dict[str, Result], where: dict[str, str], pipeline: Pipeline,
+               rank: int, on_status: Callable[[StageStatus], None]) -> StageStatus:
         """One stage's outcome: reused, computed (rank 0), or under torchrun helped with (the other ranks)."""
         if d.reuse:
             return StageStatus(stage.name, "cached", d.key, headline=stage.headline(d.existing.meta["metrics"]),
@@ -384,10 +458,11 @@ class Runner:
         if rank == 0:
             self._check_inputs(inputs)
             on_status(StageStatus(stage.name, "running", d.key, reason=d.why))
-            result, seconds = self._execute(stage, d.cfg, d.key, d.parts, inputs, pipeline, replace=d.existing is not None)
+            result, seconds = self._execute(stage, d.cfg, d.key, d.parts, self._paths(inputs, where), pipeline,
+                                            replace=d.existing is not None)
             return StageStatus(stage.name, "ran", d.key, d.why, seconds, stage.headline(result.meta["metrics"]), result)
         if stage.distributed:
-            self._execute_helper(stage, d.cfg, d.key, inputs)
+            self._execute_helper(stage, d.cfg, d.key, self._paths(inputs, where))
         barrier()  # rank 0 has committed the result
         return StageStatus(stage.name, "ran", d.key, d.why, result=self._shared_result(stage.name, d.key, rank))
 
@@ -410,13 +485,13 @@ class Runner:
                              f"under torchrun the store must be on a file system all processes share")
         return result
 
-    def _execute_helper(self, stage: Stage, cfg: BaseModel, key: str, inputs: dict[str, Result]) -> None:
+    def _execute_helper(self, stage: Stage, cfg: BaseModel, key: str, inputs: dict[str, Path]) -> None:
         """A distributed stage on a rank other than 0: same inputs and checkpoint folder, output discarded."""
         with tempfile.TemporaryDirectory(prefix=f"{stage.name}-rank") as scratch:
             ctx = Context(work=self.store.work_dir(stage.name, key), progress=False, quiet=True)
-            stage.run(cfg, {i: r.path for i, r in inputs.items()}, Path(scratch), ctx)
+            stage.run(cfg, inputs, Path(scratch), ctx)
 
-    def _execute(self, stage: Stage, cfg: BaseModel, key: str, parts: dict, inputs: dict[str, Result],
+    def _execute(self, stage: Stage, cfg: BaseModel, key: str, parts: dict, inputs: dict[str, Path],
                  pipeline: Pipeline, replace: bool) -> tuple[Result, float]:
         tmp = self.store.new_tmp(stage.name)
         work = self.store.work_dir(stage.name, key)
@@ -424,7 +499,7 @@ class Runner:
             work.mkdir(parents=True, exist_ok=True)
             ctx = Context(work=work, progress=self.progress)
             started = time.time()
-            metrics = stage.run(cfg, {i: r.path for i, r in inputs.items()}, tmp, ctx)
+            metrics = stage.run(cfg, inputs, tmp, ctx)
             seconds = time.time() - started
             bad = non_finite(metrics)
             if bad:

@@ -53,14 +53,17 @@ class TrialFailed(EdgeDistillError):
 
 
 def shared_stages(stages: list, pipelines: list) -> list[str]:
-    """The stages whose result is the same for every one of pipelines (a sweep's corner points): the same
-    config, and inputs only from such stages. In the runner's order."""
+    """The stages whose result is the same for every one of pipelines (a sweep's corner points): run in
+    every one, with the same config, and inputs only from such stages. In the runner's order."""
     from edgedistill.core.files import hash_obj
-    from edgedistill.core.runner import toposort
+    from edgedistill.core.runner import active
 
-    producers = {s.output: s.name for s in stages}
+    runs = [active(stages, p)[0] for p in pipelines]
+    producers = {a: s.name for s in runs[0] for a in s.artifacts}
     shared: list[str] = []
-    for stage in toposort(stages):
+    for stage in runs[0]:
+        if not all(stage in r for r in runs):
+            continue
         configs = {hash_obj(stage.configure(p).model_dump(mode="json", exclude=stage.key_exclude)) for p in pipelines}
         if len(configs) == 1 and all(producers[i] in shared for i in stage.inputs):
             shared.append(stage.name)

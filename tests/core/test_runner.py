@@ -11,7 +11,7 @@ import pytest
 
 from edgedistill.core.config import Strict
 from edgedistill.core.errors import ConfigError, StoreBusy
-from edgedistill.core.runner import Runner, Stage
+from edgedistill.core.runner import Runner, Stage, active
 from edgedistill.core.store import Store
 from edgedistill.pipeline import Pipeline
 
@@ -64,7 +64,63 @@ def statuses(report):
 
 
 def test_order_comes_from_declared_inputs(tmp_path):
-    assert [s.name for s in Runner(Store(tmp_path), make_stages()).stages] == ["a", "b", "c"]
+    assert [s.name for s in active(make_stages(), pipe())[0]] == ["a", "b", "c"]
+
+
+def alternative_stages():
+    """a -> b -> c as make_stages, plus "ab", which writes B with A as its part when distill.mode is
+    online (a and b are skipped then), as online distillation's stage writes the student and the teacher."""
+
+    def stage_ab(cfg, inputs, out, ctx):
+        CALLS.append("ab")
+        (out / "part").mkdir()
+        (out / "part" / "a.txt").write_text("made by ab")
+        (out / "b.txt").write_text(f"ab T={cfg.temperature}")
+        return {"n": 4}
+
+    def stage_d(cfg, inputs, out, ctx):  # reads both artifacts
+        CALLS.append("d")
+        (out / "d.txt").write_text((inputs["A"] / "a.txt").read_text() + " | " + (inputs["B"] / "b.txt").read_text())
+        return {"n": 5}
+
+    online = lambda p: p.distill.mode == "online"
+    a, b, c = sorted(make_stages(), key=lambda s: s.name)
+    return [dataclasses.replace(a, skip=lambda p: "ab writes it" if online(p) else None),
+            dataclasses.replace(b, skip=lambda p: "ab writes it" if online(p) else None),
+            Stage("ab", 1, (), "B", lambda p: p.distill, stage_ab, parts={"A": "part"},
+                  skip=lambda p: None if online(p) else "offline"),
+            c, Stage("d", 1, ("A", "B"), "D", lambda p: _Seed(seed=p.seed), stage_d)]
+
+
+def test_a_stage_skipped_in_one_mode_and_an_artifact_that_is_a_part(tmp_path):
+    store = Store(tmp_path)
+    runner = Runner(store, alternative_stages(), progress=False)
+    off = runner.run(pipe())
+    assert [(s.stage, s.status) for s in off.statuses] == [("a", "ran"), ("b", "ran"), ("ab", "skipped"), ("c", "ran"),
+                                                          ("d", "ran")]
+    assert CALLS == ["a", "b", "c", "d"]
+    CALLS.clear()
+    plan = runner.plan(pipe(distill={"mode": "online"}))
+    assert [(s.stage, s.status) for s in plan] == [("a", "skipped"), ("b", "skipped"), ("ab", "will run"),
+                                                  ("c", "will run"), ("d", "will run")]
+    assert plan[0].reason == "ab writes it"
+    on = runner.run(pipe(distill={"mode": "online"}))
+    assert CALLS == ["ab", "c", "d"]
+    # d read A from the part folder of ab's result, B from its top
+    assert (on.result("d").path / "d.txt").read_text() == "made by ab | ab T=4.0"
+    assert (on.result("c").path / "c.txt").read_text().startswith("ab T=4.0")
+    with pytest.raises(ConfigError, match="stage 'a' does not run in this pipeline: ab writes it"):
+        runner.run(pipe(distill={"mode": "online"}), until="a")
+    with pytest.raises(ConfigError, match="stage 'b' does not run in this pipeline: ab writes it"):
+        runner.run(pipe(distill={"mode": "online"}), force=["b"])
+    # --until d shows the skipped stages whose artifacts it reads; the offline results are still there
+    assert statuses(runner.run(pipe(), until="d")) == {"a": "cached", "b": "cached", "ab": "skipped", "d": "cached"}
+
+
+def test_two_stages_writing_one_artifact_in_one_pipeline_is_refused(tmp_path):
+    a, b, c = sorted(make_stages(), key=lambda s: s.name)
+    with pytest.raises(ConfigError, match="stages 'b' and 'b2' both write 'B'"):
+        Runner(Store(tmp_path), [a, b, dataclasses.replace(b, name="b2"), c]).plan(pipe())
 
 
 def test_miss_then_hit(tmp_path):
