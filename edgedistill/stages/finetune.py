@@ -163,6 +163,7 @@ def check(p) -> None:
 
 STAGE = Stage(
     name="finetune", version=7, check=check, inputs=("dataset",), output="teacher",
+    skip=lambda p: "distill.mode online: the teacher trains with the student in distill" if p.distill.mode == "online" else None,
     configure=lambda p: FinetuneConfig(teacher=p.teacher.model_copy(update={"image_size": model_sizes(p)[0]}),
                                        model=load_preset(p.teacher.preset, "teachers"), seed=p.seed,
                                        horizontal_flip=p.data.horizontal_flip),

@@ -49,6 +49,7 @@ def run(cfg: TeachConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> d
 
 STAGE = Stage(
     name="teach", version=3, inputs=("dataset", "teacher"), output="teacher_outputs",
+    skip=lambda p: "distill.mode online: the student learns from the teacher as it trains" if p.distill.mode == "online" else None,
     # the weights do not change the stored logits: only the teachers' folders are in the key
     configure=lambda p: TeachConfig(extra_teachers=p.distill.extra_teachers, batch_size=p.teacher.batch_size,
                                     device=p.teacher.device), run=run,

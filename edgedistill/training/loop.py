@@ -29,10 +29,15 @@ from edgedistill.data.splits import MapsByName, input_batches
 from edgedistill.training.config import TrainConfig
 from edgedistill.training.loader import loader
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-"""loss(logits, teacher_inputs, labels, indices) -> scalar. teacher_inputs: the batch as a teacher sees
-it (the same augmented images at the teacher's size; the model's inputs without a teacher size);
-indices: the batch's rows in the training split."""
+LossFn = Callable[[Any, torch.Tensor, torch.Tensor, torch.Tensor], "torch.Tensor | dict[str, torch.Tensor]"]
+"""loss(output, teacher_inputs, labels, indices) -> a scalar, or {term: scalar} whose sum is the loss
+(each term's epoch mean goes into the history as train_<term>_loss). output: what `forward` returned
+(the model's logits by default); teacher_inputs: the batch as a teacher sees it (the same augmented
+images at the teacher's size; the model's inputs without a teacher size); indices: the batch's rows in
+the training split."""
+
+Forward = Callable[[nn.Module, torch.Tensor, torch.Tensor], Any]
+"""forward(net, inputs, teacher_inputs) -> the output loss_fn takes; the default calls net(inputs)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -88,12 +93,13 @@ def accuracy(logits: torch.Tensor | np.ndarray, labels: np.ndarray | torch.Tenso
 
 
 @torch.no_grad()
-def recompute_bn_stats(model: nn.Module, inputs: Callable[[torch.Tensor], torch.Tensor], order: torch.Tensor,
-                       batch_size: int, batches: int, device: torch.device, channels_last: bool = False) -> None:
+def recompute_bn_stats(model: nn.Module, forward: Callable[[torch.Tensor], Any], order: torch.Tensor,
+                       batch_size: int, batches: int) -> None:
     """Precise BN (as in pycls and timm): reset the running statistics of BatchNorm layers that are
-    training and re-estimate them as a plain average over `batches` training batches. Written here
-    because torch has no such helper for classification models; it is deterministic, so resuming
-    from a checkpoint gives the same statistics."""
+    training and re-estimate them as a plain average over `batches` training batches. forward(rows)
+    runs the model on the clean inputs of these training rows. Written here because torch has no such
+    helper for classification models; it is deterministic, so resuming from a checkpoint gives the same
+    statistics."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
     if not norms or batches == 0:
         return
@@ -101,9 +107,8 @@ def recompute_bn_stats(model: nn.Module, inputs: Callable[[torch.Tensor], torch.
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
     for i in range(min(batches, len(order) // batch_size)):
-        model(inputs(order[i * batch_size:(i + 1) * batch_size]).to(device, memory_format=fmt))
+        forward(order[i * batch_size:(i + 1) * batch_size])
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
 
@@ -140,17 +145,22 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def fit(model: nn.Module, train: MapsByName, val: tuple[Any, np.ndarray], *,
+def fit(model: nn.Module, train: MapsByName, val: tuple[Any, np.ndarray] | None, *,
         cfg: TrainConfig, param_groups: list[dict], loss_fn: LossFn, seed: int, checkpoint: Path,
         desc: str, epoch_start: Callable[[int], tuple[nn.Module, ...]] = lambda epoch: (),
-        progress: bool = True) -> FitResult:
+        progress: bool = True, forward: Forward = lambda net, x, teacher_x: net(x),
+        validate: Callable[[nn.Module, torch.device, int], dict[str, float]] | None = None) -> FitResult:
     """Train model in place; returns the per-epoch history and which epoch's weights it ends with.
 
     val: (inputs, labels); inputs a split (converted per batch) or an array of model inputs.
-    param_groups: torch optimizer groups, each with its own "lr" (the peak learning rate).
+    param_groups: torch optimizer groups, each with its own "lr" (the peak learning rate) and optionally
+    its own "weight_decay".
     epoch_start(epoch): called before each epoch (0-based, also when resuming); may change which
     parameters train (requires_grad) and returns the modules kept in eval mode during it (frozen
     backbones keep their BatchNorm statistics).
+    forward: how a batch goes through the model (several models trained in one loop take both views).
+    validate(model, device, batch) -> {"val_accuracy": %, other numbers}: the end-of-epoch evaluation
+    that goes into the history (val_accuracy picks the best epoch); default: the accuracy on val.
     """
     from torch.nn.parallel import DistributedDataParallel
 
@@ -173,6 +183,14 @@ def fit(model: nn.Module, train: MapsByName, val: tuple[Any, np.ndarray], *,
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     say = (lambda msg: print(f"    {msg}", flush=True)) if rank == 0 else (lambda msg: None)
+    if validate is None:
+        assert val is not None
+        validate = lambda m, dev, batch: {"val_accuracy": accuracy(predict(m, val[0], dev, batch=batch), val[1])}
+
+    def clean_forward(rows: torch.Tensor) -> Any:  # precise BN: every model sees its own clean view
+        x, teacher_x = train.clean_views(rows)
+        x = x.to(device, memory_format=fmt)
+        return forward(model, x, x if teacher_x is None else teacher_x.to(device, memory_format=fmt))
 
     history: list[dict] = []
     start_epoch, best_epoch, best_state = 0, 0, None
@@ -228,7 +246,7 @@ def fit(model: nn.Module, train: MapsByName, val: tuple[Any, np.ndarray], *,
         model.train()
         for m in frozen:
             m.eval()
-        total_loss = torch.zeros((), dtype=torch.float64)
+        totals, terms = None, ()
         bar = tqdm(feed, total=steps_per_epoch, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress or rank != 0, leave=False, unit="step")
         scale = scaler.get_scale() if scaler.is_enabled() else None  # fp16: the loss scale before the next step
@@ -236,7 +254,10 @@ def fit(model: nn.Module, train: MapsByName, val: tuple[Any, np.ndarray], *,
             x, y = x.to(device, memory_format=fmt, non_blocking=True), y.to(device, non_blocking=True)
             teacher_x = x if teacher_x is None else teacher_x.to(device, memory_format=fmt, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = loss_fn(net(x), teacher_x, y, idx)
+                loss = loss_fn(forward(net, x, teacher_x), teacher_x, y, idx)
+            parts = loss if isinstance(loss, dict) else {}
+            if parts:
+                terms, loss = tuple(parts), sum(parts.values())
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -244,27 +265,32 @@ def fit(model: nn.Module, train: MapsByName, val: tuple[Any, np.ndarray], *,
             stepped, scale = optimizer_stepped(scaler, scale)
             if stepped:
                 scheduler.step()
-            value = loss.item()  # one device sync per step (fp16: two, with the loss scale)
+            # one device sync per step (fp16: two, with the loss scale)
+            values = torch.stack([loss.detach(), *(t.detach() for t in parts.values())]).double().cpu()
+            value = float(values[0])
             if not math.isfinite(value):
                 raise StageError(f"{desc}: the training loss became {value} in epoch {epoch + 1}, step {step + 1}; "
                                  f"lower the learning rate (lr {cfg.lr:g}) or check the data (for images: data.mean/std); "
                                  f"nothing was cached")
-            total_loss += value
+            totals = values if totals is None else totals + values
             if progress and rank == 0:
                 bar.set_postfix(loss=f"{value:.3f}")
         if world_size > 1:  # the history reports the loss of the global batch
-            torch.distributed.all_reduce(total_loss)
-            total_loss /= world_size
+            torch.distributed.all_reduce(totals)
+            totals /= world_size
         # every process recomputes BN statistics on the same clean batches and evaluates the whole
         # validation split, so all keep identical weights, buffers and early-stopping decisions
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        recompute_bn_stats(model, train.clean, order, cfg.batch_size, cfg.precise_bn_batches, device, cfg.channels_last)
-        val_acc = accuracy(predict(model, val[0], device, batch=cfg.batch_size), val[1])
-        mean_loss = float(total_loss) / steps_per_epoch
+        recompute_bn_stats(model, clean_forward, order, cfg.batch_size, cfg.precise_bn_batches)
+        evaluation = validate(model, device, cfg.batch_size)
+        val_acc = evaluation["val_accuracy"]
+        means = (totals / steps_per_epoch).tolist()
         # no timings in the history: it is part of the result's content, which must depend only on
         # the inputs (the runner records the stage's wall time in meta.json)
-        history.append({"epoch": epoch + 1, "train_loss": mean_loss, "val_accuracy": val_acc})
-        say(f"{desc} epoch {epoch + 1}/{cfg.epochs}: loss {mean_loss:.4f}, val accuracy {val_acc:.2f}% "
+        history.append({"epoch": epoch + 1, "train_loss": means[0],
+                        **{f"train_{t}_loss": v for t, v in zip(terms, means[1:])}, **evaluation})
+        shown = "".join(f", {k.replace('_', ' ')} {v:.2f}%" for k, v in evaluation.items() if k != "val_accuracy")
+        say(f"{desc} epoch {epoch + 1}/{cfg.epochs}: loss {means[0]:.4f}, val accuracy {val_acc:.2f}%{shown} "
             f"({time.time() - started:.1f} s)")
         if best_epoch == 0 or val_acc > history[best_epoch - 1]["val_accuracy"]:
             best_epoch = epoch + 1

@@ -1,6 +1,8 @@
 """Distillation losses."""
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -45,6 +47,24 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | list[to
                     reduction="batchmean", log_target=True)
     hard = cross_entropy(student_logits, labels, label_smoothing) if alpha < 1 else 0.0
     return alpha * t * t * soft + (1.0 - alpha) * hard
+
+
+def mutual_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, response: Callable[..., torch.Tensor],
+                alpha: float, teacher_alpha: float, label_smoothing: float = 0.0, teacher_label_smoothing: float = 0.0,
+                extra_targets: Sequence[torch.Tensor] = (), weights: list[float] | None = None) -> dict[str, torch.Tensor]:
+    """Online distillation's two losses, Deep Mutual Learning (Zhang et al., 2018): each model learns from
+    the labels and from the other's outputs, detached (targets, not paths for gradients), so one backward
+    pass of their sum trains each model on its own loss. DML's form is CE + KL(other || self); here each
+    side is the offline response loss, e.g. kd_loss: (1 - alpha) CE + alpha T^2 KL at temperature T (at
+    alpha 0.5 and T 1, half of DML's).
+
+    response(logits, targets, alpha, label_smoothing, weights) -> scalar: kd_loss or dist_loss with the
+    labels and temperature bound. extra_targets: fixed teachers' logits whose soft targets are averaged
+    with the peer's for the student (weights: the peer's first). Returns {"student": ..., "teacher": ...}."""
+    peer = teacher_logits.detach()
+    targets = [peer, *extra_targets] if extra_targets else peer
+    return {"student": response(student_logits, targets, alpha, label_smoothing, weights if extra_targets else None),
+            "teacher": response(teacher_logits, student_logits.detach(), teacher_alpha, teacher_label_smoothing, None)}
 
 
 def _pearson_rows(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -297,6 +297,23 @@ def test_text_cnn_student_runs_in_the_pipeline(text_run, tmp_path):
     assert export["parity"]["student"]["params"] < 5_000_000
 
 
+def test_online_distillation_of_a_transformer_student(text_run, tmp_path):
+    """distill.mode online with text models: teacher and student train together, the student's hint and
+    MiniLM relation terms toward the teacher as it trains; prepare is reused, finetune not needed."""
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(text_run, store)
+    pipeline = text_pipeline(tmp_path / "p", distill={"mode": "online"})
+    assert main(["run", str(pipeline), "--store", str(store), "--until", "distill"]) == 0
+    (online,) = [p for p in (store / "results" / "distill").glob("*/metrics.json")
+                 if json.loads(p.read_text()).get("mode") == "online"]
+    m = json.loads(online.read_text())
+    assert m["losses"] == ["mutual_kd", "hint:hf.bert.encoder.layer.5->hf.bert.encoder.layer.2", "minilm_relations"]
+    teacher = json.loads((online.parent / "teacher" / "metrics.json").read_text())
+    assert teacher["test_accuracy"] == m["teacher_test_accuracy"] and teacher["params"] > m["params"]
+
+
 # ---- bad text --------------------------------------------------------------------------------
 
 

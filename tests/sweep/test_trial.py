@@ -30,3 +30,19 @@ def test_device_budgets_are_checked_only_where_latency_is_measured():
     rows = check(view, kept)
     assert [(r.metric, r.passed) for r in rows] == [("lab.latency_ms_p90", False)]
     assert search_budgets(budgets, "host")[0].devices == {}
+
+
+def test_shared_stages_when_the_space_switches_distillation_mode(tmp_path):
+    """Corners in offline and online mode share the data and the student alone, not the teacher."""
+    from conftest import write_pipeline
+    from edgedistill.pipeline import load_pipeline
+    from edgedistill.stages import STAGES
+    from edgedistill.sweep.trial import shared_stages
+
+    path = write_pipeline(tmp_path / "p")
+    corners = [load_pipeline(path, [f"distill.mode={m}"]) for m in ("offline", "online")]
+    assert shared_stages(STAGES, corners) == ["prepare", "baseline"]
+    assert shared_stages(STAGES, corners[:1]) == ["prepare", "baseline", "finetune", "teach", "distill", "export",
+                                                  "quantize", "qat", "benchmark", "bundle"]
+    assert "distill" in shared_stages(STAGES, [load_pipeline(path, ["distill.mode=online", f"quantize.calibration_samples={n}"])
+                                               for n in (32, 64)])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgedistill.training.losses import kd_loss
+from edgedistill.training.losses import kd_loss, mutual_loss
 
 GOLDEN = json.loads((Path(__file__).parents[1] / "fixtures" / "kd_loss_golden.json").read_text())
 
@@ -41,6 +41,39 @@ def test_kd_gradient_flows_only_to_the_student():
     t = torch.randn(3, 4, requires_grad=True)
     kd_loss(s, t.detach(), torch.tensor([0, 1, 2]), 2.0, 0.5).backward()
     assert s.grad is not None and s.grad.abs().sum() > 0 and t.grad is None
+
+
+MUTUAL = json.loads((Path(__file__).parents[1] / "fixtures" / "mutual_loss_golden.json").read_text())
+
+
+@pytest.mark.parametrize("case", MUTUAL["cases"], ids=lambda c: f"T{c['temperature']}-a{c['alpha']}-ta{c['teacher_alpha']}")
+def test_mutual_loss_matches_hand_computed_values(case):
+    """Online distillation's two losses (DML with soft targets) against tests/fixtures/mutual_loss_golden.json,
+    an unlabeled image among them; each loss's gradient reaches its own model's logits only."""
+    s = torch.tensor(MUTUAL["student_logits"], dtype=torch.float64, requires_grad=True)
+    t = torch.tensor(MUTUAL["teacher_logits"], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor(MUTUAL["labels"])
+    response = lambda logits, targets, alpha, smoothing, weights: kd_loss(logits, targets, y, case["temperature"], alpha,
+                                                                           smoothing, weights)
+    losses = mutual_loss(s, t, response, case["alpha"], case["teacher_alpha"])
+    assert losses["student"].item() == pytest.approx(case["student_loss"], rel=1e-6)
+    assert losses["teacher"].item() == pytest.approx(case["teacher_loss"], rel=1e-6)
+    losses["student"].backward()
+    assert s.grad.abs().sum() > 0 and t.grad is None
+    s.grad = None
+    losses["teacher"].backward()
+    assert t.grad.abs().sum() > 0 and s.grad is None
+
+
+def test_mutual_golden_file_is_the_formula():
+    s, t = np.array(MUTUAL["student_logits"]), np.array(MUTUAL["teacher_logits"])
+    for c in MUTUAL["cases"]:
+        T = c["temperature"]
+        q, p = (np.exp(x / T) / np.exp(x / T).sum(1, keepdims=True) for x in (s, t))
+        assert c["kl_teacher_to_student"] == pytest.approx(float((p * np.log(p / q)).sum(1).mean()))
+        assert c["student_loss"] == pytest.approx(c["alpha"] * T * T * c["kl_teacher_to_student"] + (1 - c["alpha"]) * c["ce_student"])
+        assert c["teacher_loss"] == pytest.approx(c["teacher_alpha"] * T * T * c["kl_student_to_teacher"]
+                                                  + (1 - c["teacher_alpha"]) * c["ce_teacher"])
 
 
 RKD = json.loads((Path(__file__).parents[1] / "fixtures" / "rkd_golden.json").read_text())

@@ -15,7 +15,7 @@ def test_precise_bn_replaces_stale_running_statistics():
     frozen.eval()  # a frozen layer keeps its statistics
     x = torch.randn(64, 1, 4, 4) * 3 + 5
     order = torch.arange(64)
-    recompute_bn_stats(model, lambda idx: x[idx], order, batch_size=16, batches=3, device=torch.device("cpu"))
+    recompute_bn_stats(model, lambda idx: model(x[idx]), order, batch_size=16, batches=3)
     with torch.no_grad():
         feats = model[0](x[:48])
     expected_mean = feats.mean(dim=(0, 2, 3))
@@ -28,7 +28,7 @@ def test_precise_bn_off_changes_nothing():
     model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2)).train()
     before = model[1].running_mean.clone()
     x = torch.randn(32, 1, 2, 2) + 3
-    recompute_bn_stats(model, lambda idx: x[idx], torch.arange(32), 16, 0, torch.device("cpu"))
+    recompute_bn_stats(model, lambda idx: model(x[idx]), torch.arange(32), 16, 0)
     assert torch.equal(model[1].running_mean, before)
 
 

@@ -94,6 +94,13 @@ class Batches(MapsByName):
         """The model's input for these batch indices without augmentation, by data.to_model_input."""
         return torch.from_numpy(to_model_input(self.pixels(idx), self.spec))
 
+    def clean_views(self, idx: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The model's input and the teacher's view (None without teacher_size) of these batch indices,
+        without augmentation: both resized from the same uint8 pixels, as evaluation does."""
+        pixels = self.pixels(idx)
+        return (torch.from_numpy(to_model_input(pixels, self.spec)),
+                None if self.teacher_spec is None else torch.from_numpy(to_model_input(pixels, self.teacher_spec)))
+
     def __call__(self, idx: torch.Tensor, epoch: int = 0, step: int = 0,
                  rank: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The batch of these indices in this epoch: its random draws depend on (seed, epoch, index)
