@@ -17,6 +17,20 @@ os.environ.setdefault("CI", "1")  # no progress bars in test logs
 if os.environ.get("PYTEST_XDIST_WORKER"):  # make test: one process per core, so one thread each (set before torch loads)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# The longest files first (a few minutes of work each on 2 cores): with `--dist loadfile` each file goes
+# whole to the next free worker, so one of these started last would leave the other worker idle at the end.
+LONG_FILES = ("e2e/test_sweep.py", "models/test_architectures.py", "stages/test_qat.py", "e2e/test_distributed.py",
+              "e2e/test_resume.py", "e2e/test_online.py", "data/test_text.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        path = item.nodeid.split("::")[0].removeprefix("tests/")
+        return LONG_FILES.index(path) if path in LONG_FILES else len(LONG_FILES)
+
+    items.sort(key=rank)  # stable: the order inside a file, and of the other files, is kept
+
+
 TINY = {
     "name": "tiny",
     "seed": 0,

@@ -91,7 +91,7 @@ class Stage:
     distributed: bool = False
     """Under torchrun, every process runs it (data-parallel training); rank 0 alone writes the result.
     Other stages run on rank 0 while the rest wait."""
-    parts: dict[str, str] = field(default_factory=dict)
+    parts: dict[str, str] = field(default_factory=dict, hash=False)
     """Further artifacts it writes, each a subfolder of its result: {artifact name: subfolder} (online
     distillation's result holds the teacher it trained: {"teacher": "teacher"})."""
     skip: Callable[[Pipeline], str | None] = lambda p: None
@@ -262,6 +262,8 @@ class Runner:
             if n is not None and n not in names:
                 raise ConfigError(f"unknown stage '{n}'{did_you_mean(n, names)}; stages: {', '.join(names)}")
         stages, skipped = active(self.stages, pipeline)
+        # the skipped stages are shown where the stage list has them (finetune, teach before distill)
+        rank = {s.name: i for i, s in enumerate(self.stages)}
         running = {s.name for s in stages}
         skipped = [(s, w) for s, w in skipped if s.name not in running]  # another form of a stage that runs
         why = {s.name: w for s, w in skipped}
@@ -271,11 +273,9 @@ class Runner:
         if until is not None:
             need = upstream(stages, until)
             stages = [s for s in stages if s.name in need]
-            read = {i for s in stages for i in s.inputs}
-            skipped = [(s, w) for s, w in skipped if read & set(s.artifacts)]
+            last = max(rank[s.name] for s in stages)
+            skipped = [(s, w) for s, w in skipped if rank[s.name] < last]  # those before the last stage that runs
         where = {a: sub for s in stages for a, sub in s.parts.items()}
-        # the skipped stages are shown where the stage list has them (finetune, teach before distill)
-        rank = {s.name: i for i, s in enumerate(self.stages)}
         steps: list[Stage | StageStatus] = []
         for stage in stages:
             while skipped and rank[skipped[0][0].name] < rank[stage.name]:

@@ -216,7 +216,10 @@ def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context
     if alone["enabled"]:
         histories["student alone (baseline)"] = alone["history"]
     plot_tradeoffs(report, out / "tradeoffs.png")
-    plot_training(histories, out / "training.png", "each model: CE + KL to the other" if online else "distill: KD + CE")
+    first = read_json(inputs["student"] / METRICS).get("losses", ["kd"])[0]  # kd, dist or ce; mutual_ online
+    response = "" if first == "ce" else " + DIST" if first.endswith("dist") else " + KL"
+    plot_training(histories, out / "training.png",
+                  f"each model: CE{response} to the other" if online else f"distill: CE{response} to the teacher")
     write_html(report, out / "report.html", labels)
     return {k: report[k] for k in ("accuracy", "latency_ms", "size_bytes", "peak_rss_mb")}
 

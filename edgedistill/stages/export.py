@@ -84,11 +84,13 @@ def choose_student(teacher: dict, distilled: dict, alone: dict, val_drop: dict |
     if val_drop["ci_low"] > 0:
         out["shipped"] = "alone"
     if teacher["val_accuracy"] <= alone["val_accuracy"]:
-        out["warning"] = (f"the fine-tuned teacher ({teacher['val_accuracy']:.2f}% on validation) is not better than the "
-                          f"student trained alone ({alone['val_accuracy']:.2f}%): its soft targets teach little beyond the "
-                          f"labels (unlabeled transfer examples may still help); what usually helps: a higher teacher "
-                          f"resolution (teacher.image_size), more teacher epochs, or a stronger teacher (preset, or "
-                          f"strategy full)")
+        online = out.get("mode") == "online"
+        more = "more epochs (distill.epochs: online, the teacher trains in distill's loop)" if online else "more teacher epochs"
+        out["warning"] = (f"the {'teacher trained online' if online else 'fine-tuned teacher'} ({teacher['val_accuracy']:.2f}% on "
+                          f"validation) is not better than the student trained alone ({alone['val_accuracy']:.2f}%): its soft "
+                          f"targets teach little beyond the labels (unlabeled transfer examples may still help); what usually "
+                          f"helps: a higher teacher resolution (teacher.image_size), {more}, or a stronger teacher (preset, "
+                          f"or strategy full)")
     return out
 
 

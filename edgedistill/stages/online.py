@@ -122,6 +122,8 @@ def run(cfg: OnlineConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> 
     cohort = Cohort(Distillee(student, adapters), teacher)
     student_group = {"params": list(cohort.student.parameters()), "lr": d.lr, "weight_decay": d.weight_decay}
     teacher_alpha = d.alpha if d.teacher_alpha is None else d.teacher_alpha
+    ctx.log(f"online: teacher and student train together, {d.epochs} epochs of distill's loop (batch {d.batch_size}, "
+            f"augment {d.augment}); teacher.epochs and the teacher's other loop settings do not apply")
 
     def loss_fn(output: tuple[torch.Tensor, torch.Tensor], teacher_x: torch.Tensor, y: torch.Tensor,
                 idx: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -158,14 +160,16 @@ def run(cfg: OnlineConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> 
                        "params": models.num_params(teacher),
                        "trainable_params": sum(p.numel() for p in teacher.parameters() if p.requires_grad),
                        "train_images": int(len(rows)), "trained_by": "distill (online)", "history": teacher_history,
-                       "best_epoch": result.best_epoch, "final_epoch": result.final_epoch}
+                       # its own best epoch; it ends with the weights of the epoch kept for the student
+                       "best_epoch": 1 + max(range(len(teacher_history)), key=lambda i: teacher_history[i]["val_accuracy"]),
+                       "final_epoch": result.final_epoch}
     write_json(out / "teacher" / "metrics.json", teacher_metrics)
     test_acc = test_and_save(student, cfg.model, ds, cfg.image_size, out, batch=d.batch_size)
     params, teacher_params = models.num_params(student), models.num_params(teacher)
     return {"mode": "online", "val_accuracy": result.val_accuracy, "test_accuracy": test_acc,
             "teacher_val_accuracy": teacher_metrics["val_accuracy"], "teacher_test_accuracy": teacher_test,
             "params": params, "teacher_params": teacher_params, "params_ratio": params / teacher_params,
-            "losses": ["mutual_" + d.response] + terms.names(), "teacher": "online (trained here)",
+            "losses": [f"mutual_{d.response}" if d.alpha > 0 or teacher_alpha > 0 else "ce"] + terms.names(), "teacher": "online (trained here)",
             "teachers": 1 + len(extra), "teacher_alpha": teacher_alpha,
             "train_images": int(len(rows)), "unlabeled_train_images": int((labels[rows] < 0).sum()),
             "history": history["student"], "best_epoch": result.best_epoch, "final_epoch": result.final_epoch}

@@ -204,7 +204,7 @@ def measure(report, latency_on: str, benchmark, budgets, devices: Path | None) -
         "shipped": rep["shipped"], "recipe": quant["recipe"] if rep["shipped"] == "student_int8" else "fp32",
         "student": rep["distillation"]["shipped"], "student_params": rep["params"]["student"],
         "latency_from": latency_from, "isolation": rep.get("benchmark", {}).get("isolation"),
-        "keys": {s.stage: s.key for s in report.statuses}, "bundle_key": bundle.key,
+        "keys": {s.stage: s.key for s in report.statuses if s.key}, "bundle_key": bundle.key,
     }
 
 

@@ -40,6 +40,11 @@ Forward = Callable[[nn.Module, torch.Tensor, torch.Tensor], Any]
 """forward(net, inputs, teacher_inputs) -> the output loss_fn takes; the default calls net(inputs)."""
 
 
+def model_only(net: nn.Module, x: torch.Tensor, teacher_x: torch.Tensor) -> torch.Tensor:
+    """fit's default forward: the model on its own input."""
+    return net(x)
+
+
 def resolve_device(name: str) -> torch.device:
     """auto: CUDA when present, else the CPU. Under torchrun each process takes the GPU of its LOCAL_RANK."""
     if name == "cuda" and not torch.cuda.is_available():
@@ -148,7 +153,7 @@ AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 def fit(model: nn.Module, train: MapsByName, val: tuple[Any, np.ndarray] | None, *,
         cfg: TrainConfig, param_groups: list[dict], loss_fn: LossFn, seed: int, checkpoint: Path,
         desc: str, epoch_start: Callable[[int], tuple[nn.Module, ...]] = lambda epoch: (),
-        progress: bool = True, forward: Forward = lambda net, x, teacher_x: net(x),
+        progress: bool = True, forward: Forward = model_only,
         validate: Callable[[nn.Module, torch.device, int], dict[str, float]] | None = None) -> FitResult:
     """Train model in place; returns the per-epoch history and which epoch's weights it ends with.
 
@@ -187,7 +192,9 @@ def fit(model: nn.Module, train: MapsByName, val: tuple[Any, np.ndarray] | None,
         assert val is not None
         validate = lambda m, dev, batch: {"val_accuracy": accuracy(predict(m, val[0], dev, batch=batch), val[1])}
 
-    def clean_forward(rows: torch.Tensor) -> Any:  # precise BN: every model sees its own clean view
+    def clean_forward(rows: torch.Tensor) -> Any:  # precise BN: every model trained sees its own clean view
+        if forward is model_only:
+            return model(train.clean(rows).to(device, memory_format=fmt))
         x, teacher_x = train.clean_views(rows)
         x = x.to(device, memory_format=fmt)
         return forward(model, x, x if teacher_x is None else teacher_x.to(device, memory_format=fmt))
@@ -294,7 +301,8 @@ def fit(model: nn.Module, train: MapsByName, val: tuple[Any, np.ndarray] | None,
             f"({time.time() - started:.1f} s)")
         if best_epoch == 0 or val_acc > history[best_epoch - 1]["val_accuracy"]:
             best_epoch = epoch + 1
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.keep_best else None
+            # kept in host memory: a copy of the model on the GPU would cost as much memory as the model
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()} if cfg.keep_best else None
         if rank == 0:
             _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "history": history,
