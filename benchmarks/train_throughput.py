@@ -26,7 +26,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from edgedistill import models
-from edgedistill.core.runner import Context, Runner
+from edgedistill.core.runner import Runner
+from edgedistill.core.stage import Context
 from edgedistill.core.store import Store
 from edgedistill.data.dataset import Dataset
 from edgedistill.models.presets import load_preset

@@ -87,7 +87,8 @@ def check(a: argparse.Namespace, store):
 def run_shared(store, sweep, corners: list, wait_s: float) -> None:
     """What every trial shares (prepared data, the teacher) runs first, here, with all the machine's cores,
     rather than in the first trial with its share of them while the others wait for it."""
-    from edgedistill.core.runner import Runner, active
+    from edgedistill.core.runner import Runner
+    from edgedistill.core.stage import active
     from edgedistill.stages import STAGES
     from edgedistill.sweep.trial import shared_stages
 

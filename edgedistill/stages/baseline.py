@@ -13,7 +13,7 @@ import numpy as np
 from edgedistill import models
 from edgedistill.core.config import Strict
 from edgedistill.core.errors import DataError
-from edgedistill.core.runner import Context, Stage
+from edgedistill.core.stage import Context, Stage
 from edgedistill.data.dataset import Dataset
 from edgedistill.models.presets import ModelPreset
 from edgedistill.stages.distill import student_preset

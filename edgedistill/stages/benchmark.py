@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from edgedistill.core.runner import Context, Stage
+from edgedistill.core.stage import Context, Stage
 from edgedistill.data.dataset import Dataset, read_preprocess
 from edgedistill.runtime.benchmark import BenchmarkConfig, bench_in_child
 

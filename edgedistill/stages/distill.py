@@ -20,7 +20,7 @@ from torch import nn
 from edgedistill import models
 from edgedistill.core.config import PathField, Strict, check_trusted
 from edgedistill.core.errors import ConfigError
-from edgedistill.core.runner import Context, Stage
+from edgedistill.core.stage import Context, Stage
 from edgedistill.data.dataset import Dataset
 from edgedistill.data.image.augment import resize_float
 from edgedistill.models.presets import ModelPreset, load_preset

@@ -16,7 +16,7 @@ from pydantic import Field
 from edgedistill.core.config import Strict
 from edgedistill.core.errors import StageError
 from edgedistill.core.files import read_json
-from edgedistill.core.runner import Context, Stage
+from edgedistill.core.stage import Context, Stage
 from edgedistill.core.store import METRICS
 from edgedistill.data.dataset import Dataset
 from edgedistill.models.saved import input_size, load_trained, num_params

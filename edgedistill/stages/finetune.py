@@ -12,7 +12,7 @@ from torch import nn
 from edgedistill import models
 from edgedistill.core.config import Strict
 from edgedistill.core.errors import ConfigError, DataError
-from edgedistill.core.runner import Context, Stage
+from edgedistill.core.stage import Context, Stage
 from edgedistill.data.dataset import Dataset
 from edgedistill.models.presets import ModelPreset, load_preset
 from edgedistill.stages.sizes import model_sizes

@@ -27,7 +27,7 @@ from edgedistill import models
 from edgedistill.core.config import Strict
 from edgedistill.core.errors import DataError
 from edgedistill.core.files import write_json
-from edgedistill.core.runner import Context, Stage
+from edgedistill.core.stage import Context, Stage
 from edgedistill.data.dataset import Dataset
 from edgedistill.data.image.augment import resize_float
 from edgedistill.models.presets import ModelPreset, load_preset

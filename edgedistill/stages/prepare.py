@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from edgedistill.core.config import Strict
-from edgedistill.core.runner import Context, Stage
+from edgedistill.core.stage import Context, Stage
 from edgedistill.data import dataset, splits
 from edgedistill.data.config import DataConfig
 from edgedistill.data.dataset import for_kind

@@ -36,7 +36,7 @@ from edgedistill.core.distributed import world
 from edgedistill.core.errors import ConfigError
 from edgedistill.core.files import read_json
 from edgedistill.core.registry import did_you_mean
-from edgedistill.core.runner import Context, Stage
+from edgedistill.core.stage import Context, Stage
 from edgedistill.core.store import METRICS
 from edgedistill.data.dataset import Dataset
 from edgedistill.quantization import fakequant, ort_quantize

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from edgedistill.core.config import Strict
 from edgedistill.core.errors import ConfigError, StageError
-from edgedistill.core.runner import Context, Stage
+from edgedistill.core.stage import Context, Stage
 from edgedistill.data.dataset import Dataset, read_preprocess
 from edgedistill.quantization.ort_quantize import (
     NNCF_CORRECTED,

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 
 from edgedistill.core.config import Strict
-from edgedistill.core.runner import Context, Stage
+from edgedistill.core.stage import Context, Stage
 from edgedistill.data.dataset import Dataset
 from edgedistill.models.saved import input_size, load_trained
 from edgedistill.stages.distill import ExtraTeacher, teacher_sources

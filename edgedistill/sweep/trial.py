@@ -56,7 +56,7 @@ def shared_stages(stages: list, pipelines: list) -> list[str]:
     """The stages whose result is the same for every one of pipelines (a sweep's corner points): run in
     every one, with the same config, and inputs only from such stages. In the runner's order."""
     from edgedistill.core.files import hash_obj
-    from edgedistill.core.runner import active
+    from edgedistill.core.stage import active
 
     runs = [active(stages, p)[0] for p in pipelines]
     producers = {a: s.name for s in runs[0] for a in s.artifacts}

@@ -11,7 +11,8 @@ import pytest
 
 from edgedistill.core.config import Strict
 from edgedistill.core.errors import ConfigError, StoreBusy
-from edgedistill.core.runner import Runner, Stage, active
+from edgedistill.core.runner import Runner
+from edgedistill.core.stage import Stage, active
 from edgedistill.core.store import Store
 from edgedistill.pipeline import Pipeline
 

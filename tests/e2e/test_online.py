@@ -61,7 +61,7 @@ def test_online_mode_runs_end_to_end(tmp_path, capsys):
 def test_online_settings_leave_offline_keys_alone(tmp_path):
     """distill.mode offline (the default) reads nothing online mode adds: every stage's keyed config is the
     same with distill.teacher_alpha set (a key is its keyed config and its inputs' content)."""
-    from edgedistill.core.runner import active
+    from edgedistill.core.stage import active
     from edgedistill.pipeline import load_pipeline
     from edgedistill.stages import STAGES
 

@@ -9,7 +9,7 @@ import torch
 
 from edgedistill import models
 from edgedistill.core.errors import ConfigError, StageError
-from edgedistill.core.runner import Context
+from edgedistill.core.stage import Context
 from edgedistill.data.dataset import for_kind
 from edgedistill.data.text import TextSplit
 from edgedistill.models.presets import PROJECT_MODELS_DIR, ModelPreset, load_preset

@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 import pytest
 
-from edgedistill.core.runner import Context
+from edgedistill.core.stage import Context
 from edgedistill.quantization import ort_quantize
 from edgedistill.quantization.recipes import QuantizeConfig
 from edgedistill.runtime.benchmark import BenchmarkConfig

@@ -67,7 +67,7 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path, monkeypatch):
 
 def _finetune_mobilenet(tmp_path, **teacher) -> tuple[dict, dict, dict]:
     """Fine-tune the real MobileNetV2 on a few digits; (pretrained state, trained state, metrics)."""
-    from edgedistill.core.runner import Context
+    from edgedistill.core.stage import Context
     from edgedistill.data.config import DataConfig
     from edgedistill.models.architectures import weights_file
     from edgedistill.models.presets import load_preset
