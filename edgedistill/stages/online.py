@@ -107,8 +107,9 @@ def run(cfg: OnlineConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> 
     labels = ds.splits["train"][1]
     if not (labels >= 0).any():
         raise DataError("the training split has no labeled example; online distillation needs labels to train the teacher")
+    teacher_alpha = d.alpha if d.teacher_alpha is None else d.teacher_alpha
     # both models learn from every image: the labeled ones with both terms, the others from each other
-    rows = np.flatnonzero(labels >= 0) if d.alpha == 0 and d.teacher_alpha in (0, None) else np.arange(len(labels))
+    rows = np.flatnonzero(labels >= 0) if d.alpha == 0 and teacher_alpha == 0 else np.arange(len(labels))
     teacher_size = t.image_size
     extra_sizes = [models.input_size(Path(e.model), teacher_size) for e in d.extra_teachers]
     train = ds.modality.batches(ds, d, rows=rows, seed=cfg.seed, size=cfg.image_size, teacher_size=teacher_size,
@@ -121,7 +122,6 @@ def run(cfg: OnlineConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> 
         adapters = terms.make_adapters()
     cohort = Cohort(Distillee(student, adapters), teacher)
     student_group = {"params": list(cohort.student.parameters()), "lr": d.lr, "weight_decay": d.weight_decay}
-    teacher_alpha = d.alpha if d.teacher_alpha is None else d.teacher_alpha
     ctx.log(f"online: teacher and student train together, {d.epochs} epochs of distill's loop (batch {d.batch_size}, "
             f"augment {d.augment}); teacher.epochs and the teacher's other loop settings do not apply")
 
@@ -155,13 +155,12 @@ def run(cfg: OnlineConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> 
     # each model's own curve, as finetune's and offline distill's (fit's train_loss is the two losses' sum)
     history = {role: [{"epoch": h["epoch"], "train_loss": h[f"train_{role}_loss"], "val_accuracy": h[f"{prefix}val_accuracy"]}
                       for h in result.history] for role, prefix in (("student", ""), ("teacher", "teacher_"))}
-    teacher_history = history["teacher"]
-    teacher_metrics = {"val_accuracy": teacher_history[result.final_epoch - 1]["val_accuracy"], "test_accuracy": teacher_test,
+    teacher_metrics = {"val_accuracy": history["teacher"][result.final_epoch - 1]["val_accuracy"], "test_accuracy": teacher_test,
                        "params": models.num_params(teacher),
                        "trainable_params": sum(p.numel() for p in teacher.parameters() if p.requires_grad),
-                       "train_images": int(len(rows)), "trained_by": "distill (online)", "history": teacher_history,
+                       "train_images": int(len(rows)), "trained_by": "distill (online)", "history": history["teacher"],
                        # its own best epoch; it ends with the weights of the epoch kept for the student
-                       "best_epoch": 1 + max(range(len(teacher_history)), key=lambda i: teacher_history[i]["val_accuracy"]),
+                       "best_epoch": 1 + max(range(len(history["teacher"])), key=lambda i: history["teacher"][i]["val_accuracy"]),
                        "final_epoch": result.final_epoch}
     write_json(out / "teacher" / "metrics.json", teacher_metrics)
     test_acc = test_and_save(student, cfg.model, ds, cfg.image_size, out, batch=d.batch_size)
