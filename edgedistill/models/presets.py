@@ -67,9 +67,21 @@ class ModelPreset(Strict):
     description: str = ""
 
 
+MODELS_ENV = "EDGEDISTILL_MODELS"
+"""Folders (os.pathsep-separated) searched for presets before the project's models/."""
+
+
 def preset_search_dirs(role: str) -> list[Path]:
-    extra = [Path(p) / role for p in os.environ.get("EDGEDISTILL_MODELS", "").split(os.pathsep) if p]
+    extra = [Path(p) / role for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p]
     return extra + [PROJECT_MODELS_DIR / role]
+
+
+def pin_search_path() -> None:
+    """Make $EDGEDISTILL_MODELS's folders absolute in this process's environment, so that processes it
+    starts in another folder (Ray's workers start in their session's) find the same presets."""
+    value = os.environ.get(MODELS_ENV)
+    if value:
+        os.environ[MODELS_ENV] = os.pathsep.join(str(Path(p).resolve()) for p in value.split(os.pathsep) if p)
 
 
 def load_preset(ref: str, role: Literal["teachers", "students"]) -> ModelPreset:

@@ -19,6 +19,7 @@ from ray import tune
 
 from edgedistill.core.errors import ConfigError
 from edgedistill.core.files import hash_obj, read_json, write_json
+from edgedistill.models.presets import pin_search_path
 from edgedistill.sweep import results
 from edgedistill.sweep.config import OBJECTIVES, SweepConfig
 from edgedistill.sweep.trial import RESULT, TrialSetup, run_trial
@@ -118,6 +119,7 @@ def start_ray(address: str | None, cpus: int | None) -> str:
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Ray's own tables off: the sweep prints one line a trial
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # the experiment's state, for resume, kept current
+    pin_search_path()  # embedded Ray's workers inherit this environment, not this folder
     address = address or os.environ.get("RAY_ADDRESS")
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True)
     try:
