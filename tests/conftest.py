@@ -64,13 +64,24 @@ def write_pipeline(folder: Path, base: dict = TINY, **sections) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """The tiny pipeline run once end to end; tests copy its store before changing it."""
+    """The tiny pipeline run once end to end, for all pytest-xdist workers (the first to get here runs it
+    under a file lock in the folder they share: pytest-xdist's documented pattern); read only: tests copy
+    its store before changing it."""
+    import fcntl
+
     from edgedistill.cli import main
 
-    root = tmp_path_factory.mktemp("tiny")
-    pipeline = write_pipeline(root / "p")
-    store = root / "store"
-    assert main(["run", str(pipeline), "--store", str(store)]) == 0
+    shared = tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else \
+        tmp_path_factory.getbasetemp()
+    root = shared / "tiny_run"
+    pipeline, store = root / "p" / "pipeline.yaml", root / "store"
+    with open(shared / "tiny_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "done").is_file():
+            shutil.rmtree(root, ignore_errors=True)  # a worker that died half way
+            write_pipeline(pipeline.parent)
+            assert main(["run", str(pipeline), "--store", str(store)]) == 0
+            (root / "done").touch()
     return pipeline, store
 
 
@@ -128,3 +139,19 @@ def kill_at_first_checkpoint(proc: subprocess.Popen, work: Path, timeout_s: floa
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     return running
+
+
+def run_uninterrupted(*args) -> int:
+    """`edgedistill ARGS` in this process on one torch thread, as the child processes run (ENV): the
+    reference a resumed run must equal bit for bit (results depend on the thread count), without the
+    cost of another interpreter."""
+    import torch
+
+    from edgedistill.cli import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return main([str(a) for a in args])
+    finally:
+        torch.set_num_threads(threads)

@@ -210,32 +210,28 @@ def test_hub_weights_load_through_the_local_hugging_face_cache(tmp_path, monkeyp
     for f in Path(TOKENIZER).iterdir():
         if f.is_file():
             os.symlink(f, snapshot / f.name)
-    # transformers reads the cache settings when imported: a fresh interpreter, as a user's run is
+    # transformers reads the cache settings when imported: a fresh interpreter, as a user's run is. In it,
+    # after the cached model: a hub id the cache does not hold, offline, is one clear line naming it
+    missing = "sentence-transformers/not-in-this-cache"
+    (tmp_path / "missing.yaml").write_text(f"arch: transformers:auto\nweights: {{hf: {missing}}}\n")
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "p.yaml").write_text("name: t\ndata: {kind: rotten_tomatoes, max_per_class: 20}\n")
     script = ("import sys, torch; from edgedistill.models import build, load_preset;"
               "m, _ = build(load_preset('minilm_l6_hub', 'teachers'), 2, 1, seed=0);"
-              "torch.save(m.state_dict(), sys.argv[1])")
+              "torch.save(m.state_dict(), sys.argv[1]);"
+              "from edgedistill.cli import main;"
+              "sys.exit(main(['run', sys.argv[2], '--until', 'prepare', '--store', 's', '--set', 'teacher.preset=' + sys.argv[3]]))")
     env = dict(os.environ, HF_HUB_CACHE=str(tmp_path / "hub"), HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "sd.pt")], env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "sd.pt"), str(tmp_path / "p" / "p.yaml"),
+                           str(tmp_path / "missing.yaml")], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and (tmp_path / "sd.pt").is_file(), proc.stderr[-2000:]
+    assert re.search(rf"cannot load tokenizer '{missing}'|cannot load transformers model '{missing}'",
+                     proc.stderr.strip().splitlines()[-1]), proc.stderr[-1000:]
     via_hub = torch.load(tmp_path / "sd.pt", weights_only=True)
     via_package, _ = build(load_preset("minilm_l6", "teachers"), 2, 1, seed=0)
     b = via_package.state_dict()
     assert via_hub.keys() == b.keys() and all(torch.equal(via_hub[k], b[k]) for k in b)
     assert hf_source(load_preset("minilm_l6_hub", "teachers").weights) == repo
-    # not in the cache, offline: one clear line naming the model
-    script = ("from edgedistill.cli import main; import sys;"
-              "sys.exit(main(['run', sys.argv[1], '--until', 'prepare', '--store', 's', '--set', 'teacher.preset=minilm_l6_hub']))")
-    (tmp_path / "p").mkdir()
-    (tmp_path / "p" / "p.yaml").write_text("name: t\ndata: {kind: rotten_tomatoes, max_per_class: 20}\n")
-    env["HF_HUB_CACHE"] = str(tmp_path / "empty")
-    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "p" / "p.yaml")], env=env, capture_output=True,
-                          text=True, cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert re.search(r"cannot load tokenizer 'sentence-transformers/all-MiniLM-L6-v2'|cannot load transformers model "
-                     r"'sentence-transformers/all-MiniLM-L6-v2'", proc.stderr.strip().splitlines()[-1]), proc.stderr[-1000:]
-
-
-# ---- the pipeline -----------------------------------------------------------------------------
 
 
 def test_text_pipeline_ships_a_bundle_with_tokenizer_and_golden_vectors(text_run):

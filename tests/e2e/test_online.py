@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ENV, cli, kill_at_first_checkpoint, write_pipeline
+from conftest import ENV, cli, kill_at_first_checkpoint, run_uninterrupted, write_pipeline
 from edgedistill.cli import main
 
 
@@ -78,8 +78,6 @@ def test_online_settings_leave_offline_keys_alone(tmp_path):
 def test_sigkill_during_online_distill_then_resume_matches_uninterrupted(tmp_path, options):
     """Both models resume from the epoch checkpoint to exactly the weights of an uninterrupted run (that one
     in this process, on one thread as the others: bitwise-equal results need the same thread count)."""
-    import torch
-
     pipeline = write_pipeline(tmp_path / "p", distill={"mode": "online", "epochs": 4, **options})
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     proc = cli("run", pipeline, "--store", killed, "--until", "distill", env=ENV)
@@ -90,12 +88,7 @@ def test_sigkill_during_online_distill_then_resume_matches_uninterrupted(tmp_pat
     assert resumed.returncode == 0, log
     assert "resuming after epoch" in log
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(["run", str(pipeline), "--store", str(clean), "--until", "distill"]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert run_uninterrupted("run", pipeline, "--store", clean, "--until", "distill") == 0
     a, b = only_result(killed, "distill"), only_result(clean, "distill")
     assert a.name == b.name
     for f in ("model.pt", "metrics.json", "teacher/model.pt", "teacher/metrics.json"):

@@ -15,7 +15,7 @@ from edgedistill.quantization.recipes import QuantizeConfig
 from edgedistill.runtime.onnx_utils import export_onnx
 from edgedistill.stages import quantize
 
-from conftest import ENV, cli, kill_at_first_checkpoint, write_pipeline
+from conftest import ENV, cli, kill_at_first_checkpoint, run_uninterrupted, write_pipeline
 
 
 def result(store, stage):
@@ -121,7 +121,7 @@ def test_sigkill_during_qat_then_resume_matches_uninterrupted(tmp_path, exported
     log = resumed.communicate()[0]
     assert resumed.returncode == 0, log
     assert "qat: resuming after epoch" in log
-    assert cli("run", pipeline, "--store", clean, "--until", "qat", env=ENV).wait() == 0
+    assert run_uninterrupted("run", pipeline, "--store", clean, "--until", "qat") == 0
     (a, ma), (b, mb) = result(killed, "qat"), result(clean, "qat")
     assert a.name == b.name
     # what training made (latencies, and what they decide, differ run to run)
