@@ -167,6 +167,36 @@ FAMILIES: Registry[Constructor] = Registry("architecture family")
 FAMILIES.register("transformers")(build_transformer)  # type: ignore[arg-type]  (build() calls it with `pretrained`)
 
 
+def parameter_names(module_name: str) -> set[str]:
+    """Every parameter name of the functions and classes a module defines: the keywords its model
+    constructors can take, whichever helper pops them (torchvision's builders hand **kwargs on to
+    configuration functions and classes of the same module)."""
+    import sys
+
+    module = sys.modules.get(module_name)
+    names: set[str] = set()
+    for obj in vars(module).values() if module else ():
+        if getattr(obj, "__module__", None) != module_name or not callable(obj):
+            continue
+        try:
+            names |= {n for n, q in inspect.signature(obj).parameters.items()
+                      if q.kind not in (q.VAR_POSITIONAL, q.VAR_KEYWORD)}
+        except (TypeError, ValueError):  # builtins and the like have no signature
+            pass
+    return names
+
+
+def _builder_module(family: str, name: str) -> str:
+    """The module that defines the constructor of family:name (for naming the keywords it takes)."""
+    if family == "torchvision":
+        import torchvision
+
+        return torchvision.models.get_model_builder(name).__module__
+    if family == "edgedistill":
+        return ARCHS.get(name).__module__
+    return ""
+
+
 @FAMILIES.register("edgedistill")
 def _edgedistill(name: str, kwargs: dict, num_classes: int, in_channels: int, weights: WeightsSpec | None) -> nn.Module:
     if weights is not None:
@@ -282,8 +312,12 @@ def build(preset: ModelPreset, num_classes: int, in_channels: int, pretrained: b
     try:
         model = FAMILIES.get(family)(name, dict(preset.kwargs), num_classes, in_channels, weights)
     except (TypeError, ValueError) as e:  # a keyword the constructor does not take, or a value it refuses
-        raise ConfigError(f"arch '{preset.arch}' cannot be built with kwargs {dict(preset.kwargs)}: "
-                          f"{str(e).splitlines()[0][:120]}") from None
+        message = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        hint = ""
+        if "unexpected keyword argument" in message:
+            wrong = message.rsplit("'", 2)[-2] if message.count("'") >= 2 else ""
+            hint = did_you_mean(wrong, sorted(parameter_names(_builder_module(family, name))))
+        raise ConfigError(f"arch '{preset.arch}' cannot be built with kwargs {dict(preset.kwargs)}: {message}{hint}") from None
     if weights is None:
         return model, preset.head or (_timm_head(model) if family == "timm" else last_head(model))
     if pretrained:

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from edgedistill.core.errors import ConfigError
-from edgedistill.models.architectures import build
+from edgedistill.core.registry import did_you_mean
+from edgedistill.models.architectures import build, parameter_names
 from edgedistill.models.presets import ModelPreset
 from edgedistill.models.transformers import transformer_config
 
@@ -86,6 +87,7 @@ def _check_runs(preset: ModelPreset, num_classes: int, in_channels: int, size: i
             transformer_config(name, dict(preset.kwargs), preset.weights)
         return
     model = structure(preset, num_classes, in_channels)
+    _check_kwargs_used(preset, num_classes, in_channels, model, role)
     problem = run_problem(model, in_channels, size, num_classes)
     if problem is None:
         return
@@ -93,3 +95,27 @@ def _check_runs(preset: ModelPreset, num_classes: int, in_channels: int, size: i
     fix = (f"it runs at {', '.join(map(str, sizes[:8]))}{' ...' if len(sizes) > 8 else ''} px: set {role}.image_size "
            f"(or data.image_size)" if sizes else "no size from 8 to 512 px works with these settings")
     raise ConfigError(f"the {role} ({preset.arch}) cannot train on {size}x{size} inputs ({problem}); {fix}")
+
+
+def _layout(model: nn.Module) -> tuple:
+    """What a constructor keyword can change: the modules with their settings, and every tensor's shape."""
+    return repr(model), [(n, tuple(t.shape)) for n, t in [*model.named_parameters(), *model.named_buffers()]]
+
+
+def _check_kwargs_used(preset: ModelPreset, num_classes: int, in_channels: int, model: nn.Module, role: str) -> None:
+    """ConfigError for a constructor keyword that no function or class of the model's module takes and
+    that changes nothing in the model built: a misspelt name swallowed by a constructor that takes
+    **kwargs (torchvision's MobileNetV3 drops what it does not know, so `width_mul: 0.5` would train the
+    full-width model). One more build on the meta device for each such keyword. torchvision and
+    edgedistill models only: timm's builder takes keywords of its own (drop_rate...) that leave no trace
+    in the model's modules."""
+    if preset.arch.partition(":")[0] not in ("torchvision", "edgedistill"):
+        return
+    names = parameter_names(type(model).__module__)
+    for key in preset.kwargs:
+        if key in names:
+            continue
+        without = preset.model_copy(update={"kwargs": {k: v for k, v in preset.kwargs.items() if k != key}})
+        if _layout(structure(without, num_classes, in_channels)) == _layout(model):
+            raise ConfigError(f"the {role}'s kwargs key '{key}' changes nothing in {preset.arch} (its constructor "
+                              f"drops keywords it does not take){did_you_mean(key, sorted(names))}; fix or remove it")

@@ -193,6 +193,25 @@ def test_unknown_architectures_suggest_names():
         models.build(ModelPreset(arch="edgedistill:small_cn"), 10, 3)
 
 
+def test_a_misspelt_constructor_keyword_is_refused_with_the_name_it_meant():
+    """A keyword the constructor refuses names the closest one; a keyword torchvision's MobileNetV3 swallows
+    (its **kwargs drops it: the full-width model would train) is refused before anything runs, by plan's
+    check; keywords of the model's own module pass, even when they change nothing (a default value)."""
+    from edgedistill.models.checks import check_runs
+
+    with pytest.raises(ConfigError, match=r"unexpected keyword argument 'widht' \(did you mean 'width'\?\)"):
+        models.build(ModelPreset(arch="edgedistill:small_cnn", kwargs={"widht": 8}), 10, 3)
+    with pytest.raises(ConfigError, match=r"'zero_init_residul'.*did you mean 'zero_init_residual'"):
+        models.build(ModelPreset(arch="torchvision:resnet18", kwargs={"zero_init_residul": True}), 10, 3)
+    swallowed = ModelPreset(arch="torchvision:mobilenet_v3_small", kwargs={"width_mul": 0.5})
+    models.build(swallowed, 10, 3)  # torchvision itself says nothing
+    with pytest.raises(ConfigError, match=r"the student's kwargs key 'width_mul' changes nothing in "
+                                          r"torchvision:mobilenet_v3_small .*did you mean 'width_mult'"):
+        check_runs(swallowed, 10, 3, 32, "student")
+    for kwargs in ({"width_mult": 0.5}, {"dropout": 0.2}):  # a real setting; the default value
+        check_runs(ModelPreset(arch="torchvision:mobilenet_v3_small", kwargs=kwargs), 10, 3, 32, "student")
+
+
 def test_parity_catches_a_wrong_export(tiny_run, tmp_path, monkeypatch):
     """An exporter that produced a different model fails the stage (here: perturbed weights)."""
     _, store = tiny_run
