@@ -3,8 +3,8 @@ smallest by parameter count) at the smallest input it takes: weights loaded from
 classifier, then the head swap), one training step of partial fine-tuning, the ONNX export
 edgedistill's image modality does, and ONNX Runtime parity on a batch of 3 (the graph is exported at
 batch 2). The test suite builds every one of the 80 models on the meta device (head, strategies), runs
-the smallest of each class there at its smallest input, and exports only two classes (an export takes 5
-to 30 s here); this is the rest of the evidence. Prints a markdown table.
+the smallest of each kind (set of module types) there at its smallest input, and exports only two
+classes (an export takes 4 to 54 s here); this is the rest of the evidence. Prints a markdown table.
 
     python benchmarks/architecture_coverage.py [--only googlenet,vit_b_32]
 

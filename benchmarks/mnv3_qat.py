@@ -27,6 +27,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -106,31 +107,47 @@ def arm_answers(model: Path, test, n: int, cpus: list[str], work: Path) -> dict:
     return out
 
 
+def rebuild(folder: Path, store: Store):
+    """What `train` copied to folder, with its pipeline and dataset rebuilt here by the same settings
+    (prepare only); stops if the test labels are not the ones it was trained against.
+    Returns (record, pipeline, dataset)."""
+    rec = json.loads((folder / "record.json").read_text())
+    pipeline = load_pipeline(PIPELINE, rec["sets"])
+    report = Runner(store, STAGES, progress=False).run(pipeline, until="prepare")
+    ds = Dataset.load(report.result("prepare").path)
+    if labels_hash(ds.split("test").labels) != rec["test_labels_sha256"]:
+        sys.exit(f"error: {folder}'s test split here is not the one it was trained against; stop")
+    return rec, pipeline, ds
+
+
+def alternating_p90(paths: dict[str, Path], time_one: Callable[[Path], float], repeats: int) -> dict[str, list[float]]:
+    """time_one(model) (a p90 in ms) of each model in `repeats` rounds, the models alternating so that a
+    slow minute of the machine hits all of them."""
+    p90: dict[str, list[float]] = {k: [] for k in paths}
+    for _ in range(repeats):
+        for k, path in paths.items():
+            p90[k].append(time_one(path))
+    return p90
+
+
 def measure(a) -> None:
     store = Store(a.store)
     rows = []
     for record in sorted(a.runs.glob("seed*/record.json")):
-        folder, rec = record.parent, json.loads(record.read_text())
+        folder = record.parent
+        rec, pipeline, ds = rebuild(folder, store)
         seed = rec["seed"]
-        pipeline = load_pipeline(PIPELINE, rec["sets"])
-        report = Runner(store, STAGES, progress=False).run(pipeline, until="prepare")
-        ds = Dataset.load(report.result("prepare").path)
         val, test, train = ds.split("val", 224), ds.split("test", 224), ds.split("train", 224)
         # part 3 of issue 18: disagreement with FP32 on training images calibration did not read (labels
         # unused). The FP32 student trained on them; QAT (train_images: all) trained to agree on them
         unseen = train.subset(np.setdiff1d(np.arange(len(train)), calibration_rows(
             len(train), pipeline.quantize.calibration_samples, seed)))
-        if labels_hash(test.labels) != rec["test_labels_sha256"]:
-            sys.exit(f"error: seed {seed}'s test split here is not the one it was trained against; stop")
         paths = {k: folder / f"{k}.onnx" for k in MODELS}
         preds = {k: {s: ort_predict(p, split).argmax(1) for s, split in (("val", val), ("test", test), ("unseen", unseen))}
                  for k, p in paths.items()}
-        p90 = {k: [] for k in MODELS}
         x = test.inputs(slice(0, 1))
-        for _ in range(a.repeats):  # the models alternate, so a slow minute of the machine hits all of them
-            for k, p in paths.items():
-                p90[k].append(benchmark(str(p), threads=1, runs=300, inputs=x, throughput_batch=0,
-                                        profile_runs=0)["latency_ms"]["p90"])
+        p90 = alternating_p90(paths, lambda p: benchmark(str(p), threads=1, runs=300, inputs=x, throughput_batch=0,
+                                                         profile_runs=0)["latency_ms"]["p90"], a.repeats)
         for k in MODELS:
             row = {"seed": seed, "model": k, "p90_ms": float(np.median(p90[k])), "p90_all": p90[k],
                    "size_kib": paths[k].stat().st_size / 1024}

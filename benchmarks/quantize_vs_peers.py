@@ -34,6 +34,7 @@ from edgedistill.core.runner import Runner
 from edgedistill.core.store import Store
 from edgedistill.data.dataset import Dataset
 from edgedistill.pipeline import load_pipeline
+from edgedistill.quantization.ort_quantize import calibration_rows
 from edgedistill.quantization.recipes import QuantizeConfig
 from edgedistill.runtime.benchmark import BenchmarkConfig, bench_in_child
 from edgedistill.runtime.onnx_utils import ort_predict
@@ -41,7 +42,7 @@ from edgedistill.stages import STAGES, quantize
 from edgedistill.training.loop import accuracy
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from mnv3_qat import labels_hash  # noqa: E402
+from mnv3_qat import alternating_p90, rebuild  # noqa: E402
 from quantization_fidelity import teacher224_model  # noqa: E402
 
 PEERS_VENV = ROOT / ".venv-peers"
@@ -66,13 +67,9 @@ def student(store: Path, preset: str) -> tuple[Path, Dataset, int | None]:
 
 def trained_elsewhere(store: Path, folder: Path) -> tuple[Path, Dataset, int | None]:
     """An FP32 model `benchmarks/mnv3_qat.py train` copied out (folder/fp32.onnx), with its splits rebuilt
-    by its own pipeline settings; stops if the test labels are not the ones it was trained against."""
-    record = json.loads((folder / "record.json").read_text())
-    pipeline = load_pipeline(ROOT / "pipelines/quickstart.yaml", record["sets"])
-    report = Runner(Store(store), STAGES, progress=False).run(pipeline, until="prepare")
-    ds = Dataset.load(report.result("prepare").path)
-    if labels_hash(ds.split("test").labels) != record["test_labels_sha256"]:
-        sys.exit(f"error: {folder}'s test split here is not the one it was trained against; stop")
+    by its own pipeline settings (mnv3_qat.rebuild: stops if the test labels are not the ones it was
+    trained against)."""
+    _, _, ds = rebuild(folder, Store(store))
     return folder / "fp32.onnx", ds, None
 
 
@@ -98,14 +95,13 @@ def main() -> None:
         models.append(("mobilenet_v2 linear probe, 224 px", lambda: teacher224_model(Store(a.store), 0, [], work)[:2] + (224,)))
     for folder in a.trained:
         record = json.loads((folder / "record.json").read_text())
-        label = next((s.split("=", 1)[1] for s in record["sets"] if s.startswith("student.preset=")), folder.name)
-        size = next((s.split("=", 1)[1] for s in record["sets"] if s.startswith("data.image_size=")), "32")
-        models.append((f"{label}, {size} px (seed {record['seed']})", lambda folder=folder: trained_elsewhere(a.store, folder)))
+        sets = dict(s.split("=", 1) for s in record["sets"])  # the pipeline overrides it was trained with
+        models.append((f"{sets.get('student.preset', folder.name)}, {sets.get('data.image_size', '32')} px "
+                       f"(seed {record['seed']})", lambda folder=folder: trained_elsewhere(a.store, folder)))
     for preset, build in models:
         fp32, ds, size = build()
         train = ds.split("train", size)
-        pick = np.sort(np.random.default_rng(0).permutation(len(train))[: a.calibration_samples])
-        calib = train.subset(pick)
+        calib = train.subset(calibration_rows(len(train), a.calibration_samples, 0))  # the same rows for every method
         val, test = ds.split("val", size), ds.split("test", size)
         names = quantize.model_inputs(fp32)
         with tempfile.TemporaryDirectory() as tmp:
@@ -133,17 +129,17 @@ def main() -> None:
             methods = (("fp32 (reference)", fp32), (ours_name, ours), ("ort quantize_static defaults", defaults),
                        ("optimum avx512_vnni static", theirs), ("nncf post-training defaults", nncf_model))
             acc = {name: accuracy(ort_predict(path, test), test.labels) for name, path in methods}
-            p90 = {name: [] for name, _ in methods}
-            for _ in range(a.repeats):  # the models alternate, so a slow minute of the machine hits all of them
-                for name, path in methods:
-                    p90[name].append(bench_in_child(path, timing)["latency_ms"]["p90"])
+            timed = {name: path for name, path in methods if not (name == ours_name and path == fp32)}
+            p90 = alternating_p90(timed, lambda path: bench_in_child(path, timing)["latency_ms"]["p90"], a.repeats)
+            if ours == fp32:  # auto kept FP32: one file, one set of timings for both rows
+                p90[ours_name] = p90["fp32 (reference)"]
             for name, path in methods:
                 rows.append((preset, name, acc[name], p90[name], path.stat().st_size))
                 print(f"{preset:20s} {name:32s} acc {acc[name]:6.2f}%  p90 {np.median(p90[name]):.4f} ms "
                       f"({min(p90[name]):.4f}-{max(p90[name]):.4f})  {path.stat().st_size / 1024:8.1f} KiB",
                       file=sys.stderr, flush=True)
             verdicts.append((preset, verdict(acc, {k: float(np.median(v)) for k, v in p90.items()}, ours_name)))
-    print(f"| student | method | test acc % | p90 ms (1 thread; median of {a.repeats} alternating rounds, min-max) | size KiB |")
+    print(f"| model | method | test acc % | p90 ms (1 thread; median of {a.repeats} alternating rounds, min-max) | size KiB |")
     print("|---|---|---|---|---|")
     for preset, name, acc, p90, size in rows:
         print(f"| {preset} | {name} | {acc:.2f} | {np.median(p90):.4f} ({min(p90):.4f}-{max(p90):.4f}) | {size / 1024:.1f} |")
@@ -154,13 +150,17 @@ def main() -> None:
 
 def verdict(acc: dict[str, float], p90: dict[str, float], ours: str) -> str:
     """Issue 18's target on one model: ours is dominated when a peer is both 0.5 point more accurate and
-    5% faster; the goal beyond: within 0.3 point of the most accurate peer, as fast as the fastest."""
+    5% faster (the quantize stage's min_speedup convention: 1.05 x theirs <= ours); the goal beyond:
+    within 0.3 point of the most accurate peer and at least as fast as the fastest. Accuracies are counts
+    of test images over the same split, so the small epsilon only absorbs float rounding at the boundary."""
+    eps = 1e-9
     peers = [k for k in acc if k != ours and not k.startswith("fp32")]
-    dominated = [k for k in peers if acc[k] >= acc[ours] + 0.5 and p90[k] <= 0.95 * p90[ours]]
+    dominated = [k for k in peers if acc[k] >= acc[ours] + 0.5 - eps and p90[k] * 1.05 <= p90[ours]]
     best_acc, fastest = max(acc[k] for k in peers), min(p90[k] for k in peers)
+    goal = acc[ours] >= best_acc - 0.3 - eps and p90[ours] <= fastest
     return (f"{'dominated by ' + ', '.join(dominated) if dominated else 'not dominated'}; "
             f"{acc[ours] - best_acc:+.2f} points against the most accurate peer, "
-            f"{p90[ours] / fastest:.2f}x the fastest peer's p90")
+            f"{p90[ours] / fastest:.2f}x the fastest peer's p90; goal beyond {'met' if goal else 'not met'}")
 
 if __name__ == "__main__":
     main()

@@ -1,3 +1,4 @@
+import contextlib
 import os
 import shutil
 import signal
@@ -141,17 +142,24 @@ def kill_at_first_checkpoint(proc: subprocess.Popen, work: Path, timeout_s: floa
     return running
 
 
-def run_uninterrupted(*args) -> int:
-    """`edgedistill ARGS` in this process on one torch thread, as the child processes run (ENV): the
-    reference a resumed run must equal bit for bit (results depend on the thread count), without the
-    cost of another interpreter."""
+@contextlib.contextmanager
+def one_torch_thread():
+    """Training results depend on the thread count (reduction order): one thread, as the child processes
+    run (ENV), whatever runs the test."""
     import torch
-
-    from edgedistill.cli import main
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return main([str(a) for a in args])
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+def run_uninterrupted(*args) -> int:
+    """`edgedistill ARGS` in this process on one torch thread: the reference a resumed run must equal bit
+    for bit, without the cost of another interpreter."""
+    from edgedistill.cli import main
+
+    with one_torch_thread():
+        return main([str(a) for a in args])

@@ -15,7 +15,7 @@ from edgedistill.quantization.recipes import QuantizeConfig
 from edgedistill.runtime.onnx_utils import export_onnx
 from edgedistill.stages import quantize
 
-from conftest import ENV, cli, kill_at_first_checkpoint, run_uninterrupted, write_pipeline
+from conftest import ENV, cli, kill_at_first_checkpoint, one_torch_thread, run_uninterrupted, write_pipeline
 
 
 def result(store, stage):
@@ -141,11 +141,8 @@ def test_sigkill_during_qat_then_resume_matches_uninterrupted(tmp_path, exported
 
 @pytest.fixture
 def one_thread():
-    """Training results depend on the thread count (reduction order): pin it, whatever runs the test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 def test_qat_brings_an_outlier_channel_back_where_post_training_cannot(tmp_path, tiny_run, one_thread):

@@ -24,6 +24,18 @@ def test_list_choices_travel_as_json_and_integer_ranges_include_their_end(tmp_pa
     assert {space["distill.epochs"].sample() for _ in range(200)} == {2, 3}
 
 
+def test_a_grid_over_two_keys_runs_every_combination(tmp_path):
+    """What Ray Tune generates from the grid's space (its own variant generator): the product of the choices,
+    each once (the e2e sweep test searches one key)."""
+    from ray.tune.search.variant_generator import generate_variants
+
+    (tmp_path / "p.yaml").write_text("name: p\n")
+    sweep = SweepConfig.model_validate({"name": "s", "pipeline": str(tmp_path / "p.yaml"), "search": "grid", "space": {
+        "student.kwargs.width": {"choice": [3, 6]}, "distill.temperature": {"choice": [2.0, 4.0]}}})
+    points = [(c["student.kwargs.width"], c["distill.temperature"]) for _, c in generate_variants(engine.param_space(sweep))]
+    assert sweep.trial_count() == 4 and sorted(points) == [(3, 2.0), (3, 4.0), (6, 2.0), (6, 4.0)]
+
+
 def test_optuna_learns_which_trials_miss_the_budgets(tmp_path):
     sweep = config(tmp_path, trials=4)
     search = engine.search_algorithm(sweep)
