@@ -186,8 +186,9 @@ def parameter_names(module_name: str) -> set[str]:
     return names
 
 
-def _builder_module(family: str, name: str) -> str:
-    """The module that defines the constructor of family:name (for naming the keywords it takes)."""
+def builder_module(family: str, name: str) -> str:
+    """The module that defines the constructor of family:name (for naming the keywords it takes; the
+    model's own class may live elsewhere: small_cnn returns an nn.Sequential)."""
     if family == "torchvision":
         import torchvision
 
@@ -316,7 +317,7 @@ def build(preset: ModelPreset, num_classes: int, in_channels: int, pretrained: b
         hint = ""
         if "unexpected keyword argument" in message:
             wrong = message.rsplit("'", 2)[-2] if message.count("'") >= 2 else ""
-            hint = did_you_mean(wrong, sorted(parameter_names(_builder_module(family, name))))
+            hint = did_you_mean(wrong, sorted(parameter_names(builder_module(family, name))))
         raise ConfigError(f"arch '{preset.arch}' cannot be built with kwargs {dict(preset.kwargs)}: {message}{hint}") from None
     if weights is None:
         return model, preset.head or (_timm_head(model) if family == "timm" else last_head(model))

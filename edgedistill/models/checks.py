@@ -8,7 +8,7 @@ from torch import nn
 
 from edgedistill.core.errors import ConfigError
 from edgedistill.core.registry import did_you_mean
-from edgedistill.models.architectures import build, parameter_names
+from edgedistill.models.architectures import build, builder_module, parameter_names
 from edgedistill.models.presets import ModelPreset
 from edgedistill.models.transformers import transformer_config
 
@@ -109,9 +109,10 @@ def _check_kwargs_used(preset: ModelPreset, num_classes: int, in_channels: int, 
     full-width model). One more build on the meta device for each such keyword. torchvision and
     edgedistill models only: timm's builder takes keywords of its own (drop_rate...) that leave no trace
     in the model's modules."""
-    if preset.arch.partition(":")[0] not in ("torchvision", "edgedistill"):
+    family, _, name = preset.arch.partition(":")
+    if family not in ("torchvision", "edgedistill"):
         return
-    names = parameter_names(type(model).__module__)
+    names = parameter_names(type(model).__module__) | parameter_names(builder_module(family, name))
     for key in preset.kwargs:
         if key in names:
             continue

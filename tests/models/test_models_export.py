@@ -210,6 +210,11 @@ def test_a_misspelt_constructor_keyword_is_refused_with_the_name_it_meant():
         check_runs(swallowed, 10, 3, 32, "student")
     for kwargs in ({"width_mult": 0.5}, {"dropout": 0.2}):  # a real setting; the default value
         check_runs(ModelPreset(arch="torchvision:mobilenet_v3_small", kwargs=kwargs), 10, 3, 32, "student")
+    # the shipped image presets pass: the quickstart's small_cnn spells out its defaults (an nn.Sequential,
+    # built by a function of edgedistill's own module)
+    for role, name in (("students", "small_cnn"), ("students", "mobilenet_v3_small"), ("students", "resnet18"),
+                       ("teachers", "mobilenet_v2_imagenet")):
+        check_runs(load_preset(name, role), 10, 3, 32, role[:-1])
 
 
 def test_parity_catches_a_wrong_export(tiny_run, tmp_path, monkeypatch):
