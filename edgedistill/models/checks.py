@@ -103,8 +103,8 @@ def _layout(model: nn.Module) -> tuple:
 
 
 def _check_kwargs_used(preset: ModelPreset, num_classes: int, in_channels: int, model: nn.Module, role: str) -> None:
-    """ConfigError for a constructor keyword that no function or class of the model's module takes and
-    that changes nothing in the model built: a misspelt name swallowed by a constructor that takes
+    """ConfigError for a constructor keyword that no function or class of the model's module (or of its
+    builder's) takes and that changes nothing in the model built: a misspelt name swallowed by a constructor that takes
     **kwargs (torchvision's MobileNetV3 drops what it does not know, so `width_mul: 0.5` would train the
     full-width model). One more build on the meta device for each such keyword. torchvision and
     edgedistill models only: timm's builder takes keywords of its own (drop_rate...) that leave no trace
