@@ -314,10 +314,8 @@ def build(preset: ModelPreset, num_classes: int, in_channels: int, pretrained: b
         model = FAMILIES.get(family)(name, dict(preset.kwargs), num_classes, in_channels, weights)
     except (TypeError, ValueError) as e:  # a keyword the constructor does not take, or a value it refuses
         message = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-        hint = ""
-        if "unexpected keyword argument" in message:
-            wrong = message.rsplit("'", 2)[-2] if message.count("'") >= 2 else ""
-            hint = did_you_mean(wrong, sorted(parameter_names(builder_module(family, name))))
+        names = sorted(parameter_names(builder_module(family, name)))
+        hint = "".join(did_you_mean(k, names) for k in preset.kwargs if k not in names)  # the keys nothing takes
         raise ConfigError(f"arch '{preset.arch}' cannot be built with kwargs {dict(preset.kwargs)}: {message}{hint}") from None
     if weights is None:
         return model, preset.head or (_timm_head(model) if family == "timm" else last_head(model))
