@@ -74,12 +74,12 @@ def main() -> None:
         val, test = ds.split("val", 224), ds.split("test", 224)
         with tempfile.TemporaryDirectory(dir=work) as tmp:
             started = time.monotonic()
-            result = qat.train_qat(model, ds, 224, calibration, rq, t, seed=seed, checkpoint=Path(tmp) / "checkpoint.pt",
-                                   log=print, progress=True)
+            result = qat.train_qat(model, ds, 224, calibration, rq, t, fp32=fp32_path, seed=seed,
+                                   checkpoint=Path(tmp) / "checkpoint.pt", log=print, progress=True)
             trained_s = time.monotonic() - started
             ours = [quantize.Candidate(f"qat_{recipe}", path=Path(tmp) / "qat.onnx"),
                     quantize.Candidate(f"qat_{recipe}_pinned", path=Path(tmp) / "qat_pinned.onnx")]
-            qat.quantize_trained(model, ds, calibration, test, rq, 18, ours[0].path, ours[1].path, result.input_qparams,
+            qat.quantize_trained(model, ds, calibration, test, rq, 18, ours[0].path, ours[1].path, result.ranges,
                                  Path(tmp), log=print)
             p90, _ = quantize.latency_meter(q, latency)
             fp32 = quantize.measure(quantize.Candidate("fp32", path=fp32_path), (val, val.labels), None, p90, seed)

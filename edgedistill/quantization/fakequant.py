@@ -1,30 +1,32 @@
 """Fake quantization that emulates ONNX Runtime's static INT8, for quantization-aware training (the qat stage).
 
-What is emulated, and how it matches ONNX Runtime's quantize_static (onnxruntime/quantization):
-- weights of every Conv (1d/2d) and Linear: symmetric INT8, per output channel or per tensor as the
-  recipe says, range [-127, 127] ([-64, 64] with reduce_range): ONNX Runtime's
-  get_qmin_qmax_for_qType(INT8, symmetric=True) and its reduced range. Per-channel symmetric
-  quantization commutes with folding BatchNorm into the convolution (the channel's scale factor
-  multiplies the channel's absolute maximum), so the unfolded PyTorch weights see the grid the
-  exported, folded ones get.
-- the input of each of those layers: per-tensor asymmetric UINT8 [0, 255] (or INT8 [-128, 127]),
-  its range set first by min/max calibration on the calibration images (ONNX Runtime's MinMax rule,
-  the range widened to include 0; calibrate()). Then either learned (learn_ranges, the default: LSQ,
-  Esser et al. 2020, torch.ao's _LearnableFakeQuantize: scale and zero point trained with the
-  weights, so a range that one outlier stretched can shrink) and handed to ONNX Runtime as they are
-  (onnx_inputs() finds each layer's input tensor for ONNX Runtime's TensorQuantOverrides), or recalibrated at the start of
-  every epoch, so training always sees the ranges ONNX Runtime's calibration would compute for the
-  current weights.
-Not emulated: Q/DQ pairs on other tensors (the inputs of residual Adds and of elementwise ops that
-some recipes quantize), and the integer kernels' own rounding (VPMADDUBSW saturation included: that is
-what reduce_range avoids). The fake quantization itself is torch's: fake_quantize_per_channel_affine
-for weights, torch.ao.quantization's FakeQuantize (or its LSQ variant) and MinMaxObserver for inputs;
-only where to put them is decided here (forward pre-hooks and a weight
-parametrization, so any torchvision, timm or Hugging Face model is trained untouched).
+Where: exactly the tensors and weights ONNX Runtime quantizes in the exported model, as
+placement.locate() found them in PyTorch (a CNN's Conv inputs and outputs, residual Adds, MaxPool; a
+fused BERT's MatMul outputs, LayerNorm and GELU outputs, logits; not what stays in float, such as the
+projections inside a fused Attention operator). How, matching quantize_static (onnxruntime/quantization):
+- weights: symmetric INT8, per output channel (or per tensor where the graph says so), range
+  [-127, 127] ([-64, 64] with reduce_range): ONNX Runtime's get_qmin_qmax_for_qType(INT8,
+  symmetric=True) and its reduced range. Per-channel symmetric quantization commutes with folding
+  BatchNorm into the convolution (the channel's scale factor multiplies the channel's absolute
+  maximum), so the unfolded PyTorch weights see the grid the exported, folded ones get.
+- activations: per-tensor asymmetric UINT8 [0, 255] (or INT8 [-128, 127]), one quantizer for the
+  tensors ONNX Runtime gives one scale, its range set first by min/max calibration on the calibration
+  images (ONNX Runtime's MinMax rule, the range widened to include 0; calibrate()). Then either learned
+  (learn_ranges, the default: LSQ, Esser et al. 2020, torch.ao's _LearnableFakeQuantize: scale and zero
+  point trained with the weights, so a range that one outlier stretched can shrink) and handed to ONNX
+  Runtime as they are (ranges(): TensorQuantOverrides), or recalibrated at the start of every epoch, so
+  training always sees the ranges ONNX Runtime's calibration would compute for the current weights.
+Not emulated: the integer kernels' own rounding (VPMADDUBSW saturation included: that is what
+reduce_range avoids), int32 biases, and a quantized tensor no module computes or reads whole (counted by
+locate). The fake quantization itself is torch's: fake_quantize_per_channel_affine for weights,
+torch.ao.quantization's FakeQuantize (or its LSQ variant) and MinMaxObserver for activations; only
+where to put them is decided here (forward hooks and a weight parametrization, so any torchvision, timm
+or Hugging Face model is trained untouched).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Iterable
 
 import torch
@@ -35,13 +37,12 @@ from torch.ao.quantization import FakeQuantize, MinMaxObserver
 from torch.ao.quantization._learnable_fake_quantize import _LearnableFakeQuantize
 from torch.nn.utils import parametrize
 
-LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
-"""The layers ONNX Runtime quantizes as weight-bearing operators (Conv, Gemm, MatMul)."""
+from edgedistill.quantization.placement import Placement, Point
 
 
 @dataclass(frozen=True)
 class Emulation:
-    """What ONNX Runtime's quantizer will do, as fake quantization needs it (weights: per channel, always)."""
+    """What ONNX Runtime's quantizer will do, as fake quantization needs it (where: placement.Placement)."""
 
     reduce_range: bool = False
     activation_type: str = "uint8"
@@ -61,8 +62,8 @@ class Emulation:
         return cls(reduce_range=bool(q.reduce_range), activation_type=q.activation_type,
                    learn_ranges=learn_ranges)
 
-    def weight_fake_quant(self) -> nn.Module:
-        return _WeightFakeQuant(64 if self.reduce_range else 127)
+    def weight_fake_quant(self, per_channel: bool = True) -> nn.Module:
+        return _WeightFakeQuant(64 if self.reduce_range else 127, per_channel)
 
     def activation_fake_quant(self) -> nn.Module:
         lo, hi, dtype = (0, 255, torch.quint8) if self.activation_type == "uint8" else (-128, 127, torch.qint8)
@@ -83,72 +84,125 @@ def _observe(fq: nn.Module, on: bool) -> None:
 
 
 class _WeightFakeQuant(nn.Module):
-    """A parametrization: the weight as ONNX Runtime will store it, symmetric per output channel with
-    the scale its absolute maximum / bound, recomputed from the current weight at every step (what the
-    quantizer computes after training). torch's fake_quantize_per_channel_affine, straight-through
-    gradient; the scale is computed on the weight's device (torch.ao's observers keep CPU buffers)."""
+    """A parametrization: the weight as ONNX Runtime will store it, symmetric per output channel (or per
+    tensor, where the graph says so) with the scale its absolute maximum / bound, recomputed from the
+    current weight at every step (what the quantizer computes after training). torch's
+    fake_quantize_per_channel_affine, straight-through gradient; the scale is computed on the weight's
+    device (torch.ao's observers keep CPU buffers)."""
 
     enabled = True
 
-    def __init__(self, bound: int):
+    def __init__(self, bound: int, per_channel: bool = True):
         super().__init__()
-        self.bound = bound
+        self.bound, self.per_channel = bound, per_channel
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return w
-        scale = (w.detach().abs().flatten(1).amax(dim=1) / self.bound).clamp_min(torch.finfo(torch.float32).eps)
+        amax = w.detach().abs().flatten(1).amax(dim=1)
+        if not self.per_channel:
+            amax = amax.max().expand_as(amax)
+        scale = (amax / self.bound).clamp_min(torch.finfo(torch.float32).eps)
         zero_point = torch.zeros(w.shape[0], dtype=torch.int32, device=w.device)
         return torch.fake_quantize_per_channel_affine(w, scale.float(), zero_point, 0, -self.bound, self.bound)
 
 
-def attach(model: nn.Module, emulation: Emulation) -> list[str]:
-    """Put fake quantization on every Conv and Linear of model (in place): its weight through a
-    parametrization, its input through a FakeQuantize child named `input_fake_quant` run by a forward
-    pre-hook. Returns the paths of the layers. ValueError when the model has none."""
-    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, LAYERS)]
-    if not layers:
-        raise ValueError("the model has no Conv or Linear layer to quantize")
-    if any(parametrize.is_parametrized(m, "weight") for _, m in layers):
+class FakeQuantized(nn.Module):
+    """A model with fake quantization attached (attach()): runs `model`, whose modules' hooks apply the
+    activation quantizers held here (a child of the model itself would change an nn.Sequential's forward),
+    so one state_dict, checkpoint and DDP wrapper carry the weights and the ranges."""
+
+    def __init__(self, model: nn.Module, quantizers: nn.ModuleList, hooks: list):
+        super().__init__()
+        self.model, self.quantizers, self.hooks = model, quantizers, hooks
+
+    def forward(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+
+def attach(model: nn.Module, emulation: Emulation, plan: Placement) -> FakeQuantized:
+    """Fake quantization where ONNX Runtime will quantize (plan, from placement.locate): model's
+    quantized weights through a parametrization and forward hooks at every point of each activation
+    quantizer (one for the tensors ONNX Runtime gives one scale), in place; returns the model to train,
+    which holds the quantizers. ValueError when the plan has nothing."""
+    if not plan.activations and not plan.weights:
+        raise ValueError("ONNX Runtime quantizes no tensor of this model that was found in it")
+    modules = dict(model.named_modules())
+    if any(parametrize.is_parametrized(modules[path], "weight") for path in plan.weights):
         raise ValueError("the model's weights are parametrized already (weight norm, spectral norm...); remove that first")
-    for _, m in layers:
-        parametrize.register_parametrization(m, "weight", emulation.weight_fake_quant())
-        m.input_fake_quant = emulation.activation_fake_quant()
-        m._fake_quant_hook = m.register_forward_pre_hook(lambda mod, args: (mod.input_fake_quant(args[0]), *args[1:]))
-    return [name for name, _ in layers]
+    for path, per_channel in plan.weights.items():
+        parametrize.register_parametrization(modules[path], "weight", emulation.weight_fake_quant(per_channel))
+    quantizers = nn.ModuleList(emulation.activation_fake_quant() for _ in plan.activations)
+    at: dict[str, list[tuple[Point, nn.Module]]] = {}
+    for fq, points in zip(quantizers, plan.activations.values()):
+        for p in points:
+            at.setdefault(p.module, []).append((p, fq))
+    calls: dict[str, int] = {}  # a module's calls in this forward (ResNet's ReLU serves twice a block)
+    hooks = [model.register_forward_pre_hook(lambda mod, args: calls.clear(), prepend=True)]
+    for path, here in at.items():
+        hooks.append(modules[path].register_forward_pre_hook(partial(_quantize_input, path=path, here=here, calls=calls)))
+        hooks.append(modules[path].register_forward_hook(partial(_quantize_output, path=path, here=here, calls=calls)))
+    return FakeQuantized(model, quantizers, hooks)
 
 
-def detach(model: nn.Module) -> None:
-    """Remove what attach() added, leaving the trained float weights (what ONNX Runtime quantizes)."""
-    for m in model.modules():
-        if isinstance(m, LAYERS) and hasattr(m, "input_fake_quant"):
-            m._fake_quant_hook.remove()
-            del m._fake_quant_hook, m.input_fake_quant
+def _quantize_input(mod: nn.Module, args: tuple, *, path: str, here: list, calls: dict):
+    call = calls[path] = calls.get(path, -1) + 1
+    fq = next((fq for p, fq in here if p.where == "input" and p.call == call), None)
+    return None if fq is None else (fq(args[0]), *args[1:])
+
+
+def _quantize_output(mod: nn.Module, args: tuple, out: Any, *, path: str, here: list, calls: dict):
+    for p, fq in here:
+        if p.call != calls[path] or p.where == "input":
+            continue
+        if p.where == "prebias":  # a MatMul's output: its bias is added after (SkipLayerNormalization, BiasGelu)
+            out = fq(out - mod.bias) + mod.bias
+        elif isinstance(out, (tuple, list)):
+            out = type(out)((fq(t) if i == p.index else t) for i, t in enumerate(out))
+        else:
+            out = fq(out)
+    return out
+
+
+def detach(model: FakeQuantized) -> nn.Module:
+    """Remove what attach() added; returns the model with its trained float weights (what ONNX Runtime
+    quantizes)."""
+    for h in model.hooks:
+        h.remove()
+    inner = model.model
+    for m in inner.modules():
+        if parametrize.is_parametrized(m, "weight") and isinstance(m.parametrizations.weight[0], _WeightFakeQuant):
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)  # ours is the only one: attach checks
+    return inner
 
 
-def activation_quantizers(model: nn.Module) -> list[nn.Module]:
-    return [m.input_fake_quant for m in model.modules() if isinstance(m, LAYERS) and hasattr(m, "input_fake_quant")]
+def activation_quantizers(model: FakeQuantized) -> list[nn.Module]:
+    return list(model.quantizers)
 
 
-def range_parameters(model: nn.Module) -> list[nn.Parameter]:
+def weight_quantizers(model: nn.Module) -> list[nn.Module]:
+    return [m.parametrizations.weight[0] for m in model.modules()
+            if parametrize.is_parametrized(m, "weight") and isinstance(m.parametrizations.weight[0], _WeightFakeQuant)]
+
+
+def range_parameters(model: FakeQuantized) -> list[nn.Parameter]:
     """The learned scales and zero points (learn_ranges), for their own optimizer group."""
     return [p for fq in activation_quantizers(model) if isinstance(fq, _LearnableFakeQuantize)
             for p in (fq.scale, fq.zero_point)]
 
 
-def input_qparams(model: nn.Module) -> dict[str, tuple[float, int]]:
-    """Layer path -> (scale, zero point) of its input quantizer, as ONNX Runtime would store them."""
-    out = {}
-    for name, m in model.named_modules():
-        if isinstance(m, LAYERS) and hasattr(m, "input_fake_quant"):
-            scale, zero_point = m.input_fake_quant.calculate_qparams()
-            out[name] = (float(scale.reshape(-1)[0]), int(zero_point.reshape(-1)[0]))
+def ranges(model: FakeQuantized, plan: Placement) -> list[tuple[list[Point], float, float]]:
+    """Each quantizer's points and the float range its scale and zero point cover (rmin, rmax: what
+    ONNX Runtime's TensorQuantOverrides take), in plan order."""
+    out = []
+    for fq, points in zip(activation_quantizers(model), plan.activations.values()):
+        scale, zero_point = (float(v.reshape(-1)[0]) for v in fq.calculate_qparams())
+        out.append((points, scale * (fq.quant_min - round(zero_point)), scale * (fq.quant_max - round(zero_point))))
     return out
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, batches: Iterable[torch.Tensor], device: torch.device | str = "cpu") -> None:
+def calibrate(model: FakeQuantized, batches: Iterable[torch.Tensor], device: torch.device | str = "cpu") -> None:
     """Set every input range to the min/max over `batches` (model inputs), in eval mode, as ONNX
     Runtime's MinMax calibration does: observed without fake quantization upstream (ONNX Runtime
     collects the float model's activations), then frozen."""
@@ -158,7 +212,7 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor], device: torch.d
     for fq in quantizers:
         fq.activation_post_process.reset_min_max_vals()
         _observe(fq, True)
-    weights = [m.parametrizations.weight[0] for m in model.modules() if isinstance(m, LAYERS) and hasattr(m, "input_fake_quant")]
+    weights = weight_quantizers(model)
     for w in weights:  # ONNX Runtime calibrates the float model: its weights unquantized
         w.enabled = False
     try:
@@ -173,7 +227,7 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor], device: torch.d
     model.train(was_training)
 
 
-def settle(model: nn.Module) -> None:
+def settle(model: FakeQuantized) -> None:
     """Which learned range parameters train, from the quantizers' state (so a run resumed from a
     checkpoint decides as the uninterrupted one did): none of a layer the forward never called (a
     functional path: no gradient, and DDP would wait for one); not the zero point of a range that
@@ -184,42 +238,3 @@ def settle(model: nn.Module) -> None:
             observed = bool(torch.isfinite(fq.activation_post_process.min_val))
             fq.scale.requires_grad_(observed)
             fq.zero_point.requires_grad_(observed and float(fq.zero_point.detach().reshape(-1)[0]) != fq.quant_min)
-
-
-@torch.no_grad()
-def onnx_inputs(model: nn.Module, onnx_path: Any, split: Any, rows: slice) -> dict[str, str]:
-    """Layer path -> the name of the tensor that feeds it in the exported ONNX model (a Conv, Gemm or
-    MatMul input), matched by value on split's rows (a data.image.Split, or a subset; a few examples): exporters
-    rename, fold BatchNorm into the convolution and attribute the fused node to the BatchNorm, so names
-    and scopes do not say it. Layers without an unambiguous match are left out. model: after detach()."""
-    import numpy as np
-    import onnx
-    import onnxruntime as ort
-
-    from edgedistill.runtime.ortbench import DTYPES, select
-
-    seen: dict[str, np.ndarray] = {}
-    hooks = [m.register_forward_pre_hook(lambda mod, args, name=name: seen.__setitem__(name, args[0].numpy()))
-             for name, m in model.named_modules() if isinstance(m, LAYERS)]
-    try:
-        model.eval()(torch.from_numpy(split.inputs(rows)))
-    finally:
-        for h in hooks:
-            h.remove()
-    graph_model = onnx.load(str(onnx_path))
-    inputs = {n.input[0] for n in graph_model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")}
-    outputs = {o.name for o in graph_model.graph.output}
-    graph_model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in sorted(inputs - outputs))
-    session = ort.InferenceSession(graph_model.SerializeToString(), providers=["CPUExecutionProvider"])
-    # the model's own feeds (token ids and their attention mask, for a transformer)
-    feeds = select([m.name for m in session.get_inputs()], split.feeds(rows))
-    feeds = {m.name: np.ascontiguousarray(feeds[m.name], dtype=DTYPES.get(m.type, np.float32)) for m in session.get_inputs()}
-    names = [o.name for o in session.get_outputs()]
-    values = {n: v for n, v in zip(names, session.run(names, feeds)) if n in inputs}
-    matched = {}
-    for layer, x in seen.items():
-        close = [n for n, v in values.items() if v.shape == x.shape
-                 and np.abs(v - x).max() <= 1e-4 * max(1.0, float(np.abs(x).max()))]
-        if len(close) == 1:
-            matched[layer] = close[0]
-    return matched

@@ -164,7 +164,9 @@ def qat_text(q: dict, shipped_role: str | None = None) -> str:
         verdict = "the rule chose it, but bundle.ship: fp32 ships FP32."
     else:
         verdict = f"bundle.ship: quantized ships it (the rule would not: {t['reason']})."
-    return (f"Quantization-aware training ({len(t['history'])} epochs, emulating {t['recipe']}): {c['name']} "
+    e = t.get("emulated")  # absent in results of qat stage version 2
+    where = f" on the {e['tensors']} tensors and {e['weights']} weights ONNX Runtime quantizes" if e else ""
+    return (f"Quantization-aware training ({len(t['history'])} epochs, emulating {t['recipe']}{where}): {c['name']} "
             f"{c['val_accuracy']:.2f}% on validation after ONNX Runtime quantized it (drop {interval(d)} points), "
             f"{t['val_accuracy_fake_quant']:.2f}% with PyTorch's fake quantization; " + verdict)
 

@@ -39,7 +39,8 @@ from edgedistill.core.registry import did_you_mean
 from edgedistill.core.stage import Context, Stage
 from edgedistill.core.store import METRICS
 from edgedistill.data.dataset import Dataset
-from edgedistill.quantization import fakequant, ort_quantize
+from edgedistill.quantization import fakequant, ort_quantize, placement
+from edgedistill.quantization.placement import Point
 from edgedistill.quantization.recipes import QUANT_RECIPES, QuantizeConfig
 from edgedistill.runtime.benchmark import BenchmarkConfig
 from edgedistill.runtime.onnx_utils import check_loads, ort_predict
@@ -163,27 +164,35 @@ class QATResult(NamedTuple):
     """Per epoch: the loss and the validation accuracy of the fake-quantized model (PyTorch)."""
     final_epoch: int
     val_accuracy: float
-    layers: int
-    """Layers trained with fake quantization."""
-    input_qparams: dict[str, tuple[float, int]]
-    """Layer path -> (scale, zero point) its input was quantized with at the end (learned, or calibrated)."""
+    emulated: dict
+    """What was fake-quantized: {"activations": quantizers (ONNX Runtime's scales), "tensors": ONNX tensors
+    they cover, "weights": layers, "missed": quantized tensors not found in PyTorch (left in float)}."""
+    ranges: list[tuple[list[Point], float, float]]
+    """Each activation quantizer's points in the model and the float range it ended with (learned, or
+    calibrated): what quantize_trained pins."""
 
 
 def train_qat(model: nn.Module, ds: Dataset, size: int | None, calibration, q: QuantizeConfig, t: QATConfig, *,
-              seed: int, checkpoint: Path, horizontal_flip: bool = False, log=print, progress: bool = False) -> QATResult:
-    """Quantization-aware training of model, in place: fake quantization as ONNX Runtime will apply q
-    (fakequant.Emulation; input ranges calibrated on `calibration`, a subset of the training split,
-    then learned (t.learn_ranges, at t.range_lr) or recalibrated at the start of every epoch),
-    BatchNorm statistics frozen, the loss t.alpha * T^2 * KL to the FP32 model's soft outputs (a frozen
-    copy of model as it came in) + (1 - t.alpha) * CE on the labels, over the training images
-    (t.train_images of them). Resumable from checkpoint (train.fit). Ends with the fake quantization
-    removed: the trained float weights, for ONNX Runtime to quantize. ValueError when q is not static INT8."""
+              fp32: Path, seed: int, checkpoint: Path, horizontal_flip: bool = False, log=print, progress: bool = False) -> QATResult:
+    """Quantization-aware training of model, in place: fake quantization where and as ONNX Runtime will
+    apply q to its export `fp32` (placement.locate_quantized, fakequant.Emulation; ranges calibrated on
+    `calibration`, a subset of the training split, then learned (t.learn_ranges, at t.range_lr) or
+    recalibrated at the start of every epoch), BatchNorm statistics frozen, the loss t.alpha * T^2 * KL
+    to the FP32 model's soft outputs (a frozen copy of model as it came in) + (1 - t.alpha) * CE on the
+    labels, over the training images (t.train_images of them). Resumable from checkpoint (train.fit).
+    Ends with the fake quantization removed: the trained float weights, for ONNX Runtime to quantize.
+    ValueError when q is not static INT8, or ONNX Runtime quantizes nothing found in the model."""
     emulation = fakequant.Emulation.of(q, learn_ranges=t.learn_ranges)
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # the FP32 model, the target
-    layers = fakequant.attach(model, emulation)
-    log(f"fake quantization as ONNX Runtime's per-channel "
-        f"{'7' if emulation.reduce_range else '8'}-bit weights and {emulation.activation_type} activations "
-        f"({'learned' if t.learn_ranges else 'calibrated'} ranges) on {len(layers)} layers; target: the FP32 model's outputs")
+    plan = placement.locate_quantized(model, fp32, calibration, q, checkpoint.parent)
+    emulating = fakequant.attach(model, emulation, plan)
+    emulated = {"activations": len(plan.activations), "tensors": sum(len(plan.tensors[k]) for k in plan.activations),
+                "weights": len(plan.weights), "missed": plan.missed}
+    log(f"fake quantization where ONNX Runtime quantizes: {emulated['tensors']} tensors ({emulated['activations']} "
+        f"scales, {emulation.activation_type}, {'learned' if t.learn_ranges else 'calibrated'} ranges) and "
+        f"{emulated['weights']} layers' weights ({'7' if emulation.reduce_range else '8'}-bit)"
+        f"{f'; {len(plan.missed)} quantized tensors not found in PyTorch stay in float' if plan.missed else ''}; "
+        f"target: the FP32 model's outputs")
     device = resolve_device(t.device)
     reference.to(device)
     norms = tuple(m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
@@ -194,8 +203,8 @@ def train_qat(model: nn.Module, ds: Dataset, size: int | None, calibration, q: Q
         if epoch == 0 or not t.learn_ranges:
             batches = (torch.from_numpy(calibration.inputs(slice(i, i + t.batch_size)))
                        for i in range(0, len(calibration), t.batch_size))
-            fakequant.calibrate(model, batches, device)
-        fakequant.settle(model)
+            fakequant.calibrate(emulating, batches, device)
+        fakequant.settle(emulating)
         return norms
 
     def loss_fn(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -209,24 +218,24 @@ def train_qat(model: nn.Module, ds: Dataset, size: int | None, calibration, q: Q
     batches = ds.modality.batches(ds, t, rows=rows, seed=seed, size=size, teacher_size=None,
                                   horizontal_flip=horizontal_flip)
     val = ds.split("val", size)
-    ranges = {id(p) for p in fakequant.range_parameters(model)}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in ranges], "lr": t.lr},
-              {"params": fakequant.range_parameters(model), "lr": t.range_lr, "weight_decay": 0.0}]
-    result = fit(model, batches, (val, val.labels), cfg=t, param_groups=[g for g in groups if g["params"]],
+    ranges = {id(p) for p in fakequant.range_parameters(emulating)}
+    groups = [{"params": [p for p in emulating.parameters() if id(p) not in ranges], "lr": t.lr},
+              {"params": fakequant.range_parameters(emulating), "lr": t.range_lr, "weight_decay": 0.0}]
+    result = fit(emulating, batches, (val, val.labels), cfg=t, param_groups=[g for g in groups if g["params"]],
                  loss_fn=loss_fn, seed=seed, checkpoint=checkpoint, desc="qat", epoch_start=epoch_start, progress=progress)
-    qparams = fakequant.input_qparams(model)
-    fakequant.detach(model)
-    return QATResult(result.history, result.final_epoch, result.val_accuracy, len(layers), qparams)
+    trained = fakequant.ranges(emulating, plan)
+    fakequant.detach(emulating)
+    return QATResult(result.history, result.final_epoch, result.val_accuracy, emulated, trained)
 
 
 def quantize_trained(model: nn.Module, ds: Dataset, calibration, test, q: QuantizeConfig, opset: int, recalibrated: Path,
-                     pinned: Path | None, qparams: dict[str, tuple[float, int]], work: Path, log=print) -> dict:
+                     pinned: Path | None, ranges: list[tuple[list[Point], float, float]], work: Path, log=print) -> dict:
     """A QAT-trained model exported to ONNX (work/qat_fp32.onnx) and quantized by ONNX Runtime as q says
     twice: into `recalibrated` with ranges from ONNX Runtime's calibration on `calibration`, and into
-    `pinned` (unless None) with the ranges training ended with (qparams) pinned through
-    TensorQuantOverrides, each layer's by the ONNX tensor that feeds it (fakequant.onnx_inputs; layers
-    without a match, and every other tensor, calibrated). Returns the export's parity against PyTorch
-    on 64 test examples and how many layers' ranges were pinned."""
+    `pinned` (unless None) with the ranges training ended with (QATResult.ranges) pinned through
+    TensorQuantOverrides, on the tensors ONNX Runtime quantized in `recalibrated` that are found at the
+    same points of the model (placement.locate; the others calibrated). Returns the export's parity
+    against PyTorch on 64 test examples and how many tensors' ranges were pinned."""
     from edgedistill.quantization import nncf_ptq
     from edgedistill.runtime.onnx_utils import range_overrides
 
@@ -240,25 +249,22 @@ def quantize_trained(model: nn.Module, ds: Dataset, calibration, test, q: Quanti
     ort_quantize.quantize_model(source, recalibrated, q, reader)
     if pinned is None:
         return info
-    qmin, qmax = (0, 255) if q.activation_type == "uint8" else (-128, 127)
-    ranges: dict[str, tuple[float, float]] = {}
+    pins: dict[str, tuple[float, float]] = {}
     try:
-        tensors = fakequant.onnx_inputs(model, source, calibration, slice(0, 4))
-        for layer, tensor in tensors.items():
-            scale, zero_point = qparams[layer]
-            lo, hi = scale * (qmin - zero_point), scale * (qmax - zero_point)
-            # layers that share an input (a ResNet block's conv and downsample, attention's projections)
-            # were trained with a range each; ONNX Runtime quantizes the tensor once: the union
-            old = ranges.get(tensor, (lo, hi))
-            ranges[tensor] = (min(lo, old[0]), max(hi, old[1]))
-        ranges = nncf_ptq.with_folded_inputs(onnx.load(str(source)).graph, ranges, through=nncf_ptq.FOLDED + nncf_ptq.SHARED)
-        ort_quantize.quantize_model(source, pinned, q, reader, overrides=range_overrides(ranges))
+        located = placement.locate_quantized(model, float_path, calibration, q, work)
+        for key, points in located.activations.items():
+            trained = next(((lo, hi) for ps, lo, hi in ranges if set(ps) & set(points)), None)
+            if trained is not None:
+                pins.update((tensor, trained) for tensor in located.tensors[key])
+        ranges_by_name = nncf_ptq.with_folded_inputs(onnx.load(str(source)).graph, pins, through=nncf_ptq.FOLDED)
+        ort_quantize.quantize_model(source, pinned, q, reader, overrides=range_overrides(ranges_by_name))
     except Exception as e:  # the recalibrated candidate still stands; this one is recorded as failed
         info["pinned_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
         log(f"pinning the learned ranges failed ({info['pinned_error']})")
         return info
-    info["pinned_layers"] = len(tensors)
-    log(f"learned ranges pinned on {len(tensors)} of {len(qparams)} layers' inputs")
+    info["pinned_tensors"] = len(pins)
+    log(f"learned ranges pinned on {len(pins)} of the {sum(len(t) for t in located.tensors.values()) + len(located.missed)} "
+        f"tensors ONNX Runtime quantizes")
     return info
 
 
@@ -310,7 +316,8 @@ def run(cfg: QATStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
     model = models.load_trained(folder)
     train = ds.split("train", size)
     calibration = train.subset(ort_quantize.calibration_rows(len(train), q.calibration_samples, cfg.seed))
-    result = train_qat(model, ds, size, calibration, rq, cfg.qat, seed=cfg.seed, checkpoint=ctx.work / "checkpoint.pt",
+    result = train_qat(model, ds, size, calibration, rq, cfg.qat, fp32=inputs["onnx"] / "student.onnx", seed=cfg.seed,
+                       checkpoint=ctx.work / "checkpoint.pt",
                        horizontal_flip=cfg.horizontal_flip, log=ctx.log, progress=ctx.progress)
     if rank > 0:  # rank 0 exports, quantizes and measures
         return {}
@@ -323,7 +330,7 @@ def run(cfg: QATStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
         ours.append(quantize.Candidate(f"qat_{recipe}_pinned", path=ctx.work / f"qat_{recipe}_pinned.onnx",
                                        graph_from=f"{origin}, its learned ranges pinned"))
     info = quantize_trained(model, ds, calibration, test, rq, export["opset"], ours[0].path,
-                            ours[1].path if len(ours) > 1 else None, result.input_qparams, ctx.work, ctx.log)
+                            ours[1].path if len(ours) > 1 else None, result.ranges, ctx.work, ctx.log)
     p90, latency_from = quantize.latency_meter(q, cfg.latency)
     # FP32 measured again beside the QAT candidates: its latency from the same minutes
     fp32 = quantize.measure(quantize.Candidate("fp32", path=inputs["onnx"] / "student.onnx"), (val, val.labels), None, p90, cfg.seed)
@@ -364,7 +371,7 @@ def run(cfg: QATStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
         shutil.copy2(inputs["ptq"] / OUTPUT, out / OUTPUT)
         metrics["test_drop"] = ptq["test_drop"]
     metrics["qat"] = {"ran": True, "recipe": recipe, "candidate": qat.name, "shipped": chosen is qat,
-                      "reason": qat_reason, "layers": result.layers, "history": result.history,
+                      "reason": qat_reason, "emulated": result.emulated, "history": result.history,
                       "final_epoch": result.final_epoch, "val_accuracy_fake_quant": result.val_accuracy,
                       **info}
     return metrics
@@ -379,7 +386,7 @@ def headline(m: dict) -> str:
 
 
 STAGE = Stage(
-    name="qat", version=2, inputs=("dataset", "onnx", "ptq", "student", "student_alone"), output="quantized",
+    name="qat", version=3, inputs=("dataset", "onnx", "ptq", "student", "student_alone"), output="quantized",
     configure=configure, run=run, distributed=True, headline=headline,
     key_exclude={"qat": {"device", "channels_last", "compile", "workers"}},
 )

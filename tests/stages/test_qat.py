@@ -10,7 +10,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from edgedistill.quantization import fakequant, ort_quantize
+from edgedistill.quantization import fakequant, ort_quantize, placement
 from edgedistill.quantization.recipes import QuantizeConfig
 from edgedistill.runtime.onnx_utils import export_onnx
 from edgedistill.stages import quantize
@@ -25,13 +25,28 @@ def result(store, stage):
     return folder, json.loads((folder / "metrics.json").read_text())
 
 
+class Rows:
+    """The two views of some inputs that placement.locate reads (a data Split's: PyTorch's, ONNX Runtime's)."""
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+
+    def inputs(self, rows):
+        return self.x[rows].numpy()
+
+    def feeds(self, rows):
+        return {"input": self.x[rows].numpy()}
+
+
 @pytest.mark.parametrize("recipe, reduce_range", [("qdq_u8s8", False), ("qdq_s8s8", True)])
 def test_fake_quantization_is_onnxruntime_grid(tmp_path, recipe, reduce_range):
-    """The emulated weights are ONNX Runtime's dequantized weights, and the emulated input ranges its
-    calibrated scales and zero points, for the same model and calibration images."""
+    """The emulated weights are ONNX Runtime's dequantized weights, and each emulated activation range
+    its calibrated scale and zero point, for the same model and calibration images, on every tensor
+    ONNX Runtime quantized (the model input, the Conv outputs after the Relu it folds, what MaxPool
+    passes on with its input's scale, Flatten's output, the logits)."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)).eval()
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 8, 3, padding=1),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)).eval()
     x = torch.randn(64, 3, 8, 8) * torch.tensor([1.0, 3.0, 0.2]).view(1, 3, 1, 1) + 0.5
     path = tmp_path / "m.onnx"
     export_onnx(model, x[:2].numpy(), path, 17, input_name="input")
@@ -40,12 +55,14 @@ def test_fake_quantization_is_onnxruntime_grid(tmp_path, recipe, reduce_range):
     reader = lambda: ort_quantize.BatchReader(len(x), lambda rows: {"input": x[rows].numpy()}, inputs, batch=32)
     ort_quantize.quantize_model(path, tmp_path / "q.onnx", q, reader)
 
-    fakequant.attach(model, fakequant.Emulation.of(q))
-    fakequant.calibrate(model, [x[:32], x[32:]])
+    plan = placement.locate(model, path, tmp_path / "q.onnx", Rows(x))
+    assert not plan.missed and set(plan.weights) == {"0", "3", "7"} and all(plan.weights.values())
+    emulating = fakequant.attach(model, fakequant.Emulation.of(q), plan)
+    fakequant.calibrate(emulating, [x[:32], x[32:]])
     graph = onnx.load(str(tmp_path / "q.onnx")).graph
     init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     dq = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
-    layers = [m for m in model.modules() if isinstance(m, fakequant.LAYERS)]
+    layers = [model[int(path)] for path in plan.weights]
     weight_ops = [n for n in graph.node if n.op_type in ("Conv", "Gemm")]
     assert len(weight_ops) == len(layers) == 3
     for layer, node in zip(layers, weight_ops):
@@ -57,19 +74,29 @@ def test_fake_quantization_is_onnxruntime_grid(tmp_path, recipe, reduce_range):
         if node.op_type == "Gemm" and not any(a.name == "transB" and a.i for a in node.attribute):
             onnxruntime_weight = onnxruntime_weight.T
         np.testing.assert_allclose(layer.weight.detach().numpy(), onnxruntime_weight, rtol=1e-5, atol=1e-7)
-        a = dq[node.input[0]]  # the layer's input as ONNX Runtime quantized it
-        assert float(layer.input_fake_quant.scale.detach()) == pytest.approx(float(init[a.input[1]]), rel=1e-5)
-        assert int(layer.input_fake_quant.zero_point.detach()) == int(init[a.input[2]])
+    quantizers = dict(zip(plan.activations, fakequant.activation_quantizers(emulating)))
+    scales = {n.input[0].removesuffix("_QuantizeLinear_Input"): n for n in graph.node
+              if n.op_type == "QuantizeLinear" and n.input[0] not in init}
+    assert sorted(t for ts in plan.tensors.values() for t in ts) == sorted(scales)
+    # the input, the two Relu outputs (the first also after MaxPool, with its scale), Flatten's output, the logits
+    assert len(scales) == 6 and len(plan.activations) == 5
+    for first, tensors in plan.tensors.items():
+        for tensor in tensors:
+            qnode = scales[tensor]
+            assert float(quantizers[first].scale.detach()) == pytest.approx(float(init[qnode.input[1]]), rel=1e-5)
+            assert int(quantizers[first].zero_point.detach()) == int(init[qnode.input[2]])
 
 
 def test_detach_leaves_the_trained_float_weights():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 3))
     before = model[0].weight.detach().clone()
-    fakequant.attach(model, fakequant.Emulation())
+    plan = placement.Placement({"x": [placement.Point("0", "input")]}, {"x": ["x"]}, {"0": True})
+    emulating = fakequant.attach(model, fakequant.Emulation(), plan)
     assert not torch.equal(model[0].weight, before)  # quantized on the grid
-    fakequant.detach(model)
+    assert fakequant.detach(emulating) is model
     assert torch.equal(model[0].weight, before) and set(dict(model.named_parameters())) == {"0.weight", "0.bias"}
+    assert not model[0]._forward_pre_hooks and not model._forward_pre_hooks
 
 
 def test_emulation_refuses_what_it_cannot_emulate(tmp_path):
@@ -125,7 +152,7 @@ def test_sigkill_during_qat_then_resume_matches_uninterrupted(tmp_path, exported
     (a, ma), (b, mb) = result(killed, "qat"), result(clean, "qat")
     assert a.name == b.name
     # what training made (latencies, and what they decide, differ run to run)
-    trained = ("history", "final_epoch", "val_accuracy_fake_quant", "layers", "export_parity", "pinned_layers", "candidate")
+    trained = ("history", "final_epoch", "val_accuracy_fake_quant", "emulated", "export_parity", "pinned_tensors", "candidate")
     assert {k: ma["qat"][k] for k in trained} == {k: mb["qat"][k] for k in trained}
     accuracy = lambda m: [(c["name"], c["val_accuracy"]) for c in m["candidates"]]
     assert accuracy(ma) == accuracy(mb)
@@ -136,7 +163,8 @@ def test_sigkill_during_qat_then_resume_matches_uninterrupted(tmp_path, exported
     assert names == ["fp32", "fixed", "qat_fixed", "qat_fixed_pinned"]
     for qat in ma["candidates"][2:]:
         assert "QAT-trained" in qat["graph_from"] and qat["error"] is None and qat["val_drop"]["images"] > 0
-    assert ma["qat"]["export_parity"]["max_abs_diff"] < 1e-3 and ma["qat"]["pinned_layers"] == ma["qat"]["layers"] == 4
+    assert ma["qat"]["export_parity"]["max_abs_diff"] < 1e-3 and not ma["qat"]["emulated"]["missed"]
+    assert ma["qat"]["pinned_tensors"] == ma["qat"]["emulated"]["tensors"] > ma["qat"]["emulated"]["weights"] == 4
 
 
 @pytest.fixture
@@ -187,9 +215,10 @@ def test_qat_brings_an_outlier_channel_back_where_post_training_cannot(tmp_path,
 
     # 20 epochs: with 10, one thread left 1.85 points (two threads: 0.74)
     tq = QATConfig(epochs=20, batch_size=32, lr=1e-3, range_lr=1e-3)
-    result = qat.train_qat(model, ds, 8, calibration, q, tq, seed=0, checkpoint=tmp_path / "qat.pt", log=lambda m: None)
+    result = qat.train_qat(model, ds, 8, calibration, q, tq, fp32=tmp_path / "fp32.onnx", seed=0,
+                           checkpoint=tmp_path / "qat.pt", log=lambda m: None)
     qat.quantize_trained(model, ds, calibration, test, q, 18, tmp_path / "recalibrated.onnx", tmp_path / "pinned.onnx",
-                         result.input_qparams, tmp_path, log=lambda m: None)
+                         result.ranges, tmp_path, log=lambda m: None)
     pinned = paired_drop(val.labels, fp32, predict("pinned.onnx"))
     assert ptq["drop"] >= 2.0, ptq  # post-training cannot (one thread: 3.33 points, 9 of 270 images)
     assert pinned["drop"] <= 1.0 and pinned["lost"] <= ptq["lost"] / 2, (ptq, pinned)
@@ -241,9 +270,11 @@ def test_qat_sentence_follows_what_the_bundle_ships(rule_ships, role, recipe, sa
 
     drop = {"drop": 0.1, "ci_low": -0.5, "ci_high": 0.7}
     q = {"recipe": recipe, "qat": {"ran": True, "recipe": "qdq_u8s8", "candidate": "qat_qdq_u8s8", "shipped": rule_ships,
-                                   "reason": "too slow", "history": [{}, {}], "val_accuracy_fake_quant": 97.0},
+                                   "reason": "too slow", "history": [{}, {}], "val_accuracy_fake_quant": 97.0,
+                                   "emulated": {"activations": 20, "tensors": 22, "weights": 11, "missed": []}},
          "candidates": [{"name": "qat_qdq_u8s8", "val_accuracy": 97.0, "val_drop": drop}]}
     assert qat_text(q, role).endswith(says)
+    assert "(2 epochs, emulating qdq_u8s8 on the 22 tensors and 11 weights ONNX Runtime quantizes)" in qat_text(q, role)
 
 
 def test_the_shipped_line_names_the_rules_choice_when_bundle_ship_overrides_it():
