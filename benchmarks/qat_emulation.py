@@ -127,8 +127,9 @@ def main() -> None:
         with torch.no_grad():
             logits = torch.cat([emulating.eval()(torch.from_numpy(val.inputs(slice(i, i + 50))))
                                 for i in range(0, len(val), 50)]).numpy()
-        where = (f"{sum(map(len, plan.tensors.values()))} tensors ({len(plan.activations)} scales), "
-                 f"{len(plan.weights)} weights{f', {len(plan.missed)} not found' if plan.missed else ''}")
+        c = plan.counts()
+        missed = len(c["missed"]) + len(c["missed_weights"])
+        where = f"{c['tensors']} tensors ({c['activations']} scales), {c['weights']} weights{f', {missed} not found' if missed else ''}"
         rows.append(f"| fake quantization, rule `{rule}` | {(logits.argmax(1) == y).mean() * 100:.2f} | "
                     f"{compare(logits, shipped)} | {where} |")
     print(f"\n{a.case}: recipe {a.recipe or RECIPES[a.case]}, "

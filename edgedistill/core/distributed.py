@@ -1,10 +1,13 @@
-"""The runner under torchrun: this process's rank and the world size, rank 0's decision on a stage
-broadcast to the others, and the barrier at which they wait for rank 0's result."""
+"""The runner under torchrun: this process's rank and the world size, rank 0's decision on a stage (or
+any result of rank 0's) broadcast to the others, and the barrier at which they wait for rank 0's result."""
 from __future__ import annotations
 
 import sys
+from typing import Callable, TypeVar
 
 from edgedistill.core.errors import StageError
+
+T = TypeVar("T")
 
 # ---- torchrun: the few collective calls the runner makes ------------------------------------------
 
@@ -30,6 +33,27 @@ def agree(stage: str, key: str, reuse: bool) -> bool:
         raise StageError(f"stage '{stage}': this process computed cache key {key}, rank 0 {decision[0][0]}; "
                          f"every process needs the same pipeline, code and data")
     return decision[0][1]
+
+
+def from_rank0(compute: Callable[[], T]) -> T:
+    """compute() on rank 0, its result sent to every process (torch.distributed.broadcast_object_list:
+    picklable); alone, compute(). Where rank 0 fails, the others raise StageError instead of waiting."""
+    rank, size = world()
+    if size == 1:
+        return compute()
+    import torch.distributed as dist
+
+    box: list = [None]
+    if rank == 0:
+        try:
+            box = [("ok", compute())]
+        except Exception as e:
+            dist.broadcast_object_list([("error", f"{type(e).__name__}: {e}")], src=0)
+            raise
+    dist.broadcast_object_list(box, src=0)
+    if box[0][0] == "error":
+        raise StageError(f"rank 0 failed: {str(box[0][1]).splitlines()[0][:200]}")
+    return box[0][1]
 
 
 def barrier() -> None:

@@ -158,7 +158,8 @@ def _quantize_output(mod: nn.Module, args: tuple, out: Any, *, path: str, here: 
         if p.where == "prebias":  # a MatMul's output: its bias is added after (SkipLayerNormalization, BiasGelu)
             out = fq(out - mod.bias) + mod.bias
         elif isinstance(out, (tuple, list)):
-            out = type(out)((fq(t) if i == p.index else t) for i, t in enumerate(out))
+            items = [(fq(t) if i == p.index else t) for i, t in enumerate(out)]
+            out = out._make(items) if hasattr(out, "_make") else type(out)(items)  # a namedtuple, or a tuple or list
         else:
             out = fq(out)
     return out
@@ -229,8 +230,8 @@ def calibrate(model: FakeQuantized, batches: Iterable[torch.Tensor], device: tor
 
 def settle(model: FakeQuantized) -> None:
     """Which learned range parameters train, from the quantizers' state (so a run resumed from a
-    checkpoint decides as the uninterrupted one did): none of a layer the forward never called (a
-    functional path: no gradient, and DDP would wait for one); not the zero point of a range that
+    checkpoint decides as the uninterrupted one did): none of a quantizer calibration never reached (its
+    points are on a path the forward did not take: no gradient, and DDP would wait for one); not the zero point of a range that
     starts at 0 (after a ReLU), which keeps starting there: pinned in ONNX Runtime, whose quantizer drops
     the ReLU, a negative start would let negatives through."""
     for fq in activation_quantizers(model):

@@ -41,6 +41,8 @@ from edgedistill.quantization.recipes import QuantizeConfig
 
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 """Operators whose weight ONNX Runtime quantizes."""
+LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
+"""The layers whose weight fake quantization emulates (a ConvTranspose's or Conv3d's is counted as missed)."""
 TOLERANCE = 1e-3
 """Largest difference between a PyTorch tensor and an ONNX one for the same value, relative to the
 tensor's largest magnitude (at least 1): ONNX Runtime's fused kernels (attention, GELU, LayerNorm) round
@@ -74,13 +76,34 @@ class Placement:
     weights: dict[str, bool] = field(default_factory=dict)
     """Layer path -> whether its weight is quantized per channel (else per tensor)."""
     missed: list[str] = field(default_factory=list)
-    """Quantized tensors found nowhere in PyTorch (left in float)."""
+    """Quantized tensors found nowhere in PyTorch (left in float, unless a tensor of the same scale was found)."""
+    missed_weights: list[str] = field(default_factory=list)
+    """Nodes whose quantized weight no layer was found for (left in float)."""
+
+    def counts(self) -> dict:
+        """What is emulated, for the stage's metrics and log: quantizers (ONNX Runtime's scales), tensors
+        and weights found, and what was not."""
+        found = sum(len(ts) for ts in self.tensors.values()) - sum(t in self.missed for ts in self.tensors.values() for t in ts)
+        return {"activations": len(self.activations), "tensors": found, "weights": len(self.weights),
+                "missed": self.missed, "missed_weights": self.missed_weights}
 
 
-def quantized_tensors(quantized: Any) -> tuple[dict[str, list[str]], dict[str, bool]]:
+@dataclass(frozen=True)
+class WeightedNode:
+    """A Conv, Gemm or MatMul whose weight ONNX Runtime quantized."""
+
+    name: str
+    input: str
+    """Its activation input (the name in the model it was quantized from)."""
+    weight: np.ndarray
+    """The weight as ONNX Runtime will use it (dequantized), in the graph's layout."""
+    per_channel: bool
+
+
+def quantized_tensors(quantized: Any) -> tuple[dict[str, list[str]], list[WeightedNode]]:
     """From an ONNX Runtime QDQ model (onnx.ModelProto): ({first tensor: tensors sharing its scale}, in
-    graph order, and {activation input of a node with a quantized weight: whether that weight is per
-    channel}). Tensor names are those of the model it was quantized from."""
+    graph order, and the nodes with a quantized weight). Tensor names are those of the model it was
+    quantized from."""
     from onnx import numpy_helper
 
     graph = quantized.graph
@@ -98,15 +121,32 @@ def quantized_tensors(quantized: Any) -> tuple[dict[str, list[str]], dict[str, b
             continue
         first = by_scale.setdefault(q.input[1], source(q))
         groups.setdefault(first, []).append(source(q))
-    weighted: dict[str, bool] = {}
+    weighted = []
     for node in graph.node:
         if node.op_type not in WEIGHTED or len(node.input) < 2:
             continue
         w, a = dequantizes.get(node.input[1]), dequantizes.get(node.input[0])
         if w is None or a is None or w.input[0] not in init or a.input[0] not in quantizes:
             continue
-        weighted[source(quantizes[a.input[0]])] = numpy_helper.to_array(init[w.input[1]]).size > 1
+        values, scale = numpy_helper.to_array(init[w.input[0]]).astype(np.float32), numpy_helper.to_array(init[w.input[1]])
+        zero = numpy_helper.to_array(init[w.input[2]]).astype(np.float32) if len(w.input) > 2 else 0.0
+        axis = next((at.i for at in w.attribute if at.name == "axis"), 1)
+        shape = [-1 if d == axis % values.ndim else 1 for d in range(values.ndim)]
+        if scale.size > 1:
+            scale, zero = scale.reshape(shape), np.reshape(zero, shape) if np.ndim(zero) else zero
+        weighted.append(WeightedNode(node.name, source(quantizes[a.input[0]]), (values - zero) * scale, scale.size > 1))
     return groups, weighted
+
+
+def _is_weight_of(layer: nn.Module, node: WeightedNode) -> bool:
+    """Whether node's weight is layer's: the same shape (a MatMul's is a Linear's transposed) and, for a
+    Linear, the same values up to the quantization step (two projections of one input have the same
+    shape). A convolution's is compared by shape only: ONNX Runtime's has the BatchNorm folded in."""
+    w = layer.weight.detach().float().numpy()
+    if isinstance(layer, nn.Linear):
+        step = float(np.max(np.abs(node.weight))) / 64  # at least the step of 7-bit weights
+        return any(c.shape == node.weight.shape and float(np.abs(c - node.weight).max()) <= step for c in (w, w.T))
+    return w.shape == node.weight.shape
 
 
 @torch.no_grad()
@@ -166,8 +206,8 @@ def locate(model: nn.Module, source: Path, quantized: Path, split: Any, rows: sl
 
     from edgedistill.runtime.ortbench import DTYPES, select
 
-    groups, weighted = quantized_tensors(onnx.load(str(quantized), load_external_data=False))
-    wanted = sorted({t for ts in groups.values() for t in ts} | set(weighted))
+    groups, weighted = quantized_tensors(onnx.load(str(quantized)))
+    wanted = sorted({t for ts in groups.values() for t in ts} | {n.input for n in weighted})
     graph_model = onnx.load(str(source))
     known = {o for n in graph_model.graph.node for o in n.output} | {i.name for i in graph_model.graph.input}
     outputs = {o.name for o in graph_model.graph.output}
@@ -176,20 +216,25 @@ def locate(model: nn.Module, source: Path, quantized: Path, split: Any, rows: sl
     feeds = select([m.name for m in session.get_inputs()], split.feeds(rows))
     feeds = {m.name: np.ascontiguousarray(feeds[m.name], dtype=DTYPES.get(m.type, np.float32)) for m in session.get_inputs()}
     names = [o.name for o in session.get_outputs()]
-    values = {n: v for n, v in zip(names, session.run(names, feeds)) if n in wanted}
+    values = {n: v for n, v in zip(names, session.run(names, feeds)) if n in wanted and np.issubdtype(v.dtype, np.floating)}
     by_shape: dict[tuple, list[np.ndarray]] = {}
     for v in values.values():
         by_shape.setdefault(v.shape, []).append(v)
     produced, read = module_values(model.eval(), torch.from_numpy(split.inputs(rows)),
                                    keep=lambda x: any(_close(x, v) for v in by_shape.get(x.shape, ())))
+    inputs = {p: x for p, x in read}
 
     def points(tensor: str) -> list[Point]:
         v = values.get(tensor)
-        if v is None or not np.issubdtype(v.dtype, np.floating):
+        if v is None:
             return []
-        hit = next((p for p, x in produced if _close(x, v)), None)
-        if hit is not None:
-            return [hit]
+        for p, x in produced:
+            # a module that passes its input on (Dropout, Identity in eval mode) does not compute the
+            # tensor: in training Dropout's output is another tensor, so quantize where it is read
+            read_in = inputs.get(Point(p.module, "input", p.call))
+            passes_on = p.where == "output" and read_in is not None and _close(read_in, v)
+            if _close(x, v) and not passes_on:
+                return [p]
         hits = [p for p, x in read if _close(x, v)]
         return [p for p in hits if not any(o != p and _inside(p.module, o.module) for o in hits)]
 
@@ -201,12 +246,14 @@ def locate(model: nn.Module, source: Path, quantized: Path, split: Any, rows: sl
             plan.activations[first] = sorted({p for _, ps in found for p in ps})
             plan.tensors[first] = tensors
     modules = dict(model.named_modules())
-    for tensor, per_channel in weighted.items():
-        v = values.get(tensor)
-        for p, x in read:
-            layer = modules[p.module]
-            if v is not None and isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Linear)) and _close(x, v):
-                plan.weights[p.module] = per_channel
+    for node in weighted:
+        v = values.get(node.input)
+        layers = {p.module for p, x in read if v is not None and isinstance(modules[p.module], LAYERS) and _close(x, v)
+                  and _is_weight_of(modules[p.module], node)}
+        if len(layers) == 1:
+            plan.weights[layers.pop()] = node.per_channel
+        else:  # none, or several that cannot be told apart: left in float rather than guessed
+            plan.missed_weights.append(node.name)
     return plan
 
 

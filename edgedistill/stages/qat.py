@@ -32,8 +32,8 @@ from torch import nn
 
 from edgedistill import models
 from edgedistill.core.config import Strict
-from edgedistill.core.distributed import world
-from edgedistill.core.errors import ConfigError
+from edgedistill.core.distributed import from_rank0, world
+from edgedistill.core.errors import ConfigError, StageError
 from edgedistill.core.files import read_json
 from edgedistill.core.registry import did_you_mean
 from edgedistill.core.stage import Context, Stage
@@ -166,7 +166,8 @@ class QATResult(NamedTuple):
     val_accuracy: float
     emulated: dict
     """What was fake-quantized: {"activations": quantizers (ONNX Runtime's scales), "tensors": ONNX tensors
-    they cover, "weights": layers, "missed": quantized tensors not found in PyTorch (left in float)}."""
+    they cover, "weights": layers, "missed" and "missed_weights": quantized tensors and weighted nodes not
+    found in PyTorch (left in float)}: placement.Placement.counts."""
     ranges: list[tuple[list[Point], float, float]]
     """Each activation quantizer's points in the model and the float range it ended with (learned, or
     calibrated): what quantize_trained pins."""
@@ -184,14 +185,18 @@ def train_qat(model: nn.Module, ds: Dataset, size: int | None, calibration, q: Q
     ValueError when q is not static INT8, or ONNX Runtime quantizes nothing found in the model."""
     emulation = fakequant.Emulation.of(q, learn_ranges=t.learn_ranges)
     reference = copy.deepcopy(model).eval().requires_grad_(False)  # the FP32 model, the target
-    plan = placement.locate_quantized(model, fp32, calibration, q, checkpoint.parent)
+    try:  # rank 0 locates (ONNX Runtime quantizes the export once); every process trains with its plan
+        plan = from_rank0(lambda: placement.locate_quantized(model, fp32, calibration, q, checkpoint.parent))
+    except Exception as e:
+        raise StageError(f"could not find where ONNX Runtime quantizes the student ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200] if str(e) else ''})") from e
     emulating = fakequant.attach(model, emulation, plan)
-    emulated = {"activations": len(plan.activations), "tensors": sum(len(plan.tensors[k]) for k in plan.activations),
-                "weights": len(plan.weights), "missed": plan.missed}
+    emulated = plan.counts()
+    missed = len(plan.missed) + len(plan.missed_weights)
     log(f"fake quantization where ONNX Runtime quantizes: {emulated['tensors']} tensors ({emulated['activations']} "
         f"scales, {emulation.activation_type}, {'learned' if t.learn_ranges else 'calibrated'} ranges) and "
         f"{emulated['weights']} layers' weights ({'7' if emulation.reduce_range else '8'}-bit)"
-        f"{f'; {len(plan.missed)} quantized tensors not found in PyTorch stay in float' if plan.missed else ''}; "
+        f"{f'; {missed} quantized tensors or weights not found in PyTorch stay in float' if missed else ''}; "
         f"target: the FP32 model's outputs")
     device = resolve_device(t.device)
     reference.to(device)
@@ -253,9 +258,12 @@ def quantize_trained(model: nn.Module, ds: Dataset, calibration, test, q: Quanti
     try:
         located = placement.locate_quantized(model, float_path, calibration, q, work)
         for key, points in located.activations.items():
-            trained = next(((lo, hi) for ps, lo, hi in ranges if set(ps) & set(points)), None)
-            if trained is not None:
-                pins.update((tensor, trained) for tensor in located.tensors[key])
+            # the trained quantizers at these points (one, unless the new export shares a scale the
+            # first did not): ONNX Runtime quantizes the tensors with one range, their union
+            trained = [(lo, hi) for ps, lo, hi in ranges if set(ps) & set(points)]
+            if trained:
+                union = (min(lo for lo, _ in trained), max(hi for _, hi in trained))
+                pins.update((tensor, union) for tensor in located.tensors[key])  # one scale in ONNX Runtime
         ranges_by_name = nncf_ptq.with_folded_inputs(onnx.load(str(source)).graph, pins, through=nncf_ptq.FOLDED)
         ort_quantize.quantize_model(source, pinned, q, reader, overrides=range_overrides(ranges_by_name))
     except Exception as e:  # the recalibrated candidate still stands; this one is recorded as failed
@@ -263,7 +271,7 @@ def quantize_trained(model: nn.Module, ds: Dataset, calibration, test, q: Quanti
         log(f"pinning the learned ranges failed ({info['pinned_error']})")
         return info
     info["pinned_tensors"] = len(pins)
-    log(f"learned ranges pinned on {len(pins)} of the {sum(len(t) for t in located.tensors.values()) + len(located.missed)} "
+    log(f"learned ranges pinned on {len(pins)} of the {located.counts()['tensors'] + len(located.missed)} "
         f"tensors ONNX Runtime quantizes")
     return info
 

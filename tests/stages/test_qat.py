@@ -87,6 +87,42 @@ def test_fake_quantization_is_onnxruntime_grid(tmp_path, recipe, reduce_range):
             assert int(quantizers[first].zero_point.detach()) == int(init[qnode.input[2]])
 
 
+class Branches(nn.Module):
+    """Functional pooling, three projections of one tensor (an unfused attention's query, key and value)
+    and a Dropout before the last Linear (torchvision MobileNetV2's head)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+        self.q, self.k, self.v = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+        self.classifier = nn.Sequential(nn.Dropout(0.5), nn.Linear(8, 5))
+
+    def forward(self, x):
+        h = torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1)
+        return self.classifier(self.q(h) + self.k(h) * self.v(h))
+
+
+def test_placement_tells_projections_apart_and_quantizes_before_dropout(tmp_path):
+    """Three Linear layers reading one tensor get their own weights (by value: the shapes are the same)
+    and share that tensor's quantizer; a tensor Dropout passes on is quantized where it is read, before
+    the Dropout (in training Dropout's output is another tensor)."""
+    torch.manual_seed(0)
+    model = Branches().eval()
+    x = torch.randn(16, 3, 8, 8)
+    path = tmp_path / "m.onnx"
+    export_onnx(model, x[:2].numpy(), path, 17, input_name="input")
+    q = QuantizeConfig().with_recipe("qdq_u8s8").model_copy(update={"reduce_range": False, "pre_process": False})
+    reader = lambda: ort_quantize.BatchReader(len(x), lambda rows: {"input": x[rows].numpy()},
+                                              ort_quantize.model_inputs(path), batch=16)
+    ort_quantize.quantize_model(path, tmp_path / "q.onnx", q, reader)
+    plan = placement.locate(model, path, tmp_path / "q.onnx", Rows(x))
+    assert set(plan.weights) == {"features.0", "q", "k", "v", "classifier.1"} and not plan.missed_weights
+    groups = [set(ps) for ps in plan.activations.values()]
+    assert {placement.Point(m, "input") for m in "qkv"} in groups
+    assert {placement.Point("classifier", "input")} in groups
+    assert not any(p.module == "classifier.0" for g in groups for p in g)
+
+
 def test_detach_leaves_the_trained_float_weights():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 3))
