@@ -40,7 +40,6 @@ from edgedistill.core.stage import Context, Stage
 from edgedistill.core.store import METRICS
 from edgedistill.data.dataset import Dataset
 from edgedistill.quantization import fakequant, ort_quantize, placement
-from edgedistill.quantization.placement import Point
 from edgedistill.quantization.recipes import QUANT_RECIPES, QuantizeConfig
 from edgedistill.runtime.benchmark import BenchmarkConfig
 from edgedistill.runtime.onnx_utils import check_loads, ort_predict
@@ -168,7 +167,7 @@ class QATResult(NamedTuple):
     """What was fake-quantized: {"activations": quantizers (ONNX Runtime's scales), "tensors": ONNX tensors
     they cover, "weights": layers, "missed" and "missed_weights": quantized tensors and weighted nodes not
     found in PyTorch (left in float)}: placement.Placement.counts."""
-    ranges: list[tuple[list[Point], float, float]]
+    ranges: list[tuple[list[placement.Point], float, float]]
     """Each activation quantizer's points in the model and the float range it ended with (learned, or
     calibrated): what quantize_trained pins."""
 
@@ -234,7 +233,7 @@ def train_qat(model: nn.Module, ds: Dataset, size: int | None, calibration, q: Q
 
 
 def quantize_trained(model: nn.Module, ds: Dataset, calibration, test, q: QuantizeConfig, opset: int, recalibrated: Path,
-                     pinned: Path | None, ranges: list[tuple[list[Point], float, float]], work: Path, log=print) -> dict:
+                     pinned: Path | None, ranges: list[tuple[list[placement.Point], float, float]], work: Path, log=print) -> dict:
     """A QAT-trained model exported to ONNX (work/qat_fp32.onnx) and quantized by ONNX Runtime as q says
     twice: into `recalibrated` with ranges from ONNX Runtime's calibration on `calibration`, and into
     `pinned` (unless None) with the ranges training ended with (QATResult.ranges) pinned through
@@ -256,7 +255,8 @@ def quantize_trained(model: nn.Module, ds: Dataset, calibration, test, q: Quanti
         return info
     pins: dict[str, tuple[float, float]] = {}
     try:
-        located = placement.locate_quantized(model, float_path, calibration, q, work)
+        located = (placement.locate(model, source, recalibrated, calibration.subset(slice(0, 8))) if q.format == "qdq"
+                   else placement.locate_quantized(model, float_path, calibration, q, work))  # QOperator's hides its Q/DQ
         for key, points in located.activations.items():
             # the trained quantizers at these points (one, unless the new export shares a scale the
             # first did not): ONNX Runtime quantizes the tensors with one range, their union
