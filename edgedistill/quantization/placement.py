@@ -246,13 +246,16 @@ def locate(model: nn.Module, source: Path, quantized: Path, split: Any, rows: sl
             plan.activations[first] = sorted({p for _, ps in found for p in ps})
             plan.tensors[first] = tensors
     modules = dict(model.named_modules())
+    candidates = {node.name: frozenset(p.module for p, x in read if node.input in values and _close(x, values[node.input])
+                                       and isinstance(modules[p.module], LAYERS) and _is_weight_of(modules[p.module], node))
+                  for node in weighted}
     for node in weighted:
-        v = values.get(node.input)
-        layers = {p.module for p, x in read if v is not None and isinstance(modules[p.module], LAYERS) and _close(x, v)
-                  and _is_weight_of(modules[p.module], node)}
-        if len(layers) == 1:
-            plan.weights[layers.pop()] = node.per_channel
-        else:  # none, or several that cannot be told apart: left in float rather than guessed
+        layers = candidates[node.name]
+        # one layer; or layers that cannot be told apart (two convolutions of one shape reading one
+        # tensor) but exactly as many nodes as layers, all quantized: each is one of them
+        if len(layers) == 1 or (layers and sum(c == layers for c in candidates.values()) == len(layers)):
+            plan.weights.update((layer, node.per_channel) for layer in sorted(layers))
+        else:  # none, or more layers than nodes: left in float rather than guessed
             plan.missed_weights.append(node.name)
     return plan
 
