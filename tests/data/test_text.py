@@ -292,7 +292,7 @@ def test_qat_fake_quantizes_what_onnx_runtime_quantizes_in_the_fused_transformer
 
     from edgedistill import models
     from edgedistill.quantization import fakequant, ort_quantize
-    from edgedistill.quantization.placement import OUTPUT_SUFFIX, Point, locate_quantized, module_values
+    from edgedistill.quantization.placement import OUTPUT_SUFFIX, Point, locate, module_values
     from edgedistill.quantization.recipes import QuantizeConfig
 
     results = text_run / "results"
@@ -303,7 +303,11 @@ def test_qat_fake_quantizes_what_onnx_runtime_quantizes_in_the_fused_transformer
     train = ds.split("train", None)
     calibration, rest = train.subset(slice(0, 16)), train.subset(slice(16, len(train)))
     q = QuantizeConfig().with_recipe("qdq_u8s8_no_elementwise").model_copy(update={"reduce_range": False})
-    plan = locate_quantized(model, export / "student.onnx", calibration, q, tmp_path)
+    names = ort_quantize.model_inputs(export / "student.onnx")
+    reader = lambda: ort_quantize.split_reader(calibration, names)
+    source = ort_quantize.prepare_source(export / "student.onnx", q, reader, tmp_path, log=print)
+    ort_quantize.quantize_model(source, tmp_path / "int8.onnx", q, reader)
+    plan = locate(model, source, tmp_path / "int8.onnx", calibration)
 
     layer = "hf.bert.encoder.layer.0"
     assert not plan.missed and len(plan.activations) == 22  # 6 a layer, the pooler's 3, the logits
@@ -314,10 +318,6 @@ def test_qat_fake_quantizes_what_onnx_runtime_quantizes_in_the_fused_transformer
     assert {Point(f"{layer}.attention.output.dense", "prebias"), Point(f"{layer}.attention.output.LayerNorm", "output"),
             Point("hf.classifier", "output")} <= points
 
-    names = ort_quantize.model_inputs(export / "student.onnx")
-    reader = lambda: ort_quantize.split_reader(calibration, names)
-    source = ort_quantize.prepare_source(export / "student.onnx", q, reader, tmp_path, log=print)
-    ort_quantize.quantize_model(source, tmp_path / "int8.onnx", q, reader)
     emulating = fakequant.attach(model, fakequant.Emulation.of(q, learn_ranges=False), plan)
     fakequant.calibrate(emulating, [torch.from_numpy(calibration.inputs(slice(0, 16)))])
     produced, read = module_values(emulating.model.eval(), torch.from_numpy(rest.inputs(slice(0, len(rest)))))
