@@ -43,8 +43,8 @@ from edgedistill.data.dataset import Dataset  # noqa: E402
 from edgedistill.pipeline import load_pipeline  # noqa: E402
 from edgedistill.quantization import fakequant, ort_quantize  # noqa: E402
 from edgedistill.quantization.placement import Placement, Point  # noqa: E402
-from edgedistill.runtime.onnx_utils import ort_predict  # noqa: E402
-from edgedistill.runtime.ortbench import DTYPES, select  # noqa: E402
+from edgedistill.runtime.onnx_utils import feed_batches, ort_predict  # noqa: E402
+from edgedistill.runtime.ortbench import run_rows, select  # noqa: E402
 from edgedistill.stages import STAGES  # noqa: E402
 from edgedistill.quantization.placement import locate_quantized  # noqa: E402
 
@@ -84,12 +84,8 @@ def unfused(path: Path, split) -> np.ndarray:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    out = []
-    for i in range(0, len(split), 50):
-        feeds = select([m.name for m in session.get_inputs()], split.feeds(slice(i, i + 50)))
-        out.append(session.run(None, {m.name: np.ascontiguousarray(feeds[m.name], dtype=DTYPES.get(m.type, np.float32))
-                                      for m in session.get_inputs()})[0])
-    return np.concatenate(out)
+    names = [m.name for m in session.get_inputs()]
+    return np.concatenate([run_rows(session, select(names, chunk)) for chunk in feed_batches(split, 50)])
 
 
 def compare(a: np.ndarray, b: np.ndarray) -> str:

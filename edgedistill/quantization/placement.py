@@ -204,7 +204,7 @@ def locate(model: nn.Module, source: Path, quantized: Path, split: Any, rows: sl
     import onnx
     import onnxruntime as ort
 
-    from edgedistill.runtime.ortbench import DTYPES, select
+    from edgedistill.runtime.ortbench import feed_rows, select
 
     groups, weighted = quantized_tensors(onnx.load(str(quantized)))
     wanted = sorted({t for ts in groups.values() for t in ts} | {n.input for n in weighted})
@@ -213,8 +213,7 @@ def locate(model: nn.Module, source: Path, quantized: Path, split: Any, rows: sl
     outputs = {o.name for o in graph_model.graph.output}
     graph_model.graph.output.extend(onnx.ValueInfoProto(name=t) for t in wanted if t in known and t not in outputs)
     session = ort.InferenceSession(graph_model.SerializeToString(), providers=["CPUExecutionProvider"])
-    feeds = select([m.name for m in session.get_inputs()], split.feeds(rows))
-    feeds = {m.name: np.ascontiguousarray(feeds[m.name], dtype=DTYPES.get(m.type, np.float32)) for m in session.get_inputs()}
+    feeds = feed_rows(session, select([m.name for m in session.get_inputs()], split.feeds(rows)), slice(None))
     names = [o.name for o in session.get_outputs()]
     values = {n: v for n, v in zip(names, session.run(names, feeds)) if n in wanted and np.issubdtype(v.dtype, np.floating)}
     by_shape: dict[tuple, list[np.ndarray]] = {}
