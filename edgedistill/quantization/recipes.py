@@ -98,6 +98,13 @@ class QuantizeConfig(Strict):
     latency_min_duration_s: float = Field(0.5, ge=0)
     """auto: minimum timing per candidate in seconds. Sub-millisecond models need thousands of runs
     for a p90 that ranks candidates the same way twice."""
+    latency_rounds: int = Field(3, ge=1)
+    """auto: how many times FP32 and the candidates within tolerance are timed before the speed rule
+    decides, the models alternating round by round (the first timing of each is one round; 1: no
+    retiming); each one's p90 is then the median of its rounds. One timing of a sub-millisecond model
+    moves by more than min_speedup from run to run, and a machine's load drifts over minutes:
+    alternating spreads the drift over all models alike. Candidates more than 1.5x slower than FP32 in
+    their first timing are not timed again (they cannot become min_speedup faster)."""
     method: Literal["static", "dynamic", "fp16"] = "static"
     """fixed: static: activations calibrated on training samples (best for CNNs). dynamic: weights only,
     activation ranges computed at run time (suits MatMul-heavy models). fp16: float16 weights and math."""

@@ -10,7 +10,7 @@ from edgedistill.quantization import ort_quantize
 from edgedistill.quantization.recipes import QuantizeConfig
 from edgedistill.runtime.benchmark import BenchmarkConfig
 from edgedistill.stages import quantize
-from edgedistill.stages.quantize import Candidate, choose
+from edgedistill.stages.quantize import Candidate, choose, confirm_speed
 
 
 def stage_inputs(store: Path) -> dict:
@@ -86,6 +86,40 @@ def test_within_tolerance_is_the_upper_end_of_the_interval():
     assert chosen.name == "sure" and "interval 0.20 to 0.80" in why
     chosen, why = choose(fp("fp32", 98.0, 1.0), [unsure], 1.0, 1.05)
     assert chosen is None and "upper end" in why
+
+
+def timed(first: dict[str, float], later: dict[str, float], calls: list):
+    """A stand-in for the child-process timer: each model's later timings are later[name]; calls records the order."""
+    def p90(path: Path) -> float:
+        calls.append(path.name)
+        return later[path.name]
+    cands = {n: fp(n, 98.0 if n != "inaccurate" else 90.0, v) for n, v in first.items()}
+    for n, c in cands.items():
+        c.path = Path(n)
+    return cands, p90
+
+
+@pytest.mark.parametrize("first, later, ships", [
+    # a candidate 1.25x faster whose first timing hit a pause (1.2 ms): the medians ship it
+    ({"fp32": 1.0, "a": 1.2}, {"fp32": 1.0, "a": 0.8}, "a"),
+    # a lucky first timing (0.8 ms) of a candidate as fast as FP32: the medians keep FP32
+    ({"fp32": 1.0, "a": 0.8}, {"fp32": 1.0, "a": 1.0}, None),
+])
+def test_the_speed_rule_decides_on_alternated_timings(first, later, ships):
+    calls = []
+    c, p90 = timed(dict(first, slow=1.6, inaccurate=0.5), dict(later, slow=1.6, inaccurate=0.5), calls)
+    q = QuantizeConfig(latency_rounds=3)
+    tried = [c["a"], c["slow"], c["inaccurate"]]
+    chosen, reason = confirm_speed(c["fp32"], tried, q, p90, lambda m: None, *choose(c["fp32"], tried, 1.0, 1.05))
+    assert (chosen and chosen.name) == ships
+    # 2 more rounds of FP32 and the accurate candidate, alternating; the inaccurate one and the one 1.6x
+    # slower than FP32 are not timed again
+    assert calls == ["fp32", "a", "fp32", "a"]
+    assert c["a"].latency_rounds_ms == [first["a"], later["a"], later["a"]] and c["a"].latency_ms_p90 == later["a"]
+    assert c["slow"].latency_rounds_ms == [] and c["slow"].latency_ms_p90 == 1.6
+    calls.clear()
+    confirm_speed(c["fp32"], tried, QuantizeConfig(latency_rounds=1), p90, lambda m: None, None, "")
+    assert calls == []
 
 
 def test_auto_mode_decision_holds_on_its_own_measurements(tiny_run, tmp_path):
