@@ -10,7 +10,7 @@ from edgedistill.quantization import ort_quantize
 from edgedistill.quantization.recipes import QuantizeConfig
 from edgedistill.runtime.benchmark import BenchmarkConfig
 from edgedistill.stages import quantize
-from edgedistill.stages.quantize import Candidate, choose, confirm_speed
+from edgedistill.stages.quantize import Candidate, choose, confirm_speed, first_unless_faster
 
 
 def stage_inputs(store: Path) -> dict:
@@ -120,6 +120,13 @@ def test_the_speed_rule_decides_on_alternated_timings(first, later, ships):
     calls.clear()
     confirm_speed(c["fp32"], tried, QuantizeConfig(latency_rounds=1), p90, lambda m: None, None, "")
     assert calls == []
+
+
+def test_equally_accurate_candidates_are_taken_in_recipe_order_unless_one_is_clearly_faster():
+    a, b, c = (fp("a", 97.0, 1.00), "a"), (fp("b", 97.0, 0.97), "b"), (fp("c", 97.0, 0.90), "c")
+    assert first_unless_faster([a, b], 1.05)[1] == "a"  # 3% faster in one timing: noise, the first listed
+    assert first_unless_faster([a, b, c], 1.05)[1] == "c"  # 10% faster
+    assert first_unless_faster([b, a], 1.05)[1] == "b"
 
 
 def test_auto_mode_decision_holds_on_its_own_measurements(tiny_run, tmp_path):
