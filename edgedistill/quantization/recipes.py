@@ -104,7 +104,7 @@ class QuantizeConfig(Strict):
     retiming); each one's p90 is then the median of its rounds. One timing of a sub-millisecond model
     moves by more than min_speedup from run to run, and a machine's load drifts over minutes:
     alternating spreads the drift over all models alike. Candidates more than 1.5x slower than FP32 in
-    their first timing are not timed again (they cannot become min_speedup faster)."""
+    their first timing are not timed again, and do not ship."""
     method: Literal["static", "dynamic", "fp16"] = "static"
     """fixed: static: activations calibrated on training samples (best for CNNs). dynamic: weights only,
     activation ranges computed at run time (suits MatMul-heavy models). fp16: float16 weights and math."""

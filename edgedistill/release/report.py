@@ -141,7 +141,8 @@ def quantization_text(q: dict, shipped_role: str | None = None) -> str:
                  f"Measured once on test ({test['images']} examples), after the choice: drop {interval(test)} points "
                  f"({test['level']:.0%} interval), top-1 agreement with FP32 {test['agreement']:.1f}%.")
     if q.get("latency_from"):
-        rounds = max((len(c.get("latency_rounds_ms") or ()) for c in q.get("candidates", ())), default=0)
+        # FP32 (the first candidate) is timed again exactly when the speed rule was decided on alternated timings
+        rounds = len((q.get("candidates") or [{}])[0].get("latency_rounds_ms") or ())
         parts.append(f"Candidates' latencies measured on {q['latency_from']}"
                      + (f"; those that decided the speed rule (FP32 and the candidates within tolerance) are the median "
                         f"of {rounds} timings, the models alternating." if rounds > 1 else "."))

@@ -122,6 +122,26 @@ def test_the_speed_rule_decides_on_alternated_timings(first, later, ships):
     assert calls == []
 
 
+def test_the_report_says_medians_only_when_fp32_was_timed_again():
+    from edgedistill.release.report import quantization_text
+
+    def q(fp32_rounds, other_rounds):
+        return {"rule": "r", "val_resolution": {"note": None}, "test_drop": None, "latency_from": "here",
+                "candidates": [{"name": "fp32", "latency_rounds_ms": [1.0] * fp32_rounds},
+                               {"name": "a", "latency_rounds_ms": [0.5] * other_rounds}]}
+    assert "median of 3 timings" in quantization_text(q(3, 3))
+    # the search retimed two tied candidates, nothing was within tolerance: FP32 timed once, no median claimed
+    assert "median" not in quantization_text(q(1, 3)) and "measured on here." in quantization_text(q(1, 3))
+
+
+def test_the_search_note_survives_the_retiming():
+    calls = []
+    c, p90 = timed({"fp32": 1.0, "a": 1.2}, {"fp32": 1.0, "a": 0.8}, calls)
+    chosen, reason = confirm_speed(c["fp32"], [c["a"]], QuantizeConfig(), p90, lambda m: None, None,
+                                   "no accurate-enough ...; the search stopped when its 1-s budget ran out")
+    assert chosen.name == "a" and reason.endswith("; the search stopped when its 1-s budget ran out")
+
+
 def test_equally_accurate_candidates_are_taken_in_recipe_order_unless_one_is_clearly_faster():
     a, b, c = (fp("a", 97.0, 1.00), "a"), (fp("b", 97.0, 0.97), "b"), (fp("c", 97.0, 0.90), "c")
     assert first_unless_faster([a, b], 1.05)[1] == "a"  # 3% faster in one timing: noise, the first listed
