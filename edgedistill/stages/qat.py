@@ -340,7 +340,6 @@ def run(cfg: QATStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
     info = quantize_trained(model, ds, calibration, test, rq, export["opset"], ours[0].path,
                             ours[1].path if len(ours) > 1 else None, result.ranges, ctx.work, ctx.log)
     p90, latency_from = quantize.latency_meter(q, cfg.latency)
-    # FP32 measured again beside the QAT candidates: its latency from the same minutes
     fp32 = quantize.measure(quantize.Candidate("fp32", path=inputs["onnx"] / "student.onnx"), (val, val.labels), None, p90, cfg.seed)
     if "pinned_error" in info:
         ours[1].error = info["pinned_error"]
@@ -356,15 +355,10 @@ def run(cfg: QATStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
     ptq_chosen = next((c for c in tried if ptq["choice"] == "quantized" and c.name == ptq["recipe"]), None)
     same = same_graph(q, ptq, recipe)
     if ptq_chosen is not None and not same:  # its speed from these minutes, as FP32's and QAT's
-        ptq_chosen = quantize.measure(dataclasses.replace(ptq_chosen, path=inputs["ptq"] / OUTPUT),
-                                      (val, val.labels), fp32.preds, p90, cfg.seed)
+        ptq_chosen = quantize.measure(dataclasses.replace(ptq_chosen, path=inputs["ptq"] / OUTPUT), (val, val.labels), fp32.preds, p90, cfg.seed)
         ctx.log(f"{quantize.measured_line(ptq_chosen)} (the post-training choice, timed again beside QAT's)")
-    # alternating rounds, as the quantize stage's speed rule (quantize.retime)
-    timed = [fp32, *(c for c in ours if c.error is None)] + ([ptq_chosen] if ptq_chosen is not None and not same else [])
-    if q.latency_rounds > 1:
-        quantize.retime(timed, p90, q.latency_rounds)
-        ctx.log(f"timed again, {q.latency_rounds} alternating rounds (median p90): "
-                + ", ".join(f"{c.name} {c.latency_ms_p90:.3f} ms" for c in timed))
+    quantize.retime([fp32, *(c for c in ours if c.error is None)] + ([ptq_chosen] if ptq_chosen and not same else []),
+                    p90, q.latency_rounds, ctx.log)  # FP32 and these in the same minutes, alternating (speed rule)
     qat_ok, qat_reason = decide(q, fp32, qat, ptq_chosen, same)
     if qat_ok:
         chosen, reason = qat, qat_reason

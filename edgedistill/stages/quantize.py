@@ -284,7 +284,8 @@ RETIME_WITHIN = 1.5
 """confirm_speed times again the candidates within tolerance whose first p90 is at most this many times FP32's."""
 
 
-def retime(models: list[Candidate], p90: Callable[[Path], float], rounds: int) -> None:
+def retime(models: list[Candidate], p90: Callable[[Path], float], rounds: int,
+           log: Callable[[str], None] = lambda m: None) -> None:
     """Time each of `models` again until it has `rounds` timings (one already taken counts), the models
     alternating (A B C A B C ...); each one's latency_ms_p90 becomes the median of its rounds.
     Alternating is what benchmarks/ and farm-bench do for A/B claims: a drift in the machine's load
@@ -297,6 +298,10 @@ def retime(models: list[Candidate], p90: Callable[[Path], float], rounds: int) -
                 c.latency_rounds_ms.append(p90(c.path))
     for c in models:
         c.latency_ms_p90 = float(np.median(c.latency_rounds_ms))
+    if rounds > 1:
+        log(f"timed again, {rounds} alternating rounds (median p90, range): " + ", ".join(
+            f"{c.name} {c.latency_ms_p90:.3f} ms ({min(c.latency_rounds_ms):.3f}-{max(c.latency_rounds_ms):.3f})"
+            for c in models))
 
 
 def confirm_speed(fp32: Candidate, tried: list[Candidate], q: QuantizeConfig, p90: Callable[[Path], float],
@@ -309,10 +314,7 @@ def confirm_speed(fp32: Candidate, tried: list[Candidate], q: QuantizeConfig, p9
           and c.latency_ms_p90 <= RETIME_WITHIN * fp32.latency_ms_p90]
     if q.latency_rounds <= 1 or not ok:
         return chosen, reason
-    retime([fp32, *ok], p90, q.latency_rounds)
-    log(f"timed again, {q.latency_rounds} alternating rounds (median p90, range): " + ", ".join(
-        f"{c.name} {c.latency_ms_p90:.3f} ms ({min(c.latency_rounds_ms):.3f}-{max(c.latency_rounds_ms):.3f})"
-        for c in [fp32, *ok]))
+    retime([fp32, *ok], p90, q.latency_rounds, log)
     stopped = reason[reason.index(SEARCH_STOPPED):] if SEARCH_STOPPED in reason else ""  # the search's note stays
     # among the retimed only: one timing of another against FP32's median would mix the two ways of timing
     chosen, reason = choose(fp32, ok, q.max_accuracy_drop, q.min_speedup)
@@ -383,7 +385,7 @@ def search(fp32: Candidate, tried: list[Candidate], configs: dict[str, QuantizeC
         top = max(t[0].val_accuracy for t in fast)
         tied = [t for t in fast if t[0].val_accuracy == top]
         if len(tied) > 1:
-            retime([t[0] for t in tied], p90, q.latency_rounds)
+            retime([t[0] for t in tied], p90, q.latency_rounds, log)
         base, base_name = first_unless_faster(tied, q.min_speedup)
     else:
         base, base_name = min(qdq, key=lambda t: t[0].latency_ms_p90)
