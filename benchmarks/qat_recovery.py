@@ -10,7 +10,7 @@ probe on MNIST-5k; benchmarks/quantization_fidelity.py builds and caches it). Fo
      against the same FP32 model, its p90 latency beside FP32's (batch 1, 1 thread, this machine),
      and the wall time QAT took per epoch.
 
-    python benchmarks/qat_recovery.py [--seeds 0 1 2] [--epochs 2] [--train-images 1024] [--store DIR]
+    python benchmarks/qat_recovery.py [--seeds 0 1 2] [--epochs 2] [--train-images 1024] [--warmup-epochs 0] [--store DIR]
 
 Run it alone: latencies are taken on this machine. Prints a markdown table (RESULTS.md).
 """
@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--train-images", type=int, default=1024)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--range-lr", type=float, default=1e-4)
+    ap.add_argument("--warmup-epochs", type=float, default=0.0, help="qat.warmup_epochs (linear warm-up, then cosine)")
     ap.add_argument("--reuse-ptq", action="store_true", help="the post-training results of the last run (same seed)")
     ap.add_argument("--calibrated", action="store_true", help="recalibrate ranges every epoch instead of learning them")
     ap.add_argument("--store", type=Path, default=Path(tempfile.gettempdir()) / "edgedistill-qat")
@@ -63,7 +64,7 @@ def main() -> None:
         q = quantize.resolve_reduce_range(pipeline.quantize)
         latency = quantize.latency_settings(BenchmarkConfig(threads=1), q)
         t = QATConfig(epochs=a.epochs, lr=a.lr, batch_size=32, train_images=a.train_images, range_lr=a.range_lr,
-                      learn_ranges=not a.calibrated)
+                      learn_ranges=not a.calibrated, warmup_epochs=a.warmup_epochs)
         cfg = qat.QATStageConfig(mode="always", qat=t, quantize=q, latency=latency, seed=seed)
         why_not, recipe = qat.plan(cfg, ptq)
         assert why_not is None, why_not
@@ -94,7 +95,7 @@ def main() -> None:
                         f"{interval(c.test_drop)} | {c.latency_ms_p90:.2f} | {fp32.latency_ms_p90:.2f} | "
                         f"{result.history[-1]['val_accuracy']:.2f} | {trained_s / a.epochs:.0f} |")
         print(*rows[-2:], sep="\n", flush=True)
-    print(f"\n{a.epochs} epochs over {a.train_images} training images, lr {a.lr:g}, batch 32, ranges "
+    print(f"\n{a.epochs} epochs over {a.train_images} training images, lr {a.lr:g}, warm-up {a.warmup_epochs:g} epochs, batch 32, ranges "
           f"{'recalibrated every epoch' if a.calibrated else f'learned (range_lr {a.range_lr:g})'}\n")
     print("| seed | FP32 val % | post-training best | its val drop [95% CI] | its test drop | its p90 ms | QAT | QAT val drop "
           "[95% CI] | QAT test drop | QAT p90 ms | FP32 p90 ms | QAT val % (fake quant, PyTorch) | QAT s/epoch |")

@@ -1,20 +1,19 @@
 """qat: quantization-aware training, when post-training quantization is not enough (quantize.qat).
 
-The quantize stage tried the post-training recipes (its result: `ptq`). When none qualified but a
-static INT8 recipe was fast enough (qat auto; plan()), this stage fine-tunes the exported student for
-a few epochs with fake quantization that emulates ONNX Runtime's static INT8 (edgedistill/quantization/fakequant.py),
-toward the FP32 student's own soft outputs: matching the FP32 model is what the quantize stage's drop
-and agreement measure. Then the student is exported again and quantized by ONNX Runtime with the recipe
-it emulated, twice (the learned ranges pinned; ranges recalibrated on the same images), so what ships
-is the graph ONNX Runtime runs fast, and both are measured like every other candidate (validation
-accuracy and paired drop against the same FP32 model, p90 latency where quantize.target says) and
-chosen by the same rule.
+The quantize stage tried the post-training recipes (its result: `ptq`). When none qualified but a static INT8
+recipe was fast enough (qat auto; plan()), this stage fine-tunes the exported student for a few epochs with fake
+quantization that emulates ONNX Runtime's static INT8 (edgedistill/quantization/fakequant.py), toward the FP32
+student's own soft outputs: matching the FP32 model is what the quantize stage's drop and agreement measure.
+Then the student is exported again and quantized by ONNX Runtime with the recipe it emulated, twice (the learned
+ranges pinned; ranges recalibrated on the same images), so what ships is the graph ONNX Runtime runs fast, and
+both are measured like every other candidate (validation accuracy and paired drop against the same FP32 model,
+p90 latency where quantize.target says) and chosen by the same rule.
 
-Its result `quantized` is what benchmark and bundle read. When QAT does not run: ptq's model and
-metrics as they are, with the reason added. When it runs: the metrics are rebuilt with the QAT
-candidates beside the post-training ones (FP32 timed again beside them; the post-training candidates'
-latencies are from the quantize stage's run) and the model is the best of all. Under torchrun every
-process trains (data-parallel); rank 0 exports, quantizes and measures.
+Its result `quantized` is what benchmark and bundle read. When QAT does not run: ptq's model and metrics as
+they are, with the reason added. When it runs: the metrics are rebuilt with the QAT candidates beside the
+post-training ones (FP32 timed again beside them, alternating; the post-training candidates' latencies are
+from the quantize stage's run) and the model is the best of all. Under torchrun every process trains
+(data-parallel); rank 0 exports, quantizes and measures.
 """
 from __future__ import annotations
 
@@ -65,9 +64,11 @@ class QATConfig(TrainConfig):
     epochs: int = Field(2, ge=1)
     lr: float = Field(1e-4, gt=0)
     """Peak learning rate: a small step from the trained weights (about 1/10 of a fine-tuning's)."""
+    warmup_epochs: float = Field(0.5, ge=0)
+    """Without it AdamW's first step moves every weight by about lr: the 224-px MobileNetV2's loss went 0.06 -> 2.96
+    and QAT lost 2.5 points where 0.5 epochs of warm-up gained 0.7 (benchmarks/RESULTS.md, QAT)."""
     precise_bn_batches: int = Field(0, ge=0, le=0)
-    """Always 0: BatchNorm statistics are frozen during QAT (as in torchvision's QAT recipe): they are
-    folded into the convolutions ONNX Runtime quantizes."""
+    """Always 0: BatchNorm statistics frozen in QAT (as torchvision's QAT recipe): folded into the convolutions."""
     range_lr: float = Field(1e-4, gt=0)
     """Learning rate of the activation scales and zero points (learn_ranges), without weight decay.
     Absolute (AdamW): a step moves a scale by about this much whatever its size."""
@@ -380,8 +381,7 @@ def run(cfg: QATStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -
         metrics["test_drop"] = ptq["test_drop"]
     metrics["qat"] = {"ran": True, "recipe": recipe, "candidate": qat.name, "shipped": chosen is qat,
                       "reason": qat_reason, "emulated": result.emulated, "history": result.history,
-                      "final_epoch": result.final_epoch, "val_accuracy_fake_quant": result.val_accuracy,
-                      **info}
+                      "final_epoch": result.final_epoch, "val_accuracy_fake_quant": result.val_accuracy, **info}
     return metrics
 
 
