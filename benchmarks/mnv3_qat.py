@@ -27,7 +27,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -40,6 +39,7 @@ from edgedistill.pipeline import load_pipeline
 from edgedistill.quantization.ort_quantize import calibration_rows
 from edgedistill.release.report import interval
 from edgedistill.runtime import targets
+from edgedistill.runtime.benchmark import alternating_p90
 from edgedistill.runtime.onnx_utils import ort_predict
 from edgedistill.runtime.ortbench import benchmark
 from edgedistill.runtime.stats import disagreement_bound, paired_drop
@@ -118,16 +118,6 @@ def rebuild(folder: Path, store: Store):
     if labels_hash(ds.split("test").labels) != rec["test_labels_sha256"]:
         sys.exit(f"error: {folder}'s test split here is not the one it was trained against; stop")
     return rec, pipeline, ds
-
-
-def alternating_p90(paths: dict[str, Path], time_one: Callable[[Path], float], repeats: int) -> dict[str, list[float]]:
-    """time_one(model) (a p90 in ms) of each model in `repeats` rounds, the models alternating so that a
-    slow minute of the machine hits all of them."""
-    p90: dict[str, list[float]] = {k: [] for k in paths}
-    for _ in range(repeats):
-        for k, path in paths.items():
-            p90[k].append(time_one(path))
-    return p90
 
 
 def measure(a) -> None:

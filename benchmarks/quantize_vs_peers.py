@@ -36,13 +36,13 @@ from edgedistill.data.dataset import Dataset
 from edgedistill.pipeline import load_pipeline
 from edgedistill.quantization.ort_quantize import calibration_rows
 from edgedistill.quantization.recipes import QuantizeConfig
-from edgedistill.runtime.benchmark import BenchmarkConfig, bench_in_child
+from edgedistill.runtime.benchmark import BenchmarkConfig, alternating_p90, bench_in_child
 from edgedistill.runtime.onnx_utils import ort_predict
 from edgedistill.stages import STAGES, quantize
 from edgedistill.training.loop import accuracy
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from mnv3_qat import alternating_p90, rebuild  # noqa: E402
+from mnv3_qat import rebuild  # noqa: E402
 from quantization_fidelity import teacher224_model  # noqa: E402
 
 PEERS_VENV = ROOT / ".venv-peers"

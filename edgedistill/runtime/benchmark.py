@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Iterator, Literal
+from typing import Annotated, Any, Callable, Iterator, Literal
 
 from pydantic import Field
 
@@ -114,3 +114,16 @@ def bench_in_child(model: Path, settings: BenchmarkConfig, inputs: Path | None =
             raise DataError(f"{Path(model).name}: {last.removeprefix('bench.py: error: ')}")
         raise StageError(f"benchmark of {Path(model).name} failed: {last}")
     return dict(json.loads(proc.stdout), isolation=isolation)
+
+
+def alternating_p90(paths: dict, time_one: Callable[[Path], float], rounds: int,
+                    taken: dict[Any, list[float]] | None = None) -> dict[Any, list[float]]:
+    """time_one(model) (a p90 in ms) of each of `paths` ({key: model}) until it has `rounds` timings
+    (those already in `taken` count), the models alternating (A B C A B C ...) so that a slow minute of
+    the machine hits all of them alike, as farm-bench does for A/B claims. Returns {key: timings}."""
+    p90 = {k: list((taken or {}).get(k, ())) for k in paths}
+    for _ in range(rounds):
+        for k, path in paths.items():
+            if len(p90[k]) < rounds:
+                p90[k].append(time_one(path))
+    return p90

@@ -59,7 +59,7 @@ from edgedistill.quantization.ort_quantize import (
     uses_calibration,
 )
 from edgedistill.quantization.recipes import RECIPE_SETS, QuantizeConfig
-from edgedistill.runtime.benchmark import BenchmarkConfig, bench_in_child
+from edgedistill.runtime.benchmark import BenchmarkConfig, alternating_p90, bench_in_child
 from edgedistill.runtime.onnx_utils import ort_predict
 from edgedistill.runtime.ortbench import model_size
 from edgedistill.runtime.stats import LEVEL, paired_drop, resolution
@@ -287,16 +287,12 @@ RETIME_WITHIN = 1.5
 def retime(models: list[Candidate], p90: Callable[[Path], float], rounds: int,
            log: Callable[[str], None] = lambda m: None) -> None:
     """Time each of `models` again until it has `rounds` timings (one already taken counts), the models
-    alternating (A B C A B C ...); each one's latency_ms_p90 becomes the median of its rounds.
-    Alternating is what benchmarks/ and farm-bench do for A/B claims: a drift in the machine's load
-    hits every model alike instead of the one timed during it."""
-    for c in models:
-        c.latency_rounds_ms = c.latency_rounds_ms or [c.latency_ms_p90]
-    for _ in range(1, rounds):
-        for c in models:
-            if len(c.latency_rounds_ms) < rounds:
-                c.latency_rounds_ms.append(p90(c.path))
-    for c in models:
+    alternating (runtime.benchmark.alternating_p90); each one's latency_ms_p90 becomes the median of its
+    rounds: a drift in the machine's load hits every model alike instead of the one timed during it."""
+    timings = alternating_p90({i: c.path for i, c in enumerate(models)}, p90, rounds,
+                              {i: c.latency_rounds_ms or [c.latency_ms_p90] for i, c in enumerate(models)})
+    for i, c in enumerate(models):
+        c.latency_rounds_ms = timings[i]
         c.latency_ms_p90 = float(np.median(c.latency_rounds_ms))
     if rounds > 1:
         log(f"timed again, {rounds} alternating rounds (median p90, range): " + ", ".join(
