@@ -39,7 +39,7 @@ from edgedistill.pipeline import load_pipeline
 from edgedistill.quantization.ort_quantize import calibration_rows
 from edgedistill.release.report import interval
 from edgedistill.runtime import targets
-from edgedistill.runtime.benchmark import alternating_p90
+from edgedistill.runtime.benchmark import alternating_timings
 from edgedistill.runtime.onnx_utils import ort_predict
 from edgedistill.runtime.ortbench import benchmark
 from edgedistill.runtime.stats import disagreement_bound, paired_drop
@@ -136,8 +136,8 @@ def measure(a) -> None:
         preds = {k: {s: ort_predict(p, split).argmax(1) for s, split in (("val", val), ("test", test), ("unseen", unseen))}
                  for k, p in paths.items()}
         x = test.inputs(slice(0, 1))
-        p90 = alternating_p90(paths, lambda p: benchmark(str(p), threads=1, runs=300, inputs=x, throughput_batch=0,
-                                                         profile_runs=0)["latency_ms"]["p90"], a.repeats)
+        p90 = alternating_timings(paths, lambda p: benchmark(str(p), threads=1, runs=300, inputs=x, throughput_batch=0,
+                                                             profile_runs=0)["latency_ms"]["p90"], a.repeats)
         for k in MODELS:
             row = {"seed": seed, "model": k, "p90_ms": float(np.median(p90[k])), "p90_all": p90[k],
                    "size_kib": paths[k].stat().st_size / 1024}

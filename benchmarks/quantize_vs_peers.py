@@ -36,7 +36,7 @@ from edgedistill.data.dataset import Dataset
 from edgedistill.pipeline import load_pipeline
 from edgedistill.quantization.ort_quantize import calibration_rows
 from edgedistill.quantization.recipes import QuantizeConfig
-from edgedistill.runtime.benchmark import BenchmarkConfig, alternating_p90, bench_in_child
+from edgedistill.runtime.benchmark import BenchmarkConfig, alternating_timings, bench_in_child
 from edgedistill.runtime.onnx_utils import ort_predict
 from edgedistill.stages import STAGES, quantize
 from edgedistill.training.loop import accuracy
@@ -130,7 +130,7 @@ def main() -> None:
                        ("optimum avx512_vnni static", theirs), ("nncf post-training defaults", nncf_model))
             acc = {name: accuracy(ort_predict(path, test), test.labels) for name, path in methods}
             timed = {name: path for name, path in methods if not (name == ours_name and path == fp32)}
-            p90 = alternating_p90(timed, lambda path: bench_in_child(path, timing)["latency_ms"]["p90"], a.repeats)
+            p90 = alternating_timings(timed, lambda path: bench_in_child(path, timing)["latency_ms"]["p90"], a.repeats)
             if ours == fp32:  # auto kept FP32: one file, one set of timings for both rows
                 p90[ours_name] = p90["fp32 (reference)"]
             for name, path in methods:

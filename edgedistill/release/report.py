@@ -93,7 +93,8 @@ td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}</style></h
 <p>Shipped: <b>{e(report['shipped'])}</b> (<code>model.onnx</code>, {report['size_bytes']:,} bytes), {len(labels)} classes,
 input {px(sizes['student'])} (teacher {px(sizes['teacher'])}).
 Test accuracy {report['accuracy'][report['shipped']]:.2f}% (teacher {report['accuracy']['teacher']:.2f}%), latency p90
-{report['latency_ms']['p90']:.3f} ms at batch 1 on {e(dev['cpu'])}, {dev['threads']} thread(s), onnxruntime {e(dev['onnxruntime'])}.</p>
+{report['latency_ms']['p90']:.3f} ms at batch 1 on {e(dev['cpu'])}, {dev['threads']} thread(s), onnxruntime {e(dev['onnxruntime'])}.
+{e(rounds_text(report))}</p>
 <h2>Models (test split)</h2>
 <table><tr><th>model</th><th>accuracy %</th><th>p50 ms</th><th>p90 ms</th><th>size KiB</th><th>peak RSS MiB</th></tr>{models}</table>
 <p>{e(ort_format_text(report))}</p>
@@ -244,6 +245,16 @@ def ort_format_text(report: dict) -> str:
             f"{o['samples']} examples. Gates read the lower of the two.")
 
 
+def rounds_text(report: dict) -> str:
+    """How many alternating rounds the shipped model's latency figures are the median of (bundles
+    before the benchmark stage's rounds, or one round: nothing)."""
+    p90s = report["models"][report["shipped"]].get("latency_rounds_ms") or []
+    if len(p90s) < 2:
+        return ""
+    return (f"Each latency figure is the median of {len(p90s)} rounds, the models timed in turn (teacher, student FP32, "
+            f"student INT8, teacher, ...); this model's p90 per round {min(p90s):.3f}-{max(p90s):.3f} ms.\n")
+
+
 def isolation_text(report: dict) -> str:
     """How the shipped model's timing was kept from others' (bundles before timings took turns: nothing)."""
     iso = report.get("benchmark", {}).get("isolation")
@@ -298,7 +309,7 @@ Latency at batch 1: p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms, p99 {lat['
 min {lat['min']:.3f} ms, mean {lat['mean']:.3f} ms. Size {report['size_bytes']:,} bytes.
 Session load {report['load_ms']:.1f} ms, cold start (load + first inference) {report['cold_start_ms']:.1f} ms.
 Peak resident memory {report['peak_rss_mb']:.1f} MiB (a process holding only ONNX Runtime and this model).
-{throughput}{isolation_text(report)}CPU flags: {md(', '.join(dev['flags'])) or 'none of note'}.
+{rounds_text(report)}{throughput}{isolation_text(report)}CPU flags: {md(', '.join(dev['flags'])) or 'none of note'}.
 Top operators by time (ONNX Runtime profiler): {ops}.
 
 | model | test acc % | p50 ms | p90 ms | size KiB | peak RSS MiB |

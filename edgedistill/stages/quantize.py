@@ -59,7 +59,7 @@ from edgedistill.quantization.ort_quantize import (
     uses_calibration,
 )
 from edgedistill.quantization.recipes import RECIPE_SETS, QuantizeConfig
-from edgedistill.runtime.benchmark import BenchmarkConfig, alternating_p90, bench_in_child
+from edgedistill.runtime.benchmark import BenchmarkConfig, alternating_timings, bench_in_child
 from edgedistill.runtime.onnx_utils import ort_predict
 from edgedistill.runtime.ortbench import model_size
 from edgedistill.runtime.stats import LEVEL, paired_drop, resolution
@@ -287,10 +287,10 @@ RETIME_WITHIN = 1.5
 def retime(models: list[Candidate], p90: Callable[[Path], float], rounds: int,
            log: Callable[[str], None] = lambda m: None) -> None:
     """Time each of `models` again until it has `rounds` timings (one already taken counts), the models
-    alternating (runtime.benchmark.alternating_p90); each one's latency_ms_p90 becomes the median of its
+    alternating (runtime.benchmark.alternating_timings); each one's latency_ms_p90 becomes the median of its
     rounds: a drift in the machine's load hits every model alike instead of the one timed during it."""
-    timings = alternating_p90({i: c.path for i, c in enumerate(models)}, p90, rounds,
-                              {i: c.latency_rounds_ms or [c.latency_ms_p90] for i, c in enumerate(models)})
+    timings = alternating_timings({i: c.path for i, c in enumerate(models)}, p90, rounds,
+                                  {i: c.latency_rounds_ms or [c.latency_ms_p90] for i, c in enumerate(models)})
     for i, c in enumerate(models):
         c.latency_rounds_ms = timings[i]
         c.latency_ms_p90 = float(np.median(c.latency_rounds_ms))
@@ -484,7 +484,7 @@ def latency_settings(bench: BenchmarkConfig, q: QuantizeConfig) -> BenchmarkConf
 
 STAGE = Stage(
     name="quantize", version=12, inputs=("dataset", "onnx"), output="ptq",
-    configure=configure, key_exclude={"quantize": {"qat"}},
+    configure=configure, key_exclude={"quantize": {"qat"}, "latency": {"rounds"}},  # rounds: the benchmark stage's
     run=run,
     headline=lambda m: f"ships {'FP32' if m['choice'] == 'fp32' else m['recipe']}; val acc FP32 {m['val_accuracy_fp32']:.2f}% "
                        f"vs {m['recipe']} {m['val_accuracy_int8']:.2f}%, {m['size_bytes_fp32'] / 1024:.0f} -> {m['size_bytes_int8'] / 1024:.0f} KiB",
