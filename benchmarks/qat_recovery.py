@@ -10,7 +10,7 @@ probe on MNIST-5k; benchmarks/quantization_fidelity.py builds and caches it). Fo
      against the same FP32 model, its p90 latency beside FP32's (batch 1, 1 thread, this machine),
      and the wall time QAT took per epoch.
 
-    python benchmarks/qat_recovery.py [--seeds 0 1 2] [--epochs 2] [--train-images 1024] [--warmup-epochs 0] [--store DIR]
+    python benchmarks/qat_recovery.py [--seeds 0 1 2] [--epochs 2] [--train-images 1024] [--warmup-epochs 0.5] [--recipe R] [--store DIR]
 
 Run it alone: latencies are taken on this machine. Prints a markdown table (RESULTS.md).
 """
@@ -44,7 +44,9 @@ def main() -> None:
     ap.add_argument("--train-images", type=int, default=1024)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--range-lr", type=float, default=1e-4)
-    ap.add_argument("--warmup-epochs", type=float, default=0.0, help="qat.warmup_epochs (linear warm-up, then cosine)")
+    ap.add_argument("--warmup-epochs", type=float, default=QATConfig().warmup_epochs,
+                    help="qat.warmup_epochs (linear warm-up, then cosine; default the stage's)")
+    ap.add_argument("--recipe", help="qat.recipe: the recipe emulated (default: the one qat.plan picks, as the stage does)")
     ap.add_argument("--reuse-ptq", action="store_true", help="the post-training results of the last run (same seed)")
     ap.add_argument("--calibrated", action="store_true", help="recalibrate ranges every epoch instead of learning them")
     ap.add_argument("--store", type=Path, default=Path(tempfile.gettempdir()) / "edgedistill-qat")
@@ -64,7 +66,7 @@ def main() -> None:
         q = quantize.resolve_reduce_range(pipeline.quantize)
         latency = quantize.latency_settings(BenchmarkConfig(threads=1), q)
         t = QATConfig(epochs=a.epochs, lr=a.lr, batch_size=32, train_images=a.train_images, range_lr=a.range_lr,
-                      learn_ranges=not a.calibrated, warmup_epochs=a.warmup_epochs)
+                      learn_ranges=not a.calibrated, warmup_epochs=a.warmup_epochs, recipe=a.recipe)
         cfg = qat.QATStageConfig(mode="always", qat=t, quantize=q, latency=latency, seed=seed)
         why_not, recipe = qat.plan(cfg, ptq)
         assert why_not is None, why_not

@@ -50,13 +50,18 @@ class Emulation:
     learn_ranges: bool = True
     """Activation ranges learned (LSQ) after calibration, else recalibrated every epoch."""
 
+    @staticmethod
+    def supports(q: Any) -> bool:
+        """Whether QAT can emulate q (a resolved QuantizeConfig): static INT8 with per-channel INT8 weights (of() says why not)."""
+        return q.method == "static" and q.weight_type == "int8" and q.per_channel
+
     @classmethod
     def of(cls, q: Any, learn_ranges: bool = True) -> "Emulation":
         """From a resolved QuantizeConfig (reduce_range a bool). ValueError for what is not static INT8
         with per-channel INT8 weights: dynamic quantization computes its ranges per batch, FP16 needs no
         training, and one per-tensor weight scale does not commute with folding BatchNorm into the
         convolution (the grid trained on would not be the one that ships)."""
-        if q.method != "static" or q.weight_type != "int8" or not q.per_channel:
+        if not cls.supports(q):
             raise ValueError(f"quantization-aware training emulates static INT8 with per-channel INT8 weights, not "
                              f"method {q.method} with {'per-channel' if q.per_channel else 'per-tensor'} {q.weight_type} weights")
         return cls(reduce_range=bool(q.reduce_range), activation_type=q.activation_type,
