@@ -246,13 +246,14 @@ def ort_format_text(report: dict) -> str:
 
 
 def rounds_text(report: dict) -> str:
-    """How many alternating rounds the shipped model's latency figures are the median of (bundles
-    before the benchmark stage's rounds, or one round: nothing)."""
+    """How many alternating rounds the shipped model's batch-1 latency percentiles are the median of
+    (bundles before the benchmark stage's rounds, or one round: nothing)."""
     p90s = report["models"][report["shipped"]].get("latency_rounds_ms") or []
     if len(p90s) < 2:
         return ""
-    return (f"Each latency figure is the median of {len(p90s)} rounds, the models timed in turn (teacher, student FP32, "
-            f"student INT8, teacher, ...); this model's p90 per round {min(p90s):.3f}-{max(p90s):.3f} ms.\n")
+    return (f"The batch-1 latency percentiles (p50 to p99, min, mean) are the median of {len(p90s)} rounds, the models "
+            f"timed in turn (teacher, student FP32, student INT8, teacher, ...); this model's p90 per round "
+            f"{min(p90s):.3f}-{max(p90s):.3f} ms. Load, cold start, throughput and the profile are the first round's.\n")
 
 
 def isolation_text(report: dict) -> str:

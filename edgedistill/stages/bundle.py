@@ -78,8 +78,9 @@ def build_report(name: str, shipped_role: str, bench: dict, export: dict, quant:
         "cold_start_ms": shipped["cold_start_ms"],
         "throughput": shipped.get("throughput"),
         "top_ops": shipped.get("top_ops", []),
-        "benchmark": {k: shipped[k] for k in ("runs", "duration_s", "warmup", "settings", "protocol", "batch", "input_shapes", "isolation")
-                      if k in shipped},
+        # runs, duration and isolation: the first round's; rounds: how many latency_ms is the median of
+        "benchmark": dict({k: shipped[k] for k in ("runs", "duration_s", "warmup", "settings", "protocol", "batch", "input_shapes",
+                                                   "isolation") if k in shipped}, rounds=len(shipped.get("latency_rounds_ms") or [0])),
         "device": {k: shipped["device"][k] for k in ("cpu", "flags", "cores", "threads", "onnxruntime")},
         "devices": {},
         "parity": {k: export["parity"]["student"][k] for k in ("max_abs_diff", "top1_agreement")},
@@ -225,7 +226,7 @@ def run(cfg: BundleStageConfig, inputs: dict[str, Path], out: Path, ctx: Context
 
 
 STAGE = Stage(
-    name="bundle", version=14, inputs=("dataset", "teacher", "student", "student_alone", "onnx", "quantized", "benchmark"),
+    name="bundle", version=15, inputs=("dataset", "teacher", "student", "student_alone", "onnx", "quantized", "benchmark"),
     output="bundle",
     configure=lambda p: BundleStageConfig(bundle=p.bundle, name=p.name), run=run,
     headline=lambda m: f"{m['size_bytes'] / 1024:.0f} KiB, p90 {m['latency_ms']['p90']:.3f} ms",

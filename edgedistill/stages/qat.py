@@ -151,7 +151,8 @@ def plan(cfg: QATStageConfig, ptq: dict) -> tuple[str | None, str | None]:
         # accurate enough but slow: the QAT graph has none in float)
         return (f"no static INT8 recipe was {q.min_speedup:g}x faster than FP32 here: QAT changes accuracy, "
                 f"not speed"), None
-    # QAT changes accuracy, not speed: the most accurate graph about as fast as the fastest (none fast, qat always: the fastest)
+    # QAT changes accuracy, not speed: the most accurate graph about as fast as the fastest, ties in recipe order (one
+    # timing cannot rank near-equal graphs); none fast, qat always: the fastest
     near = [c for c in fast if c["latency_ms_p90"] <= NEAR_FASTEST * min(f["latency_ms_p90"] for f in fast)]
     return None, (max(near, key=lambda c: c["val_accuracy"]) if near else min(static, key=lambda c: c["latency_ms_p90"]))["name"]
 

@@ -37,6 +37,11 @@ def test_bundle_has_every_file_and_number(tiny_run):
     assert set(lat) == {"p50", "p90", "p95", "p99", "min", "mean", "std"}
     assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] and lat["std"] >= 0
     assert report["benchmark"]["runs"] >= 20 and report["benchmark"]["duration_s"] >= 0.1  # both minimums held
+    # latency: the median of benchmark.rounds (3) timings, the models in turn, and the card and page say so
+    assert report["benchmark"]["rounds"] == 3
+    assert all(len(report["models"][role]["latency_rounds_ms"]) == 3 for role in ("teacher", "student_fp32", "student_int8"))
+    assert lat["p90"] == pytest.approx(float(np.median(report["models"]["student_int8"]["latency_rounds_ms"])))
+    assert "median of 3 rounds" in (path / "MODEL_CARD.md").read_text() and "median of 3 rounds" in page
     assert report["cold_start_ms"] >= report["load_ms"] > 0
     assert report["throughput"]["batch"] == 8 and report["throughput"]["images_per_s"] > 0
     ops = {o["op_type"] for o in report["top_ops"]}

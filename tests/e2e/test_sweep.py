@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 # sizes of the shipped INT8 model: width 3 about 9 KiB, width 6 about 11 KiB; the budget lies between
 MAX_SIZE_MB = 10 / 1024
 FAST = {"benchmark": {"threads": 1, "warmup": 2, "runs": 20, "min_duration_s": 0.0, "profile_runs": 0,
-                      "throughput_batch": 0}}
+                      "throughput_batch": 0, "rounds": 1}}
 
 
 def sweep_file(folder, **fields):
