@@ -6,6 +6,9 @@ Cases:
               export in --store: cached when it ran there), recipe qdq_u8s8_no_elementwise
   teacher224  the quickstart's MobileNetV2 teacher as a one-epoch linear probe at 224 px
               (quantization_fidelity.py builds it, in --store/teacher224), recipe qdq_u8s8
+  mnv3        the 224-px MobileNetV3-Small student that benchmarks/mnv3_qat.py train trained in --store
+              (--record RUNS/seedN/record.json says with which settings), recipe qdq_u8s8: hard-swish
+              and squeeze-excitation blocks
 Rules compared:
   graph   what the qat stage does: fake quantization where ONNX Runtime quantizes the exported graph
           (edgedistill/quantization/placement.py)
@@ -16,6 +19,7 @@ between ONNX Runtime's own QDQ graph run as written (no fusion) and fused. Calib
 stage's rows (quantize.calibration_samples, drawn with the seed), MinMax, for both sides.
 
     python benchmarks/qat_emulation.py --case text --store DIR [--recipe R]
+    python benchmarks/qat_emulation.py --case mnv3 --store DIR --record RUNS/seed2/record.json
 
 Accuracy only (no timing): it may run beside other work.
 """
@@ -48,7 +52,7 @@ from edgedistill.runtime.ortbench import run_rows, select  # noqa: E402
 from edgedistill.stages import STAGES  # noqa: E402
 from edgedistill.quantization.placement import locate_quantized  # noqa: E402
 
-RECIPES = {"text": "qdq_u8s8_no_elementwise", "teacher224": "qdq_u8s8"}
+RECIPES = {"text": "qdq_u8s8_no_elementwise", "teacher224": "qdq_u8s8", "mnv3": "qdq_u8s8"}
 
 
 def layers_rule(model: nn.Module) -> Placement:
@@ -60,10 +64,14 @@ def layers_rule(model: nn.Module) -> Placement:
     return plan
 
 
-def load_case(case: str, store: Path) -> tuple[nn.Module, Path, Dataset, int | None, object]:
+def load_case(case: str, store: Path, record: Path | None = None) -> tuple[nn.Module, Path, Dataset, int | None, object]:
     """(trained model, its FP32 export, dataset, input size, pipeline)."""
-    if case == "text":
-        pipeline = load_pipeline(ROOT / "pipelines" / "text_quickstart.yaml")
+    if case in ("text", "mnv3"):
+        if case == "text":
+            pipeline = load_pipeline(ROOT / "pipelines" / "text_quickstart.yaml")
+        else:
+            from mnv3_qat import PIPELINE
+            pipeline = load_pipeline(PIPELINE, json.loads(record.read_text())["sets"])
         report = Runner(Store(store), STAGES, progress=True).run(pipeline, until="export")
         export = report.result("export").path
         shipped = json.loads((export / "metrics.json").read_text())["student"]["shipped"]
@@ -96,10 +104,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--case", choices=sorted(RECIPES), required=True)
     ap.add_argument("--store", type=Path, required=True)
-    ap.add_argument("--recipe", default=None, help="default: text qdq_u8s8_no_elementwise, teacher224 qdq_u8s8")
+    ap.add_argument("--recipe", default=None, help="default: text qdq_u8s8_no_elementwise, teacher224 and mnv3 qdq_u8s8")
+    ap.add_argument("--record", type=Path, help="mnv3: the record.json mnv3_qat.py train wrote for the seed")
     a = ap.parse_args()
+    if a.case == "mnv3" and a.record is None:
+        ap.error("--case mnv3 needs --record RUNS/seedN/record.json")
     torch.manual_seed(0)
-    model, fp32, ds, size, pipeline = load_case(a.case, a.store)
+    model, fp32, ds, size, pipeline = load_case(a.case, a.store, a.record)
     model.eval()
     q = ort_quantize.resolve_reduce_range(pipeline.quantize.with_recipe(a.recipe or RECIPES[a.case]))
     q = q.model_copy(update={"calibrate_method": "minmax"})

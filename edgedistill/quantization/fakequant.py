@@ -145,6 +145,8 @@ def attach(model: nn.Module, emulation: Emulation, plan: Placement) -> FakeQuant
     calls: dict[str, int] = {}  # a module's calls in this forward (ResNet's ReLU serves twice a block)
     hooks = [model.register_forward_pre_hook(lambda mod, args: calls.clear(), prepend=True)]
     for path, here in at.items():
+        if any(p.where == "gate" for p, _ in here):
+            modules[path].inplace = False  # its output is recomputed from its input (_quantize_output)
         hooks.append(modules[path].register_forward_pre_hook(partial(_quantize_input, path=path, here=here, calls=calls)))
         hooks.append(modules[path].register_forward_hook(partial(_quantize_output, path=path, here=here, calls=calls)))
     return FakeQuantized(model, quantizers, hooks)
@@ -157,8 +159,11 @@ def _quantize_input(mod: nn.Module, args: tuple, *, path: str, here: list, calls
 
 
 def _quantize_output(mod: nn.Module, args: tuple, out: Any, *, path: str, here: list, calls: dict):
+    gate = next((fq for p, fq in here if p.where == "gate" and p.call == calls[path]), None)
+    if gate is not None:  # a Hardswish, x * hardsigmoid(x): ONNX Runtime quantizes the gate as the Mul's input
+        out = args[0] * gate(nn.functional.hardsigmoid(args[0]))
     for p, fq in here:
-        if p.call != calls[path] or p.where == "input":
+        if p.call != calls[path] or p.where in ("input", "gate"):
             continue
         if p.where == "prebias":  # a MatMul's output: its bias is added after (SkipLayerNormalization, BiasGelu)
             out = fq(out - mod.bias) + mod.bias

@@ -16,7 +16,10 @@ in PyTorch on a few examples: as the output of the module that computes it (the 
 hooks fire as modules finish; a module called several times in one forward, such as ResNet's shared
 ReLU, by its call), before a Linear's bias (a MatMul's output, its bias added by a later fused node),
 or, for a tensor no module returns (a functional op's: a residual Add, BERT's pooler taking the first
-token), as the input of the modules that read it (the outermost of nested ones). Tensors ONNX Runtime
+token), as the input of the modules that read it (the outermost of nested ones). One tensor inside a
+module is looked for too: the gate of a Hardswish (x * hardsigmoid(x)), which ONNX Runtime's
+pre-processing splits into HardSigmoid and Mul and then quantizes as the Mul's input (MobileNetV3:
+18 tensors). Tensors ONNX Runtime
 quantizes with one scale (MaxPool, Reshape: their output takes their input's) share one quantizer. A
 weight-bearing layer gets its weight quantized when its input is the input of a node whose weight ONNX
 Runtime quantized, per channel when that weight's scale has one value per channel.
@@ -54,8 +57,9 @@ OUTPUT_SUFFIX = "_QuantizeLinear_Input"
 @dataclass(frozen=True, order=True)
 class Point:
     """Where a tensor is in the PyTorch model: `where` is "output" (the module's output; of a tuple, its
-    `index`-th tensor), "prebias" (a Linear's output before its bias) or "input" (its first positional
-    argument), on the module's `call`-th call in one forward."""
+    `index`-th tensor), "prebias" (a Linear's output before its bias), "input" (its first positional
+    argument) or "gate" (a Hardswish's hardsigmoid(x), before it multiplies x), on the module's `call`-th
+    call in one forward."""
 
     module: str
     """Its path in model.named_modules() ("" is the model)."""
@@ -166,6 +170,8 @@ def module_values(model: nn.Module, x: torch.Tensor, keep: Callable[[np.ndarray]
         calls[path] = calls.get(path, -1) + 1
         if args and is_float(args[0]) and keep(v := args[0].float().numpy()):
             inputs.append((Point(path, "input", calls[path]), v.copy()))
+        if isinstance(mod, nn.Hardswish) and keep(v := nn.functional.hardsigmoid(args[0]).float().numpy()):
+            outputs.append((Point(path, "gate", calls[path]), v))  # before an in-place Hardswish overwrites x
 
     def post(mod, args, out, path):
         call = calls[path]

@@ -389,7 +389,7 @@ def headline(m: dict) -> str:
 
 
 STAGE = Stage(
-    name="qat", version=5, inputs=("dataset", "onnx", "ptq", "student", "student_alone"), output="quantized",
+    name="qat", version=6, inputs=("dataset", "onnx", "ptq", "student", "student_alone"), output="quantized",
     configure=configure, run=run, distributed=True, headline=headline,
     key_exclude={"qat": {"device", "channels_last", "compile", "workers"}, "latency": {"rounds"}},
 )

@@ -74,17 +74,50 @@ def test_fake_quantization_is_onnxruntime_grid(tmp_path, recipe, reduce_range):
         if node.op_type == "Gemm" and not any(a.name == "transB" and a.i for a in node.attribute):
             onnxruntime_weight = onnxruntime_weight.T
         np.testing.assert_allclose(layer.weight.detach().numpy(), onnxruntime_weight, rtol=1e-5, atol=1e-7)
+    scales = assert_ranges_are_onnxruntimes(plan, emulating, graph)
+    # the input, the two Relu outputs (the first also after MaxPool, with its scale), Flatten's output, the logits
+    assert len(scales) == 6 and len(plan.activations) == 5
+
+
+def assert_ranges_are_onnxruntimes(plan, emulating, graph) -> dict:
+    """Every tensor ONNX Runtime quantized in graph is emulated, with its scale and zero point. Returns
+    the tensors' QuantizeLinear nodes by name."""
+    init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     quantizers = dict(zip(plan.activations, fakequant.activation_quantizers(emulating)))
     scales = {n.input[0].removesuffix("_QuantizeLinear_Input"): n for n in graph.node
               if n.op_type == "QuantizeLinear" and n.input[0] not in init}
     assert sorted(t for ts in plan.tensors.values() for t in ts) == sorted(scales)
-    # the input, the two Relu outputs (the first also after MaxPool, with its scale), Flatten's output, the logits
-    assert len(scales) == 6 and len(plan.activations) == 5
     for first, tensors in plan.tensors.items():
         for tensor in tensors:
             qnode = scales[tensor]
             assert float(quantizers[first].scale.detach()) == pytest.approx(float(init[qnode.input[1]]), rel=1e-5)
             assert int(quantizers[first].zero_point.detach()) == int(init[qnode.input[2]])
+    return scales
+
+
+def test_a_hardswish_gate_is_quantized_where_onnxruntime_quantizes_it(tmp_path):
+    """ONNX Runtime's pre-processing splits a Hardswish into HardSigmoid and Mul and quantizes the gate
+    (the Mul's input): MobileNetV3-Small's 18 gates were left in float in QAT before the "gate" point.
+    Found in the Hardswish module (in-place or not) and emulated with ONNX Runtime's scale."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Hardswish(inplace=True), nn.Conv2d(8, 8, 3, padding=1),
+                          nn.Hardswish(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)).eval()
+    x = torch.randn(64, 3, 8, 8)
+    path = tmp_path / "m.onnx"
+    export_onnx(model, x[:2].numpy(), path, 18, input_name="input")
+    q = QuantizeConfig().with_recipe("qdq_u8s8").model_copy(update={"reduce_range": False})
+    reader = lambda: ort_quantize.BatchReader(len(x), lambda rows: {"input": x[rows].numpy()},
+                                              ort_quantize.model_inputs(path), batch=32)
+    source = ort_quantize.prepare_source(path, q, reader, tmp_path, log=lambda m: None)
+    assert [n.op_type for n in onnx.load(str(source)).graph.node].count("HardSigmoid") == 2
+    ort_quantize.quantize_model(source, tmp_path / "q.onnx", q, reader)
+    plan = placement.locate(model, source, tmp_path / "q.onnx", Rows(x))
+    assert not plan.missed and not plan.missed_weights
+    gates = [p for ps in plan.activations.values() for p in ps if p.where == "gate"]
+    assert gates == [placement.Point("1", "gate"), placement.Point("3", "gate")]
+    emulating = fakequant.attach(model, fakequant.Emulation.of(q), plan)
+    fakequant.calibrate(emulating, [x[:32], x[32:]])
+    assert len(assert_ranges_are_onnxruntimes(plan, emulating, onnx.load(str(tmp_path / "q.onnx")).graph)) == 9
 
 
 class Branches(nn.Module):
