@@ -37,7 +37,7 @@ from torch.ao.quantization import FakeQuantize, MinMaxObserver
 from torch.ao.quantization._learnable_fake_quantize import _LearnableFakeQuantize
 from torch.nn.utils import parametrize
 
-from edgedistill.quantization.placement import Placement, Point
+from edgedistill.quantization.placement import Placement, Point, gate_of
 
 
 @dataclass(frozen=True)
@@ -117,9 +117,10 @@ class FakeQuantized(nn.Module):
     activation quantizers held here (a child of the model itself would change an nn.Sequential's forward),
     so one state_dict, checkpoint and DDP wrapper carry the weights and the ranges."""
 
-    def __init__(self, model: nn.Module, quantizers: nn.ModuleList, hooks: list):
+    def __init__(self, model: nn.Module, quantizers: nn.ModuleList, hooks: list, inplace: dict[str, bool] | None = None):
         super().__init__()
         self.model, self.quantizers, self.hooks = model, quantizers, hooks
+        self.inplace = inplace or {}  # the gated activations attach made not in-place, their flag before: detach restores it
 
     def forward(self, *args, **kwargs):
         return self.model(*args, **kwargs)
@@ -144,12 +145,13 @@ def attach(model: nn.Module, emulation: Emulation, plan: Placement) -> FakeQuant
             at.setdefault(p.module, []).append((p, fq))
     calls: dict[str, int] = {}  # a module's calls in this forward (ResNet's ReLU serves twice a block)
     hooks = [model.register_forward_pre_hook(lambda mod, args: calls.clear(), prepend=True)]
+    inplace = {}
     for path, here in at.items():
-        if any(p.where == "gate" for p, _ in here):
-            modules[path].inplace = False  # its output is recomputed from its input (_quantize_output)
+        if any(p.where == "gate" for p, _ in here):  # its output is recomputed from its input (_quantize_output)
+            inplace[path], modules[path].inplace = modules[path].inplace, False
         hooks.append(modules[path].register_forward_pre_hook(partial(_quantize_input, path=path, here=here, calls=calls)))
         hooks.append(modules[path].register_forward_hook(partial(_quantize_output, path=path, here=here, calls=calls)))
-    return FakeQuantized(model, quantizers, hooks)
+    return FakeQuantized(model, quantizers, hooks, inplace)
 
 
 def _quantize_input(mod: nn.Module, args: tuple, *, path: str, here: list, calls: dict):
@@ -160,8 +162,8 @@ def _quantize_input(mod: nn.Module, args: tuple, *, path: str, here: list, calls
 
 def _quantize_output(mod: nn.Module, args: tuple, out: Any, *, path: str, here: list, calls: dict):
     gate = next((fq for p, fq in here if p.where == "gate" and p.call == calls[path]), None)
-    if gate is not None:  # a Hardswish, x * hardsigmoid(x): ONNX Runtime quantizes the gate as the Mul's input
-        out = args[0] * gate(nn.functional.hardsigmoid(args[0]))
+    if gate is not None:  # x * gate(x) (placement.GATES): ONNX Runtime quantizes gate(x) as the Mul's input
+        out = args[0] * gate(gate_of(mod)(args[0]))
     for p, fq in here:
         if p.call != calls[path] or p.where in ("input", "gate"):
             continue
@@ -181,6 +183,9 @@ def detach(model: FakeQuantized) -> nn.Module:
     for h in model.hooks:
         h.remove()
     inner = model.model
+    modules = dict(inner.named_modules())
+    for path, flag in model.inplace.items():
+        modules[path].inplace = flag
     for m in inner.modules():
         if parametrize.is_parametrized(m, "weight") and isinstance(m.parametrizations.weight[0], _WeightFakeQuant):
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)  # ours is the only one: attach checks

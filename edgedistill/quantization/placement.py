@@ -17,9 +17,10 @@ hooks fire as modules finish; a module called several times in one forward, such
 ReLU, by its call), before a Linear's bias (a MatMul's output, its bias added by a later fused node),
 or, for a tensor no module returns (a functional op's: a residual Add, BERT's pooler taking the first
 token), as the input of the modules that read it (the outermost of nested ones). One tensor inside a
-module is looked for too: the gate of a Hardswish (x * hardsigmoid(x)), which ONNX Runtime's
-pre-processing splits into HardSigmoid and Mul and then quantizes as the Mul's input (MobileNetV3:
-18 tensors). Tensors ONNX Runtime
+module is looked for too: the gate of an nn.Hardswish (x * hardsigmoid(x), which ONNX Runtime's
+pre-processing splits into HardSigmoid and Mul; MobileNetV3-Small has 19) or of an nn.SiLU (x *
+sigmoid(x), exported as Sigmoid and Mul), quantized as the Mul's input (GATES). The same functions
+called functionally (F.hardswish, F.silu), or another class computing them, leave their gate in float. Tensors ONNX Runtime
 quantizes with one scale (MaxPool, Reshape: their output takes their input's) share one quantizer. A
 weight-bearing layer gets its weight quantized when its input is the input of a node whose weight ONNX
 Runtime quantized, per channel when that weight's scale has one value per channel.
@@ -50,6 +51,15 @@ TOLERANCE = 1e-3
 """Largest difference between a PyTorch tensor and an ONNX one for the same value, relative to the
 tensor's largest magnitude (at least 1): ONNX Runtime's fused kernels (attention, GELU, LayerNorm) round
 differently; different tensors differ by far more."""
+GATES = {nn.Hardswish: nn.functional.hardsigmoid, nn.SiLU: torch.sigmoid}
+"""Activation modules computing x * gate(x) that ONNX Runtime quantizes as a Mul of x and gate(x): the
+gate tensor no module returns is found at Point(module, "gate") and fake-quantized there."""
+
+
+def gate_of(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    return next((g for cls, g in GATES.items() if isinstance(module, cls)), None)
+
+
 OUTPUT_SUFFIX = "_QuantizeLinear_Input"
 """ONNX Runtime renames a graph output it quantizes: the float tensor gets this suffix."""
 
@@ -58,8 +68,8 @@ OUTPUT_SUFFIX = "_QuantizeLinear_Input"
 class Point:
     """Where a tensor is in the PyTorch model: `where` is "output" (the module's output; of a tuple, its
     `index`-th tensor), "prebias" (a Linear's output before its bias), "input" (its first positional
-    argument) or "gate" (a Hardswish's hardsigmoid(x), before it multiplies x), on the module's `call`-th
-    call in one forward."""
+    argument) or "gate" (in a GATES module, x * gate(x): gate(x) before it multiplies x), on the
+    module's `call`-th call in one forward."""
 
     module: str
     """Its path in model.named_modules() ("" is the model)."""
@@ -170,8 +180,8 @@ def module_values(model: nn.Module, x: torch.Tensor, keep: Callable[[np.ndarray]
         calls[path] = calls.get(path, -1) + 1
         if args and is_float(args[0]) and keep(v := args[0].float().numpy()):
             inputs.append((Point(path, "input", calls[path]), v.copy()))
-        if isinstance(mod, nn.Hardswish) and keep(v := nn.functional.hardsigmoid(args[0]).float().numpy()):
-            outputs.append((Point(path, "gate", calls[path]), v))  # before an in-place Hardswish overwrites x
+        if (gate := gate_of(mod)) and args and is_float(args[0]) and keep(v := gate(args[0]).float().numpy()):
+            outputs.append((Point(path, "gate", calls[path]), v))  # before an in-place activation overwrites x
 
     def post(mod, args, out, path):
         call = calls[path]
