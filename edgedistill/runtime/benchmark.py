@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Literal, TypeVar
 
+import numpy as np
 from pydantic import Field
 
 from edgedistill.core.config import Strict
@@ -138,3 +139,8 @@ def alternating_timings(models: dict[K, Any], time_one: Callable[[Any], T], roun
             if len(timed[k]) < rounds:
                 timed[k].append(time_one(model))
     return timed
+
+
+def rounds_line(timings: dict[str, list[float]]) -> str:
+    """"name median ms (min-max), ..." of each model's p90s over its rounds, for the log."""
+    return ", ".join(f"{k} {float(np.median(v)):.3f} ms ({min(v):.3f}-{max(v):.3f})" for k, v in timings.items())

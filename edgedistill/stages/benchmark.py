@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from edgedistill.core.stage import Context, Stage
 from edgedistill.data.dataset import Dataset, read_preprocess
-from edgedistill.runtime.benchmark import BenchmarkConfig, alternating_timings, bench_in_child
+from edgedistill.runtime.benchmark import BenchmarkConfig, alternating_timings, bench_in_child, rounds_line
 
 MODELS = {"teacher": ("onnx", "teacher.onnx", "teacher"), "student_fp32": ("onnx", "student.onnx", "student"),
           "student_int8": ("quantized", "student_quantized.onnx", "student")}
@@ -64,9 +64,8 @@ def retime(results: dict[str, dict], models: dict[str, tuple[Path, Path]], cfg: 
         r["latency_rounds_ms"] = [t["p90"] for t in rounds[role]]
         r["latency_ms"] = {k: float(np.median([t[k] for t in rounds[role]])) for k in r["latency_ms"]}
     if cfg.rounds > 1:
-        ctx.log(f"timed {cfg.rounds} times, alternating (median p90, range): " + ", ".join(
-            f"{role} {r['latency_ms']['p90']:.3f} ms ({min(r['latency_rounds_ms']):.3f}-{max(r['latency_rounds_ms']):.3f})"
-            for role, r in results.items()))
+        ctx.log(f"timed {cfg.rounds} times, alternating (median p90, range): "
+                + rounds_line({role: r["latency_rounds_ms"] for role, r in results.items()}))
 
 
 def configure(p) -> BenchmarkConfig:

@@ -59,7 +59,7 @@ from edgedistill.quantization.ort_quantize import (
     uses_calibration,
 )
 from edgedistill.quantization.recipes import RECIPE_SETS, QuantizeConfig
-from edgedistill.runtime.benchmark import BenchmarkConfig, alternating_timings, bench_in_child
+from edgedistill.runtime.benchmark import BenchmarkConfig, alternating_timings, bench_in_child, rounds_line
 from edgedistill.runtime.onnx_utils import ort_predict
 from edgedistill.runtime.ortbench import model_size
 from edgedistill.runtime.stats import LEVEL, paired_drop, resolution
@@ -295,9 +295,8 @@ def retime(models: list[Candidate], p90: Callable[[Path], float], rounds: int,
         c.latency_rounds_ms = timings[i]
         c.latency_ms_p90 = float(np.median(c.latency_rounds_ms))
     if rounds > 1:
-        log(f"timed again, {rounds} alternating rounds (median p90, range): " + ", ".join(
-            f"{c.name} {c.latency_ms_p90:.3f} ms ({min(c.latency_rounds_ms):.3f}-{max(c.latency_rounds_ms):.3f})"
-            for c in models))
+        log(f"timed again, {rounds} alternating rounds (median p90, range): "
+            + rounds_line({c.name: c.latency_rounds_ms for c in models}))
 
 
 def confirm_speed(fp32: Candidate, tried: list[Candidate], q: QuantizeConfig, p90: Callable[[Path], float],
