@@ -68,6 +68,20 @@ def test_choose_the_fastest_within_tolerance():
     assert chosen.name == "a" and "0.50 pt below FP32" in why and "2.00x faster" in why
 
 
+def test_candidates_closer_than_the_speed_margin_are_taken_in_recipe_order():
+    """Five equally good recipes within 5% of each other (the quickstart's student): which one ships must
+    not follow the timing noise; a later one ships only when it is min_speedup faster."""
+    fp32 = fp("fp32", 98.0, 1.0)
+    for noise in ([0.60, 0.58], [0.58, 0.60]):
+        chosen, _ = choose(fp32, [fp("qdq_u8s8", 98.0, noise[0]), fp("qdq_s8s8", 98.0, noise[1])], 1.0, 1.05)
+        assert chosen.name == "qdq_u8s8"
+    chosen, _ = choose(fp32, [fp("qdq_u8s8", 98.0, 0.60), fp("qdq_s8s8", 98.0, 0.55)], 1.0, 1.05)
+    assert chosen.name == "qdq_s8s8"  # 9% faster
+    # the inaccurate and the not-fast-enough do not take part
+    chosen, _ = choose(fp32, [fp("slow", 98.0, 0.99), fp("off", 90.0, 0.3), fp("b", 98.0, 0.9)], 1.0, 1.05)
+    assert chosen.name == "b"
+
+
 def test_choose_fp32_when_nothing_is_faster_enough():
     chosen, why = choose(fp("fp32", 98.0, 1.0), [fp("a", 98.0, 0.97), fp("b", 98.0, 1.4)], 1.0, 1.05)
     assert chosen is None and "at least 1.05x faster" in why and "best: a" in why
