@@ -38,6 +38,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
+from onnxruntime.quantization.quant_utils import TENSOR_NAME_QUANT_SUFFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -47,6 +48,7 @@ from quantization_fidelity import teacher224_model  # noqa: E402
 
 from edgedistill.core.store import Store
 from edgedistill.quantization import ort_quantize
+from edgedistill.quantization.placement import dequantize_constant
 from edgedistill.quantization.recipes import QuantizeConfig
 from edgedistill.runtime.onnx_utils import ort_predict
 
@@ -55,23 +57,25 @@ def initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
 
 
-def dequantized_weights(quantized: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """float tensor name -> its value as the QDQ model computes it: every DequantizeLinear of a constant
-    (ONNX Runtime names the integer tensor '<name>_quantized'), per channel along its axis."""
-    consts, out = initializers(quantized), {}
+def constant_dequantizes(quantized: onnx.ModelProto, source: onnx.ModelProto) -> list[tuple[onnx.NodeProto, str]]:
+    """Every DequantizeLinear of a constant in the QDQ model, with the float tensor of source it came from
+    (ONNX Runtime names the integer tensor '<name>' + TENSOR_NAME_QUANT_SUFFIX). Raises when one has no
+    such source tensor: a row would otherwise silently keep that weight in float."""
+    consts, floats = {i.name for i in quantized.graph.initializer}, {i.name for i in source.graph.initializer}
+    out = []
     for node in quantized.graph.node:
-        if node.op_type != "DequantizeLinear" or node.input[0] not in consts or not node.input[0].endswith("_quantized"):
-            continue
-        x = consts[node.input[0]].astype(np.float64)
-        scale = consts[node.input[1]].astype(np.float64)
-        zero = consts[node.input[2]].astype(np.float64) if len(node.input) > 2 and node.input[2] else np.zeros_like(scale)
-        if scale.size > 1:
-            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-            shape = [1] * x.ndim
-            shape[axis] = -1
-            scale, zero = scale.reshape(shape), zero.reshape(shape)
-        out[node.input[0][: -len("_quantized")]] = ((x - zero) * scale).astype(np.float32)
+        if node.op_type == "DequantizeLinear" and node.input[0] in consts:
+            base = node.input[0].removesuffix(TENSOR_NAME_QUANT_SUFFIX)
+            if base == node.input[0] or base not in floats:
+                raise RuntimeError(f"{node.input[0]}: no float tensor of the source model by that name")
+            out.append((node, base))
     return out
+
+
+def dequantized_weights(quantized: onnx.ModelProto, source: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """source's tensor name -> its value as the QDQ model computes it (weights and biases)."""
+    init = {i.name: i for i in quantized.graph.initializer}
+    return {base: dequantize_constant(node, init) for node, base in constant_dequantizes(quantized, source)}
 
 
 def with_weights(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx.ModelProto:
@@ -88,12 +92,11 @@ def float_weights_in(quantized: onnx.ModelProto, source: onnx.ModelProto) -> onn
     came from (source's initializer): only the activations stay quantized."""
     model = onnx.ModelProto.FromString(quantized.SerializeToString())
     floats = {i.name: i for i in source.graph.initializer}
-    consts = {i.name for i in model.graph.initializer}
-    for node in list(model.graph.node):
-        base = node.input[0][: -len("_quantized")] if node.op_type == "DequantizeLinear" and node.input[0].endswith("_quantized") else None
-        if base is None or node.input[0] not in consts or base not in floats:
-            continue
-        model.graph.initializer.append(floats[base])
+    by_name = {n.name: n for n in model.graph.node}
+    for original, base in constant_dequantizes(quantized, source):
+        node = by_name[original.name]
+        if base not in {i.name for i in model.graph.initializer}:
+            model.graph.initializer.append(floats[base])
         for other in model.graph.node:
             other.input[:] = [base if x == node.output[0] else x for x in other.input]
         model.graph.node.remove(node)
@@ -145,7 +148,7 @@ def main() -> None:
         fp32, ds, _ = teacher224_model(Store(a.store / "teacher224"), seed, [], work)
         train = ds.split("train", 224)
         splits = {"val": ds.split("val", 224), "test": ds.split("test", 224)}
-        calibration_split = train.subset(np.sort(np.random.default_rng(seed).permutation(len(train))[:256]))
+        calibration_split = train.subset(ort_quantize.calibration_rows(len(train), 256, seed))
         names = ort_quantize.model_inputs(fp32)
         reader = lambda: ort_quantize.split_reader(calibration_split, names)
         reference = {s: ort_predict(fp32, d).argmax(1) for s, d in splits.items()}
@@ -156,7 +159,7 @@ def main() -> None:
             ort_quantize.quantize_model(source, u8s8, QuantizeConfig(mode="fixed", reduce_range=False), reader)
             src, q = onnx.load(str(source)), onnx.load(str(u8s8))
             rows = {"qdq_u8s8 (MinMax), full": (u8s8, True),
-                    "weights only (activations float)": (with_weights(src, dequantized_weights(q)), False),
+                    "weights only (activations float)": (with_weights(src, dequantized_weights(q, src)), False),
                     "activations only (weights float)": (float_weights_in(q, src), False)}
             if a.adaround:
                 graph, weights, seconds = adaround(source, reader, a.adaround)

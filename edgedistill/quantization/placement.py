@@ -114,6 +114,22 @@ class WeightedNode:
     per_channel: bool
 
 
+def dequantize_constant(node: Any, init: dict) -> np.ndarray:
+    """The float32 value a DequantizeLinear node (onnx.NodeProto) of a constant computes: (x - zero point)
+    * scale, per channel along its axis (ONNX's default 1) when the scale is a vector. init: the graph's
+    initializers by name (onnx.TensorProto); the node's inputs must be among them (KeyError otherwise)."""
+    from onnx import numpy_helper
+
+    values = numpy_helper.to_array(init[node.input[0]]).astype(np.float32)
+    scale = numpy_helper.to_array(init[node.input[1]]).astype(np.float32)
+    zero = numpy_helper.to_array(init[node.input[2]]).astype(np.float32) if len(node.input) > 2 and node.input[2] else 0.0
+    if scale.size > 1:
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        shape = [-1 if d == axis % values.ndim else 1 for d in range(values.ndim)]
+        scale, zero = scale.reshape(shape), np.reshape(zero, shape) if np.ndim(zero) else zero
+    return (values - zero) * scale
+
+
 def quantized_tensors(quantized: Any) -> tuple[dict[str, list[str]], list[WeightedNode]]:
     """From an ONNX Runtime QDQ model (onnx.ModelProto): ({first tensor: tensors sharing its scale}, in
     graph order, and the nodes with a quantized weight). Tensor names are those of the model it was
@@ -142,13 +158,8 @@ def quantized_tensors(quantized: Any) -> tuple[dict[str, list[str]], list[Weight
         w, a = dequantizes.get(node.input[1]), dequantizes.get(node.input[0])
         if w is None or a is None or w.input[0] not in init or a.input[0] not in quantizes:
             continue
-        values, scale = numpy_helper.to_array(init[w.input[0]]).astype(np.float32), numpy_helper.to_array(init[w.input[1]])
-        zero = numpy_helper.to_array(init[w.input[2]]).astype(np.float32) if len(w.input) > 2 else 0.0
-        axis = next((at.i for at in w.attribute if at.name == "axis"), 1)
-        shape = [-1 if d == axis % values.ndim else 1 for d in range(values.ndim)]
-        if scale.size > 1:
-            scale, zero = scale.reshape(shape), np.reshape(zero, shape) if np.ndim(zero) else zero
-        weighted.append(WeightedNode(node.name, source(quantizes[a.input[0]]), (values - zero) * scale, scale.size > 1))
+        weighted.append(WeightedNode(node.name, source(quantizes[a.input[0]]), dequantize_constant(w, init),
+                                     numpy_helper.to_array(init[w.input[1]]).size > 1))
     return groups, weighted
 
 

@@ -288,7 +288,7 @@ def decide(q: QuantizeConfig, fp32: quantize.Candidate, qat: quantize.Candidate,
     (within max_accuracy_drop, min_speedup faster); against a post-training model of the same graph
     (same speed), the more accurate on validation ships; against another graph (qat: always), QAT
     ships only if it is within the tolerance and faster, timed in the same minutes (a few validation
-    images more do not buy a slower or larger model)."""
+    images more do not buy a slower or larger model), faster by min_speedup (a smaller difference is noise)."""
     if ptq is None:
         chosen, reason = quantize.choose(fp32, [qat], q.max_accuracy_drop, q.min_speedup)
         return chosen is not None, reason
@@ -298,11 +298,12 @@ def decide(q: QuantizeConfig, fp32: quantize.Candidate, qat: quantize.Candidate,
         return False, f"{qat.name} was not more accurate on validation than the post-training model (the same graph)"
     if not quantize.within_tolerance(fp32, qat, q.max_accuracy_drop):
         return False, f"{qat.name} is not within {q.max_accuracy_drop:g} pt of FP32 ({quantize.describe_drop(qat.val_drop)})"
-    if qat.latency_ms_p90 < ptq.latency_ms_p90:
+    # faster by min_speedup, as between the quantize stage's candidates: a smaller difference is noise
+    if quantize.first_unless_faster([(ptq, ptq.name), (qat, qat.name)], q.min_speedup)[0] is qat:
         return True, (f"{qat.name} is within the tolerance and faster than {ptq.name}, the post-training choice "
                       f"(p90 {qat.latency_ms_p90:.3f} vs {ptq.latency_ms_p90:.3f} ms)")
-    return False, (f"{ptq.name}, the post-training choice, is faster (p90 {ptq.latency_ms_p90:.3f} vs "
-                   f"{qat.latency_ms_p90:.3f} ms, timed together)")
+    return False, (f"{qat.name} is not {q.min_speedup:g}x faster than {ptq.name}, the post-training choice (p90 "
+                   f"{qat.latency_ms_p90:.3f} vs {ptq.latency_ms_p90:.3f} ms, timed together)")
 
 
 def run(cfg: QATStageConfig, inputs: dict[str, Path], out: Path, ctx: Context) -> dict:
@@ -389,7 +390,7 @@ def headline(m: dict) -> str:
 
 
 STAGE = Stage(
-    name="qat", version=6, inputs=("dataset", "onnx", "ptq", "student", "student_alone"), output="quantized",
+    name="qat", version=7, inputs=("dataset", "onnx", "ptq", "student", "student_alone"), output="quantized",
     configure=configure, run=run, distributed=True, headline=headline,
     key_exclude={"qat": {"device", "channels_last", "compile", "workers"}, "latency": {"rounds"}},
 )
