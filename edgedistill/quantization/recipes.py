@@ -66,8 +66,9 @@ class QuantizeConfig(Strict):
     mode: Literal["auto", "fixed"] = "auto"
     """auto: try each of `recipes`, measure validation accuracy and latency (benchmark.threads, batch 1),
     keep the fastest whose accuracy drop is within max_accuracy_drop and that is at least min_speedup
-    faster than FP32 (between such candidates less than min_speedup apart, the first in `recipes`); if none is accurate enough, calibrate the most accurate static QDQ recipe that is
-    fast enough again with retry_calibration, then leave the nodes that add the most quantization error in float (up to
+    faster than FP32 (between such candidates less than min_speedup apart, the first in `recipes`); if
+    none is accurate enough, calibrate the most accurate static QDQ recipe that is fast enough again with
+    retry_calibration, then leave the nodes that add the most quantization error in float (up to
     max_excluded_nodes), within search_budget_s; if nothing qualifies, ship FP32 and say why.
     fixed: quantize once with the fields below, as given."""
     recipes: list[str] = Field(default_factory=lambda: list(RECIPE_SETS["x86"]))

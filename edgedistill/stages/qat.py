@@ -287,8 +287,8 @@ def decide(q: QuantizeConfig, fp32: quantize.Candidate, qat: quantize.Candidate,
     FP32), and why. The quantize rule throughout: where post-training kept FP32, QAT must pass it
     (within max_accuracy_drop, min_speedup faster); against a post-training model of the same graph
     (same speed), the more accurate on validation ships; against another graph (qat: always), QAT
-    ships only if it is within the tolerance and faster, timed in the same minutes (a few validation
-    images more do not buy a slower or larger model), faster by min_speedup (a smaller difference is noise)."""
+    ships only if it is within the tolerance and min_speedup faster (a smaller difference is noise),
+    timed in the same minutes (a few validation images more do not buy a slower or larger model)."""
     if ptq is None:
         chosen, reason = quantize.choose(fp32, [qat], q.max_accuracy_drop, q.min_speedup)
         return chosen is not None, reason

@@ -6,8 +6,8 @@ candidate's accuracy drop against FP32 is paired (the same images) and comes wit
 interval and its top-1 agreement with FP32 (edgedistill.runtime.stats). The rule: a candidate is within
 tolerance when the upper end of that interval is at most max_accuracy_drop. Of the candidates
 within tolerance that are at least min_speedup faster than FP32, the first in quantize.recipes' order
-is chosen unless a later one is min_speedup faster than the one kept so far (closer timings are noise). If no recipe is accurate
-enough, the most accurate static QDQ recipe fast enough to ship is calibrated again with other methods
+is chosen unless a later one is min_speedup faster than the one kept so far (closer timings are
+noise). If no recipe is accurate enough, the most accurate static QDQ recipe fast enough to ship is calibrated again with other methods
 (retry_calibration, none by default), then the nodes that add the most quantization error are left in
 float, a few at a time, until one is (mixed precision); that search stops when search_budget_s is spent.
 If nothing qualifies, FP32 ships, and the metrics say why. Every candidate tried goes into the metrics
@@ -135,8 +135,8 @@ def describe_drop(d: dict) -> str:
 def choose(fp32: Candidate, tried: list[Candidate], max_drop: float, min_speedup: float) -> tuple[Candidate | None, str]:
     """Of the candidates within max_drop points of FP32 and at least min_speedup faster than FP32, the
     first in `tried`'s order (quantize.recipes', then the search's), replaced by each later one that is
-    min_speedup faster than the one kept so far (first_unless_faster), with the reason; (None, why) when FP32 should ship. Not simply
-    the fastest: on the quickstart's 0.06-ms student five recipes time within 5% of each other, and
+    min_speedup faster than the one kept so far (first_unless_faster), with the reason; (None, why) when
+    FP32 should ship. Not simply the fastest: on the quickstart's 0.06-ms student five recipes time within 5% of each other, and
     the fastest of them changed from run to run with the same inputs."""
     ok = [c for c in tried if within_tolerance(fp32, c, max_drop)]
     if not ok:
