@@ -7,9 +7,10 @@ interval and its top-1 agreement with FP32 (edgedistill.runtime.stats). The rule
 tolerance when the upper end of that interval is at most max_accuracy_drop. Of the candidates
 within tolerance that are at least min_speedup faster than FP32, the first in quantize.recipes' order
 is chosen unless a later one is min_speedup faster than the one kept so far (closer timings are
-noise). If no recipe is accurate enough, the most accurate static QDQ recipe fast enough to ship is calibrated again with other methods
-(retry_calibration, none by default), then the nodes that add the most quantization error are left in
-float, a few at a time, until one is (mixed precision); that search stops when search_budget_s is spent.
+noise). If no recipe is accurate enough, the most accurate static QDQ recipe fast enough to ship is
+calibrated again with other methods (retry_calibration, none by default), then the nodes that add the
+most quantization error are left in float, a few at a time, until one is (mixed precision); that search
+stops when search_budget_s is spent.
 If nothing qualifies, FP32 ships, and the metrics say why. Every candidate tried goes into the metrics
 (and from there into the bundle's report), with where its graph and numbers came from (ONNX Runtime's
 calibration, or NNCF's carried into ONNX Runtime's layout: edgedistill/quantization/nncf_ptq.py). On x86 CPUs
