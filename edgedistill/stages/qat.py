@@ -299,7 +299,7 @@ def decide(q: QuantizeConfig, fp32: quantize.Candidate, qat: quantize.Candidate,
     if not quantize.within_tolerance(fp32, qat, q.max_accuracy_drop):
         return False, f"{qat.name} is not within {q.max_accuracy_drop:g} pt of FP32 ({quantize.describe_drop(qat.val_drop)})"
     # faster by min_speedup, as between the quantize stage's candidates: a smaller difference is noise
-    if quantize.first_unless_faster([(ptq, ptq.name), (qat, qat.name)], q.min_speedup)[0] is qat:
+    if quantize.first_unless_faster([ptq, qat], q.min_speedup) is qat:
         return True, (f"{qat.name} is within the tolerance and faster than {ptq.name}, the post-training choice "
                       f"(p90 {qat.latency_ms_p90:.3f} vs {ptq.latency_ms_p90:.3f} ms)")
     return False, (f"{qat.name} is not {q.min_speedup:g}x faster than {ptq.name}, the post-training choice (p90 "

@@ -151,7 +151,7 @@ def choose(fp32: Candidate, tried: list[Candidate], max_drop: float, min_speedup
         best = min(ok, key=lambda c: c.latency_ms_p90)
         return None, (f"no accurate-enough quantized configuration was at least {min_speedup:g}x faster than FP32 "
                       f"(best: {best.name}, {fp32.latency_ms_p90 / best.latency_ms_p90:.2f}x)")
-    best = first_unless_faster([(c, c.name) for c in fast], min_speedup)[0]
+    best = first_unless_faster(fast, min_speedup)
     return best, (f"{best.name}: {describe_drop(best.val_drop)}; limit {max_drop:g} on the interval's upper end; "
                   f"p90 {best.latency_ms_p90:.3f} ms vs {fp32.latency_ms_p90:.3f} ms "
                   f"({fp32.latency_ms_p90 / best.latency_ms_p90:.2f}x faster)")
@@ -347,14 +347,14 @@ def latency_meter(q: QuantizeConfig, latency: BenchmarkConfig, inputs: Path | No
     return over_ssh, f"{q.target} (bench.py over SSH)"
 
 
-def first_unless_faster(ranked: list[tuple[Candidate, str]], min_speedup: float) -> tuple[Candidate, str]:
-    """The first of `ranked` (in quantize.recipes' order), replaced by each later one that is min_speedup
-    faster than the one picked so far: between equals, a difference smaller than the speed rule's own
-    margin decides nothing."""
+def first_unless_faster(ranked: list, min_speedup: float, p90: Callable[[Any], float] = lambda c: c.latency_ms_p90):
+    """The first of `ranked` (candidates, in quantize.recipes' order; p90 gives an item's latency when
+    items are not Candidates), replaced by each later one that is min_speedup faster than the one picked
+    so far: between equals, a difference smaller than the speed rule's own margin decides nothing."""
     best = ranked[0]
-    for t in ranked[1:]:
-        if t[0].latency_ms_p90 * min_speedup <= best[0].latency_ms_p90:
-            best = t
+    for item in ranked[1:]:
+        if p90(item) * min_speedup <= p90(best):
+            best = item
     return best
 
 
@@ -386,7 +386,7 @@ def search(fp32: Candidate, tried: list[Candidate], configs: dict[str, QuantizeC
         tied = [t for t in fast if t[0].val_accuracy == top]
         if len(tied) > 1:
             retime([t[0] for t in tied], p90, q.latency_rounds, log)
-        base, base_name = first_unless_faster(tied, q.min_speedup)
+        base, base_name = first_unless_faster(tied, q.min_speedup, p90=lambda t: t[0].latency_ms_p90)
     else:
         base, base_name = min(qdq, key=lambda t: t[0].latency_ms_p90)
     family = [(base, configs[base_name])]
